@@ -1,1 +1,10 @@
-//! tests
+//! `vgpu-tests`: the guest test programs of vgpu-svm and what they share.
+//!
+//! Each guest program is a binary in `src/bin/`, built by the xtask as a
+//! static executable and run inside the VM (e.g. `/bin/vgpu-smoke`). They
+//! report in TAP through [`tap::Tap`]: one line per check, a final
+//! `# N passed, M failed` line, and exit status 1 if anything failed.
+
+#![warn(missing_docs)]
+
+pub mod tap;

@@ -1,1 +1,176 @@
-fn main() {}
+//! `cargo xtask`: the one entry point of vgpu-svm. Provisioning, kernel build, guest image,
+//! VM runs, tests and the demo.
+
+mod cmd;
+mod guest;
+mod initramfs;
+mod kernel;
+mod paths;
+mod report;
+mod setup;
+mod vm;
+
+use anyhow::{bail, Context, Result};
+use std::{path::PathBuf, process::Command, time::Duration};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup                 install what is missing (Debian packages, bindgen, linux-source 7.2)
+  kernel                build the guest kernel with the vgpu_svm overlay (cached, incremental)
+  guest                 build the guest programs and the kernel's hmm-tests
+  vm --job NAME         boot the VM with vgpu-device and run guest job NAME
+                        (a script in tests/guest-jobs/)
+  test                  host unit tests, then the in-VM tests (the README's test command)
+  demo                  boot the VM with the device and show the handshake (the main job)
+
+options:
+  --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)
+  --timeout SECONDS        VM timeout (default 900)
+  --host-only              `test`: only the host unit tests
+";
+
+struct Opts {
+    flavor: kernel::Flavor,
+    job: Option<String>,
+    timeout: Duration,
+    host_only: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        flavor: kernel::Flavor::Default,
+        job: None,
+        timeout: Duration::from_secs(900),
+        host_only: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--flavor" => o.flavor = kernel::Flavor::parse(&val("--flavor")?)?,
+            "--job" => o.job = Some(val("--job")?),
+            "--timeout" => {
+                let s = val("--timeout")?;
+                o.timeout = Duration::from_secs(s.parse().with_context(|| format!("bad --timeout `{s}`"))?);
+            }
+            "--host-only" => o.host_only = true,
+            _ => bail!("unknown option `{a}`\n\n{USAGE}"),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        std::process::exit(2);
+    };
+    let result = parse(&args[1..]).and_then(|o| match command.as_str() {
+        "setup" => setup::setup(),
+        "kernel" => kernel::build(o.flavor).map(|b| say!("kernel: {}", b.bzimage.display())),
+        "guest" => build_guest_image(&o).map(|(_, p)| say!("initramfs: {}", p.display())),
+        "vm" => {
+            let job = o.job.clone().context("`vm` needs --job NAME")?;
+            run_job(&o, &job).map(|_| ())
+        }
+        "test" => test(&o),
+        "demo" => demo(&o),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+    });
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Builds the vgpu-device daemon (release) and returns its path.
+fn build_device() -> Result<PathBuf> {
+    say!("device: building vgpu-device");
+    cmd::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(paths::workspace())
+            .args(["build", "--quiet", "--release", "--package", "vgpu-device"]),
+    )?;
+    Ok(paths::workspace().join("target/release/vgpu-device"))
+}
+
+/// Kernel + guest programs + hmm-tests + job scripts -> initramfs; returns the kernel build
+/// and the initramfs' path.
+fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
+    let built = kernel::build(o.flavor)?;
+    let mut binaries = guest::build_programs()?;
+    binaries.push((guest::build_hmm_tests(&built.tree)?, "hmm-tests".into()));
+    let spec = initramfs::InitramfsSpec {
+        modules: built.modules.clone(),
+        binaries,
+        files: guest::job_scripts()?,
+    };
+    let out = paths::out().join(format!("initramfs-{}.cpio.gz", o.flavor.name()));
+    initramfs::build(&spec, &out)?;
+    Ok((built, out))
+}
+
+/// Builds everything and runs one guest job; returns the outcome.
+fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
+    setup::setup()?;
+    let (built, initrd) = build_guest_image(o)?;
+    let device = build_device()?;
+    let run_dir = paths::out().join("runs").join(job);
+    let _ = std::fs::remove_dir_all(&run_dir);
+    say!("vm: linux {} ({} flavor), job `{job}`", built.version, o.flavor.name());
+    let mut cfg = vm::VmConfig::new(built.bzimage, initrd, device, job, run_dir.clone());
+    cfg.device_args = vec!["--stats".into(), run_dir.join("device-stats.json").display().to_string()];
+    cfg.timeout = o.timeout;
+    let outcome = vm::run(&cfg)?;
+    say!(
+        "vm: job `{job}` finished in {:.1}s, guest status {}; logs in {}",
+        outcome.elapsed.as_secs_f64(),
+        outcome.guest_status.map_or("none".into(), |s| s.to_string()),
+        run_dir.display()
+    );
+    Ok(outcome)
+}
+
+/// The README's test command: host unit tests, then the in-VM tests.
+fn test(o: &Opts) -> Result<()> {
+    say!("test: host unit tests (cargo test --workspace)");
+    cmd::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(paths::workspace())
+            .args(["test", "--workspace"]),
+    )?;
+    if o.host_only {
+        return Ok(());
+    }
+    let outcome = run_job(o, "test")?;
+    let console = std::fs::read_to_string(&outcome.console_log)?;
+    let r = report::Report::from_console(&console);
+    r.print();
+    let status = outcome.guest_status.context("the guest never reported a status (see console.log)")?;
+    if status != 0 || r.failed > 0 || r.passed == 0 {
+        bail!("in-VM tests failed (guest status {status}); console: {}", outcome.console_log.display());
+    }
+    Ok(())
+}
+
+/// The main job: boot the VM with the device and show the handshake.
+fn demo(o: &Opts) -> Result<()> {
+    let outcome = run_job(o, "demo")?;
+    println!("\n== vgpu-device side of the handshake ({}):", outcome.device_log.display());
+    for l in std::fs::read_to_string(&outcome.device_log)?.lines() {
+        if l.contains("vgpu-device") || l.contains("INFO") {
+            println!("  {l}");
+        }
+    }
+    if outcome.guest_status != Some(0) {
+        bail!("the demo job failed; console: {}", outcome.console_log.display());
+    }
+    Ok(())
+}

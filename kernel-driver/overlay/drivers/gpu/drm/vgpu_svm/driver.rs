@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Binding the virtio device and registering the DRM device.
+
+use kernel::{
+    device::Core,
+    drm::{self, gem, ioctl},
+    prelude::*,
+    sync::aref::ARef,
+    virtio,
+};
+
+use crate::{
+    file::File,
+    gem::VgpuObject,
+    gpu::{Capset, ControlQueue},
+};
+
+/// virtio device type of a GPU (`VIRTIO_ID_GPU` in `include/uapi/linux/virtio_ids.h`).
+const VIRTIO_ID_GPU: u32 = 16;
+
+/// Offset of `num_capsets` in `struct virtio_gpu_config`.
+const CONFIG_NUM_CAPSETS: u32 = 12;
+
+pub(crate) struct VgpuDriver;
+
+/// The virtio device's private data while bound: the registered DRM device.
+pub(crate) struct Vgpu {
+    _drm: ARef<drm::Device<VgpuDriver>>,
+}
+
+/// The DRM device of this driver.
+pub(crate) type VgpuDevice<Ctx = drm::Registered> = drm::Device<VgpuDriver, Ctx>;
+
+/// What every DRM file of the device shares.
+#[pin_data]
+pub(crate) struct VgpuData {
+    /// Requests to the device. Fails with `ENODEV` once the virtio device is unbound.
+    pub(crate) ctrl: ControlQueue,
+    /// The device's VGPU_SVM capset, read at probe.
+    pub(crate) capset: Capset,
+}
+
+const INFO: drm::DriverInfo = drm::DriverInfo {
+    major: 0,
+    minor: 1,
+    patchlevel: 0,
+    name: c"vgpu_svm",
+    desc: c"vgpu-svm virtual GPU (HMM shared virtual memory)",
+};
+
+kernel::virtio_device_table!(
+    VIRTIO_TABLE,
+    MODULE_VIRTIO_TABLE,
+    <VgpuDriver as virtio::Driver>::IdInfo,
+    [(virtio::DeviceId::new(VIRTIO_ID_GPU), ())]
+);
+
+impl virtio::Driver for VgpuDriver {
+    type IdInfo = ();
+    type Data<'bound> = Vgpu;
+    const ID_TABLE: virtio::IdTable<Self::IdInfo> = &VIRTIO_TABLE;
+    const FEATURES: &'static [u32] = &[];
+
+    fn probe<'bound>(
+        vdev: &'bound virtio::Device<Core<'_>>,
+        _info: &'bound Self::IdInfo,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        // virtio-gpu has a control queue and a cursor queue; we only use the first.
+        let mut queues = vdev.find_vqs(&[c"control", c"cursor"])?;
+        vdev.ready();
+
+        let mut num_capsets = [0u8; 4];
+        vdev.config_read(CONFIG_NUM_CAPSETS, &mut num_capsets)?;
+        let num_capsets = u32::from_le_bytes(num_capsets);
+
+        queues.truncate(1);
+        let ctrl = ControlQueue::new(queues.pop().ok_or(ENODEV)?);
+        let capset = ctrl.discover(num_capsets)?;
+        dev_info!(
+            vdev.as_ref(),
+            "VGPU_SVM capset 0x{:x}: protocol {}.{}, {} contexts, {}-bit VA, features 0x{:x}\n",
+            capset.id,
+            capset.protocol_version >> 16,
+            capset.protocol_version & 0xffff,
+            capset.max_contexts,
+            capset.va_bits,
+            capset.features
+        );
+
+        let data = try_pin_init!(VgpuData { ctrl, capset });
+        let drm = drm::UnregisteredDevice::<Self>::new(vdev.as_ref(), data)?;
+        let drm = drm::Registration::new_foreign_owned(drm, vdev.as_ref(), 0)?;
+
+        Ok(Vgpu { _drm: drm.into() })
+    }
+}
+
+#[vtable]
+impl drm::Driver for VgpuDriver {
+    type Data = VgpuData;
+    type File = File;
+    type Object<Ctx: drm::DeviceContext> = gem::Object<VgpuObject, Ctx>;
+
+    const INFO: drm::DriverInfo = INFO;
+    const FEAT_RENDER: bool = true;
+
+    kernel::declare_drm_ioctls! {
+        (VGPU_SVM_GET_PARAM, drm_vgpu_svm_get_param, ioctl::RENDER_ALLOW, File::get_param),
+    }
+}

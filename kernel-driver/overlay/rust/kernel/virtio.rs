@@ -1,0 +1,586 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Abstractions for virtio drivers (added by the vgpu-svm overlay).
+//!
+//! C headers: [`include/linux/virtio.h`](srctree/include/linux/virtio.h),
+//! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h).
+//!
+//! A driver implements [`Driver`] and registers with [`module_virtio_driver!`]. In `probe` it
+//! asks for its virtqueues with [`Device::find_vqs`], then calls [`Device::ready`].
+//!
+//! The queues are shared, revocable objects: the abstraction keeps its own reference to every
+//! [`Virtqueue`] it hands out, and on unbind, after [`Driver::unbind`] has run, it shuts each
+//! queue down (waiting for the request in flight, if any), resets the device and deletes the
+//! queues. From then on every operation on a queue fails with [`ENODEV`], so a DRM device (or any
+//! other object) that outlives the binding can hold a queue safely.
+
+use crate::{
+    bindings, container_of, device,
+    device_id::RawDeviceId,
+    driver,
+    error::{from_result, to_result},
+    prelude::*,
+    sync::{new_mutex, Arc, Mutex},
+    time::msecs_to_jiffies,
+    types::Opaque,
+    ThisModule,
+};
+use core::{marker::PhantomData, mem::offset_of, ptr::NonNull};
+
+/// An adapter for the registration of virtio drivers.
+pub struct Adapter<T: Driver>(T);
+
+// SAFETY:
+// - `bindings::virtio_driver` is a C type declared as `repr(C)`.
+// - `T::Data` is the type of the driver's device private data.
+// - `struct virtio_driver` embeds a `struct device_driver`.
+// - `DEVICE_DRIVER_OFFSET` is the correct byte offset to the embedded `struct device_driver`.
+unsafe impl<T: Driver> driver::DriverLayout for Adapter<T> {
+    type DriverType = bindings::virtio_driver;
+    type DriverData<'bound> = T::Data<'bound>;
+    const DEVICE_DRIVER_OFFSET: usize = offset_of!(bindings::virtio_driver, driver);
+}
+
+// SAFETY: A call to `unregister` for a given instance of `DriverType` is guaranteed to be valid if
+// a preceding call to `register` has been successful.
+unsafe impl<T: Driver + 'static> driver::RegistrationOps for Adapter<T> {
+    unsafe fn register(
+        vdrv: &Opaque<Self::DriverType>,
+        name: &'static CStr,
+        module: &'static ThisModule,
+    ) -> Result {
+        let features = T::FEATURES;
+        // SAFETY: It's safe to set the fields of `struct virtio_driver` on initialization; the
+        // id table and the feature table are `'static`.
+        unsafe {
+            (*vdrv.get()).driver.name = name.as_char_ptr();
+            (*vdrv.get()).id_table = T::ID_TABLE.as_ptr();
+            (*vdrv.get()).feature_table = features.as_ptr();
+            (*vdrv.get()).feature_table_size = features.len() as u32;
+            (*vdrv.get()).probe = Some(Self::probe_callback);
+            (*vdrv.get()).remove = Some(Self::remove_callback);
+        }
+
+        // SAFETY: `vdrv` is guaranteed to be a valid `DriverType`.
+        to_result(unsafe { bindings::__register_virtio_driver(vdrv.get(), module.0) })
+    }
+
+    unsafe fn unregister(vdrv: &Opaque<Self::DriverType>) {
+        // SAFETY: `vdrv` is guaranteed to be a valid, registered `DriverType`.
+        unsafe { bindings::unregister_virtio_driver(vdrv.get()) }
+    }
+}
+
+impl<T: Driver + 'static> Adapter<T> {
+    extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: The virtio core only ever calls the probe callback with a valid pointer to a
+        // `struct virtio_device`.
+        //
+        // INVARIANT: `vdev` is valid for the duration of `probe_callback()`.
+        let vdev = unsafe { &*vdev.cast::<Device<device::CoreInternal<'_>>>() };
+
+        from_result(|| {
+            let index = DeviceId::find(T::ID_TABLE.as_ptr(), &vdev.id()).ok_or(ENODEV)?;
+            let info = T::ID_TABLE.info(index);
+
+            let data = T::probe(vdev, info);
+            let ret = vdev.as_ref().set_drvdata(data);
+            if ret.is_err() {
+                // Probe failed after (perhaps) creating queues: take them down again.
+                vdev.teardown_queues();
+            }
+            ret?;
+            Ok(0)
+        })
+    }
+
+    extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
+        // SAFETY: The virtio core only ever calls the remove callback with a valid pointer to a
+        // `struct virtio_device`.
+        //
+        // INVARIANT: `vdev` is valid for the duration of `remove_callback()`.
+        let vdev = unsafe { &*vdev.cast::<Device<device::CoreInternal<'_>>>() };
+
+        // SAFETY: `remove_callback` is only ever called after a successful call to
+        // `probe_callback`, hence it's guaranteed that `Device::set_drvdata()` has been called
+        // and stored a `Pin<KBox<T::Data<'_>>>`.
+        let data = unsafe { vdev.as_ref().drvdata_borrow::<T::Data<'_>>() };
+
+        T::unbind(vdev, data);
+        vdev.teardown_queues();
+    }
+}
+
+/// Declares a kernel module that exposes a single virtio driver.
+///
+/// # Examples
+///
+/// ```ignore
+/// kernel::module_virtio_driver! {
+///     type: MyDriver,
+///     name: "my_virtio",
+///     authors: ["Me"],
+///     description: "My virtio driver",
+///     license: "GPL v2",
+/// }
+/// ```
+#[macro_export]
+macro_rules! module_virtio_driver {
+    ($($f:tt)*) => {
+        $crate::module_driver!(<T>, $crate::virtio::Adapter<T>, { $($f)* });
+    };
+}
+
+/// Abstraction for `bindings::virtio_device_id`.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct DeviceId(bindings::virtio_device_id);
+
+impl DeviceId {
+    /// Matches any vendor (`VIRTIO_DEV_ANY_ID`).
+    pub const ANY_VENDOR: u32 = bindings::VIRTIO_DEV_ANY_ID;
+
+    /// An id matching virtio device type `device` from any vendor.
+    pub const fn new(device: u32) -> Self {
+        Self(bindings::virtio_device_id {
+            device,
+            vendor: Self::ANY_VENDOR,
+        })
+    }
+
+    /// The index of the first entry of a zero-terminated id table that matches `dev`, with the
+    /// core's rule (`virtio_id_match()`).
+    fn find(table: *const bindings::virtio_device_id, dev: &bindings::virtio_device_id) -> Option<usize> {
+        let mut i = 0;
+        loop {
+            // SAFETY: `table` is an `IdArray`'s raw ids, terminated by a zeroed sentinel; we
+            // stop at the sentinel (device 0 is not a valid virtio device type).
+            let entry = unsafe { &*table.add(i) };
+            if entry.device == 0 {
+                return None;
+            }
+            if (entry.device == bindings::VIRTIO_DEV_ANY_ID || entry.device == dev.device)
+                && (entry.vendor == bindings::VIRTIO_DEV_ANY_ID || entry.vendor == dev.vendor)
+            {
+                return Some(i);
+            }
+            i += 1;
+        }
+    }
+}
+
+// SAFETY: `DeviceId` is a `#[repr(transparent)]` wrapper of `virtio_device_id` and does not add
+// additional invariants, so it's safe to transmute to `RawType`.
+unsafe impl RawDeviceId for DeviceId {
+    type RawType = bindings::virtio_device_id;
+}
+
+/// IdTable type for virtio drivers.
+pub type IdTable<T> = &'static dyn kernel::device_id::IdTable<DeviceId, T>;
+
+/// Creates a virtio `IdTable` with its alias for modpost.
+///
+/// `struct virtio_device_id` has no `driver_data`, so the table is built without an index; the
+/// adapter finds the matching entry itself.
+#[macro_export]
+macro_rules! virtio_device_table {
+    ($table_name:ident, $module_table_name:ident, $id_info_type: ty, $table_data: expr) => {
+        const $table_name: $crate::device_id::IdArray<
+            $crate::virtio::DeviceId,
+            $id_info_type,
+            { $table_data.len() },
+        > = $crate::device_id::IdArray::new_without_index($table_data);
+
+        $crate::module_device_table!("virtio", $module_table_name, $table_name);
+    };
+}
+
+/// The virtio driver trait.
+pub trait Driver {
+    /// The type holding information about each device id supported by the driver.
+    type IdInfo: 'static;
+
+    /// The type of the driver's bus device private data.
+    type Data<'bound>: Send + 'bound;
+
+    /// The table of device ids supported by the driver.
+    const ID_TABLE: IdTable<Self::IdInfo>;
+
+    /// The device feature bits the driver understands (`feature_table`); the core adds the
+    /// transport features (`VIRTIO_F_VERSION_1`, `VIRTIO_F_RING_RESET`, ...) itself.
+    const FEATURES: &'static [u32];
+
+    /// Called when a virtio device matches the driver. The device's features are negotiated;
+    /// the driver sets up its queues with [`Device::find_vqs`] and calls [`Device::ready`].
+    fn probe<'bound>(
+        dev: &'bound Device<device::Core<'_>>,
+        id_info: &'bound Self::IdInfo,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound;
+
+    /// Called when the device is unbound, before the abstraction shuts the queues down and
+    /// resets the device. Optional.
+    fn unbind<'bound>(dev: &'bound Device<device::Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        let _ = (dev, this);
+    }
+}
+
+/// The virtio device representation.
+///
+/// # Invariants
+///
+/// A [`Device`] instance represents a valid `struct virtio_device` created by the C portion of
+/// the kernel. While a driver of this abstraction is bound, `priv` is either null or owns a
+/// `KBox<KVec<Arc<Virtqueue>>>` created by [`Device::find_vqs`].
+#[repr(transparent)]
+pub struct Device<Ctx: device::DeviceContext = device::Normal>(
+    Opaque<bindings::virtio_device>,
+    PhantomData<Ctx>,
+);
+
+impl<Ctx: device::DeviceContext> Device<Ctx> {
+    fn as_raw(&self) -> *mut bindings::virtio_device {
+        self.0.get()
+    }
+
+    /// The device's id (type and vendor).
+    fn id(&self) -> bindings::virtio_device_id {
+        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`; `id`
+        // is set before the device is registered and never changes.
+        unsafe { (*self.as_raw()).id }
+    }
+
+    /// The virtio device type (e.g. 16 for a GPU).
+    pub fn device_type(&self) -> u32 {
+        self.id().device
+    }
+
+    /// Whether feature bit `fbit` was negotiated.
+    pub fn has_feature(&self, fbit: u32) -> bool {
+        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`.
+        unsafe { bindings::virtio_has_feature(self.as_raw(), fbit) }
+    }
+
+    /// Reads `buf.len()` bytes of the device configuration space at `offset`.
+    ///
+    /// Fails with [`EINVAL`] if the transport cannot read configuration space.
+    pub fn config_read(&self, offset: u32, buf: &mut [u8]) -> Result {
+        let len = u32::try_from(buf.len())?;
+        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device` whose
+        // `config` ops are set by its transport.
+        let get = unsafe { (*(*self.as_raw()).config).get }.ok_or(EINVAL)?;
+        // SAFETY: `get` reads `len` bytes into `buf`, which is valid for `len` bytes of writes.
+        unsafe { get(self.as_raw(), offset, buf.as_mut_ptr().cast(), len) };
+        Ok(())
+    }
+}
+
+impl Device<device::Core<'_>> {
+    /// Asks the transport for the device's virtqueues, one per entry of `names`; the queues
+    /// are returned in the same order. May be called once per binding.
+    pub fn find_vqs(&self, names: &[&'static CStr]) -> Result<KVec<Arc<Virtqueue>>> {
+        const MAX_VQS: usize = 8;
+        let n = names.len();
+        if n == 0 || n > MAX_VQS {
+            return Err(EINVAL);
+        }
+        // SAFETY: By the type invariant `self.as_raw()` is valid; `priv` is ours while bound.
+        if !unsafe { (*self.as_raw()).priv_ }.is_null() {
+            return Err(EBUSY);
+        }
+
+        // Allocate the Rust side first, so nothing can fail after the transport made queues.
+        let mut queues = KVec::with_capacity(n, GFP_KERNEL)?;
+        for (index, name) in names.iter().enumerate() {
+            queues.push(Virtqueue::new(index as u32, name)?, GFP_KERNEL)?;
+        }
+        let mut keep: KVec<Arc<Virtqueue>> = KVec::with_capacity(n, GFP_KERNEL)?;
+        for q in queues.iter() {
+            keep.push(q.clone(), GFP_KERNEL)?;
+        }
+        let keep = KBox::new(keep, GFP_KERNEL)?;
+
+        let mut infos = [bindings::virtqueue_info {
+            name: core::ptr::null(),
+            callback: None,
+            ctx: false,
+        }; MAX_VQS];
+        for (info, name) in infos.iter_mut().zip(names) {
+            info.name = name.as_char_ptr();
+            info.callback = Some(Virtqueue::callback);
+        }
+        let mut raw: [*mut bindings::virtqueue; MAX_VQS] = [core::ptr::null_mut(); MAX_VQS];
+
+        // SAFETY: `self.as_raw()` is valid; `raw` and `infos` hold at least `n` entries.
+        to_result(unsafe {
+            bindings::virtio_find_vqs(
+                self.as_raw(),
+                n as u32,
+                raw.as_mut_ptr(),
+                infos.as_mut_ptr(),
+                core::ptr::null_mut(),
+            )
+        })?;
+
+        for (q, vq) in queues.iter().zip(raw.iter()) {
+            let vq = NonNull::new(*vq).ok_or(EINVAL)?;
+            q.attach(vq);
+        }
+        // INVARIANT: `priv` now owns the abstraction's references to the queues, released by
+        // `teardown_queues()` on unbind.
+        // SAFETY: `self.as_raw()` is valid and `priv` is ours while bound.
+        unsafe { (*self.as_raw()).priv_ = KBox::into_raw(keep).cast() };
+        Ok(queues)
+    }
+
+    /// Tells the device the driver is ready (`DRIVER_OK`). Queues may be used from then on.
+    pub fn ready(&self) {
+        // SAFETY: `self.as_raw()` is a valid, probing `struct virtio_device`.
+        unsafe { bindings::virtio_device_ready(self.as_raw()) };
+    }
+}
+
+impl<'a> Device<device::CoreInternal<'a>> {
+    /// Shuts every queue down, resets the device and deletes its queues. Idempotent.
+    fn teardown_queues(&self) {
+        // SAFETY: By the type invariant `self.as_raw()` is valid and `priv` is ours.
+        let keep = unsafe { (*self.as_raw()).priv_ };
+        if keep.is_null() {
+            return;
+        }
+        // SAFETY: `priv` was set from `KBox::into_raw` in `find_vqs` (type invariant).
+        let keep = unsafe { KBox::from_raw(keep.cast::<KVec<Arc<Virtqueue>>>()) };
+        for q in keep.iter() {
+            q.shut_down();
+        }
+        // SAFETY: `self.as_raw()` is valid; no queue is in use any more (all are shut down).
+        unsafe {
+            bindings::virtio_reset_device(self.as_raw());
+            if let Some(del_vqs) = (*(*self.as_raw()).config).del_vqs {
+                del_vqs(self.as_raw());
+            }
+            (*self.as_raw()).priv_ = core::ptr::null_mut();
+        }
+        drop(keep);
+    }
+}
+
+// SAFETY: `virtio::Device` is a transparent wrapper of `struct virtio_device`.
+// The offset is guaranteed to point to a valid device field inside `virtio::Device`.
+unsafe impl<Ctx: device::DeviceContext> device::AsBusDevice<Ctx> for Device<Ctx> {
+    const OFFSET: usize = offset_of!(bindings::virtio_device, dev);
+}
+
+// SAFETY: `Device` is a transparent wrapper of a type that doesn't depend on `Device`'s generic
+// argument.
+kernel::impl_device_context_deref!(unsafe { Device });
+kernel::impl_device_context_into_aref!(Device);
+
+// SAFETY: Instances of `Device` are always reference-counted.
+unsafe impl crate::sync::aref::AlwaysRefCounted for Device {
+    fn inc_ref(&self) {
+        // SAFETY: The existence of a shared reference guarantees that the refcount is non-zero.
+        unsafe { bindings::get_device(self.as_ref().as_raw()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // CAST: `Self` a transparent wrapper of `bindings::virtio_device`.
+        let vdev: *mut bindings::virtio_device = obj.cast().as_ptr();
+        // SAFETY: By the type invariant of `Self`, `vdev` is a valid `struct virtio_device`.
+        let dev = unsafe { core::ptr::addr_of_mut!((*vdev).dev) };
+        // SAFETY: The safety requirements guarantee that the refcount is non-zero.
+        unsafe { bindings::put_device(dev) }
+    }
+}
+
+impl<Ctx: device::DeviceContext> AsRef<device::Device<Ctx>> for Device<Ctx> {
+    fn as_ref(&self) -> &device::Device<Ctx> {
+        // SAFETY: By the type invariant of `Self`, `self.as_raw()` is a valid
+        // `struct virtio_device`.
+        let dev = unsafe { core::ptr::addr_of_mut!((*self.as_raw()).dev) };
+        // SAFETY: `dev` points to a valid `struct device`.
+        unsafe { device::Device::from_raw(dev) }
+    }
+}
+
+// SAFETY: A `Device` is always reference-counted and can be released from any thread.
+unsafe impl Send for Device {}
+
+// SAFETY: All methods of `Device<Normal>` are thread safe.
+unsafe impl Sync for Device {}
+
+// SAFETY: `Bound` is a zero-sized type-state marker that does not affect thread safety.
+unsafe impl Sync for Device<device::Bound> {}
+
+/// How long [`Virtqueue::exchange`] waits for the device before giving up.
+pub const EXCHANGE_TIMEOUT_MS: u32 = 10_000;
+
+/// The queue's state under its lock.
+struct VqState {
+    /// The transport's queue; `None` before `find_vqs` attached it and after shutdown.
+    vq: Option<NonNull<bindings::virtqueue>>,
+    /// Tokens of requests that timed out, with the buffers the device may still write:
+    /// freed when the device returns them, or at shutdown after the reset.
+    abandoned: KVec<(usize, KVec<u8>, KVec<u8>)>,
+    /// The next request token (never 0: a null token means "no buffer" to the core).
+    next_token: usize,
+}
+
+/// A virtqueue used in request/response style: one request in flight at a time.
+///
+/// # Invariants
+///
+/// While `state.vq` is `Some`, it is a live queue of a bound device whose `priv` points to this
+/// `Virtqueue`, which the abstraction keeps alive (an [`Arc`] in the device's `priv`) until the
+/// queue is deleted. `done` is an initialized `struct completion`.
+#[pin_data]
+pub struct Virtqueue {
+    #[pin]
+    state: Mutex<VqState>,
+    #[pin]
+    done: Opaque<bindings::completion>,
+    index: u32,
+    name: &'static CStr,
+}
+
+// SAFETY: The raw queue pointer is only used under `state`'s lock; the completion is thread safe.
+unsafe impl Send for Virtqueue {}
+// SAFETY: As above.
+unsafe impl Sync for Virtqueue {}
+
+impl Virtqueue {
+    fn new(index: u32, name: &'static CStr) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                state <- new_mutex!(VqState { vq: None, abandoned: KVec::new(), next_token: 1 }),
+                done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
+                    // SAFETY: `slot` is a valid pointer to an uninitialized `struct completion`.
+                    unsafe { bindings::init_completion(slot) };
+                }),
+                index,
+                name,
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The queue's index on the device.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &'static CStr {
+        self.name
+    }
+
+    fn attach(&self, vq: NonNull<bindings::virtqueue>) {
+        // SAFETY: `vq` is a live queue just created by the transport; `self` is kept alive by
+        // the device's `priv` until the queue is deleted (type invariant), so the callback may
+        // find it through `vq->priv`.
+        unsafe { (*vq.as_ptr()).priv_ = core::ptr::from_ref(self).cast_mut().cast() };
+        self.state.lock().vq = Some(vq);
+    }
+
+    /// Marks the queue dead (after the request in flight, if any) and frees abandoned buffers.
+    /// Called by the abstraction right before it resets the device.
+    fn shut_down(&self) {
+        let mut st = self.state.lock();
+        st.vq = None;
+        // The device is reset right after this; it no longer owns any buffer.
+        st.abandoned.clear();
+    }
+
+    /// Used-buffer notification (interrupt context): wake the waiter.
+    extern "C" fn callback(vq: *mut bindings::virtqueue) {
+        // SAFETY: The core calls this with a live queue of ours; `priv` is null or a
+        // `Virtqueue` kept alive until the queue is deleted (type invariant).
+        let this = unsafe { (*vq).priv_ }.cast::<Virtqueue>();
+        if !this.is_null() {
+            // SAFETY: `this` is valid (see above); `done` is an initialized completion and
+            // `complete()` may be called from interrupt context.
+            unsafe { bindings::complete((*this).done.get()) };
+        }
+    }
+
+    /// Sends `request` to the device and waits until it has written its answer into
+    /// `response` (whose length is the space offered). Returns the buffers and the number of
+    /// bytes the device wrote.
+    ///
+    /// The buffers are owned kmalloc memory, so they are physically contiguous and stay alive
+    /// while the device uses them: if the device does not answer within
+    /// [`EXCHANGE_TIMEOUT_MS`], they are kept until it does (or until the queue is shut down)
+    /// and the call fails with [`ETIMEDOUT`]. After unbind every call fails with [`ENODEV`].
+    pub fn exchange(
+        &self,
+        request: KVec<u8>,
+        mut response: KVec<u8>,
+    ) -> Result<(KVec<u8>, KVec<u8>, usize)> {
+        let mut st = self.state.lock();
+        let vq = st.vq.ok_or(ENODEV)?;
+        let req_len = u32::try_from(request.len())?;
+        let resp_len = u32::try_from(response.len())?;
+        if req_len == 0 || resp_len == 0 {
+            return Err(EINVAL);
+        }
+
+        // Room to park the buffers if we stop waiting, so that parking cannot fail.
+        st.abandoned.reserve(1, GFP_KERNEL)?;
+        let token = st.next_token;
+        st.next_token = st.next_token.wrapping_add(1).max(1);
+
+        // SAFETY: `scatterlist` is a C struct for which all-zeroes is a valid (empty) value.
+        let mut sg_out: bindings::scatterlist = unsafe { core::mem::zeroed() };
+        // SAFETY: As above.
+        let mut sg_in: bindings::scatterlist = unsafe { core::mem::zeroed() };
+        // SAFETY: Both buffers are kmalloc memory of the given lengths, alive until the device
+        // returns them (we keep them in `abandoned` if we stop waiting).
+        unsafe {
+            bindings::sg_init_one(&mut sg_out, request.as_ptr().cast(), req_len);
+            bindings::sg_init_one(&mut sg_in, response.as_mut_ptr().cast(), resp_len);
+        }
+        let mut sgs = [&raw mut sg_out, &raw mut sg_in];
+
+        // SAFETY: `vq` is live (type invariant, we hold the lock); `sgs` holds one readable
+        // and one writable entry; the token is non-null.
+        to_result(unsafe {
+            bindings::virtqueue_add_sgs(
+                vq.as_ptr(),
+                sgs.as_mut_ptr(),
+                1,
+                1,
+                token as *mut c_void,
+                GFP_KERNEL,
+            )
+        })?;
+        // SAFETY: `vq` is live and we hold the lock.
+        unsafe { bindings::virtqueue_kick(vq.as_ptr()) };
+
+        let timeout = msecs_to_jiffies(EXCHANGE_TIMEOUT_MS);
+        loop {
+            let mut len: u32 = 0;
+            // SAFETY: `vq` is live and we hold the lock.
+            let got = unsafe { bindings::virtqueue_get_buf(vq.as_ptr(), &mut len) } as usize;
+            if got == token {
+                return Ok((request, response, len as usize));
+            }
+            if got != 0 {
+                // An earlier request that timed out has come back: free its buffers.
+                st.abandoned.retain(|entry| entry.0 != got);
+                continue;
+            }
+            // SAFETY: `done` is an initialized completion; sleeping is fine here (process
+            // context, a mutex held).
+            let left = unsafe { bindings::wait_for_completion_timeout(self.done.get(), timeout) };
+            if left == 0 {
+                // SAFETY: `vq` is live and we hold the lock.
+                let got = unsafe { bindings::virtqueue_get_buf(vq.as_ptr(), &mut len) } as usize;
+                if got == token {
+                    return Ok((request, response, len as usize));
+                }
+                // Cannot fail: room was reserved above.
+                st.abandoned.push((token, request, response), GFP_KERNEL)?;
+                return Err(ETIMEDOUT);
+            }
+        }
+    }
+}

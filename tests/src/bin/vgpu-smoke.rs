@@ -1,0 +1,215 @@
+//! `vgpu-smoke`: the first guest check of a vgpu-svm VM.
+//!
+//! Run in the guest as `/bin/vgpu-smoke`. Verifies that the `vgpu_svm` render
+//! node exists and answers its ioctls with the values the device's capset
+//! carries, and that bad arguments fail with the right errno. Prints TAP, a
+//! final `# N passed, M failed` line, and exits 1 if any check failed.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use vgpu::uapi::{self, drm_vgpu_svm_get_param};
+use vgpu::{Device, Param, ProtocolVersion};
+use vgpu_tests::tap::Tap;
+
+const RENDER_NODE: &str = "/dev/dri/renderD128";
+
+/// A parameter number no driver version will define.
+const UNKNOWN_PARAM: u32 = 9999;
+
+/// A check on an open device: `Ok(note)` passes (a non-empty note is printed
+/// as a diagnostic), `Err(diag)` fails.
+type Check = fn(&Device) -> Result<String, String>;
+
+const DEVICE_CHECKS: &[(&str, Check)] = &[
+    (
+        "DRM_IOCTL_VERSION reports driver name vgpu_svm",
+        check_version,
+    ),
+    (
+        "GET_PARAM(PROTOCOL_VERSION) == VGPU_SVM_PROTOCOL_VERSION",
+        check_protocol_version,
+    ),
+    (
+        "GET_PARAM(CAPSET_ID) == VGPU_SVM_CAPSET_ID",
+        check_capset_id,
+    ),
+    ("GET_PARAM(MAX_CONTEXTS) > 0", check_max_contexts),
+    ("GET_PARAM(VA_BITS) == 48", check_va_bits),
+    ("GET_PARAM(FEATURES) is readable", check_features),
+    (
+        "GET_PARAM with an unknown param fails with EINVAL",
+        check_unknown_param,
+    ),
+    (
+        "GET_PARAM with nonzero pad fails with EINVAL",
+        check_nonzero_pad,
+    ),
+    (
+        "GET_PARAM with a bad user pointer fails with EFAULT",
+        check_bad_pointer,
+    ),
+];
+
+fn main() -> ExitCode {
+    let mut tap = Tap::new(2 + DEVICE_CHECKS.len());
+
+    tap.run(
+        &format!("{RENDER_NODE} exists and is a character device"),
+        || match std::fs::metadata(Path::new(RENDER_NODE)) {
+            Ok(m) if m.file_type().is_char_device() => Ok(()),
+            Ok(m) => Err(format!("not a character device: {:?}", m.file_type())),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+
+    match Device::open_default() {
+        Ok(dev) => {
+            tap.pass("Device::open_default() finds the vgpu_svm render node");
+            tap.diag(format!("opened {}", dev.path().display()));
+            for (desc, check) in DEVICE_CHECKS {
+                match check(&dev) {
+                    Ok(note) => {
+                        tap.pass(desc);
+                        if !note.is_empty() {
+                            tap.diag(note);
+                        }
+                    }
+                    Err(diag) => tap.fail(desc, diag),
+                }
+            }
+        }
+        Err(e) => {
+            tap.fail("Device::open_default() finds the vgpu_svm render node", &e);
+            for (desc, _) in DEVICE_CHECKS {
+                tap.not_run(desc, "no vgpu_svm device open");
+            }
+        }
+    }
+
+    tap.finish().exit_code()
+}
+
+fn param(dev: &Device, p: Param) -> Result<u64, String> {
+    dev.get_param(p).map_err(|e| e.to_string())
+}
+
+fn expect_eq(got: u64, want: u64) -> Result<String, String> {
+    if got == want {
+        Ok(String::new())
+    } else {
+        Err(format!("got:  {got:#x}\nwant: {want:#x}"))
+    }
+}
+
+/// `res` must be an error with exactly `errno`.
+fn expect_errno<T: std::fmt::Debug>(res: vgpu::Result<T>, errno: i32) -> Result<String, String> {
+    let want = std::io::Error::from_raw_os_error(errno);
+    match res {
+        Err(e) if e.is(errno) => Ok(String::new()),
+        Err(e) => Err(format!("got:  {e}\nwant: {want}")),
+        Ok(v) => Err(format!("got:  success ({v:?})\nwant: {want}")),
+    }
+}
+
+fn check_version(dev: &Device) -> Result<String, String> {
+    let v = dev.version().map_err(|e| e.to_string())?;
+    if v.name == vgpu::DRIVER_NAME {
+        Ok(format!("driver: {v}, date {:?}", v.date))
+    } else {
+        Err(format!("got:  {:?}\nwant: {:?}", v.name, vgpu::DRIVER_NAME))
+    }
+}
+
+fn check_protocol_version(dev: &Device) -> Result<String, String> {
+    let raw = param(dev, Param::ProtocolVersion)?;
+    let want = u64::from(uapi::VGPU_SVM_PROTOCOL_VERSION);
+    let shown = match u32::try_from(raw) {
+        Ok(v) => ProtocolVersion::from_raw(v).to_string(),
+        Err(_) => format!("{raw:#x} (does not fit 32 bits)"),
+    };
+    expect_eq(raw, want)
+        .map(|_| format!("device protocol version {shown}"))
+        .map_err(|d| {
+            format!(
+                "{d}\ndevice speaks {shown}, this build {}",
+                ProtocolVersion::CURRENT
+            )
+        })
+}
+
+fn check_capset_id(dev: &Device) -> Result<String, String> {
+    expect_eq(
+        param(dev, Param::CapsetId)?,
+        u64::from(uapi::VGPU_SVM_CAPSET_ID),
+    )
+}
+
+fn check_max_contexts(dev: &Device) -> Result<String, String> {
+    match param(dev, Param::MaxContexts)? {
+        0 => Err("got 0".into()),
+        n => Ok(format!("max contexts {n}")),
+    }
+}
+
+fn check_va_bits(dev: &Device) -> Result<String, String> {
+    expect_eq(param(dev, Param::VaBits)?, 48)
+}
+
+fn check_features(dev: &Device) -> Result<String, String> {
+    let f = param(dev, Param::Features)?;
+    let checker = f & u64::from(uapi::VGPU_SVM_FEATURE_CHECKER) != 0;
+    Ok(format!(
+        "features {f:#x} (coherence checker: {})",
+        if checker { "yes" } else { "no" }
+    ))
+}
+
+fn check_unknown_param(dev: &Device) -> Result<String, String> {
+    let mut arg = drm_vgpu_svm_get_param {
+        param: UNKNOWN_PARAM,
+        ..Default::default()
+    };
+    expect_errno(
+        dev.get_param_raw(&mut arg).map(|()| arg.value),
+        libc::EINVAL,
+    )
+}
+
+fn check_nonzero_pad(dev: &Device) -> Result<String, String> {
+    // A valid param, so that only the padding is wrong.
+    let mut arg = drm_vgpu_svm_get_param {
+        param: Param::ProtocolVersion.raw(),
+        pad: 1,
+        ..Default::default()
+    };
+    expect_errno(
+        dev.get_param_raw(&mut arg).map(|()| arg.value),
+        libc::EINVAL,
+    )
+}
+
+fn check_bad_pointer(dev: &Device) -> Result<String, String> {
+    // Page 0 is never mapped (mmap_min_addr), so the DRM core's copy of the
+    // argument must fault.
+    let bad = std::ptr::without_provenance_mut::<libc::c_void>(0x1);
+    // SAFETY: the kernel validates the user pointer; nothing in this process
+    // is read or written through it.
+    let ret = unsafe {
+        #[allow(clippy::unnecessary_cast)] // bindgen's enum type is an alias
+        libc::ioctl(
+            dev.as_raw_fd(),
+            uapi::DRM_IOCTL_VGPU_SVM_GET_PARAM as libc::Ioctl,
+            bad,
+        )
+    };
+    let res = if ret == -1 {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        Err(vgpu::Error::new("DRM_IOCTL_VGPU_SVM_GET_PARAM", errno))
+    } else {
+        Ok(ret)
+    };
+    expect_errno(res, libc::EFAULT)
+}

@@ -1,0 +1,126 @@
+//! Reading the guest console for test results: TAP lines (`ok N - ...`, `not ok N - ...`) from
+//! our guest programs, and the kselftest totals line of the kernel's hmm-tests.
+
+/// The kernel's hmm-tests totals (`# Totals: pass:38 fail:0 xfail:0 xpass:0 skip:38 error:0`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Kselftest {
+    pub pass: u32,
+    pub fail: u32,
+    pub skip: u32,
+    pub error: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Passed/failed TAP lines of the project's guest programs.
+    pub passed: u32,
+    pub failed: u32,
+    /// Descriptions of failed TAP lines.
+    pub failures: Vec<String>,
+    /// hmm-tests totals, if it ran.
+    pub hmm_tests: Option<Kselftest>,
+}
+
+fn field(line: &str, key: &str) -> u32 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Report {
+    pub fn from_console(console: &str) -> Self {
+        let mut r = Report::default();
+        let mut in_kselftest = false;
+        for raw in console.lines() {
+            let line = raw.trim_end_matches('\r').trim_start();
+            if line.starts_with("vgpu-guest: running hmm-tests") {
+                in_kselftest = true;
+            } else if line.starts_with("vgpu-guest: hmm-tests done") {
+                in_kselftest = false;
+            }
+            if line.starts_with("# Totals:") {
+                let t = Kselftest {
+                    pass: field(line, "pass:"),
+                    fail: field(line, "fail:"),
+                    skip: field(line, "skip:"),
+                    error: field(line, "error:"),
+                };
+                // Only the hmm-tests binary is a kselftest here.
+                r.hmm_tests = Some(t);
+                r.failed += t.fail + t.error;
+                continue;
+            }
+            if in_kselftest {
+                continue; // its own ok/not ok lines are counted by its totals line
+            }
+            if let Some(rest) = line.strip_prefix("not ok ") {
+                if !rest.contains("# TODO") {
+                    r.failed += 1;
+                    r.failures.push(rest.to_string());
+                }
+            } else if line.starts_with("ok ") && line[3..].starts_with(|c: char| c.is_ascii_digit()) {
+                r.passed += 1;
+            }
+        }
+        r
+    }
+
+    pub fn print(&self) {
+        println!("\n== in-VM results");
+        println!("  vgpu guest programs: {} passed, {} failed", self.passed, self.failed - self.hmm_fail());
+        for f in &self.failures {
+            println!("    not ok {f}");
+        }
+        match self.hmm_tests {
+            Some(k) => println!(
+                "  kernel hmm-tests:    {} passed, {} failed, {} skipped, {} errors",
+                k.pass, k.fail, k.skip, k.error
+            ),
+            None => println!("  kernel hmm-tests:    did not report totals"),
+        }
+        let hmm_pass = self.hmm_tests.map_or(0, |k| k.pass);
+        // The plain closing line CI reads.
+        println!("vm: {} passed, {} failed", self.passed + hmm_pass, self.failed);
+    }
+
+    fn hmm_fail(&self) -> u32 {
+        self.hmm_tests.map_or(0, |k| k.fail + k.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSOLE: &str = "\
+vgpu-guest: booted 7.2.13
+TAP version 13
+1..3
+ok 1 - render node exists
+not ok 2 - name is vgpu_svm
+ok 3 - protocol version
+# 2 passed, 1 failed
+vgpu-guest: running hmm-tests
+TAP version 13
+ok 1 hmm.hmm_device_private.open_close
+not ok 2 hmm.whatever
+# Totals: pass:38 fail:1 xfail:0 xpass:0 skip:38 error:0
+vgpu-guest: hmm-tests done
+";
+
+    #[test]
+    fn counts_tap_and_kselftest_totals_separately() {
+        let r = Report::from_console(CONSOLE);
+        assert_eq!(r.passed, 2);
+        assert_eq!(r.failed, 2); // one TAP failure + one hmm-tests failure
+        assert_eq!(r.failures, vec!["2 - name is vgpu_svm".to_string()]);
+        assert_eq!(r.hmm_tests, Some(Kselftest { pass: 38, fail: 1, skip: 38, error: 0 }));
+    }
+
+    #[test]
+    fn empty_console_has_no_passes() {
+        let r = Report::from_console("");
+        assert_eq!((r.passed, r.failed, r.hmm_tests), (0, 0, None));
+    }
+}

@@ -98,7 +98,7 @@ fn build_device() -> Result<PathBuf> {
             .current_dir(paths::workspace())
             .args(["build", "--quiet", "--release", "--package", "vgpu-device"]),
     )?;
-    Ok(paths::workspace().join("target/release/vgpu-device"))
+    Ok(paths::cargo_target().join("release/vgpu-device"))
 }
 
 /// Kernel + guest programs + hmm-tests + job scripts -> initramfs; returns the kernel build
@@ -140,6 +140,8 @@ fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
 
 /// The README's test command: host unit tests, then the in-VM tests.
 fn test(o: &Opts) -> Result<()> {
+    // The host tests need packages too (libclang, libdrm-dev for vgpu-uapi's bindgen).
+    setup::setup()?;
     say!("test: host unit tests (cargo test --workspace)");
     cmd::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

@@ -63,6 +63,13 @@ pub fn kernel_orig(version: &str, flavor: &str) -> PathBuf {
     cache().join("kernel").join(format!("linux-{version}-{flavor}.orig"))
 }
 
+/// Cargo's target directory for host builds (`$CARGO_TARGET_DIR`, else `target/`).
+pub fn cargo_target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
 /// Outputs of runs (logs, initramfs, summaries): `target/vgpu/`.
 pub fn out() -> PathBuf {
     workspace().join("target").join("vgpu")

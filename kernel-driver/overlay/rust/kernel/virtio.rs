@@ -15,7 +15,7 @@
 //! other object) that outlives the binding can hold a queue safely.
 
 use crate::{
-    bindings, container_of, device,
+    bindings, device,
     device_id::RawDeviceId,
     driver,
     error::{from_result, to_result},
@@ -429,8 +429,8 @@ struct VqState {
 ///
 /// # Invariants
 ///
-/// While `state.vq` is `Some`, it is a live queue of a bound device whose `priv` points to this
-/// `Virtqueue`, which the abstraction keeps alive (an [`Arc`] in the device's `priv`) until the
+/// While `state.vq` is `Some`, it is a live queue of a bound device, and the abstraction keeps
+/// this `Virtqueue` alive (an [`Arc`] in the device's `priv`, at the queue's index) until the
 /// queue is deleted. `done` is an initialized `struct completion`.
 #[pin_data]
 pub struct Virtqueue {
@@ -474,10 +474,8 @@ impl Virtqueue {
     }
 
     fn attach(&self, vq: NonNull<bindings::virtqueue>) {
-        // SAFETY: `vq` is a live queue just created by the transport; `self` is kept alive by
-        // the device's `priv` until the queue is deleted (type invariant), so the callback may
-        // find it through `vq->priv`.
-        unsafe { (*vq.as_ptr()).priv_ = core::ptr::from_ref(self).cast_mut().cast() };
+        // Note: `vq->priv` belongs to the transport (virtio-pci keeps its notify address
+        // there); the callback finds us through the device's `priv` instead.
         self.state.lock().vq = Some(vq);
     }
 
@@ -492,13 +490,22 @@ impl Virtqueue {
 
     /// Used-buffer notification (interrupt context): wake the waiter.
     extern "C" fn callback(vq: *mut bindings::virtqueue) {
-        // SAFETY: The core calls this with a live queue of ours; `priv` is null or a
-        // `Virtqueue` kept alive until the queue is deleted (type invariant).
-        let this = unsafe { (*vq).priv_ }.cast::<Virtqueue>();
-        if !this.is_null() {
-            // SAFETY: `this` is valid (see above); `done` is an initialized completion and
-            // `complete()` may be called from interrupt context.
-            unsafe { bindings::complete((*this).done.get()) };
+        // SAFETY: The core calls this with a live queue of a bound device of ours.
+        let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index as usize) };
+        // SAFETY: `vdev` is valid while its queues exist. Its `priv` is null until
+        // `find_vqs` stores the queue list, which stays alive until after the queues are
+        // deleted (`teardown_queues`), and no callback runs after that. A volatile read: the
+        // pointer is written once, in process context, before any buffer is queued.
+        let keep = unsafe { core::ptr::read_volatile(&raw const (*vdev).priv_) }
+            .cast::<KVec<Arc<Virtqueue>>>();
+        if keep.is_null() {
+            return;
+        }
+        // SAFETY: See above.
+        if let Some(this) = unsafe { &*keep }.get(index) {
+            // SAFETY: `done` is an initialized completion; `complete()` may be called from
+            // interrupt context.
+            unsafe { bindings::complete(this.done.get()) };
         }
     }
 
@@ -549,7 +556,7 @@ impl Virtqueue {
                 1,
                 1,
                 token as *mut c_void,
-                GFP_KERNEL,
+                GFP_KERNEL.as_raw(),
             )
         })?;
         // SAFETY: `vq` is live and we hold the lock.

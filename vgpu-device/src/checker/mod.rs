@@ -1,0 +1,340 @@
+//! The coherence checker: on every page a device access touches, compare
+//! the GPU translation with the guest CPU's own page table.
+//!
+//! Given the GPU's guest physical address G for an access and the CPU VA it
+//! mirrors, walk the CPU page table ([`x86::walk`]) to C and classify:
+//! - no CPU page (not present, PROT_NONE, swap or migration entry) -> violation;
+//! - C != G (at 4 KiB granularity) -> violation (a stale page);
+//! - a write while the CPU entry is not writable at every level -> violation
+//!   (a device write into a COW-shared or read-only page).
+//!
+//! A CPU table that cannot be walked (outside guest memory, malformed) is
+//! counted separately: it is a broken setup, not evidence about coherence.
+//! Violations are counted, logged with full detail, and the most recent
+//! ones kept for inspection.
+
+pub mod x86;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::warn;
+use serde::Serialize;
+
+use crate::mem::PhysMem;
+use crate::mmu::Access;
+use x86::{CpuWalkError, Levels, NoPage};
+
+/// Granularity at which frames are compared.
+pub const CHECK_PAGE: u64 = 4096;
+/// How many violations are kept in [`Checker::recent`].
+pub const RECENT_VIOLATIONS: usize = 64;
+
+/// What is wrong with an access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ViolationKind {
+    /// The CPU has no page at the VA.
+    NoCpuPage(NoPage),
+    /// The CPU maps a different frame.
+    FrameMismatch,
+    /// The device writes a page the CPU may not write.
+    WriteNotWritable,
+}
+
+/// One detected violation, with everything needed to debug it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub ctx: u32,
+    pub job: u64,
+    pub access: Access,
+    /// CPU VA that the access mirrors.
+    pub va: u64,
+    /// Guest physical address the GPU used.
+    pub gpu_phys: u64,
+    /// Guest physical address the CPU maps there, if any.
+    pub cpu_phys: Option<u64>,
+    /// The CPU leaf (or non-present) entry.
+    pub cpu_entry: u64,
+    /// Unix time in microseconds.
+    pub time_us: u64,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "COHERENCE VIOLATION {:?}: ctx {} job {} {} va {:#x} gpu {:#x} cpu ",
+            self.kind, self.ctx, self.job, self.access, self.va, self.gpu_phys
+        )?;
+        match self.cpu_phys {
+            Some(c) => write!(f, "{c:#x}")?,
+            None => f.write_str("none")?,
+        }
+        write!(
+            f,
+            " (cpu entry {:#x}) at {} us",
+            self.cpu_entry, self.time_us
+        )
+    }
+}
+
+/// Checker counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CheckerStats {
+    pub accesses_checked: u64,
+    pub violations: u64,
+    pub no_cpu_page: u64,
+    pub frame_mismatch: u64,
+    pub write_not_writable: u64,
+    /// CPU tables that could not be walked (not counted as violations).
+    pub cpu_walk_errors: u64,
+}
+
+/// The verdict on one access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Violation(Violation),
+    /// The CPU page table could not be walked.
+    CpuWalkError(CpuWalkError),
+}
+
+/// Where the access came from, for the violation record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessInfo {
+    pub ctx: u32,
+    pub job: u64,
+}
+
+/// The checker for one context (one CPU address space).
+#[derive(Debug)]
+pub struct Checker {
+    cpu_root: u64,
+    levels: Levels,
+    pub stats: CheckerStats,
+    recent: VecDeque<Violation>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Checker {
+    /// `cpu_root`: guest physical address of the mm's top-level table;
+    /// `levels`: 4 or 5.
+    pub fn new(cpu_root: u64, levels: Levels) -> Self {
+        Self {
+            cpu_root,
+            levels,
+            stats: CheckerStats::default(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn recent(&self) -> impl Iterator<Item = &Violation> {
+        self.recent.iter()
+    }
+
+    /// Checks one device access: the GPU used guest physical `gpu_phys` for
+    /// CPU VA `va`.
+    pub fn check<M: PhysMem + ?Sized>(
+        &mut self,
+        mem: &M,
+        info: AccessInfo,
+        va: u64,
+        gpu_phys: u64,
+        access: Access,
+    ) -> Verdict {
+        self.stats.accesses_checked += 1;
+        let (kind, cpu_phys, cpu_entry) = match x86::walk(mem, self.cpu_root, self.levels, va) {
+            Err(CpuWalkError::NoPage { kind, entry, .. }) => {
+                (ViolationKind::NoCpuPage(kind), None, entry)
+            }
+            Err(e) => {
+                self.stats.cpu_walk_errors += 1;
+                warn!("checker: ctx {} va {va:#x}: {e}", info.ctx);
+                return Verdict::CpuWalkError(e);
+            }
+            Ok(t) => {
+                let c = t.phys(va);
+                if c / CHECK_PAGE != gpu_phys / CHECK_PAGE {
+                    (ViolationKind::FrameMismatch, Some(c), t.leaf)
+                } else if access == Access::Write && !t.writable {
+                    (ViolationKind::WriteNotWritable, Some(c), t.leaf)
+                } else {
+                    return Verdict::Ok;
+                }
+            }
+        };
+        self.stats.violations += 1;
+        match kind {
+            ViolationKind::NoCpuPage(_) => self.stats.no_cpu_page += 1,
+            ViolationKind::FrameMismatch => self.stats.frame_mismatch += 1,
+            ViolationKind::WriteNotWritable => self.stats.write_not_writable += 1,
+        }
+        let v = Violation {
+            kind,
+            ctx: info.ctx,
+            job: info.job,
+            access,
+            va,
+            gpu_phys,
+            cpu_phys,
+            cpu_entry,
+            time_us: now_us(),
+        };
+        warn!("{v}");
+        if self.recent.len() == RECENT_VIOLATIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(v.clone());
+        Verdict::Violation(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::x86::tests::CpuBuilder;
+    use super::*;
+    use crate::layout::x86::{PRESENT, PROTNONE, PS, RW};
+    use crate::mem::testmem::{self, get, put};
+    use crate::mmu::tests::Builder;
+    use crate::mmu::Mmu;
+
+    const INFO: AccessInfo = AccessInfo { ctx: 1, job: 7 };
+
+    #[test]
+    fn classification() {
+        let m = testmem::new(16 << 20);
+        let mut cpu = CpuBuilder::new(&m, Levels::Four, 0x10_0000);
+        let a = cpu.map_4k(0x1000, 0x80_0000, true);
+        cpu.map_4k(0x2000, 0x80_1000, false);
+        let mut c = Checker::new(cpu.root, Levels::Four);
+
+        assert_eq!(
+            c.check(&m, INFO, 0x1010, 0x80_0010, Access::Write),
+            Verdict::Ok
+        );
+        assert_eq!(
+            c.check(&m, INFO, 0x2010, 0x80_1010, Access::Read),
+            Verdict::Ok
+        );
+        // Same 4 KiB frame, different offset is still the same page.
+        assert_eq!(
+            c.check(&m, INFO, 0x1000, 0x80_0ff8, Access::Read),
+            Verdict::Ok
+        );
+
+        let Verdict::Violation(v) = c.check(&m, INFO, 0x2000, 0x80_1000, Access::Write) else {
+            panic!()
+        };
+        assert_eq!(v.kind, ViolationKind::WriteNotWritable);
+        let Verdict::Violation(v) = c.check(&m, INFO, 0x1000, 0x90_0000, Access::Read) else {
+            panic!()
+        };
+        assert_eq!(v.kind, ViolationKind::FrameMismatch);
+        assert_eq!(v.cpu_phys, Some(0x80_0000));
+        assert_eq!((v.ctx, v.job, v.va), (1, 7, 0x1000));
+        put(&m, a, get(&m, a) & !PRESENT | PROTNONE);
+        let Verdict::Violation(v) = c.check(&m, INFO, 0x1000, 0x80_0000, Access::Read) else {
+            panic!()
+        };
+        assert_eq!(v.kind, ViolationKind::NoCpuPage(NoPage::ProtNone));
+        let Verdict::Violation(v) = c.check(&m, INFO, 0x5000_0000, 0x80_0000, Access::Read) else {
+            panic!()
+        };
+        assert_eq!(v.kind, ViolationKind::NoCpuPage(NoPage::Empty));
+        assert!(v.to_string().contains("COHERENCE VIOLATION"));
+
+        let s = c.stats;
+        assert_eq!(s.accesses_checked, 7);
+        assert_eq!(s.violations, 4);
+        assert_eq!(
+            (s.write_not_writable, s.frame_mismatch, s.no_cpu_page),
+            (1, 1, 2)
+        );
+        assert_eq!(c.recent().count(), 4);
+    }
+
+    #[test]
+    fn walk_errors_are_not_violations() {
+        let m = testmem::new(1 << 20);
+        let mut c = Checker::new(1 << 40, Levels::Five);
+        assert!(matches!(
+            c.check(&m, INFO, 0x1000, 0x1000, Access::Read),
+            Verdict::CpuWalkError(_)
+        ));
+        assert!(matches!(
+            c.check(&m, INFO, 1 << 60, 0x1000, Access::Read),
+            Verdict::CpuWalkError(CpuWalkError::NonCanonical { .. })
+        ));
+        assert_eq!((c.stats.violations, c.stats.cpu_walk_errors), (0, 2));
+    }
+
+    #[test]
+    fn recent_is_bounded() {
+        let m = testmem::new(1 << 20);
+        let mut c = Checker::new(0x1000, Levels::Four);
+        for i in 0..(RECENT_VIOLATIONS as u64 + 10) {
+            c.check(&m, INFO, i << 12, 0, Access::Read);
+        }
+        assert_eq!(c.recent().count(), RECENT_VIOLATIONS);
+        assert_eq!(c.stats.violations, RECENT_VIOLATIONS as u64 + 10);
+    }
+
+    /// GPU MMU and checker together: a 2 MiB GPU leaf over 4 KiB CPU pages,
+    /// then a CPU-side COW (new frame) that the GPU did not see.
+    #[test]
+    fn gpu_and_cpu_tables_together() {
+        let m = testmem::new(32 << 20);
+        let mut gpu = Builder::new(&m, 0x10_0000);
+        let mut cpu = CpuBuilder::new(&m, Levels::Four, 0x40_0000);
+        let va = 0x7f12_3440_0000u64; // 2 MiB aligned
+        let frame = 0x100_0000u64; // 16 MiB, 2 MiB aligned
+        gpu.map_2m(va, frame, true);
+        for i in 0..512 {
+            cpu.map_4k(va + i * 4096, frame + i * 4096, true);
+        }
+        let mut mmu = Mmu::new(gpu.root, 64);
+        let mut c = Checker::new(cpu.root, Levels::Four);
+        for off in [0u64, 0x1234, 0x1f_fff8] {
+            let t = mmu.translate(&m, va + off, Access::Write).unwrap();
+            assert_eq!(
+                c.check(&m, INFO, va + off, t.phys(va + off), Access::Write),
+                Verdict::Ok
+            );
+        }
+        // COW on the CPU side: page 1 now lives elsewhere, read-only parent.
+        cpu.map_4k(va + 0x1000, 0x180_0000, true);
+        let t = mmu.translate(&m, va + 0x1008, Access::Read).unwrap();
+        assert!(matches!(
+            c.check(&m, INFO, va + 0x1008, t.phys(va + 0x1008), Access::Read),
+            Verdict::Violation(Violation {
+                kind: ViolationKind::FrameMismatch,
+                ..
+            })
+        ));
+        // A CPU 2 MiB read-only leaf: a device write is a violation.
+        let va2 = 0x7f12_3480_0000u64;
+        gpu.map_2m(va2, 0x140_0000, true);
+        cpu.set(va2, 2, 0x140_0000 | PRESENT | PS);
+        let t = mmu.translate(&m, va2, Access::Write).unwrap();
+        assert!(matches!(
+            c.check(&m, INFO, va2, t.phys(va2), Access::Write),
+            Verdict::Violation(Violation {
+                kind: ViolationKind::WriteNotWritable,
+                ..
+            })
+        ));
+        cpu.set(va2, 2, 0x140_0000 | PRESENT | PS | RW);
+        assert_eq!(
+            c.check(&m, INFO, va2, t.phys(va2), Access::Write),
+            Verdict::Ok
+        );
+    }
+}

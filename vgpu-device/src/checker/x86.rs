@@ -1,0 +1,370 @@
+//! An x86-64 CPU page-table walker over guest physical memory (layout in
+//! [`crate::layout::x86`]): 4 or 5 levels, 4 KiB / 2 MiB / 1 GiB leaves.
+//!
+//! It answers the checker's question "which frame does the CPU map at this
+//! VA, and may the CPU write it": the frame, and whether RW is set at every
+//! level. An entry without the present bit is "no page", classified for the
+//! log as empty, PROT_NONE (Linux's `_PAGE_PROTNONE`, bit 8, with present
+//! clear: also NUMA-hinting entries) or swap/migration (any other non-zero
+//! non-present entry). The walk has a fixed depth, so cyclic tables
+//! terminate; tables outside guest memory and PS in PML4/PML5 entries are
+//! errors.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::layout::x86::{self, ADDR_MASK, ADDR_MASK_1G, ADDR_MASK_2M, PRESENT, PROTNONE, PS, RW};
+use crate::mem::{MemError, PhysMem};
+
+/// Paging mode: 4-level (48-bit VA) or 5-level (LA57, 57-bit VA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Levels {
+    Four,
+    Five,
+}
+
+impl Levels {
+    pub fn from_count(n: u32) -> Option<Levels> {
+        match n {
+            4 => Some(Levels::Four),
+            5 => Some(Levels::Five),
+            _ => None,
+        }
+    }
+
+    pub fn count(self) -> u32 {
+        match self {
+            Levels::Four => 4,
+            Levels::Five => 5,
+        }
+    }
+
+    /// Number of implemented VA bits.
+    pub fn va_bits(self) -> u32 {
+        12 + 9 * self.count()
+    }
+}
+
+/// Why there is no page: the kind of the non-present entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum NoPage {
+    /// An all-zero entry.
+    Empty,
+    /// Present clear, PROTNONE set (PROT_NONE or a NUMA hinting entry).
+    ProtNone,
+    /// Any other non-present entry (swap or migration entry, ...).
+    SwapOrMigration,
+}
+
+/// A CPU translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTranslation {
+    /// Guest physical base of the leaf page.
+    pub frame: u64,
+    /// 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+    /// RW set in the entries of every level.
+    pub writable: bool,
+    /// The leaf entry.
+    pub leaf: u64,
+    /// Level of the leaf (1 = PT, 2 = PD, 3 = PDPT).
+    pub level: u32,
+}
+
+impl CpuTranslation {
+    /// Guest physical address of `va`.
+    pub fn phys(&self, va: u64) -> u64 {
+        self.frame + (va & (self.size - 1))
+    }
+}
+
+/// Result of a CPU walk that did not produce a translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuWalkError {
+    /// Not a canonical address for the paging mode.
+    NonCanonical { va: u64 },
+    /// No page at `level`.
+    NoPage {
+        level: u32,
+        kind: NoPage,
+        entry: u64,
+    },
+    /// A table outside guest memory.
+    BadAddress { level: u32, addr: u64 },
+    /// PS set where the architecture reserves it (PML4E / PML5E).
+    Malformed { level: u32, entry: u64 },
+}
+
+impl fmt::Display for CpuWalkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CpuWalkError::NonCanonical { va } => write!(f, "CPU VA {va:#x} is not canonical"),
+            CpuWalkError::NoPage { level, kind, entry } => {
+                write!(f, "no CPU page ({kind:?} level-{level} entry {entry:#x})")
+            }
+            CpuWalkError::BadAddress { level, addr } => {
+                write!(
+                    f,
+                    "CPU level-{level} entry at {addr:#x} outside guest memory"
+                )
+            }
+            CpuWalkError::Malformed { level, entry } => {
+                write!(f, "malformed CPU level-{level} entry {entry:#x}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CpuWalkError {}
+
+fn classify(entry: u64) -> NoPage {
+    if entry == 0 {
+        NoPage::Empty
+    } else if entry & PROTNONE != 0 {
+        NoPage::ProtNone
+    } else {
+        NoPage::SwapOrMigration
+    }
+}
+
+/// Walks the CPU page table at `root` (guest physical address of the PML4,
+/// or PML5 with five levels; low 12 bits, e.g. a PCID, are ignored).
+pub fn walk<M: PhysMem + ?Sized>(
+    mem: &M,
+    root: u64,
+    levels: Levels,
+    va: u64,
+) -> Result<CpuTranslation, CpuWalkError> {
+    let bits = levels.va_bits();
+    // Canonical: bits [63 : bits-1] all equal.
+    let top = (va as i64) >> (bits - 1);
+    if top != 0 && top != -1 {
+        return Err(CpuWalkError::NonCanonical { va });
+    }
+    let mut table = root & ADDR_MASK;
+    let mut writable = true;
+    for level in (1..=levels.count()).rev() {
+        let addr = table + x86::index(va, level) * x86::ENTRY_SIZE;
+        let entry = mem
+            .load_u64(addr)
+            .map_err(|MemError { addr }| CpuWalkError::BadAddress { level, addr })?;
+        if entry & PRESENT == 0 {
+            return Err(CpuWalkError::NoPage {
+                level,
+                kind: classify(entry),
+                entry,
+            });
+        }
+        writable &= entry & RW != 0;
+        let leaf = |mask: u64, size: u64| CpuTranslation {
+            frame: entry & mask,
+            size,
+            writable,
+            leaf: entry,
+            level,
+        };
+        match level {
+            1 => return Ok(leaf(ADDR_MASK, 4096)),
+            2 if entry & PS != 0 => return Ok(leaf(ADDR_MASK_2M, 2 << 20)),
+            3 if entry & PS != 0 => return Ok(leaf(ADDR_MASK_1G, 1 << 30)),
+            4 | 5 if entry & PS != 0 => return Err(CpuWalkError::Malformed { level, entry }),
+            _ => table = entry & ADDR_MASK,
+        }
+    }
+    unreachable!("level 1 always returns")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::layout::x86::{ACCESSED, DIRTY, USER};
+    use crate::mem::testmem::{self, get, put};
+    use vm_memory::GuestMemoryMmap;
+
+    /// Builds x86-64 page tables in synthetic guest memory.
+    pub struct CpuBuilder<'a> {
+        pub mem: &'a GuestMemoryMmap,
+        pub root: u64,
+        pub levels: Levels,
+        next: u64,
+    }
+
+    pub const TABLE: u64 = PRESENT | RW | USER | ACCESSED;
+
+    impl<'a> CpuBuilder<'a> {
+        pub fn new(mem: &'a GuestMemoryMmap, levels: Levels, area: u64) -> Self {
+            Self {
+                mem,
+                root: area,
+                levels,
+                next: area + 0x1000,
+            }
+        }
+
+        /// Address of the entry for `va` at `level`, allocating tables.
+        pub fn entry_addr(&mut self, va: u64, level: u32) -> u64 {
+            let mut table = self.root;
+            for l in ((level + 1)..=self.levels.count()).rev() {
+                let a = table + x86::index(va, l) * 8;
+                let e = get(self.mem, a);
+                if e & PRESENT == 0 {
+                    let t = self.next;
+                    self.next += 0x1000;
+                    put(self.mem, a, t | TABLE);
+                    table = t;
+                } else {
+                    table = e & ADDR_MASK;
+                }
+            }
+            table + x86::index(va, level) * 8
+        }
+
+        pub fn set(&mut self, va: u64, level: u32, entry: u64) -> u64 {
+            let a = self.entry_addr(va, level);
+            put(self.mem, a, entry);
+            a
+        }
+
+        pub fn map_4k(&mut self, va: u64, frame: u64, write: bool) -> u64 {
+            let e = frame | PRESENT | USER | ACCESSED | DIRTY | if write { RW } else { 0 };
+            self.set(va, 1, e)
+        }
+    }
+
+    const MB: u64 = 1 << 20;
+
+    #[test]
+    fn leaves_of_every_size_4_and_5_levels() {
+        for levels in [Levels::Four, Levels::Five] {
+            let m = testmem::new(16 << 20);
+            let mut b = CpuBuilder::new(&m, levels, 0x10_0000);
+            b.map_4k(0x7f00_0000_1000, 0x80_0000, true);
+            b.set(
+                0x7f00_0020_0000,
+                2,
+                0x40_0000 | PRESENT | RW | PS | (1 << 12),
+            ); // PAT bit
+            b.set(0x7e00_4000_0000, 3, 0x4000_0000 | PRESENT | PS);
+            let t = walk(&m, b.root, levels, 0x7f00_0000_1abc).unwrap();
+            assert_eq!(
+                (t.frame, t.size, t.writable, t.level),
+                (0x80_0000, 4096, true, 1)
+            );
+            assert_eq!(t.phys(0x7f00_0000_1abc), 0x80_0abc);
+            let t = walk(&m, b.root, levels, 0x7f00_0021_2345).unwrap();
+            assert_eq!((t.frame, t.size, t.level), (4 * MB, 2 * MB, 2));
+            assert_eq!(t.phys(0x7f00_0021_2345), 4 * MB + 0x1_2345);
+            let t = walk(&m, b.root, levels, 0x7e00_4123_4567).unwrap();
+            assert_eq!((t.frame, t.size, t.writable), (1 << 30, 1 << 30, false));
+            assert_eq!(t.phys(0x7e00_4123_4567), (1 << 30) + 0x123_4567);
+        }
+    }
+
+    #[test]
+    fn five_level_uses_bits_above_47() {
+        let m = testmem::new(16 << 20);
+        let mut b = CpuBuilder::new(&m, Levels::Five, 0x10_0000);
+        let va = (3u64 << 48) | 0x1000;
+        b.map_4k(va, 0x80_0000, true);
+        assert_eq!(walk(&m, b.root, Levels::Five, va).unwrap().frame, 0x80_0000);
+        assert!(walk(&m, b.root, Levels::Five, 0x1000).is_err());
+        assert_eq!(
+            walk(&m, b.root, Levels::Four, va),
+            Err(CpuWalkError::NonCanonical { va })
+        );
+    }
+
+    #[test]
+    fn writable_needs_rw_at_every_level() {
+        let m = testmem::new(16 << 20);
+        let mut b = CpuBuilder::new(&m, Levels::Four, 0x10_0000);
+        b.map_4k(0x1000, 0x80_0000, true);
+        assert!(walk(&m, b.root, Levels::Four, 0x1000).unwrap().writable);
+        // Clear RW in the PD entry.
+        let pde = b.entry_addr(0x1000, 2);
+        put(&m, pde, get(&m, pde) & !RW);
+        let t = walk(&m, b.root, Levels::Four, 0x1000).unwrap();
+        assert!(!t.writable);
+        assert_eq!(t.frame, 0x80_0000);
+    }
+
+    #[test]
+    fn no_page_kinds() {
+        let m = testmem::new(16 << 20);
+        let mut b = CpuBuilder::new(&m, Levels::Four, 0x10_0000);
+        let a = b.map_4k(0x1000, 0x80_0000, true);
+        for (entry, kind) in [
+            (0, NoPage::Empty),
+            (0x80_0000 | PROTNONE | USER | ACCESSED, NoPage::ProtNone),
+            (0x3_4500_0000_0000 | 0x40, NoPage::SwapOrMigration),
+        ] {
+            put(&m, a, entry);
+            assert_eq!(
+                walk(&m, b.root, Levels::Four, 0x1000),
+                Err(CpuWalkError::NoPage {
+                    level: 1,
+                    kind,
+                    entry
+                })
+            );
+        }
+        // A missing upper level.
+        assert!(matches!(
+            walk(&m, b.root, Levels::Four, 0x7000_0000_0000),
+            Err(CpuWalkError::NoPage {
+                level: 4,
+                kind: NoPage::Empty,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn errors_not_panics() {
+        let m = testmem::new(1 << 20);
+        assert!(matches!(
+            walk(&m, 1 << 40, Levels::Four, 0),
+            Err(CpuWalkError::BadAddress { level: 4, .. })
+        ));
+        // PS in a PML4 entry.
+        put(&m, 0x1000, 0x4000 | PRESENT | PS);
+        assert!(matches!(
+            walk(&m, 0x1000, Levels::Four, 0),
+            Err(CpuWalkError::Malformed { level: 4, .. })
+        ));
+        // A table pointer to the end of the physical address space.
+        put(&m, 0x1000, ADDR_MASK | PRESENT);
+        assert!(matches!(
+            walk(&m, 0x1000, Levels::Four, 0),
+            Err(CpuWalkError::BadAddress { level: 3, .. })
+        ));
+        // Self-referencing tables terminate.
+        for i in 0..512 {
+            put(&m, 0x2000 + i * 8, 0x2000 | PRESENT | RW);
+        }
+        let t = walk(&m, 0x2000, Levels::Five, 0x1234_5000).unwrap();
+        assert_eq!(t.frame, 0x2000);
+        // Garbage everywhere.
+        let mut x: u64 = 7;
+        for i in 0..(1u64 << 17) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            put(&m, i * 8, x >> (i % 13));
+        }
+        for i in 0..20_000u64 {
+            let va = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let levels = if i % 2 == 0 {
+                Levels::Four
+            } else {
+                Levels::Five
+            };
+            let _ = walk(&m, (i * 0x1000) & 0xf_ffff, levels, va);
+            let _ = walk(
+                &m,
+                i.wrapping_mul(0x1234_5678_9abc),
+                levels,
+                va & 0x7fff_ffff_f000,
+            );
+        }
+    }
+}

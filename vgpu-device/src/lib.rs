@@ -1,0 +1,21 @@
+//! vgpu-device: the virtual GPU of vgpu-svm, a vhost-user virtio-gpu backend.
+//!
+//! - [`virtio_gpu`]: the virtio-gpu wire format.
+//! - [`device`]: command dispatch and the VGPU_SVM contexts (no vhost-user).
+//! - [`backend`]: the vhost-user glue for QEMU's `vhost-user-gpu-pci`.
+//! - [`stats`]: the JSON counters file.
+//! - [`layout`]: the GPU and x86-64 page-table bit layouts, in one place.
+//! - [`mem`]: atomic 64-bit guest-physical access.
+//! - [`mmu`]: the GPU page-table walker, TLB and DIRTY protocol.
+//! - [`checker`]: the x86-64 CPU walker and the coherence verdicts.
+
+pub mod backend;
+pub mod device;
+pub mod stats;
+pub mod virtio_gpu;
+
+// Device logic of the memory model, independent of vhost-user.
+pub mod checker;
+pub mod layout;
+pub mod mem;
+pub mod mmu;

@@ -25,7 +25,7 @@
 /* Protocol version: major in the high 16 bits, minor in the low 16 bits. A
  * driver refuses a device whose major differs from its own. */
 #define VGPU_SVM_PROTOCOL_MAJOR 0
-#define VGPU_SVM_PROTOCOL_MINOR 1
+#define VGPU_SVM_PROTOCOL_MINOR 2
 #define VGPU_SVM_PROTOCOL_VERSION \
 	((VGPU_SVM_PROTOCOL_MAJOR << 16) | VGPU_SVM_PROTOCOL_MINOR)
 
@@ -45,7 +45,202 @@ struct vgpu_svm_capset {
 	__le64 reserved[4];      /* zero */
 };
 
+/*
+ * The GPU page table (written by the driver in guest memory, walked by the
+ * device): 4 levels of 4 KiB tables of 512 little-endian 64-bit entries; a
+ * 48-bit GPU VA; level 4 (root) indexes VA[47:39] ... level 1 VA[20:12].
+ * Table entries need only VALID. Leaves: level 1 (4 KiB) or level 2 with
+ * LARGE (2 MiB, frame 2 MiB aligned). The device sets DIRTY with a
+ * compare-and-swap before its first write through a leaf; the driver clears
+ * entries with an atomic exchange and marks the folio dirty if DIRTY was set.
+ * Bits not defined here must be zero.
+ */
+#define VGPU_SVM_PTE_VALID     (1ULL << 0)
+#define VGPU_SVM_PTE_WRITE     (1ULL << 1)
+#define VGPU_SVM_PTE_DIRTY     (1ULL << 6)
+#define VGPU_SVM_PTE_LARGE     (1ULL << 7)
+#define VGPU_SVM_PTE_ADDR_MASK 0x000ffffffffff000ULL
+#define VGPU_SVM_PT_LEVELS     4
+#define VGPU_SVM_PT_ENTRIES    512
+
 /* Device feature bits (vgpu_svm_capset.features). */
 #define VGPU_SVM_FEATURE_CHECKER (1ULL << 0) /* coherence checker present */
+
+
+/*
+ * ---------------------------------------------------------------------------
+ * Commands.
+ *
+ * A VGPU_SVM context is created with VIRTIO_GPU_CMD_CTX_CREATE (context_init =
+ * VGPU_SVM_CAPSET_ID). Each VIRTIO_GPU_CMD_SUBMIT_3D on that context carries
+ * exactly one command: struct virtio_gpu_cmd_submit, then `size` bytes that
+ * start with struct vgpu_svm_cmd_hdr. The driver offers a writable buffer of
+ * at least sizeof(struct virtio_gpu_ctrl_hdr) + sizeof(struct vgpu_svm_resp);
+ * the device answers VIRTIO_GPU_RESP_OK_NODATA followed by a struct
+ * vgpu_svm_resp (virtio-gpu errors -- unknown context, malformed submit --
+ * come back as the usual RESP_ERR_* header alone).
+ *
+ * Requests may complete out of order: the device answers a JOB (or RESUME)
+ * only when the job is done or faults, while INVALIDATE, STATS and the rest
+ * are answered at once. The driver therefore keeps several requests in flight
+ * on the control queue.
+ * ---------------------------------------------------------------------------
+ */
+
+enum vgpu_svm_cmd_type {
+	/* Set the context's address spaces: struct vgpu_svm_cmd_set_as. */
+	VGPU_SVM_CMD_SET_AS = 1,
+	/* Drop translations of a GPU VA range: struct vgpu_svm_cmd_range.
+	 * Answered only once every device access that started before the
+	 * command arrived has finished, and no TLB entry for the range is left.
+	 * This is what makes the driver's mmu_interval_notifier promise true. */
+	VGPU_SVM_CMD_INVALIDATE = 2,
+	/* Tell the checker that GPU VA [gpu_va, gpu_va + size) mirrors CPU VA
+	 * [cpu_va, ...) (userptr BO binding): struct vgpu_svm_cmd_bind. Outside
+	 * any binding, GPU VA == CPU VA (SVM). */
+	VGPU_SVM_CMD_BIND = 3,
+	/* Forget a binding: struct vgpu_svm_cmd_range (start = its gpu_va). */
+	VGPU_SVM_CMD_UNBIND = 4,
+	/* Run a job: struct vgpu_svm_cmd_job followed by nr_ops struct
+	 * vgpu_svm_op. Answered when the job completes, faults or fails. */
+	VGPU_SVM_CMD_JOB = 5,
+	/* Continue a faulted job: struct vgpu_svm_cmd_resume. Answered like
+	 * JOB: when the job completes, faults again or fails. */
+	VGPU_SVM_CMD_RESUME = 6,
+	/* Abort a faulted job: struct vgpu_svm_cmd_resume. */
+	VGPU_SVM_CMD_ABORT = 7,
+	/* Read the device's counters: struct vgpu_svm_cmd_hdr; the answer is
+	 * a struct vgpu_svm_resp with status OK and the stats in .stats. */
+	VGPU_SVM_CMD_STATS = 8,
+	/* Does nothing; answered at once (round-trip baseline). */
+	VGPU_SVM_CMD_NOP = 9,
+};
+
+struct vgpu_svm_cmd_hdr {
+	__le32 type;  /* enum vgpu_svm_cmd_type */
+	__le32 flags; /* zero */
+};
+
+/* Paging levels of the CPU page table the checker walks. */
+#define VGPU_SVM_CPU_LEVELS_4 4
+#define VGPU_SVM_CPU_LEVELS_5 5
+
+struct vgpu_svm_cmd_set_as {
+	struct vgpu_svm_cmd_hdr hdr;
+	__le64 gpu_pt_root;   /* guest-physical address of the GPU page table root */
+	__le64 cpu_pt_root;   /* guest-physical address of the mm's top-level CPU page table */
+	__le32 cpu_pt_levels; /* VGPU_SVM_CPU_LEVELS_4 or _5 */
+	__le32 padding;
+};
+
+struct vgpu_svm_cmd_range {
+	struct vgpu_svm_cmd_hdr hdr;
+	__le64 start; /* GPU VA, page aligned */
+	__le64 size;  /* bytes, page aligned, non-zero */
+};
+
+struct vgpu_svm_cmd_bind {
+	struct vgpu_svm_cmd_hdr hdr;
+	__le64 gpu_va; /* page aligned */
+	__le64 cpu_va; /* page aligned */
+	__le64 size;   /* bytes, page aligned, non-zero */
+};
+
+/* Job operations. Addresses are GPU VAs; every byte is accessed through the
+ * GPU page table and checked against the CPU page table. */
+enum vgpu_svm_op_kind {
+	VGPU_SVM_OP_COPY = 1,          /* copy len bytes from src to dst */
+	VGPU_SVM_OP_FILL = 2,          /* fill len bytes at dst with the low byte of value */
+	VGPU_SVM_OP_HASH = 3,          /* FNV-1a 64 of len bytes at src -> resp.result */
+	VGPU_SVM_OP_ATOMIC_ADD = 4,    /* *(u64 *)dst += value (dst 8-aligned); old value -> resp.result */
+	VGPU_SVM_OP_WRITE_PATTERN = 5, /* dst[i] = vgpu_svm_pattern(value, i) for i < len */
+	VGPU_SVM_OP_READ = 6,          /* read len bytes at src (touch only; counted and checked) */
+};
+
+struct vgpu_svm_op {
+	__le32 kind;  /* enum vgpu_svm_op_kind */
+	__le32 flags; /* zero */
+	__le64 dst;
+	__le64 src;
+	__le64 len;   /* bytes; at most VGPU_SVM_MAX_OP_LEN */
+	__le64 value;
+};
+
+#define VGPU_SVM_MAX_OPS    64
+#define VGPU_SVM_MAX_OP_LEN (1ULL << 32)
+
+struct vgpu_svm_cmd_job {
+	struct vgpu_svm_cmd_hdr hdr;
+	__le64 job_id; /* chosen by the driver, unique among the context's live jobs */
+	__le32 nr_ops; /* 1 .. VGPU_SVM_MAX_OPS */
+	__le32 padding;
+	/* struct vgpu_svm_op ops[nr_ops]; */
+};
+
+struct vgpu_svm_cmd_resume {
+	struct vgpu_svm_cmd_hdr hdr;
+	__le64 job_id;
+};
+
+/* WRITE_PATTERN with seed s writes byte i (offset from the op's dst) as
+ * (__u8)(((s + i) * VGPU_SVM_PATTERN_MUL) >> 56), in 64-bit arithmetic. */
+#define VGPU_SVM_PATTERN_MUL 0x9e3779b97f4a7c15ULL
+
+enum vgpu_svm_status {
+	VGPU_SVM_STATUS_OK = 0,    /* command done; for a job: every op completed */
+	VGPU_SVM_STATUS_FAULT = 1, /* job stopped at a fault: resp.fault; RESUME or ABORT it */
+	VGPU_SVM_STATUS_ERROR = 2, /* command rejected or job failed: resp.error */
+};
+
+/* Access that faulted (resp.fault.access). */
+#define VGPU_SVM_ACCESS_READ  1
+#define VGPU_SVM_ACCESS_WRITE 2
+
+enum vgpu_svm_error {
+	VGPU_SVM_ERR_NONE = 0,
+	VGPU_SVM_ERR_MALFORMED = 1,     /* truncated, bad sizes, nonzero reserved fields */
+	VGPU_SVM_ERR_UNKNOWN_CMD = 2,
+	VGPU_SVM_ERR_NO_AS = 3,         /* JOB before SET_AS */
+	VGPU_SVM_ERR_BAD_ADDRESS = 4,   /* a guest-physical address outside guest RAM */
+	VGPU_SVM_ERR_BAD_PAGE_TABLE = 5,/* malformed or cyclic GPU page table */
+	VGPU_SVM_ERR_TOO_BIG = 6,       /* too many ops, op too long */
+	VGPU_SVM_ERR_UNKNOWN_JOB = 7,   /* RESUME/ABORT of a job that is not faulted */
+	VGPU_SVM_ERR_BUSY = 8,          /* duplicate job id, too many live jobs */
+	VGPU_SVM_ERR_ABORTED = 9,       /* job aborted (by ABORT or context destroy) */
+	VGPU_SVM_ERR_MISALIGNED = 10,   /* ATOMIC_ADD dst not 8-aligned, range not page aligned */
+};
+
+struct vgpu_svm_fault {
+	__le64 va;       /* GPU VA of the faulting access (page of it) */
+	__le32 access;   /* VGPU_SVM_ACCESS_* */
+	__le32 op_index; /* the op that faulted */
+	__le64 progress; /* bytes of that op already done */
+};
+
+/* Device counters (STATS). Also written by the daemon to its --stats file. */
+struct vgpu_svm_stats {
+	__le64 accesses_checked;     /* pages checked against the CPU page table */
+	__le64 violations;           /* all kinds */
+	__le64 violations_no_page;   /* no CPU page behind the GPU entry */
+	__le64 violations_frame;     /* CPU page is a different frame */
+	__le64 violations_write;     /* write through a non-writable CPU entry */
+	__le64 faults;               /* device faults raised */
+	__le64 invalidations;        /* INVALIDATE commands done */
+	__le64 tlb_hits;
+	__le64 tlb_misses;
+	__le64 jobs;                 /* jobs completed */
+	__le64 bytes;                /* bytes moved by jobs */
+	__le64 errors;               /* commands answered with STATUS_ERROR */
+	__le64 reserved[4];
+};
+
+struct vgpu_svm_resp {
+	__le32 status; /* enum vgpu_svm_status */
+	__le32 error;  /* enum vgpu_svm_error when status is ERROR */
+	__le64 job_id; /* for JOB/RESUME/ABORT */
+	__le64 result; /* HASH: the hash of the last HASH op; ATOMIC_ADD: old value of the last one */
+	struct vgpu_svm_fault fault; /* when status is FAULT */
+	struct vgpu_svm_stats stats; /* for STATS */
+};
 
 #endif /* VGPU_SVM_PROTOCOL_H */

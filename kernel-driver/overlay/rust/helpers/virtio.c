@@ -22,3 +22,17 @@ __rust_helper void rust_helper_virtio_device_ready(struct virtio_device *dev)
 {
 	virtio_device_ready(dev);
 }
+
+/* The virtio abstraction's queue lock is taken from process and interrupt context. */
+__rust_helper unsigned long rust_helper_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+__rust_helper void rust_helper_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}

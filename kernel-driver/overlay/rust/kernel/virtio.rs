@@ -20,7 +20,7 @@ use crate::{
     driver,
     error::{from_result, to_result},
     prelude::*,
-    sync::{new_mutex, Arc, Mutex},
+    sync::Arc,
     time::msecs_to_jiffies,
     types::Opaque,
     ThisModule,
@@ -360,6 +360,9 @@ impl<'a> Device<device::CoreInternal<'a>> {
             }
             (*self.as_raw()).priv_ = core::ptr::null_mut();
         }
+        for q in keep.iter() {
+            q.release_after_reset();
+        }
         drop(keep);
     }
 }
@@ -414,53 +417,115 @@ unsafe impl Sync for Device<device::Bound> {}
 /// How long [`Virtqueue::exchange`] waits for the device before giving up.
 pub const EXCHANGE_TIMEOUT_MS: u32 = 10_000;
 
-/// The queue's state under its lock.
+/// Requests a queue can have in flight at once (the device's queues are at least this long).
+const SLOTS: usize = 128;
+
+/// One request in flight: the buffers the device reads and writes, and how its answer is
+/// signalled. Shared between the waiter and the queue (which owns it while the device does).
+#[pin_data]
+struct Request {
+    #[pin]
+    done: Opaque<bindings::completion>,
+    /// Bytes the device wrote; set before `done` is completed.
+    len: core::sync::atomic::AtomicU32,
+    /// Set (before `done` is completed) when the queue died with the request in flight.
+    dead: core::sync::atomic::AtomicBool,
+    request: KVec<u8>,
+    /// Written by the device; read only after `done` completed.
+    response: core::cell::UnsafeCell<KVec<u8>>,
+}
+
+// SAFETY: `response` is written by the device, then read by the waiter only after the
+// completion (which orders the accesses); everything else is atomic or immutable.
+unsafe impl Send for Request {}
+// SAFETY: As above.
+unsafe impl Sync for Request {}
+
+/// The queue's state, protected by [`Virtqueue::lock`].
 struct VqState {
     /// The transport's queue; `None` before `find_vqs` attached it and after shutdown.
     vq: Option<NonNull<bindings::virtqueue>>,
-    /// Tokens of requests that timed out, with the buffers the device may still write:
-    /// freed when the device returns them, or at shutdown after the reset.
-    abandoned: KVec<(usize, KVec<u8>, KVec<u8>)>,
-    /// The next request token (never 0: a null token means "no buffer" to the core).
-    next_token: usize,
+    /// Requests in flight; the token given to the transport is the slot index + 1.
+    slots: KVec<Option<Arc<Request>>>,
 }
 
-/// A virtqueue used in request/response style: one request in flight at a time.
+/// A virtqueue used in request/response style, with many requests in flight that the device
+/// may answer in any order.
+///
+/// Every transport operation on the queue (add, get, kick preparation) happens under an
+/// interrupt-safe spinlock, both from process context (submission) and from the used-buffer
+/// callback (interrupt context), which completes each request as the device returns it.
 ///
 /// # Invariants
 ///
-/// While `state.vq` is `Some`, it is a live queue of a bound device, and the abstraction keeps
-/// this `Virtqueue` alive (an [`Arc`] in the device's `priv`, at the queue's index) until the
-/// queue is deleted. `done` is an initialized `struct completion`.
+/// `lock` is an initialized spinlock protecting `state`. While `state.vq` is `Some`, it is a
+/// live queue of a bound device, and the abstraction keeps this `Virtqueue` alive (an [`Arc`]
+/// in the device's `priv`, at the queue's index) until the queue is deleted.
 #[pin_data]
 pub struct Virtqueue {
     #[pin]
-    state: Mutex<VqState>,
-    #[pin]
-    done: Opaque<bindings::completion>,
+    lock: Opaque<bindings::spinlock_t>,
+    state: core::cell::UnsafeCell<VqState>,
     index: u32,
     name: &'static CStr,
 }
 
-// SAFETY: The raw queue pointer is only used under `state`'s lock; the completion is thread safe.
+// SAFETY: `state` is only accessed under `lock` (interrupts off), which serializes all users.
 unsafe impl Send for Virtqueue {}
 // SAFETY: As above.
 unsafe impl Sync for Virtqueue {}
 
+/// Holds [`Virtqueue::lock`] with interrupts disabled; gives access to the state.
+struct VqGuard<'a> {
+    q: &'a Virtqueue,
+    flags: c_ulong,
+}
+
+impl VqGuard<'_> {
+    fn state(&mut self) -> &mut VqState {
+        // SAFETY: We hold the lock (type invariant of `Virtqueue`), so access is exclusive.
+        unsafe { &mut *self.q.state.get() }
+    }
+}
+
+impl Drop for VqGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: We hold the lock, taken with these flags by `Virtqueue::lock()`.
+        unsafe { bindings::spin_unlock_irqrestore(self.q.lock.get(), self.flags) };
+    }
+}
+
 impl Virtqueue {
     fn new(index: u32, name: &'static CStr) -> Result<Arc<Self>> {
+        let mut slots = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
+        for _ in 0..SLOTS {
+            slots.push(None, GFP_KERNEL)?;
+        }
         Arc::pin_init(
             pin_init!(Self {
-                state <- new_mutex!(VqState { vq: None, abandoned: KVec::new(), next_token: 1 }),
-                done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
-                    // SAFETY: `slot` is a valid pointer to an uninitialized `struct completion`.
-                    unsafe { bindings::init_completion(slot) };
+                lock <- Opaque::ffi_init(|slot: *mut bindings::spinlock_t| {
+                    // SAFETY: `slot` is valid for writing an uninitialized spinlock; the name
+                    // and class key are static.
+                    unsafe {
+                        bindings::__spin_lock_init(
+                            slot,
+                            c"virtio_vq".as_char_ptr(),
+                            crate::static_lock_class!().as_ptr(),
+                        )
+                    };
                 }),
+                state: core::cell::UnsafeCell::new(VqState { vq: None, slots }),
                 index,
                 name,
             }),
             GFP_KERNEL,
         )
+    }
+
+    fn lock(&self) -> VqGuard<'_> {
+        // SAFETY: `lock` is an initialized spinlock (type invariant).
+        let flags = unsafe { bindings::spin_lock_irqsave(self.lock.get()) };
+        VqGuard { q: self, flags }
     }
 
     /// The queue's index on the device.
@@ -476,19 +541,33 @@ impl Virtqueue {
     fn attach(&self, vq: NonNull<bindings::virtqueue>) {
         // Note: `vq->priv` belongs to the transport (virtio-pci keeps its notify address
         // there); the callback finds us through the device's `priv` instead.
-        self.state.lock().vq = Some(vq);
+        self.lock().state().vq = Some(vq);
     }
 
-    /// Marks the queue dead (after the request in flight, if any) and frees abandoned buffers.
-    /// Called by the abstraction right before it resets the device.
+    /// Marks the queue dead; requests still in flight fail with `ENODEV`. Called by the
+    /// abstraction right before it resets the device. Their buffers stay with the queue
+    /// until [`Self::release_after_reset`]: the device may use them until the reset.
     fn shut_down(&self) {
-        let mut st = self.state.lock();
+        let mut g = self.lock();
+        let st = g.state();
         st.vq = None;
-        // The device is reset right after this; it no longer owns any buffer.
-        st.abandoned.clear();
+        for r in st.slots.iter().flatten() {
+            r.dead.store(true, core::sync::atomic::Ordering::Release);
+            // SAFETY: `done` is an initialized completion.
+            unsafe { bindings::complete(r.done.get()) };
+        }
     }
 
-    /// Used-buffer notification (interrupt context): wake the waiter.
+    /// Frees the buffers of requests that were in flight at shutdown, once the device is
+    /// reset and cannot touch them any more.
+    fn release_after_reset(&self) {
+        let mut g = self.lock();
+        for slot in g.state().slots.iter_mut() {
+            drop(slot.take());
+        }
+    }
+
+    /// Used-buffer notification (interrupt context): complete every returned request.
     extern "C" fn callback(vq: *mut bindings::virtqueue) {
         // SAFETY: The core calls this with a live queue of a bound device of ours.
         let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index as usize) };
@@ -502,92 +581,136 @@ impl Virtqueue {
             return;
         }
         // SAFETY: See above.
-        if let Some(this) = unsafe { &*keep }.get(index) {
-            // SAFETY: `done` is an initialized completion; `complete()` may be called from
-            // interrupt context.
-            unsafe { bindings::complete(this.done.get()) };
+        let Some(this) = (unsafe { &*keep }).get(index) else {
+            return;
+        };
+        let mut g = this.lock();
+        let st = g.state();
+        let Some(raw) = st.vq else {
+            return;
+        };
+        loop {
+            let mut len: u32 = 0;
+            // SAFETY: `raw` is live and we hold the queue's lock.
+            let token = unsafe { bindings::virtqueue_get_buf(raw.as_ptr(), &mut len) } as usize;
+            if token == 0 {
+                break;
+            }
+            if let Some(r) = st.slots.get_mut(token - 1).and_then(Option::take) {
+                r.len.store(len, core::sync::atomic::Ordering::Relaxed);
+                // SAFETY: `done` is an initialized completion; `complete()` is IRQ safe.
+                unsafe { bindings::complete(r.done.get()) };
+                // Dropping `r` may free a request whose waiter gave up; kfree is IRQ safe.
+            }
         }
     }
 
-    /// Sends `request` to the device and waits until it has written its answer into
-    /// `response` (whose length is the space offered). Returns the buffers and the number of
-    /// bytes the device wrote.
+    /// Sends `request` to the device and waits for its answer, for which `response_len`
+    /// bytes are offered; returns the bytes the device wrote.
     ///
-    /// The buffers are owned kmalloc memory, so they are physically contiguous and stay alive
-    /// while the device uses them: if the device does not answer within
-    /// [`EXCHANGE_TIMEOUT_MS`], they are kept until it does (or until the queue is shut down)
-    /// and the call fails with [`ETIMEDOUT`]. After unbind every call fails with [`ENODEV`].
-    pub fn exchange(
-        &self,
-        request: KVec<u8>,
-        mut response: KVec<u8>,
-    ) -> Result<(KVec<u8>, KVec<u8>, usize)> {
-        let mut st = self.state.lock();
-        let vq = st.vq.ok_or(ENODEV)?;
+    /// Many callers may wait at once; the device may answer in any order. If the device
+    /// does not answer within `timeout_ms`, the call fails with [`ETIMEDOUT`] (the buffers
+    /// stay with the queue until the device returns them or the queue is shut down). After
+    /// unbind every call fails with [`ENODEV`].
+    pub fn exchange(&self, request: KVec<u8>, response_len: usize, timeout_ms: u32) -> Result<KVec<u8>> {
+        use core::sync::atomic::Ordering;
         let req_len = u32::try_from(request.len())?;
-        let resp_len = u32::try_from(response.len())?;
+        let resp_len = u32::try_from(response_len)?;
         if req_len == 0 || resp_len == 0 {
             return Err(EINVAL);
         }
-
-        // Room to park the buffers if we stop waiting, so that parking cannot fail.
-        st.abandoned.reserve(1, GFP_KERNEL)?;
-        let token = st.next_token;
-        st.next_token = st.next_token.wrapping_add(1).max(1);
+        let mut response = KVec::new();
+        response.resize(response_len, 0, GFP_KERNEL)?;
+        let r = Arc::pin_init(
+            pin_init!(Request {
+                done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
+                    // SAFETY: `slot` is a valid pointer to an uninitialized `struct completion`.
+                    unsafe { bindings::init_completion(slot) };
+                }),
+                len: core::sync::atomic::AtomicU32::new(0),
+                dead: core::sync::atomic::AtomicBool::new(false),
+                request,
+                response: core::cell::UnsafeCell::new(response),
+            }),
+            GFP_KERNEL,
+        )?;
 
         // SAFETY: `scatterlist` is a C struct for which all-zeroes is a valid (empty) value.
         let mut sg_out: bindings::scatterlist = unsafe { core::mem::zeroed() };
         // SAFETY: As above.
         let mut sg_in: bindings::scatterlist = unsafe { core::mem::zeroed() };
-        // SAFETY: Both buffers are kmalloc memory of the given lengths, alive until the device
-        // returns them (we keep them in `abandoned` if we stop waiting).
+        // SAFETY: Both buffers are kmalloc memory of the given lengths, owned by `r`, which
+        // the queue keeps until the device has returned them.
         unsafe {
-            bindings::sg_init_one(&mut sg_out, request.as_ptr().cast(), req_len);
-            bindings::sg_init_one(&mut sg_in, response.as_mut_ptr().cast(), resp_len);
+            bindings::sg_init_one(&mut sg_out, r.request.as_ptr().cast(), req_len);
+            bindings::sg_init_one(&mut sg_in, (*r.response.get()).as_mut_ptr().cast(), resp_len);
         }
         let mut sgs = [&raw mut sg_out, &raw mut sg_in];
 
-        // SAFETY: `vq` is live (type invariant, we hold the lock); `sgs` holds one readable
-        // and one writable entry; the token is non-null.
-        to_result(unsafe {
-            bindings::virtqueue_add_sgs(
-                vq.as_ptr(),
-                sgs.as_mut_ptr(),
-                1,
-                1,
-                token as *mut c_void,
-                GFP_KERNEL.as_raw(),
-            )
-        })?;
-        // SAFETY: `vq` is live and we hold the lock.
-        unsafe { bindings::virtqueue_kick(vq.as_ptr()) };
-
-        let timeout = msecs_to_jiffies(EXCHANGE_TIMEOUT_MS);
+        let deadline = msecs_to_jiffies(timeout_ms);
+        let mut tries = 0u32;
         loop {
-            let mut len: u32 = 0;
-            // SAFETY: `vq` is live and we hold the lock.
-            let got = unsafe { bindings::virtqueue_get_buf(vq.as_ptr(), &mut len) } as usize;
-            if got == token {
-                return Ok((request, response, len as usize));
-            }
-            if got != 0 {
-                // An earlier request that timed out has come back: free its buffers.
-                st.abandoned.retain(|entry| entry.0 != got);
+            let mut g = self.lock();
+            let st = g.state();
+            let raw = st.vq.ok_or(ENODEV)?;
+            let Some(slot) = st.slots.iter().position(Option::is_none) else {
+                drop(g);
+                tries += 1;
+                if tries > timeout_ms {
+                    return Err(EBUSY);
+                }
+                crate::time::delay::fsleep(crate::time::Delta::from_millis(1));
+                continue;
+            };
+            // SAFETY: `raw` is live (we hold the lock); `sgs` holds one readable and one
+            // writable entry; the token (slot + 1) is non-null.
+            let ret = unsafe {
+                bindings::virtqueue_add_sgs(
+                    raw.as_ptr(),
+                    sgs.as_mut_ptr(),
+                    1,
+                    1,
+                    (slot + 1) as *mut c_void,
+                    GFP_ATOMIC.as_raw(),
+                )
+            };
+            if ret == -(bindings::ENOSPC as i32) {
+                drop(g);
+                tries += 1;
+                if tries > timeout_ms {
+                    return Err(EBUSY);
+                }
+                crate::time::delay::fsleep(crate::time::Delta::from_millis(1));
                 continue;
             }
-            // SAFETY: `done` is an initialized completion; sleeping is fine here (process
-            // context, a mutex held).
-            let left = unsafe { bindings::wait_for_completion_timeout(self.done.get(), timeout) };
-            if left == 0 {
-                // SAFETY: `vq` is live and we hold the lock.
-                let got = unsafe { bindings::virtqueue_get_buf(vq.as_ptr(), &mut len) } as usize;
-                if got == token {
-                    return Ok((request, response, len as usize));
+            to_result(ret)?;
+            st.slots[slot] = Some(r.clone());
+            // Kick under the lock too: `shut_down` takes the lock before the queue can be
+            // deleted, so the queue is live for the notification.
+            // SAFETY: `raw` is live and we hold the lock.
+            unsafe {
+                if bindings::virtqueue_kick_prepare(raw.as_ptr()) {
+                    bindings::virtqueue_notify(raw.as_ptr());
                 }
-                // Cannot fail: room was reserved above.
-                st.abandoned.push((token, request, response), GFP_KERNEL)?;
-                return Err(ETIMEDOUT);
             }
+            break;
         }
+
+        // SAFETY: `done` is an initialized completion; we sleep in process context.
+        let left = unsafe { bindings::wait_for_completion_timeout(r.done.get(), deadline) };
+        if left == 0 {
+            return Err(ETIMEDOUT);
+        }
+        if r.dead.load(Ordering::Acquire) {
+            return Err(ENODEV);
+        }
+        let len = (r.len.load(Ordering::Relaxed) as usize).min(response_len);
+        // SAFETY: The device has returned the buffer (the completion orders its writes before
+        // our reads); nobody writes it any more.
+        let written: &KVec<u8> = unsafe { &*r.response.get() };
+        let written = &written[..len];
+        let mut out = KVec::with_capacity(len, GFP_KERNEL)?;
+        out.extend_from_slice(written, GFP_KERNEL)?;
+        Ok(out)
     }
 }

@@ -50,14 +50,12 @@ impl ControlQueue {
     /// Sends `req` and returns the response if its type is `expect`; a device error response
     /// (or a short one) becomes `EIO`.
     fn call(&self, req: KVec<u8>, resp_len: usize, expect: u32) -> Result<KVec<u8>> {
-        let mut resp = KVec::new();
-        resp.resize(resp_len, 0, GFP_KERNEL)?;
-        let (_req, mut resp, len) = self.vq.exchange(req, resp)?;
+        let resp = self.vq.exchange(req, resp_len, virtio::EXCHANGE_TIMEOUT_MS)?;
+        let len = resp.len();
         if len < HDR_LEN {
             pr_err!("vgpu_svm: short response ({len} bytes) from the device\n");
             return Err(EIO);
         }
-        resp.truncate(len);
         let ty = le32(&resp, 0)?;
         if ty != expect {
             pr_err!("vgpu_svm: device answered 0x{ty:x}, expected 0x{expect:x}\n");

@@ -39,13 +39,178 @@ struct drm_vgpu_svm_get_param {
 	__u64 value;
 };
 
-#define DRM_VGPU_SVM_GET_PARAM 0x00
+/*
+ * The GPU context. Each open file of the render node is one GPU context bound
+ * to the opener's mm (the process that opened it). Any ioctl other than
+ * GET_PARAM and STATS from a process with another mm (e.g. a fork child using
+ * the parent's fd) fails with -EPERM; the child opens its own file.
+ */
+
+/* CTX_CONFIG flags. */
+/* Shared virtual memory: GPU VA == CPU VA for everything outside userptr
+ * bindings; device faults are serviced with hmm_range_fault. Without it the
+ * context cannot fault: a job touching memory that is not a bound userptr BO
+ * fails with -EFAULT. */
+#define VGPU_SVM_CTX_SVM (1 << 0)
+
+/**
+ * struct drm_vgpu_svm_ctx_config - configure the file's GPU context
+ * @flags: VGPU_SVM_CTX_*; unknown bits -> -EINVAL
+ * @pad: must be zero
+ *
+ * May be called before the first job only (-EBUSY after).
+ */
+struct drm_vgpu_svm_ctx_config {
+	__u32 flags;
+	__u32 pad;
+};
+
+/* USERPTR_CREATE flags. */
+#define VGPU_SVM_USERPTR_READONLY (1 << 0) /* the device may only read it */
+
+/**
+ * struct drm_vgpu_svm_userptr_create - a GEM object over a user range
+ * @userptr: page-aligned start of the range in the caller's address space
+ * @size: page-aligned, non-zero length
+ * @flags: VGPU_SVM_USERPTR_*
+ * @handle: out, the GEM handle
+ *
+ * Semantic B: the object follows the VA range, not the pages. Every submit
+ * that uses it revalidates it (hmm_range_fault) and maps what the process
+ * sees at that moment; after munmap the next submit fails with -EFAULT; after
+ * a new mapping at the same VA it sees the new memory. Ranges that are VM_IO or
+ * VM_PFNMAP fail at submit with -EFAULT. A READONLY object over memory that
+ * the process cannot write is fine; a writable one needs writable memory.
+ */
+struct drm_vgpu_svm_userptr_create {
+	__u64 userptr;
+	__u64 size;
+	__u32 flags;
+	__u32 handle;
+};
+
+/**
+ * struct drm_vgpu_svm_bind - map a userptr object at a GPU VA
+ * @handle: the object
+ * @pad: must be zero
+ * @gpu_va: page aligned; [gpu_va, gpu_va + size) must not overlap another
+ *          binding (-EBUSY) and must lie below 2^48 (-EINVAL)
+ *
+ * DRM_IOCTL_VGPU_SVM_UNBIND takes the same struct (gpu_va identifies the
+ * binding; -ENOENT if there is none).
+ */
+struct drm_vgpu_svm_bind {
+	__u32 handle;
+	__u32 pad;
+	__u64 gpu_va;
+};
+
+/* Job operations (struct drm_vgpu_svm_op.kind); same meaning as the device
+ * protocol's VGPU_SVM_OP_* (addresses are GPU VAs). */
+#define VGPU_SVM_OP_KIND_COPY          1 /* dst <- src, len bytes */
+#define VGPU_SVM_OP_KIND_FILL          2 /* dst <- low byte of value, len bytes */
+#define VGPU_SVM_OP_KIND_HASH          3 /* FNV-1a 64 of src..src+len -> result */
+#define VGPU_SVM_OP_KIND_ATOMIC_ADD    4 /* *(u64 *)dst += value; old -> result */
+#define VGPU_SVM_OP_KIND_WRITE_PATTERN 5 /* dst[i] = pattern(value, i) */
+#define VGPU_SVM_OP_KIND_READ          6 /* read src..src+len (touch only) */
+
+struct drm_vgpu_svm_op {
+	__u32 kind;
+	__u32 flags; /* zero */
+	__u64 dst;
+	__u64 src;
+	__u64 len;
+	__u64 value;
+};
+
+/**
+ * struct drm_vgpu_svm_submit - run a job and wait for it
+ * @ops: user pointer to nr_ops struct drm_vgpu_svm_op
+ * @nr_ops: 1..64
+ * @flags: zero
+ * @handles: user pointer to nr_handles __u32 GEM handles of userptr objects
+ *           the job uses (validated before the job runs); may be 0 with
+ *           nr_handles 0
+ * @nr_handles: 0..1024
+ * @pad: zero
+ * @result: out: the result of the last HASH or ATOMIC_ADD op
+ * @faults: out: device faults serviced while the job ran
+ *
+ * Returns 0 when every op completed. -EFAULT: an op touched memory that
+ * could not be mirrored (unmapped, VM_IO/PFNMAP, no SVM and no binding);
+ * -EPERM: a write to read-only memory or a READONLY object; -EINVAL: bad
+ * ops; -EIO: the device failed the job; -EINTR: interrupted (the job is
+ * aborted).
+ */
+struct drm_vgpu_svm_submit {
+	__u64 ops;
+	__u32 nr_ops;
+	__u32 flags;
+	__u64 handles;
+	__u32 nr_handles;
+	__u32 pad;
+	__u64 result;
+	__u64 faults;
+};
+
+/* The device's counters, as the device reports them (VGPU_SVM_CMD_STATS),
+ * plus the driver's counters for this context. */
+struct drm_vgpu_svm_stats {
+	/* device (global) */
+	__u64 accesses_checked;
+	__u64 violations;
+	__u64 violations_no_page;
+	__u64 violations_frame;
+	__u64 violations_write;
+	__u64 device_faults;
+	__u64 device_invalidations;
+	__u64 tlb_hits;
+	__u64 tlb_misses;
+	__u64 jobs;
+	__u64 bytes;
+	__u64 device_errors;
+	/* driver (this context) */
+	__u64 faults_serviced;   /* device faults handled by the populate loop */
+	__u64 retries;           /* populate/validate restarts (sequence changed, -EBUSY) */
+	__u64 invalidations;     /* notifier callbacks that cleared GPU entries */
+	__u64 pages_mapped;      /* GPU PTEs written (4K units) */
+	/* notifier callbacks by enum mmu_notifier_event (index = event value):
+	 * UNMAP, CLEAR, PROTECTION_VMA, PROTECTION_PAGE, SOFT_DIRTY, RELEASE,
+	 * MIGRATE, EXCLUSIVE, ... */
+	__u64 events[16];
+};
+
+#define DRM_VGPU_SVM_GET_PARAM     0x00
+#define DRM_VGPU_SVM_CTX_CONFIG    0x01
+#define DRM_VGPU_SVM_USERPTR_CREATE 0x02
+#define DRM_VGPU_SVM_BIND          0x03
+#define DRM_VGPU_SVM_UNBIND        0x04
+#define DRM_VGPU_SVM_SUBMIT        0x05
+#define DRM_VGPU_SVM_STATS         0x06
 
 /* An enum so that Rust bindgen can resolve the ioctl numbers. */
 enum {
 	DRM_IOCTL_VGPU_SVM_GET_PARAM =
 		DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_GET_PARAM,
 			 struct drm_vgpu_svm_get_param),
+	DRM_IOCTL_VGPU_SVM_CTX_CONFIG =
+		DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_CTX_CONFIG,
+			struct drm_vgpu_svm_ctx_config),
+	DRM_IOCTL_VGPU_SVM_USERPTR_CREATE =
+		DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_USERPTR_CREATE,
+			 struct drm_vgpu_svm_userptr_create),
+	DRM_IOCTL_VGPU_SVM_BIND =
+		DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_BIND,
+			struct drm_vgpu_svm_bind),
+	DRM_IOCTL_VGPU_SVM_UNBIND =
+		DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_UNBIND,
+			struct drm_vgpu_svm_bind),
+	DRM_IOCTL_VGPU_SVM_SUBMIT =
+		DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_SUBMIT,
+			 struct drm_vgpu_svm_submit),
+	DRM_IOCTL_VGPU_SVM_STATS =
+		DRM_IOR(DRM_COMMAND_BASE + DRM_VGPU_SVM_STATS,
+			struct drm_vgpu_svm_stats),
 };
 
 #if defined(__cplusplus)

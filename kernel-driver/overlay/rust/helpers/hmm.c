@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0
+// Added by the vgpu-svm overlay: wrappers for the static inline parts of the interval
+// notifier and HMM APIs, and the address helpers a device page table needs.
+
+#include <linux/hmm.h>
+#include <linux/io.h>
+#include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <asm/pgtable.h>
+
+__rust_helper bool rust_helper_mmu_interval_read_retry(struct mmu_interval_notifier *sub,
+						       unsigned long seq)
+{
+	return mmu_interval_read_retry(sub, seq);
+}
+
+__rust_helper bool rust_helper_mmu_interval_check_retry(struct mmu_interval_notifier *sub,
+							unsigned long seq)
+{
+	return mmu_interval_check_retry(sub, seq);
+}
+
+__rust_helper void rust_helper_mmu_interval_set_seq(struct mmu_interval_notifier *sub,
+						    unsigned long cur_seq)
+{
+	mmu_interval_set_seq(sub, cur_seq);
+}
+
+__rust_helper bool rust_helper_mmu_notifier_range_blockable(const struct mmu_notifier_range *range)
+{
+	return mmu_notifier_range_blockable(range);
+}
+
+__rust_helper struct page *rust_helper_hmm_pfn_to_page(unsigned long hmm_pfn)
+{
+	return hmm_pfn_to_page(hmm_pfn);
+}
+
+__rust_helper phys_addr_t rust_helper_hmm_pfn_to_phys(unsigned long hmm_pfn)
+{
+	return hmm_pfn_to_phys(hmm_pfn);
+}
+
+__rust_helper unsigned int rust_helper_hmm_pfn_to_map_order(unsigned long hmm_pfn)
+{
+	return hmm_pfn_to_map_order(hmm_pfn);
+}
+
+__rust_helper phys_addr_t rust_helper_page_to_phys(struct page *page)
+{
+	return page_to_phys(page);
+}
+
+__rust_helper phys_addr_t rust_helper_virt_to_phys(volatile void *address)
+{
+	return virt_to_phys(address);
+}
+
+__rust_helper bool rust_helper_pgtable_l5_enabled(void)
+{
+	return pgtable_l5_enabled();
+}

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! MMU interval notifiers (added by the vgpu-svm overlay).
+//!
+//! C header: [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h).
+//!
+//! An [`IntervalNotifier`] watches a range of a process's address space. Before the kernel
+//! changes a CPU page-table entry in the range, it calls [`IntervalNotifierOps::invalidate`];
+//! upon return the driver promises that its device no longer uses the old pages.
+//!
+//! The contract with the notifier's sequence count (see `Documentation/mm/hmm.rst`) is encoded
+//! in the types:
+//!
+//! - a mirror update starts with [`IntervalNotifier::read_begin`], which returns a [`Seq`] and
+//!   must not be called with the driver's update lock held (it may sleep until a running
+//!   invalidation finishes);
+//! - the update is committed only under the update lock and only if
+//!   [`IntervalNotifier::read_retry`] says no invalidation happened since; `read_retry` takes
+//!   the lock's guard;
+//! - the invalidate callback calls [`IntervalNotifier::set_seq`] under the same lock; it too
+//!   takes the guard.
+//!
+//! The update lock is the one returned by [`IntervalNotifierOps::update_lock`]: passing the
+//! guard of any other lock is caught at run time (a warning, and `read_retry` then reports a
+//! retry so nothing stale is committed).
+
+use crate::{
+    bindings,
+    error::to_result,
+    mm::MmWithUser,
+    prelude::*,
+    sync::{lock::Guard, Mutex},
+    types::Opaque,
+};
+use core::{marker::PhantomPinned, ptr};
+
+/// `enum mmu_notifier_event`: why a range is being invalidated.
+pub mod event {
+    /// munmap(), or mremap() moving the range away.
+    pub const UNMAP: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_UNMAP;
+    /// Page-table entries cleared (madvise, page replaced, COW, ...).
+    pub const CLEAR: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_CLEAR;
+    /// Protection change for the whole VMA (mprotect()).
+    pub const PROTECTION_VMA: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_PROTECTION_VMA;
+    /// Read/write change of individual pages (e.g. write-protect for fork's COW).
+    pub const PROTECTION_PAGE: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_PROTECTION_PAGE;
+    /// Soft-dirty tracking reset.
+    pub const SOFT_DIRTY: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_SOFT_DIRTY;
+    /// The mm is going away.
+    pub const RELEASE: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_RELEASE;
+    /// Page migration (the owner field names who started it).
+    pub const MIGRATE: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_MIGRATE;
+    /// Exclusive device access (make_device_exclusive()).
+    pub const EXCLUSIVE: u32 = bindings::mmu_notifier_event_MMU_NOTIFY_EXCLUSIVE;
+}
+
+/// A range being invalidated (`struct mmu_notifier_range`), valid during the callback.
+pub struct Range<'a>(&'a bindings::mmu_notifier_range);
+
+impl Range<'_> {
+    /// First byte of the range.
+    pub fn start(&self) -> usize {
+        self.0.start as usize
+    }
+
+    /// One past the last byte of the range.
+    pub fn end(&self) -> usize {
+        self.0.end as usize
+    }
+
+    /// The reason, one of [`event`].
+    pub fn event(&self) -> u32 {
+        self.0.event as u32
+    }
+
+    /// The `owner` tag of a `MIGRATE`/`EXCLUSIVE` event (null otherwise).
+    pub fn owner(&self) -> *const c_void {
+        self.0.owner.cast_const()
+    }
+
+    /// Whether the callback may sleep. When it may not (the OOM reaper), it must not wait
+    /// for the device; it returns `false` if it would have to.
+    pub fn blockable(&self) -> bool {
+        // SAFETY: `self.0` is a valid range for the duration of the callback.
+        unsafe { bindings::mmu_notifier_range_blockable(self.0) }
+    }
+}
+
+/// A sample of the notifier's sequence count, from [`IntervalNotifier::read_begin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seq(c_ulong);
+
+impl Seq {
+    /// The raw value, for `hmm_range::notifier_seq` and for diagnostics.
+    pub fn raw(self) -> c_ulong {
+        self.0
+    }
+}
+
+/// What an interval notifier's owner implements.
+pub trait IntervalNotifierOps: Send + Sync + Sized {
+    /// The data under the update lock.
+    type Locked;
+
+    /// The driver's update lock: the lock that serializes invalidation with committing
+    /// device mappings.
+    fn update_lock(&self) -> &Mutex<Self::Locked>;
+
+    /// Called before the kernel changes CPU page-table entries in `range`. Must call
+    /// [`IntervalNotifier::set_seq`] with `cur_seq` under the update lock, stop the device
+    /// from using pages in the range, and return `true`; or, when the range is not
+    /// blockable and that would need sleeping, return `false` without doing anything.
+    /// Must not allocate memory with reclaim (`GFP_KERNEL`), nor insert or remove notifiers.
+    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: Seq) -> bool;
+}
+
+/// A registered `struct mmu_interval_notifier` with its owner's data.
+///
+/// # Invariants
+///
+/// `raw` was successfully inserted with `mmu_interval_notifier_insert()` on an mm and with
+/// `Self::OPS`, and stays registered until `drop`, which removes it (waiting for callbacks).
+#[pin_data(PinnedDrop)]
+pub struct IntervalNotifier<T: IntervalNotifierOps> {
+    #[pin]
+    raw: Opaque<bindings::mmu_interval_notifier>,
+    data: T,
+    start: usize,
+    length: usize,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: The C notifier is safe to use from any thread; `T` is `Send + Sync`.
+unsafe impl<T: IntervalNotifierOps> Send for IntervalNotifier<T> {}
+// SAFETY: As above; the sequence functions are thread safe by design.
+unsafe impl<T: IntervalNotifierOps> Sync for IntervalNotifier<T> {}
+
+impl<T: IntervalNotifierOps> IntervalNotifier<T> {
+    const OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
+        invalidate: Some(Self::invalidate_callback),
+        invalidate_start: None,
+        invalidate_finish: None,
+    };
+
+    /// Watches `[start, start + length)` of `mm`. Sleeps (takes the mmap lock).
+    pub fn insert(mm: &MmWithUser, start: usize, length: usize, data: T) -> impl PinInit<Self, Error> {
+        let mm = mm.as_raw();
+        try_pin_init!(Self {
+            raw <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
+                // SAFETY: `slot` is valid, pinned memory for the notifier; `mm` has users
+                // (we were given a `MmWithUser`); `OPS` is static.
+                to_result(unsafe {
+                    bindings::mmu_interval_notifier_insert(slot, mm, start as _, length as _, &Self::OPS)
+                })
+            }),
+            data,
+            start,
+            length,
+            _pin: PhantomPinned,
+        }? Error)
+    }
+
+    /// The owner's data.
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+
+    /// First byte watched.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// Bytes watched.
+    pub fn length(&self) -> usize {
+        self.length
+    }
+
+    fn as_raw(&self) -> *mut bindings::mmu_interval_notifier {
+        self.raw.get()
+    }
+
+    /// The C notifier, for `hmm_range::notifier`.
+    pub(crate) fn raw_ptr(&self) -> *mut bindings::mmu_interval_notifier {
+        self.as_raw()
+    }
+
+    /// Starts a mirror update: samples the sequence. May sleep until a running invalidation
+    /// of the range ends, so it must not be called with the update lock held (lockdep knows
+    /// this too: it is annotated in C).
+    pub fn read_begin(&self) -> Seq {
+        // SAFETY: `self.raw` is a registered notifier (type invariant).
+        Seq(unsafe { bindings::mmu_interval_read_begin(self.as_raw()) })
+    }
+
+    fn is_update_lock<'a>(&self, guard: &Guard<'a, T::Locked, crate::sync::lock::mutex::MutexBackend>) -> bool {
+        let ok = ptr::eq(guard.lock_ref(), self.data.update_lock());
+        if !ok {
+            pr_warn!("mmu_notifier: sequence used under a lock other than the update lock\n");
+        }
+        ok
+    }
+
+    /// Whether an invalidation happened since `seq` was sampled: if so, the update must be
+    /// redone (nothing from it may be committed). Takes the update lock's guard.
+    pub fn read_retry(
+        &self,
+        guard: &Guard<'_, T::Locked, crate::sync::lock::mutex::MutexBackend>,
+        seq: Seq,
+    ) -> bool {
+        if !self.is_update_lock(guard) {
+            return true;
+        }
+        // SAFETY: `self.raw` is registered (type invariant); we hold the update lock.
+        unsafe { bindings::mmu_interval_read_retry(self.as_raw(), seq.0) }
+    }
+
+    /// Lock-free early check for a pending invalidation (an optimization only; the answer
+    /// under the lock is [`Self::read_retry`]).
+    pub fn check_retry(&self, seq: Seq) -> bool {
+        // SAFETY: `self.raw` is registered (type invariant).
+        unsafe { bindings::mmu_interval_check_retry(self.as_raw(), seq.0) }
+    }
+
+    /// Publishes the invalidation's sequence number. Call from `invalidate`, under the update
+    /// lock, before clearing device mappings.
+    pub fn set_seq(&self, guard: &Guard<'_, T::Locked, crate::sync::lock::mutex::MutexBackend>, cur_seq: Seq) {
+        // A wrong lock is a driver bug; the sequence must be published anyway, or pending
+        // updates would be committed against stale pages.
+        let _ = self.is_update_lock(guard);
+        // SAFETY: `self.raw` is registered (type invariant); called from the callback.
+        unsafe { bindings::mmu_interval_set_seq(self.as_raw(), cur_seq.0) }
+    }
+
+    unsafe extern "C" fn invalidate_callback(
+        raw: *mut bindings::mmu_interval_notifier,
+        range: *const bindings::mmu_notifier_range,
+        cur_seq: c_ulong,
+    ) -> bool {
+        // SAFETY: `raw` is the `raw` field of a pinned `IntervalNotifier<T>` registered with
+        // `OPS` (only such notifiers have `OPS`), alive until removal, which waits for us.
+        let this = unsafe { &*crate::container_of!(Opaque::cast_from(raw).cast_mut(), Self, raw) };
+        // SAFETY: The core passes a valid range for the duration of the call.
+        let range = Range(unsafe { &*range });
+        T::invalidate(this, &range, Seq(cur_seq))
+    }
+}
+
+#[pinned_drop]
+impl<T: IntervalNotifierOps> PinnedDrop for IntervalNotifier<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: `raw` is registered (type invariant). Removal sleeps until running
+        // callbacks finished; the caller must not hold the update lock (the callback takes it).
+        unsafe { bindings::mmu_interval_notifier_remove(self.raw.get()) };
+    }
+}

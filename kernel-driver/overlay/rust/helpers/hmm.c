@@ -60,3 +60,8 @@ __rust_helper bool rust_helper_pgtable_l5_enabled(void)
 {
 	return pgtable_l5_enabled();
 }
+
+__rust_helper void *rust_helper_page_address(const struct page *page)
+{
+	return page_address(page);
+}

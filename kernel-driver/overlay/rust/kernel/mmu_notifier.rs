@@ -91,6 +91,11 @@ impl Range<'_> {
 pub struct Seq(c_ulong);
 
 impl Seq {
+    /// A sample saved earlier with [`Seq::raw`].
+    pub fn from_raw(raw: u64) -> Self {
+        Seq(raw as c_ulong)
+    }
+
     /// The raw value, for `hmm_range::notifier_seq` and for diagnostics.
     pub fn raw(self) -> c_ulong {
         self.0

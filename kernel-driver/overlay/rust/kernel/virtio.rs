@@ -420,33 +420,118 @@ pub const EXCHANGE_TIMEOUT_MS: u32 = 10_000;
 /// Requests a queue can have in flight at once (the device's queues are at least this long).
 const SLOTS: usize = 128;
 
-/// One request in flight: the buffers the device reads and writes, and how its answer is
-/// signalled. Shared between the waiter and the queue (which owns it while the device does).
+/// [`Exchange`] states.
+const X_IDLE: u32 = 0;
+const X_IN_FLIGHT: u32 = 1;
+const X_DONE: u32 = 2;
+const X_ABANDONED: u32 = 3;
+const X_DEAD: u32 = 4;
+
+/// A request/response buffer pair for a [`Virtqueue`], reusable and allocated up front, so
+/// that sending it allocates nothing (as needed on memory-reclaim paths such as mmu notifier
+/// callbacks).
+///
+/// The request bytes are written with [`Exchange::fill`] while the exchange is idle; the
+/// device's answer is read with [`Exchange::response`] after [`Virtqueue::send`] returned.
+///
+/// # Invariants
+///
+/// `state` is one of the `X_*` values. The buffers are written by the driver only in
+/// `X_IDLE` (through `fill`) and by the device only in `X_IN_FLIGHT`; the queue holds a
+/// reference while the device may use them. `done` is an initialized completion.
 #[pin_data]
-struct Request {
+pub struct Exchange {
     #[pin]
     done: Opaque<bindings::completion>,
-    /// Bytes the device wrote; set before `done` is completed.
+    state: core::sync::atomic::AtomicU32,
+    /// Bytes the device wrote in the last answer.
     len: core::sync::atomic::AtomicU32,
-    /// Set (before `done` is completed) when the queue died with the request in flight.
-    dead: core::sync::atomic::AtomicBool,
-    request: KVec<u8>,
-    /// Written by the device; read only after `done` completed.
+    request: core::cell::UnsafeCell<KVec<u8>>,
     response: core::cell::UnsafeCell<KVec<u8>>,
 }
 
-// SAFETY: `response` is written by the device, then read by the waiter only after the
-// completion (which orders the accesses); everything else is atomic or immutable.
-unsafe impl Send for Request {}
+// SAFETY: The buffers are accessed according to `state` (type invariant), with the
+// completion and atomics ordering the handovers.
+unsafe impl Send for Exchange {}
 // SAFETY: As above.
-unsafe impl Sync for Request {}
+unsafe impl Sync for Exchange {}
+
+impl Exchange {
+    /// An idle exchange with a zeroed request of `request_len` bytes and room for a
+    /// `response_len`-byte answer.
+    pub fn new(request_len: usize, response_len: usize) -> Result<Arc<Self>> {
+        if request_len == 0 || response_len == 0 {
+            return Err(EINVAL);
+        }
+        let mut request = KVec::new();
+        request.resize(request_len, 0, GFP_KERNEL)?;
+        let mut response = KVec::new();
+        response.resize(response_len, 0, GFP_KERNEL)?;
+        Arc::pin_init(
+            pin_init!(Self {
+                done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
+                    // SAFETY: `slot` is a valid pointer to an uninitialized `struct completion`.
+                    unsafe { bindings::init_completion(slot) };
+                }),
+                state: core::sync::atomic::AtomicU32::new(X_IDLE),
+                len: core::sync::atomic::AtomicU32::new(0),
+                request: core::cell::UnsafeCell::new(request),
+                response: core::cell::UnsafeCell::new(response),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Writes the request bytes. Fails with [`EBUSY`] unless the exchange is idle.
+    pub fn fill(&self, f: impl FnOnce(&mut [u8])) -> Result {
+        use core::sync::atomic::Ordering;
+        // Claim the buffers by moving IDLE -> IDLE under a check; `&self` users are serialized
+        // by the caller (an exchange is used by one sender at a time), the state check catches
+        // an exchange still owned by the device.
+        if self.state.load(Ordering::Acquire) != X_IDLE {
+            return Err(EBUSY);
+        }
+        // SAFETY: Idle: neither the queue nor the device uses the buffers (type invariant).
+        f(unsafe { &mut *self.request.get() });
+        Ok(())
+    }
+
+    /// The device's last answer (empty unless the last send succeeded).
+    pub fn response(&self) -> &[u8] {
+        use core::sync::atomic::Ordering;
+        if self.state.load(Ordering::Acquire) != X_IDLE {
+            return &[];
+        }
+        // SAFETY: Idle: the device is done with the buffer (type invariant).
+        let r: &KVec<u8> = unsafe { &*self.response.get() };
+        let len = (self.len.load(Ordering::Relaxed) as usize).min(r.len());
+        &r[..len]
+    }
+
+    /// Called by the queue (under its lock) when the device returned the buffers.
+    fn returned(&self, len: u32) {
+        use core::sync::atomic::Ordering;
+        self.len.store(len, Ordering::Relaxed);
+        if self
+            .state
+            .compare_exchange(X_IN_FLIGHT, X_DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: `done` is an initialized completion; `complete()` is IRQ safe.
+            unsafe { bindings::complete(self.done.get()) };
+        } else {
+            // The sender gave up waiting: the exchange is free again.
+            self.state.store(X_IDLE, Ordering::Release);
+        }
+    }
+}
 
 /// The queue's state, protected by [`Virtqueue::lock`].
 struct VqState {
     /// The transport's queue; `None` before `find_vqs` attached it and after shutdown.
     vq: Option<NonNull<bindings::virtqueue>>,
     /// Requests in flight; the token given to the transport is the slot index + 1.
-    slots: KVec<Option<Arc<Request>>>,
+    slots: KVec<Option<Arc<Exchange>>>,
 }
 
 /// A virtqueue used in request/response style, with many requests in flight that the device
@@ -551,10 +636,12 @@ impl Virtqueue {
         let mut g = self.lock();
         let st = g.state();
         st.vq = None;
-        for r in st.slots.iter().flatten() {
-            r.dead.store(true, core::sync::atomic::Ordering::Release);
-            // SAFETY: `done` is an initialized completion.
-            unsafe { bindings::complete(r.done.get()) };
+        for x in st.slots.iter().flatten() {
+            let prev = x.state.swap(X_DEAD, core::sync::atomic::Ordering::AcqRel);
+            if prev == X_IN_FLIGHT {
+                // SAFETY: `done` is an initialized completion.
+                unsafe { bindings::complete(x.done.get()) };
+            }
         }
     }
 
@@ -563,7 +650,10 @@ impl Virtqueue {
     fn release_after_reset(&self) {
         let mut g = self.lock();
         for slot in g.state().slots.iter_mut() {
-            drop(slot.take());
+            if let Some(x) = slot.take() {
+                // The device is reset: it no longer owns the buffers.
+                x.state.store(X_IDLE, core::sync::atomic::Ordering::Release);
+            }
         }
     }
 
@@ -596,95 +686,110 @@ impl Virtqueue {
             if token == 0 {
                 break;
             }
-            if let Some(r) = st.slots.get_mut(token - 1).and_then(Option::take) {
-                r.len.store(len, core::sync::atomic::Ordering::Relaxed);
-                // SAFETY: `done` is an initialized completion; `complete()` is IRQ safe.
-                unsafe { bindings::complete(r.done.get()) };
-                // Dropping `r` may free a request whose waiter gave up; kfree is IRQ safe.
+            if let Some(x) = st.slots.get_mut(token - 1).and_then(Option::take) {
+                x.returned(len);
+                // Dropping `x` may free an exchange whose sender gave up; kfree is IRQ safe.
             }
         }
     }
 
     /// Sends `request` to the device and waits for its answer, for which `response_len`
-    /// bytes are offered; returns the bytes the device wrote.
+    /// bytes are offered; returns the bytes the device wrote. Allocates; see [`Self::send`]
+    /// for the allocation-free variant.
+    pub fn exchange(&self, request: &[u8], response_len: usize, timeout_ms: u32) -> Result<KVec<u8>> {
+        let x = Exchange::new(request.len(), response_len)?;
+        x.fill(|buf| buf.copy_from_slice(request))?;
+        self.send(&x, timeout_ms)?;
+        let mut out = KVec::new();
+        out.extend_from_slice(x.response(), GFP_KERNEL)?;
+        Ok(out)
+    }
+
+    /// Sends an idle [`Exchange`] and waits for the device's answer (then readable with
+    /// [`Exchange::response`]). Allocates nothing and may be called from any sleepable
+    /// context, including memory reclaim.
     ///
-    /// Many callers may wait at once; the device may answer in any order. If the device
-    /// does not answer within `timeout_ms`, the call fails with [`ETIMEDOUT`] (the buffers
-    /// stay with the queue until the device returns them or the queue is shut down). After
-    /// unbind every call fails with [`ENODEV`].
-    pub fn exchange(&self, request: KVec<u8>, response_len: usize, timeout_ms: u32) -> Result<KVec<u8>> {
+    /// Many senders may wait at once; the device may answer in any order. If the device does
+    /// not answer within `timeout_ms`, fails with [`ETIMEDOUT`]: the exchange stays with the
+    /// queue (busy) until the device returns it. After unbind fails with [`ENODEV`].
+    pub fn send(&self, x: &Arc<Exchange>, timeout_ms: u32) -> Result {
+        self.start(x, timeout_ms)?;
+        self.wait(x, timeout_ms)
+    }
+
+    /// Queues an idle [`Exchange`] for the device without waiting for the answer; collect it
+    /// with [`Self::wait`]. `timeout_ms` bounds the wait for room in the queue. Allocates
+    /// nothing and does not sleep unless the queue is full.
+    pub fn start(&self, x: &Arc<Exchange>, timeout_ms: u32) -> Result {
         use core::sync::atomic::Ordering;
-        let req_len = u32::try_from(request.len())?;
-        let resp_len = u32::try_from(response_len)?;
-        if req_len == 0 || resp_len == 0 {
-            return Err(EINVAL);
+        if x.state.compare_exchange(X_IDLE, X_IN_FLIGHT, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Err(EBUSY);
         }
-        let mut response = KVec::new();
-        response.resize(response_len, 0, GFP_KERNEL)?;
-        let r = Arc::pin_init(
-            pin_init!(Request {
-                done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
-                    // SAFETY: `slot` is a valid pointer to an uninitialized `struct completion`.
-                    unsafe { bindings::init_completion(slot) };
-                }),
-                len: core::sync::atomic::AtomicU32::new(0),
-                dead: core::sync::atomic::AtomicBool::new(false),
-                request,
-                response: core::cell::UnsafeCell::new(response),
-            }),
-            GFP_KERNEL,
-        )?;
+        // From here on, an error before the buffers reach the device must return `x` to idle.
+        let fail = |e: Error| {
+            x.state.store(X_IDLE, Ordering::Release);
+            Err(e)
+        };
+        // SAFETY: In flight but not queued yet: only we touch the buffers.
+        let (req, resp) = unsafe { (&*x.request.get(), &mut *x.response.get()) };
+        let (Ok(req_len), Ok(resp_len)) = (u32::try_from(req.len()), u32::try_from(resp.len())) else {
+            return fail(EINVAL);
+        };
+        // SAFETY: `done` is an initialized completion with no waiter; start from zero.
+        unsafe { bindings::init_completion(x.done.get()) };
 
         // SAFETY: `scatterlist` is a C struct for which all-zeroes is a valid (empty) value.
         let mut sg_out: bindings::scatterlist = unsafe { core::mem::zeroed() };
         // SAFETY: As above.
         let mut sg_in: bindings::scatterlist = unsafe { core::mem::zeroed() };
-        // SAFETY: Both buffers are kmalloc memory of the given lengths, owned by `r`, which
-        // the queue keeps until the device has returned them.
+        // SAFETY: Both buffers are kmalloc memory of the given lengths, owned by `x`, which the
+        // queue keeps referenced until the device has returned them.
         unsafe {
-            bindings::sg_init_one(&mut sg_out, r.request.as_ptr().cast(), req_len);
-            bindings::sg_init_one(&mut sg_in, (*r.response.get()).as_mut_ptr().cast(), resp_len);
+            bindings::sg_init_one(&mut sg_out, req.as_ptr().cast(), req_len);
+            bindings::sg_init_one(&mut sg_in, resp.as_mut_ptr().cast(), resp_len);
         }
         let mut sgs = [&raw mut sg_out, &raw mut sg_in];
 
-        let deadline = msecs_to_jiffies(timeout_ms);
         let mut tries = 0u32;
         loop {
             let mut g = self.lock();
             let st = g.state();
-            let raw = st.vq.ok_or(ENODEV)?;
-            let Some(slot) = st.slots.iter().position(Option::is_none) else {
+            let Some(raw) = st.vq else {
                 drop(g);
-                tries += 1;
-                if tries > timeout_ms {
-                    return Err(EBUSY);
-                }
-                crate::time::delay::fsleep(crate::time::Delta::from_millis(1));
-                continue;
+                return fail(ENODEV);
             };
+            let slot = st.slots.iter().position(Option::is_none);
             // SAFETY: `raw` is live (we hold the lock); `sgs` holds one readable and one
             // writable entry; the token (slot + 1) is non-null.
-            let ret = unsafe {
-                bindings::virtqueue_add_sgs(
-                    raw.as_ptr(),
-                    sgs.as_mut_ptr(),
-                    1,
-                    1,
-                    (slot + 1) as *mut c_void,
-                    GFP_ATOMIC.as_raw(),
-                )
+            let ret = match slot {
+                None => -(bindings::ENOSPC as i32),
+                Some(slot) => unsafe {
+                    bindings::virtqueue_add_sgs(
+                        raw.as_ptr(),
+                        sgs.as_mut_ptr(),
+                        1,
+                        1,
+                        (slot + 1) as *mut c_void,
+                        GFP_ATOMIC.as_raw(),
+                    )
+                },
             };
             if ret == -(bindings::ENOSPC as i32) {
                 drop(g);
                 tries += 1;
                 if tries > timeout_ms {
-                    return Err(EBUSY);
+                    return fail(EBUSY);
                 }
                 crate::time::delay::fsleep(crate::time::Delta::from_millis(1));
                 continue;
             }
-            to_result(ret)?;
-            st.slots[slot] = Some(r.clone());
+            if ret != 0 {
+                drop(g);
+                return fail(Error::from_errno(ret));
+            }
+            if let Some(slot) = slot {
+                st.slots[slot] = Some(x.clone());
+            }
             // Kick under the lock too: `shut_down` takes the lock before the queue can be
             // deleted, so the queue is live for the notification.
             // SAFETY: `raw` is live and we hold the lock.
@@ -695,22 +800,30 @@ impl Virtqueue {
             }
             break;
         }
+        Ok(())
+    }
 
+    /// Waits for the answer to an exchange queued with [`Self::start`] (see [`Self::send`]).
+    pub fn wait(&self, x: &Arc<Exchange>, timeout_ms: u32) -> Result {
+        use core::sync::atomic::Ordering;
+        match x.state.load(Ordering::Acquire) {
+            X_IN_FLIGHT | X_DONE | X_DEAD => {}
+            _ => return Err(EINVAL),
+        }
         // SAFETY: `done` is an initialized completion; we sleep in process context.
-        let left = unsafe { bindings::wait_for_completion_timeout(r.done.get(), deadline) };
-        if left == 0 {
+        let left = unsafe { bindings::wait_for_completion_timeout(x.done.get(), msecs_to_jiffies(timeout_ms)) };
+        if left == 0
+            && x.state.compare_exchange(X_IN_FLIGHT, X_ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
             return Err(ETIMEDOUT);
         }
-        if r.dead.load(Ordering::Acquire) {
-            return Err(ENODEV);
+        match x.state.load(Ordering::Acquire) {
+            X_DEAD => Err(ENODEV),
+            _ => {
+                // X_DONE: the answer is in; hand the buffers back to the sender.
+                x.state.store(X_IDLE, Ordering::Release);
+                Ok(())
+            }
         }
-        let len = (r.len.load(Ordering::Relaxed) as usize).min(response_len);
-        // SAFETY: The device has returned the buffer (the completion orders its writes before
-        // our reads); nobody writes it any more.
-        let written: &KVec<u8> = unsafe { &*r.response.get() };
-        let written = &written[..len];
-        let mut out = KVec::with_capacity(len, GFP_KERNEL)?;
-        out.extend_from_slice(written, GFP_KERNEL)?;
-        Ok(out)
     }
 }

@@ -10,7 +10,10 @@ use kernel::{
     virtio,
 };
 
+use core::sync::atomic::AtomicU32;
+
 use crate::{
+    debug,
     file::File,
     gem::VgpuObject,
     gpu::{Capset, ControlQueue},
@@ -24,9 +27,13 @@ const CONFIG_NUM_CAPSETS: u32 = 12;
 
 pub(crate) struct VgpuDriver;
 
-/// The virtio device's private data while bound: the registered DRM device.
+/// The virtio device's private data while bound: the registered DRM device and the debugfs
+/// knobs.
+#[pin_data]
 pub(crate) struct Vgpu {
     _drm: ARef<drm::Device<VgpuDriver>>,
+    #[pin]
+    _knobs: debug::Knobs,
 }
 
 /// The DRM device of this driver.
@@ -39,6 +46,8 @@ pub(crate) struct VgpuData {
     pub(crate) ctrl: ControlQueue,
     /// The device's VGPU_SVM capset, read at probe.
     pub(crate) capset: Capset,
+    /// The next device context id (virtio-gpu context ids start at 1).
+    pub(crate) next_ctx_id: AtomicU32,
 }
 
 const INFO: drm::DriverInfo = drm::DriverInfo {
@@ -66,6 +75,17 @@ impl virtio::Driver for VgpuDriver {
         vdev: &'bound virtio::Device<Core<'_>>,
         _info: &'bound Self::IdInfo,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        let drm = Self::bind_device(vdev);
+        try_pin_init!(Vgpu { _drm: drm?, _knobs <- debug::Knobs::new() }? Error)
+    }
+}
+
+
+impl VgpuDriver {
+    /// Sets up the queues, reads the capset and registers the DRM device.
+    fn bind_device(vdev: &virtio::Device<Core<'_>>) -> Result<ARef<drm::Device<VgpuDriver>>> {
+        debug::set_unsafe_debug(*crate::module_parameters::unsafe_debug.value() == 1);
+
         // virtio-gpu has a control queue and a cursor queue; we only use the first.
         let mut queues = vdev.find_vqs(&[c"control", c"cursor"])?;
         vdev.ready();
@@ -88,11 +108,11 @@ impl virtio::Driver for VgpuDriver {
             capset.features
         );
 
-        let data = try_pin_init!(VgpuData { ctrl, capset });
+        let data = try_pin_init!(VgpuData { ctrl, capset, next_ctx_id: AtomicU32::new(1) });
         let drm = drm::UnregisteredDevice::<Self>::new(vdev.as_ref(), data)?;
         let drm = drm::Registration::new_foreign_owned(drm, vdev.as_ref(), 0)?;
 
-        Ok(Vgpu { _drm: drm.into() })
+        Ok(drm.into())
     }
 }
 
@@ -107,5 +127,11 @@ impl drm::Driver for VgpuDriver {
 
     kernel::declare_drm_ioctls! {
         (VGPU_SVM_GET_PARAM, drm_vgpu_svm_get_param, ioctl::RENDER_ALLOW, File::get_param),
+        (VGPU_SVM_CTX_CONFIG, drm_vgpu_svm_ctx_config, ioctl::RENDER_ALLOW, File::ctx_config),
+        (VGPU_SVM_USERPTR_CREATE, drm_vgpu_svm_userptr_create, ioctl::RENDER_ALLOW, File::userptr_create),
+        (VGPU_SVM_BIND, drm_vgpu_svm_bind, ioctl::RENDER_ALLOW, File::bind),
+        (VGPU_SVM_UNBIND, drm_vgpu_svm_bind, ioctl::RENDER_ALLOW, File::unbind),
+        (VGPU_SVM_SUBMIT, drm_vgpu_svm_submit, ioctl::RENDER_ALLOW, File::submit),
+        (VGPU_SVM_STATS, drm_vgpu_svm_stats, ioctl::RENDER_ALLOW, File::stats),
     }
 }

@@ -1,23 +1,121 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Per-open state and the ioctls.
+//! Per-open state (the GPU context) and the ioctls.
 
-use kernel::{drm, prelude::*, uapi};
+use core::sync::atomic::Ordering;
+use kernel::{
+    drm::{self, gem::BaseObject},
+    mm::{Mm, MmWithUser},
+    mmu_notifier::IntervalNotifier,
+    prelude::*,
+    sync::{aref::ARef, Arc, Mutex},
+    uaccess::UserSlice,
+    uapi,
+};
 
-use crate::driver::{VgpuDevice, VgpuDriver};
+use crate::{
+    context::{self, Shared, SvmMirror, EVENTS},
+    driver::{VgpuDevice, VgpuDriver},
+    gem::{self, Object},
+    gpu::{self, parse_stats},
+    job::{self, Ops},
+    pagetable::{PAGE, VA_LIMIT},
+};
 
-/// One open DRM file. (It becomes the GPU context bound to the opener's mm.)
-pub(crate) struct File;
+/// The SVM notifier of a context.
+pub(crate) type SvmNotifier = IntervalNotifier<SvmMirror>;
+
+/// A context's file-side state (under `File::state`).
+struct Ctx {
+    shared: Arc<Shared>,
+    svm: Option<Pin<KBox<SvmNotifier>>>,
+    /// Bound userptr objects.
+    bound: KVec<ARef<Object>>,
+    next_job: u64,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // Order: stop the callbacks (removal waits for running ones), then the device.
+        self.svm = None;
+        for o in self.bound.iter() {
+            if let Some(n) = o.notifier.lock().as_ref() {
+                n.data().gpu_va.store(0, Ordering::Release);
+            }
+        }
+        self.bound.clear();
+        if let Err(e) = self.shared.ctrl.ctx_destroy(self.shared.ctx_id) {
+            pr_warn!("vgpu_svm: ctx {}: CTX_DESTROY failed: {e:?}\n", self.shared.ctx_id);
+        }
+    }
+}
+
+struct FileState {
+    ctx: Option<Ctx>,
+}
+
+/// One open DRM file: one GPU context, bound to the opener's mm.
+#[pin_data]
+pub(crate) struct File {
+    /// The opener's mm: only this mm may use the context (a fork child gets `EPERM`).
+    mm: ARef<Mm>,
+    #[pin]
+    state: Mutex<FileState>,
+}
 
 impl drm::file::DriverFile for File {
     type Driver = VgpuDriver;
 
     fn open(_dev: &VgpuDevice) -> Result<Pin<KBox<Self>>> {
-        Ok(KBox::new(Self, GFP_KERNEL)?.into())
+        let task = kernel::current!();
+        let mm: ARef<Mm> = ARef::from(&**task.mm().ok_or(EINVAL)?);
+        KBox::pin_init(
+            try_pin_init!(Self {
+                mm,
+                state <- kernel::new_mutex!(FileState { ctx: None }),
+            }),
+            GFP_KERNEL,
+        )
     }
 }
 
+/// The caller's mm if it is the file's (else `EPERM`).
+fn owner_mm(file: &File) -> Result<ARef<MmWithUser>> {
+    let task = kernel::current!();
+    let cur = task.mm().ok_or(EPERM)?;
+    if cur.as_raw() != file.mm.as_raw() {
+        return Err(EPERM);
+    }
+    Ok(ARef::from(cur))
+}
+
 impl File {
+    /// The context, created on first use: a device context with our page table and the mm's
+    /// CPU page table for the checker.
+    fn ctx<'a>(&self, dev: &VgpuDevice, st: &'a mut FileState) -> Result<&'a mut Ctx> {
+        if st.ctx.is_none() {
+            let id = dev.next_ctx_id.fetch_add(1, Ordering::Relaxed);
+            let shared = Shared::new(id, dev.ctrl.clone(), self.mm.clone())?;
+            shared.ctrl.ctx_create(id)?;
+            let (cpu_root, levels) = shared.cpu_page_table();
+            let root = shared.pt.root_phys();
+            let body = core::mem::size_of::<uapi::vgpu_svm_cmd_set_as>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
+            let set_as = shared.ctrl.submit(id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS, body, gpu::CMD_TIMEOUT_MS, |w| {
+                w.u64(root).u64(cpu_root).u32(levels).u32(0);
+            });
+            let ok = set_as.and_then(|r| match gpu::parse_resp(&r)? {
+                gpu::Resp::Ok { .. } => Ok(()),
+                _ => Err(EIO),
+            });
+            if let Err(e) = ok {
+                let _ = shared.ctrl.ctx_destroy(id);
+                return Err(e);
+            }
+            st.ctx = Some(Ctx { shared, svm: None, bound: KVec::new(), next_job: 1 });
+        }
+        st.ctx.as_mut().ok_or(EINVAL)
+    }
+
     /// DRM_IOCTL_VGPU_SVM_GET_PARAM: a device or driver parameter.
     pub(crate) fn get_param(
         dev: &VgpuDevice,
@@ -36,6 +134,245 @@ impl File {
             uapi::VGPU_SVM_PARAM_FEATURES => cap.features,
             _ => return Err(EINVAL),
         };
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_CTX_CONFIG: enable SVM (device faults) for the context.
+    pub(crate) fn ctx_config(
+        dev: &VgpuDevice,
+        req: &mut uapi::drm_vgpu_svm_ctx_config,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        if req.pad != 0 || req.flags & !uapi::VGPU_SVM_CTX_SVM != 0 {
+            return Err(EINVAL);
+        }
+        let this = file.inner();
+        let mm = owner_mm(&this)?;
+        let mut st = this.state.lock();
+        let ctx = this.ctx(dev, &mut st)?;
+        if ctx.next_job != 1 {
+            return Err(EBUSY);
+        }
+        let want = req.flags & uapi::VGPU_SVM_CTX_SVM != 0;
+        if want && ctx.svm.is_none() {
+            ctx.svm = Some(context::svm_notifier(&mm, ctx.shared.clone())?);
+        } else if !want {
+            ctx.svm = None;
+        }
+        ctx.shared.svm.store(want, Ordering::Release);
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_USERPTR_CREATE.
+    pub(crate) fn userptr_create(
+        dev: &VgpuDevice,
+        req: &mut uapi::drm_vgpu_svm_userptr_create,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        if req.flags & !uapi::VGPU_SVM_USERPTR_READONLY != 0 {
+            return Err(EINVAL);
+        }
+        let this = file.inner();
+        let mm = owner_mm(&this)?;
+        let shared = {
+            let mut st = this.state.lock();
+            this.ctx(dev, &mut st)?.shared.clone()
+        };
+        let readonly = req.flags & uapi::VGPU_SVM_USERPTR_READONLY != 0;
+        let obj = gem::create_userptr(dev, &mm, shared, req.userptr, req.size, readonly)?;
+        req.handle = obj.create_handle(file)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_BIND.
+    pub(crate) fn bind(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_bind, file: &drm::File<File>) -> Result<u32> {
+        if req.pad != 0 || req.gpu_va == 0 || req.gpu_va % PAGE != 0 {
+            return Err(EINVAL);
+        }
+        let this = file.inner();
+        owner_mm(&this)?;
+        let obj = Object::lookup_handle(file, req.handle).map_err(|_| ENOENT)?;
+        let mut st = this.state.lock();
+        let ctx = this.ctx(dev, &mut st)?;
+        let guard = obj.notifier.lock();
+        let n = guard.as_ref().ok_or(EINVAL)?;
+        let m = n.data();
+        if !Arc::ptr_eq(&m.shared, &ctx.shared) {
+            return Err(EINVAL);
+        }
+        let end = req.gpu_va.checked_add(m.size).ok_or(EINVAL)?;
+        if end > VA_LIMIT {
+            return Err(EINVAL);
+        }
+        if m.gpu_va.load(Ordering::Acquire) != 0 {
+            return Err(EBUSY);
+        }
+        for o in ctx.bound.iter() {
+            if let Some(b) = o.notifier.lock().as_ref() {
+                let (s, l) = (b.data().gpu_va.load(Ordering::Acquire), b.data().size);
+                if s < end && req.gpu_va < s + l {
+                    return Err(EBUSY);
+                }
+            }
+        }
+        let body = core::mem::size_of::<uapi::vgpu_svm_cmd_bind>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
+        let (gva, cva, size) = (req.gpu_va, m.cpu, m.size);
+        let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND, body, gpu::CMD_TIMEOUT_MS, |w| {
+            w.u64(gva).u64(cva).u64(size);
+        })?;
+        match gpu::parse_resp(&r)? {
+            gpu::Resp::Ok { .. } => {}
+            _ => return Err(EIO),
+        }
+        m.gpu_va.store(req.gpu_va, Ordering::Release);
+        drop(guard);
+        ctx.bound.push(obj, GFP_KERNEL)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_UNBIND.
+    pub(crate) fn unbind(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_bind, file: &drm::File<File>) -> Result<u32> {
+        if req.pad != 0 {
+            return Err(EINVAL);
+        }
+        let this = file.inner();
+        owner_mm(&this)?;
+        let mut st = this.state.lock();
+        let ctx = this.ctx(dev, &mut st)?;
+        let pos = ctx
+            .bound
+            .iter()
+            .position(|o| o.notifier.lock().as_ref().is_some_and(|n| n.data().gpu_va.load(Ordering::Acquire) == req.gpu_va))
+            .ok_or(ENOENT)?;
+        let obj = ctx.bound.remove(pos)?;
+        let guard = obj.notifier.lock();
+        if let Some(n) = guard.as_ref() {
+            let m = n.data();
+            let (gva, size) = (m.gpu_va.load(Ordering::Acquire), m.size);
+            {
+                let g = ctx.shared.update.lock();
+                let token = crate::pagetable::UpdateToken::new(&g);
+                if ctx.shared.pt.clear(&token, gva, gva + size).entries > 0 {
+                    ctx.shared.inval.send(&ctx.shared.ctrl, gva, size)?;
+                }
+                m.gpu_va.store(0, Ordering::Release);
+            }
+            let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND, 16, gpu::CMD_TIMEOUT_MS, |w| {
+                w.u64(gva).u64(size);
+            })?;
+            let _ = gpu::parse_resp(&r)?;
+        }
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_SUBMIT: run a job and wait for it.
+    pub(crate) fn submit(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_submit, file: &drm::File<File>) -> Result<u32> {
+        if req.flags != 0 || req.pad != 0 || req.nr_ops == 0 || req.nr_ops > uapi::VGPU_SVM_MAX_OPS || req.nr_handles > 1024 {
+            return Err(EINVAL);
+        }
+        let this = file.inner();
+        let mm = owner_mm(&this)?;
+        let op_size = core::mem::size_of::<uapi::drm_vgpu_svm_op>();
+        let mut ops = KVec::<uapi::drm_vgpu_svm_op>::with_capacity(req.nr_ops as usize, GFP_KERNEL)?;
+        {
+            let mut r = UserSlice::new(UserPtr::from_addr(req.ops as usize), req.nr_ops as usize * op_size).reader();
+            for _ in 0..req.nr_ops {
+                let mut raw = [0u8; core::mem::size_of::<uapi::drm_vgpu_svm_op>()];
+                r.read_slice(&mut raw)?;
+                let le = |a: usize| u64::from_ne_bytes([raw[a], raw[a + 1], raw[a + 2], raw[a + 3], raw[a + 4], raw[a + 5], raw[a + 6], raw[a + 7]]);
+                let kind = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                let flags = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+                ops.push(uapi::drm_vgpu_svm_op { kind, flags, dst: le(8), src: le(16), len: le(24), value: le(32) }, GFP_KERNEL)?;
+            }
+        }
+        let ops = Ops(ops);
+        ops.check()?;
+        let mut handles = KVec::<u32>::with_capacity(req.nr_handles as usize, GFP_KERNEL)?;
+        if req.nr_handles > 0 {
+            let mut r = UserSlice::new(UserPtr::from_addr(req.handles as usize), req.nr_handles as usize * 4).reader();
+            for _ in 0..req.nr_handles {
+                let mut b = [0u8; 4];
+                r.read_slice(&mut b)?;
+                handles.push(u32::from_ne_bytes(b), GFP_KERNEL)?;
+            }
+        }
+        let mut objs = KVec::<ARef<Object>>::with_capacity(handles.len(), GFP_KERNEL)?;
+        for h in handles.iter() {
+            objs.push(Object::lookup_handle(file, *h).map_err(|_| ENOENT)?, GFP_KERNEL)?;
+        }
+
+        let mut st = this.state.lock();
+        let ctx = this.ctx(dev, &mut st)?;
+        let job_id = ctx.next_job;
+        ctx.next_job += 1;
+        let shared = ctx.shared.clone();
+        let svm = ctx.svm.as_deref();
+        // Hold every object's notifier for the job's duration.
+        let guards: KVec<_> = {
+            let mut v = KVec::with_capacity(objs.len(), GFP_KERNEL)?;
+            for o in objs.iter() {
+                v.push(o.notifier.lock(), GFP_KERNEL)?;
+            }
+            v
+        };
+        let mut tries = 0;
+        let done = loop {
+            let mut validated = KVec::with_capacity(guards.len(), GFP_KERNEL)?;
+            for g in guards.iter() {
+                let n = g.as_ref().ok_or(EINVAL)?;
+                if !Arc::ptr_eq(&n.data().shared, &shared) {
+                    return Err(EINVAL);
+                }
+                validated.push(gem::validate(n, &mm)?, GFP_KERNEL)?;
+            }
+            match job::run(&shared, svm, &ops, job_id, &validated) {
+                Err(e) if e == EAGAIN && tries < 100 => {
+                    tries += 1;
+                    shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                r => break r?,
+            }
+        };
+        req.result = done.result;
+        req.faults = done.faults;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_STATS: device counters and this context's driver counters.
+    pub(crate) fn stats(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_stats, file: &drm::File<File>) -> Result<u32> {
+        let this = file.inner();
+        let mut st = this.state.lock();
+        // The device's counters are global; ask through this file's context if it has one,
+        // else through context 0 (the device answers STATS on any context).
+        let ctx_id = match this.ctx(dev, &mut st) {
+            Ok(c) => c.shared.ctx_id,
+            Err(_) => 0,
+        };
+        let r = dev.ctrl.submit(ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_STATS, 0, gpu::CMD_TIMEOUT_MS, |_| {})?;
+        let d = parse_stats(&r)?;
+        req.accesses_checked = d[0];
+        req.violations = d[1];
+        req.violations_no_page = d[2];
+        req.violations_frame = d[3];
+        req.violations_write = d[4];
+        req.device_faults = d[5];
+        req.device_invalidations = d[6];
+        req.tlb_hits = d[7];
+        req.tlb_misses = d[8];
+        req.jobs = d[9];
+        req.bytes = d[10];
+        req.device_errors = d[11];
+        if let Some(c) = st.ctx.as_ref() {
+            let s = &c.shared.stats;
+            req.faults_serviced = s.faults_serviced.load(Ordering::Relaxed);
+            req.retries = s.retries.load(Ordering::Relaxed);
+            req.invalidations = s.invalidations.load(Ordering::Relaxed);
+            req.pages_mapped = s.pages_mapped.load(Ordering::Relaxed);
+            for i in 0..EVENTS.min(req.events.len()) {
+                req.events[i] = s.events[i].load(Ordering::Relaxed);
+            }
+        }
         Ok(0)
     }
 }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The virtio-gpu control channel: typed commands over the control virtqueue.
+//! The virtio-gpu control channel: typed commands over the control virtqueue, and the
+//! vgpu-svm device protocol carried in SUBMIT_3D (`include/uapi/linux/vgpu_svm_protocol.h`).
 
+use core::mem::{offset_of, size_of};
 use kernel::{prelude::*, sync::Arc, uapi, virtio};
 
 /// What the device said about the VGPU_SVM capset at probe time.
@@ -15,12 +17,21 @@ pub(crate) struct Capset {
 }
 
 /// The control queue (virtio-gpu queue 0).
+#[derive(Clone)]
 pub(crate) struct ControlQueue {
     vq: Arc<virtio::Virtqueue>,
 }
 
 /// Size of `struct virtio_gpu_ctrl_hdr`, the start of every request and response.
-const HDR_LEN: usize = core::mem::size_of::<uapi::virtio_gpu_ctrl_hdr>();
+const HDR_LEN: usize = size_of::<uapi::virtio_gpu_ctrl_hdr>();
+/// SUBMIT_3D's fixed part before the command stream.
+const SUBMIT_LEN: usize = size_of::<uapi::virtio_gpu_cmd_submit>();
+/// A SUBMIT_3D answer: a control header and a `vgpu_svm_resp`.
+pub(crate) const RESP_LEN: usize = HDR_LEN + size_of::<uapi::vgpu_svm_resp>();
+
+/// Jobs may run long (a device copy of many MiB under emulation); control commands not.
+pub(crate) const CMD_TIMEOUT_MS: u32 = virtio::EXCHANGE_TIMEOUT_MS;
+pub(crate) const JOB_TIMEOUT_MS: u32 = 120_000;
 
 fn le32(bytes: &[u8], at: usize) -> Result<u32> {
     let b = bytes.get(at..at + 4).ok_or(EIO)?;
@@ -31,15 +42,132 @@ fn le64(bytes: &[u8], at: usize) -> Result<u64> {
     Ok(u64::from(le32(bytes, at)?) | (u64::from(le32(bytes, at + 4)?) << 32))
 }
 
-/// A request: a control header of type `cmd` followed by little-endian `u32` arguments.
-fn request(cmd: u32, args: &[u32]) -> Result<KVec<u8>> {
-    let mut req = KVec::with_capacity(HDR_LEN + 4 * args.len(), GFP_KERNEL)?;
-    req.extend_from_slice(&cmd.to_le_bytes(), GFP_KERNEL)?;
-    req.resize(HDR_LEN, 0, GFP_KERNEL)?; // flags, fence_id, ctx_id, ring_idx: zero
-    for a in args {
-        req.extend_from_slice(&a.to_le_bytes(), GFP_KERNEL)?;
+/// Little-endian writer into a byte buffer (commands are built field by field).
+pub(crate) struct Writer<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        Self { buf, at: 0 }
     }
-    Ok(req)
+
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
+        self.bytes(&v.to_le_bytes())
+    }
+
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+        self.bytes(&v.to_le_bytes())
+    }
+
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        // Callers size the buffer from the C structs; a short buffer is a driver bug, and
+        // writing nothing past it keeps it harmless (the device sees a malformed command).
+        if let Some(dst) = self.buf.get_mut(self.at..self.at + b.len()) {
+            dst.copy_from_slice(b);
+        }
+        self.at += b.len();
+        self
+    }
+
+    /// A virtio-gpu control header.
+    pub(crate) fn hdr(&mut self, ty: u32, ctx_id: u32) -> &mut Self {
+        self.u32(ty).u32(0).u64(0).u32(ctx_id).u32(0) // type, flags, fence_id, ctx_id, ring_idx+padding
+    }
+
+    /// A SUBMIT_3D header for a command stream of `size` bytes, then the command header.
+    pub(crate) fn submit(&mut self, ctx_id: u32, size: usize, cmd: u32) -> &mut Self {
+        self.hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_SUBMIT_3D, ctx_id)
+            .u32(size as u32)
+            .u32(0)
+            .u32(cmd)
+            .u32(0)
+    }
+}
+
+/// A device fault report (`struct vgpu_svm_fault`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Fault {
+    pub(crate) va: u64,
+    pub(crate) write: bool,
+    pub(crate) op_index: u32,
+}
+
+/// A decoded `struct vgpu_svm_resp`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Resp {
+    Ok { result: u64 },
+    Fault(Fault),
+    Error(u32),
+}
+
+/// Decodes a SUBMIT_3D answer (control header + `vgpu_svm_resp`).
+pub(crate) fn parse_resp(bytes: &[u8]) -> Result<Resp> {
+    let ty = le32(bytes, 0)?;
+    if ty != uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA {
+        pr_err!("vgpu_svm: device rejected a submit: 0x{ty:x}\n");
+        return Err(EIO);
+    }
+    let r = bytes.get(HDR_LEN..).ok_or(EIO)?;
+    let status = le32(r, offset_of!(uapi::vgpu_svm_resp, status))?;
+    let f = offset_of!(uapi::vgpu_svm_resp, fault);
+    Ok(match status {
+        uapi::vgpu_svm_status_VGPU_SVM_STATUS_OK => Resp::Ok {
+            result: le64(r, offset_of!(uapi::vgpu_svm_resp, result))?,
+        },
+        uapi::vgpu_svm_status_VGPU_SVM_STATUS_FAULT => Resp::Fault(Fault {
+            va: le64(r, f + offset_of!(uapi::vgpu_svm_fault, va))?,
+            write: le32(r, f + offset_of!(uapi::vgpu_svm_fault, access))? == uapi::VGPU_SVM_ACCESS_WRITE,
+            op_index: le32(r, f + offset_of!(uapi::vgpu_svm_fault, op_index))?,
+        }),
+        _ => Resp::Error(le32(r, offset_of!(uapi::vgpu_svm_resp, error))?),
+    })
+}
+
+/// The device's counters from a STATS answer, in `struct vgpu_svm_stats` order.
+pub(crate) fn parse_stats(bytes: &[u8]) -> Result<[u64; 12]> {
+    let base = HDR_LEN + offset_of!(uapi::vgpu_svm_resp, stats);
+    let mut out = [0u64; 12];
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = le64(bytes, base + 8 * i)?;
+    }
+    Ok(out)
+}
+
+/// A preallocated INVALIDATE(range) for one context: sending it allocates nothing, so it can
+/// be used from the notifier callback (a memory-reclaim path).
+pub(crate) struct InvalidateMsg {
+    x: Arc<virtio::Exchange>,
+    ctx_id: u32,
+}
+
+impl InvalidateMsg {
+    const CMD_LEN: usize = size_of::<uapi::vgpu_svm_cmd_range>();
+
+    pub(crate) fn new(ctx_id: u32) -> Result<Self> {
+        Ok(Self { x: virtio::Exchange::new(SUBMIT_LEN + Self::CMD_LEN, RESP_LEN)?, ctx_id })
+    }
+
+    /// Sends INVALIDATE(start, size) and waits until the device confirms that no access to
+    /// the range is in flight and no translation of it is cached.
+    pub(crate) fn send(&self, q: &ControlQueue, start: u64, size: u64) -> Result {
+        let ctx_id = self.ctx_id;
+        self.x.fill(|buf| {
+            Writer::new(buf)
+                .submit(ctx_id, Self::CMD_LEN, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE)
+                .u64(start)
+                .u64(size);
+        })?;
+        q.vq.send(&self.x, CMD_TIMEOUT_MS)?;
+        match parse_resp(self.x.response())? {
+            Resp::Ok { .. } => Ok(()),
+            other => {
+                pr_err!("vgpu_svm: INVALIDATE failed: {other:?}\n");
+                Err(EIO)
+            }
+        }
+    }
 }
 
 impl ControlQueue {
@@ -49,11 +177,10 @@ impl ControlQueue {
 
     /// Sends `req` and returns the response if its type is `expect`; a device error response
     /// (or a short one) becomes `EIO`.
-    fn call(&self, req: KVec<u8>, resp_len: usize, expect: u32) -> Result<KVec<u8>> {
-        let resp = self.vq.exchange(req, resp_len, virtio::EXCHANGE_TIMEOUT_MS)?;
-        let len = resp.len();
-        if len < HDR_LEN {
-            pr_err!("vgpu_svm: short response ({len} bytes) from the device\n");
+    fn call(&self, req: &[u8], resp_len: usize, expect: u32, timeout_ms: u32) -> Result<KVec<u8>> {
+        let resp = self.vq.exchange(req, resp_len, timeout_ms)?;
+        if resp.len() < HDR_LEN {
+            pr_err!("vgpu_svm: short response ({} bytes) from the device\n", resp.len());
             return Err(EIO);
         }
         let ty = le32(&resp, 0)?;
@@ -64,13 +191,24 @@ impl ControlQueue {
         Ok(resp)
     }
 
+    /// A control command that is answered with OK_NODATA.
+    fn call_nodata(&self, req: &[u8]) -> Result {
+        self.call(req, HDR_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, CMD_TIMEOUT_MS)
+            .map(|_| ())
+    }
+
     /// GET_CAPSET_INFO(index) -> (capset id, max version, max size).
     fn capset_info(&self, index: u32) -> Result<(u32, u32, u32)> {
-        let req = request(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_GET_CAPSET_INFO, &[index, 0])?;
+        let mut req = [0u8; size_of::<uapi::virtio_gpu_get_capset_info>()];
+        Writer::new(&mut req)
+            .hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_GET_CAPSET_INFO, 0)
+            .u32(index)
+            .u32(0);
         let resp = self.call(
-            req,
-            core::mem::size_of::<uapi::virtio_gpu_resp_capset_info>(),
+            &req,
+            size_of::<uapi::virtio_gpu_resp_capset_info>(),
             uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_CAPSET_INFO,
+            CMD_TIMEOUT_MS,
         )?;
         Ok((le32(&resp, HDR_LEN)?, le32(&resp, HDR_LEN + 4)?, le32(&resp, HDR_LEN + 8)?))
     }
@@ -82,19 +220,21 @@ impl ControlQueue {
             if id != uapi::VGPU_SVM_CAPSET_ID {
                 continue;
             }
-            let body_len = core::mem::size_of::<uapi::vgpu_svm_capset>();
+            let body_len = size_of::<uapi::vgpu_svm_capset>();
             if (max_size as usize) < body_len || max_version < uapi::VGPU_SVM_CAPSET_VERSION {
                 pr_err!("vgpu_svm: capset too small ({max_size}) or too old (v{max_version})\n");
                 return Err(ENODEV);
             }
-            let req = request(
-                uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_GET_CAPSET,
-                &[id, uapi::VGPU_SVM_CAPSET_VERSION],
-            )?;
+            let mut req = [0u8; size_of::<uapi::virtio_gpu_get_capset>()];
+            Writer::new(&mut req)
+                .hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_GET_CAPSET, 0)
+                .u32(id)
+                .u32(uapi::VGPU_SVM_CAPSET_VERSION);
             let resp = self.call(
-                req,
+                &req,
                 HDR_LEN + max_size as usize,
                 uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_CAPSET,
+                CMD_TIMEOUT_MS,
             )?;
             let body = resp.get(HDR_LEN..).ok_or(EIO)?;
             if le32(body, 0)? != uapi::VGPU_SVM_CAPSET_MAGIC {
@@ -122,5 +262,45 @@ impl ControlQueue {
         }
         pr_err!("vgpu_svm: the device has no VGPU_SVM capset (of {num_capsets})\n");
         Err(ENODEV)
+    }
+
+    /// CTX_CREATE of a VGPU_SVM context.
+    pub(crate) fn ctx_create(&self, ctx_id: u32) -> Result {
+        let mut req = [0u8; size_of::<uapi::virtio_gpu_ctx_create>()];
+        let name = b"vgpu_svm";
+        Writer::new(&mut req)
+            .hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_CTX_CREATE, ctx_id)
+            .u32(name.len() as u32)
+            .u32(uapi::VGPU_SVM_CAPSET_ID)
+            .bytes(name);
+        self.call_nodata(&req)
+    }
+
+    /// CTX_DESTROY.
+    pub(crate) fn ctx_destroy(&self, ctx_id: u32) -> Result {
+        let mut req = [0u8; size_of::<uapi::virtio_gpu_ctx_destroy>()];
+        Writer::new(&mut req).hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_CTX_DESTROY, ctx_id);
+        self.call_nodata(&req)
+    }
+
+    /// Sends one protocol command (built by `build` after the SUBMIT_3D + command headers,
+    /// `body_len` bytes) and returns the raw answer.
+    pub(crate) fn submit(
+        &self,
+        ctx_id: u32,
+        cmd: u32,
+        body_len: usize,
+        timeout_ms: u32,
+        build: impl FnOnce(&mut Writer<'_>),
+    ) -> Result<KVec<u8>> {
+        let cmd_len = size_of::<uapi::vgpu_svm_cmd_hdr>() + body_len;
+        let mut req = KVec::new();
+        req.resize(SUBMIT_LEN + cmd_len, 0, GFP_KERNEL)?;
+        {
+            let mut w = Writer::new(&mut req);
+            w.submit(ctx_id, cmd_len, cmd);
+            build(&mut w);
+        }
+        self.call(&req, RESP_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, timeout_ms)
     }
 }

@@ -8,13 +8,21 @@
 //! discovers the capset over the control queue and registers a DRM render node whose ioctls
 //! are defined in `include/uapi/drm/vgpu_svm_drm.h`.
 //!
-//! Layout: `driver.rs` (virtio probe, DRM driver), `gpu.rs` (the virtio-gpu control
-//! channel), `file.rs` (per-open state and ioctls), `gem.rs` (GEM objects).
+//! Layout: `driver.rs` (virtio probe, DRM driver), `gpu.rs` (the virtio-gpu control channel
+//! and the device protocol), `file.rs` (per-open state and ioctls), `context.rs` (a GPU
+//! context and the invalidation protocol), `mirror.rs` (the populate loop), `pagetable.rs`
+//! (the GPU page table), `gem.rs` (userptr objects), `job.rs` (running jobs, servicing
+//! faults), `debug.rs` (debugfs knobs for the negative controls).
 
+mod context;
+mod debug;
 mod driver;
 mod file;
 mod gem;
 mod gpu;
+mod job;
+mod mirror;
+mod pagetable;
 
 kernel::module_virtio_driver! {
     type: driver::VgpuDriver,
@@ -22,4 +30,10 @@ kernel::module_virtio_driver! {
     authors: ["vgpu-svm developers"],
     description: "vgpu-svm virtual GPU: HMM-mirrored shared virtual memory",
     license: "GPL v2",
+    params: {
+        unsafe_debug: u32 {
+            default: 0,
+            description: "1: allow the debugfs knobs that break coherence on purpose (tests only)",
+        },
+    },
 }

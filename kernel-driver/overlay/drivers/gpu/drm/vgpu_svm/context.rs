@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A GPU context: one per open DRM file, bound to the opener's mm. It owns the GPU page table
+//! and the update lock, and implements the invalidation half of the mirror protocol.
+//!
+//! Lock order: `File::state` (per file, may allocate) -> `update` (the notifier lock: no
+//! allocation, no `read_begin`, no notifier insertion or removal under it).
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kernel::{
+    bindings,
+    mm::Mm,
+    mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Range, Seq},
+    new_mutex,
+    prelude::*,
+    sync::{aref::ARef, Arc, Mutex},
+};
+
+use crate::{
+    debug,
+    gpu::{ControlQueue, InvalidateMsg},
+    pagetable::{PageTable, UpdateToken, VA_LIMIT},
+};
+
+/// Number of `enum mmu_notifier_event` slots counted.
+pub(crate) const EVENTS: usize = 16;
+
+/// The driver's counters for a context (reported by the STATS ioctl and debugfs).
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) faults_serviced: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) pages_mapped: AtomicU64,
+    pub(crate) events: [AtomicU64; EVENTS],
+}
+
+/// What lives under the update lock.
+pub(crate) struct Locked {
+    /// Jobs of a non-faulting context in flight: the invalidation of a userptr range they
+    /// use waits for them (amdgpu's semantic for contexts that cannot fault).
+    pub(crate) jobs_in_flight: u32,
+}
+
+/// The part of a context that notifier callbacks reach (shared with them through an `Arc`).
+#[pin_data]
+pub(crate) struct Shared {
+    pub(crate) ctx_id: u32,
+    /// The update lock (the "notifier lock"): serializes invalidation with committing GPU
+    /// entries.
+    #[pin]
+    pub(crate) update: Mutex<Locked>,
+    pub(crate) pt: PageTable,
+    pub(crate) ctrl: ControlQueue,
+    pub(crate) inval: InvalidateMsg,
+    /// The context can take device faults (SVM).
+    pub(crate) svm: AtomicBool,
+    /// The device failed an invalidation: nothing may run on this context any more.
+    pub(crate) broken: AtomicBool,
+    /// Debug only (`legacy_valid_flag`): the pre-2019 per-range valid flag.
+    pub(crate) legacy_valid: AtomicBool,
+    /// The opener's mm (grabbed, not pinned: `mmget_not_zero` before use).
+    pub(crate) mm: ARef<Mm>,
+    pub(crate) stats: Stats,
+}
+
+impl Shared {
+    pub(crate) fn new(id: u32, ctrl: ControlQueue, mm: ARef<Mm>) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            try_pin_init!(Self {
+                ctx_id: id,
+                update <- new_mutex!(Locked { jobs_in_flight: 0 }),
+                pt: PageTable::new()?,
+                ctrl,
+                inval: InvalidateMsg::new(id)?,
+                svm: AtomicBool::new(false),
+                broken: AtomicBool::new(false),
+                legacy_valid: AtomicBool::new(true),
+                mm,
+                stats: Stats::default(),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Guest-physical address of the mm's top-level page table and its level count, for the
+    /// device's checker.
+    pub(crate) fn cpu_page_table(&self) -> (u64, u32) {
+        // SAFETY: `mm` is grabbed, so `pgd` stays allocated; the direct-map address converts
+        // to physical.
+        let phys = unsafe { bindings::virt_to_phys((*self.mm.as_raw()).__bindgen_anon_1.pgd.cast()) };
+        // SAFETY: No preconditions.
+        let levels = if unsafe { bindings::pgtable_l5_enabled() } { 5 } else { 4 };
+        (phys, levels)
+    }
+
+    /// The invalidation protocol, for a notifier whose CPU range `[cpu_start, cpu_end)` is
+    /// mirrored at GPU VA `gpu_start` (SVM: the same address). Called from the notifier
+    /// callbacks. Allocates nothing.
+    pub(crate) fn invalidate<T: IntervalNotifierOps<Locked = Locked>>(
+        &self,
+        n: &IntervalNotifier<T>,
+        range: &Range<'_>,
+        cur_seq: Seq,
+        map: impl Fn(u64, u64) -> Option<(u64, u64)>,
+        waits_for_jobs: bool,
+    ) -> bool {
+        let ev = range.event() as usize;
+        if let Some(c) = self.stats.events.get(ev) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let blockable = range.blockable();
+        let mut guard = if blockable {
+            self.update.lock()
+        } else {
+            match self.update.try_lock() {
+                Some(g) => g,
+                None => return false,
+            }
+        };
+        // Always, under the lock: any update in progress must retry.
+        n.set_seq(&guard, cur_seq);
+        if debug::skip_invalidate() {
+            return true;
+        }
+        let Some((gs, ge)) = map(range.start() as u64, range.end() as u64) else {
+            return true;
+        };
+        let ge = ge.min(VA_LIMIT);
+        if gs >= ge {
+            return true;
+        }
+        // A context that cannot fault: wait for its jobs before the pages go away.
+        if waits_for_jobs && guard.jobs_in_flight > 0 {
+            if !blockable {
+                return false;
+            }
+            let mut waited_ms = 0u32;
+            while guard.jobs_in_flight > 0 && waited_ms < crate::gpu::JOB_TIMEOUT_MS {
+                drop(guard);
+                kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1));
+                waited_ms += 1;
+                guard = self.update.lock();
+            }
+        }
+        if !blockable && !self.pt.any_valid(gs, ge) {
+            // Nothing mirrored here, nothing cached by the device: no need to sleep.
+            return true;
+        }
+        if !blockable {
+            // Clearing is fine, but the device round trip would sleep.
+            return false;
+        }
+        let token = UpdateToken::new(&guard);
+        let cleared = self.pt.clear(&token, gs, ge);
+        if cleared.entries == 0 {
+            // The device caches only valid entries: nothing to flush.
+            return true;
+        }
+        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.inval.send(&self.ctrl, gs & !0xfff, ((ge + 0xfff) & !0xfff) - (gs & !0xfff)) {
+            pr_err!("vgpu_svm: ctx {}: device INVALIDATE failed ({e:?}); context disabled\n", self.ctx_id);
+            self.broken.store(true, Ordering::Release);
+        }
+        drop(guard);
+        true
+    }
+}
+
+/// The SVM mirror: one interval notifier over the whole GPU VA space (GPU VA == CPU VA).
+pub(crate) struct SvmMirror {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl IntervalNotifierOps for SvmMirror {
+    type Locked = Locked;
+
+    fn update_lock(&self) -> &Mutex<Locked> {
+        &self.shared.update
+    }
+
+    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: Seq) -> bool {
+        this.data().shared.invalidate(this, range, cur_seq, |s, e| Some((s, e)), false)
+    }
+}
+
+/// Inserts the SVM notifier for `shared`'s mm (must be the current task's).
+pub(crate) fn svm_notifier(
+    mm: &kernel::mm::MmWithUser,
+    shared: Arc<Shared>,
+) -> Result<Pin<KBox<IntervalNotifier<SvmMirror>>>> {
+    KBox::pin_init(
+        IntervalNotifier::insert(mm, 0, VA_LIMIT as usize, SvmMirror { shared }),
+        GFP_KERNEL,
+    )
+}

@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Running a job: validate userptr objects, send JOB, service device faults and RESUME
+//! until the device reports completion.
+
+use core::mem::size_of;
+use core::sync::atomic::Ordering;
+use kernel::{prelude::*, uapi};
+
+use crate::{
+    context::Shared,
+    gpu::{self, parse_resp, Resp},
+    mirror,
+    pagetable::VA_LIMIT,
+    gem::Validated,
+};
+
+/// Operations of one job, copied from user space and checked.
+pub(crate) struct Ops(pub(crate) KVec<uapi::drm_vgpu_svm_op>);
+
+impl Ops {
+    /// Checks kinds, flags, lengths and address ranges.
+    pub(crate) fn check(&self) -> Result {
+        let n = self.0.len();
+        if n == 0 || n > uapi::VGPU_SVM_MAX_OPS as usize {
+            return Err(EINVAL);
+        }
+        for op in self.0.iter() {
+            if op.flags != 0 || op.len > uapi::VGPU_SVM_MAX_OP_LEN as u64 {
+                return Err(EINVAL);
+            }
+            let in_va = |a: u64| a.checked_add(op.len).is_some_and(|e| e <= VA_LIMIT);
+            let ok = match op.kind {
+                uapi::VGPU_SVM_OP_KIND_COPY => in_va(op.dst) && in_va(op.src),
+                uapi::VGPU_SVM_OP_KIND_FILL | uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN => in_va(op.dst),
+                uapi::VGPU_SVM_OP_KIND_HASH | uapi::VGPU_SVM_OP_KIND_READ => in_va(op.src),
+                uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD => op.dst % 8 == 0 && op.dst + 8 <= VA_LIMIT,
+                _ => false,
+            };
+            if !ok {
+                return Err(EINVAL);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a completed job returned.
+pub(crate) struct Done {
+    pub(crate) result: u64,
+    pub(crate) faults: u64,
+}
+
+fn device_error(code: u32) -> Error {
+    match code {
+        uapi::vgpu_svm_error_VGPU_SVM_ERR_ABORTED => EINTR,
+        uapi::vgpu_svm_error_VGPU_SVM_ERR_MALFORMED
+        | uapi::vgpu_svm_error_VGPU_SVM_ERR_TOO_BIG
+        | uapi::vgpu_svm_error_VGPU_SVM_ERR_MISALIGNED => EINVAL,
+        _ => EIO,
+    }
+}
+
+fn resume_or_abort(shared: &Shared, job_id: u64, abort: bool) -> Result<KVec<u8>> {
+    let cmd = if abort {
+        uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_ABORT
+    } else {
+        uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_RESUME
+    };
+    shared.ctrl.submit(shared.ctx_id, cmd, 8, gpu::JOB_TIMEOUT_MS, |w| {
+        w.u64(job_id);
+    })
+}
+
+/// Runs `ops` on the context. `validated` are the userptr objects the job uses, already
+/// mirrored; for a context that cannot fault, the job is started under the update lock only
+/// if none of them was invalidated since (else `EAGAIN`: the caller revalidates).
+pub(crate) fn run(
+    shared: &Shared,
+    svm: Option<&crate::file::SvmNotifier>,
+    ops: &Ops,
+    job_id: u64,
+    validated: &[Validated<'_>],
+) -> Result<Done> {
+    if shared.broken.load(Ordering::Acquire) {
+        return Err(EIO);
+    }
+    let body = size_of::<uapi::vgpu_svm_cmd_job>() - size_of::<uapi::vgpu_svm_cmd_hdr>()
+        + ops.0.len() * size_of::<uapi::vgpu_svm_op>();
+    let build = |w: &mut gpu::Writer<'_>| {
+        w.u64(job_id).u32(ops.0.len() as u32).u32(0);
+        for op in ops.0.iter() {
+            w.u32(op.kind).u32(0).u64(op.dst).u64(op.src).u64(op.len).u64(op.value);
+        }
+    };
+
+    // Commit: under the update lock, check that no userptr object changed, and count the
+    // job in flight so that invalidations of a non-faulting context wait for it.
+    {
+        let mut guard = shared.update.lock();
+        for v in validated {
+            if v.changed(&guard) {
+                return Err(EAGAIN);
+            }
+        }
+        guard.jobs_in_flight += 1;
+    }
+    let resp = shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_JOB, body, gpu::JOB_TIMEOUT_MS, build);
+    let out = (|| {
+        let mut resp = resp?;
+        let mut faults = 0u64;
+        loop {
+            match parse_resp(&resp)? {
+                Resp::Ok { result } => return Ok(Done { result, faults }),
+                Resp::Error(code) => return Err(device_error(code)),
+                Resp::Fault(f) => {
+                    faults += 1;
+                    let serviced = if let Some(v) = validated.iter().find(|v| v.contains(f.va)) {
+                        // A userptr binding: re-mirror the object (semantic B).
+                        match shared.mm.mmget_not_zero() {
+                            Some(mm) => crate::gem::service_fault(v, &mm, f.write),
+                            None => Err(EFAULT),
+                        }
+                    } else {
+                        match svm {
+                            // Outside any binding and without SVM there is nothing to mirror.
+                            None => Err(EFAULT),
+                            Some(n) => mirror::service_fault(shared, n, f.va, f.write),
+                        }
+                    };
+                    if let Err(e) = serviced {
+                        pr_debug!(
+                            "vgpu_svm: ctx {} job {job_id}: fault at 0x{:x} ({}, op {}) not serviced: {e:?}\n",
+                            shared.ctx_id,
+                            f.va,
+                            if f.write { "write" } else { "read" },
+                            f.op_index
+                        );
+                        let _ = resume_or_abort(shared, job_id, true);
+                        return Err(e);
+                    }
+                    resp = resume_or_abort(shared, job_id, false)?;
+                }
+            }
+        }
+    })();
+    shared.update.lock().jobs_in_flight -= 1;
+    out
+}

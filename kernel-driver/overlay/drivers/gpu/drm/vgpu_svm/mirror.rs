@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The update half of the mirror protocol: snapshot the CPU page table with
+//! `hmm_range_fault` and commit GPU entries under the update lock, retrying while the
+//! notifier's sequence says an invalidation raced.
+//!
+//! ```text
+//! loop (bounded by a timeout -> EBUSY):
+//!     seq = read_begin()                      # update lock NOT held
+//!     mmap_read_lock; hmm_range_fault; unlock # EBUSY -> again
+//!     grow page tables                        # allocation, outside the lock
+//!     lock(update)
+//!     read_retry(seq)? -> unlock, again
+//!     write entries (2 MiB where the CPU maps a THP)
+//!     unlock
+//! ```
+
+use core::sync::atomic::Ordering;
+use kernel::{
+    hmm,
+    mm::{virt::VmaRef, MmWithUser},
+    mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Seq},
+    prelude::*,
+    time::{delay::fsleep, Delta},
+};
+
+use crate::{
+    context::{Locked, Shared},
+    debug,
+    pagetable::{UpdateToken, LARGE_PAGE, PAGE},
+};
+
+/// Pages snapshotted at once.
+pub(crate) const WINDOW: usize = 64;
+
+/// Where a CPU range is mirrored on the GPU.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement {
+    /// CPU VA of the first page.
+    pub(crate) cpu: u64,
+    /// GPU VA it maps to.
+    pub(crate) gpu: u64,
+}
+
+/// Rejects mappings that cannot be mirrored before hmm_range_fault would.
+fn check_vma(vma: &VmaRef) -> Result {
+    let f = vma.flags();
+    if f & (kernel::mm::virt::flags::IO | kernel::mm::virt::flags::PFNMAP) != 0 {
+        return Err(EFAULT);
+    }
+    Ok(())
+}
+
+/// Mirrors `npages` pages starting at CPU VA `p.cpu` (inside `n`'s range) at GPU VA `p.gpu`,
+/// faulting them in (writable if `write`). Returns the number of 4 KiB GPU entries written
+/// and the sequence they were committed at.
+pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
+    shared: &Shared,
+    n: &IntervalNotifier<T>,
+    mm: &MmWithUser,
+    p: Placement,
+    npages: usize,
+    write: bool,
+) -> Result<(u64, Seq)> {
+    let mut pfns = KVec::<c_ulong>::new();
+    pfns.resize(npages, 0, GFP_KERNEL)?;
+    let flags = hmm::PFN_REQ_FAULT | if write { hmm::PFN_REQ_WRITE } else { 0 };
+    let gpu_end = p.gpu + (npages as u64) * PAGE;
+    let mut waited_ms = 0u32;
+    loop {
+        let seq: Seq = n.read_begin();
+        let res = {
+            let mmap = mm.mmap_read_lock();
+            match mmap.vma_lookup(p.cpu as usize) {
+                None => Err(EFAULT),
+                Some(vma) => check_vma(vma).and_then(|()| {
+                    hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags)
+                }),
+            }
+        };
+        match res {
+            Err(e) if e == EBUSY => {
+                shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if waited_ms >= hmm::RANGE_DEFAULT_TIMEOUT_MS {
+                    return Err(EBUSY);
+                }
+                waited_ms += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        shared.pt.grow(p.gpu, gpu_end)?;
+        if debug::legacy_valid_flag() {
+            let d = debug::legacy_delay_us();
+            if d > 0 {
+                fsleep(Delta::from_micros(d.into()));
+            }
+        }
+        let guard = shared.update.lock();
+        let stale = if debug::legacy_valid_flag() {
+            // The 2019 scheme, on purpose: trust a flag instead of the sequence.
+            !shared.legacy_valid.load(Ordering::Acquire)
+        } else {
+            n.read_retry(&guard, seq)
+        };
+        if stale {
+            drop(guard);
+            shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let token = UpdateToken::new(&guard);
+        let mut written = 0u64;
+        let mut i = 0usize;
+        while i < npages {
+            let e = pfns[i];
+            let gva = p.gpu + (i as u64) * PAGE;
+            if e & hmm::PFN_VALID == 0 || e & hmm::PFN_ERROR != 0 {
+                i += 1;
+                continue;
+            }
+            let writable = e & hmm::PFN_WRITE != 0;
+            let phys = hmm::pfn_to_phys(e);
+            let cva = p.cpu + (i as u64) * PAGE;
+            // A 2 MiB entry where the CPU maps a THP with a PMD and the GPU and CPU offsets
+            // inside the 2 MiB block agree.
+            if hmm::pfn_to_map_order(e) >= 9 && gva % LARGE_PAGE == cva % LARGE_PAGE {
+                let block = gva & !(LARGE_PAGE - 1);
+                shared.pt.grow(block, block + LARGE_PAGE).ok();
+                let off = gva - block;
+                if shared.pt.map_2m(&token, block, phys - off, writable).is_ok() {
+                    let next = ((block + LARGE_PAGE - p.gpu) / PAGE) as usize;
+                    written += LARGE_PAGE / PAGE;
+                    i = next.max(i + 1);
+                    continue;
+                }
+            }
+            shared.pt.map_4k(&token, gva, phys, writable)?;
+            written += 1;
+            i += 1;
+        }
+        drop(guard);
+        shared.stats.pages_mapped.fetch_add(written, Ordering::Relaxed);
+        return Ok((written, seq));
+    }
+}
+
+/// Services a device fault at GPU VA `va` of an SVM context (GPU VA == CPU VA): mirrors a
+/// window of pages around it, inside its VMA.
+pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
+    shared: &Shared,
+    n: &IntervalNotifier<T>,
+    va: u64,
+    write: bool,
+) -> Result {
+    let mm = shared.mm.mmget_not_zero().ok_or(EFAULT)?;
+    let va = va & !(PAGE - 1);
+    // The window: from the faulting page to at most WINDOW pages, inside the VMA (a
+    // snapshot that crosses into an unmapped hole would fail).
+    let end = {
+        let mmap = mm.mmap_read_lock();
+        let vma = mmap.vma_lookup(va as usize).ok_or(EFAULT)?;
+        check_vma(vma)?;
+        (vma.end() as u64).min(va + (WINDOW as u64) * PAGE)
+    };
+    let npages = ((end - va) / PAGE).max(1) as usize;
+    populate(shared, n, &mm, Placement { cpu: va, gpu: va }, npages, write)?;
+    shared.stats.faults_serviced.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

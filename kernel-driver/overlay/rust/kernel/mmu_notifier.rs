@@ -259,3 +259,104 @@ impl<T: IntervalNotifierOps> PinnedDrop for IntervalNotifier<T> {
         unsafe { bindings::mmu_interval_notifier_remove(self.raw.get()) };
     }
 }
+
+/// What a [`RangeNotifier`]'s owner implements: the classic start/end callbacks.
+pub trait RangeNotifierOps: Send + Sync + Sized {
+    /// Before CPU page-table entries in `range` change. Return `Err(EAGAIN)` only when the
+    /// range is not blockable and the callback would have to sleep.
+    fn start(&self, range: &Range<'_>) -> Result;
+    /// After they changed.
+    fn end(&self, range: &Range<'_>);
+}
+
+/// A classic `struct mmu_notifier` with `invalidate_range_start`/`_end` over a whole mm.
+///
+/// New code mirrors with [`IntervalNotifier`] and its sequence count. This type exists so
+/// that tests can reproduce the pre-2019 "valid flag" scheme, which the start/end pair
+/// cannot make correct on its own.
+///
+/// # Invariants
+///
+/// `raw` is registered on `mm` with `Self::OPS` until `drop` unregisters it.
+#[pin_data(PinnedDrop)]
+pub struct RangeNotifier<T: RangeNotifierOps> {
+    #[pin]
+    raw: Opaque<bindings::mmu_notifier>,
+    data: T,
+    mm: crate::sync::aref::ARef<crate::mm::Mm>,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+// SAFETY: The C notifier is usable from any thread; `T` is `Send + Sync`.
+unsafe impl<T: RangeNotifierOps> Send for RangeNotifier<T> {}
+// SAFETY: As above.
+unsafe impl<T: RangeNotifierOps> Sync for RangeNotifier<T> {}
+
+impl<T: RangeNotifierOps> RangeNotifier<T> {
+    const OPS: bindings::mmu_notifier_ops = {
+        // SAFETY: All-zeroes (no callbacks) is a valid `mmu_notifier_ops`.
+        let mut ops: bindings::mmu_notifier_ops = unsafe { core::mem::zeroed() };
+        ops.invalidate_range_start = Some(Self::start_callback);
+        ops.invalidate_range_end = Some(Self::end_callback);
+        ops
+    };
+
+    /// Registers on `mm` (takes the mmap lock for writing).
+    pub fn register(mm: &MmWithUser, data: T) -> impl PinInit<Self, Error> {
+        let raw_mm = mm.as_raw();
+        let grabbed: crate::sync::aref::ARef<crate::mm::Mm> = crate::sync::aref::ARef::from(&**mm);
+        try_pin_init!(Self {
+            raw <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_notifier| {
+                // SAFETY: `slot` is valid pinned memory; zero it, then set the ops.
+                unsafe {
+                    slot.write(core::mem::zeroed());
+                    (*slot).ops = &Self::OPS;
+                }
+                // SAFETY: `slot` is initialized; `raw_mm` has users.
+                to_result(unsafe { bindings::mmu_notifier_register(slot, raw_mm) })
+            }),
+            data,
+            mm: grabbed,
+            _pin: PhantomPinned,
+        }? Error)
+    }
+
+    /// The owner's data.
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+
+    unsafe extern "C" fn start_callback(
+        raw: *mut bindings::mmu_notifier,
+        range: *const bindings::mmu_notifier_range,
+    ) -> c_int {
+        // SAFETY: Only our notifiers have `OPS`; `raw` is the `raw` field of a pinned,
+        // registered `RangeNotifier<T>`, alive until unregistration (which waits for us).
+        let this = unsafe { &*crate::container_of!(Opaque::cast_from(raw).cast_mut(), Self, raw) };
+        // SAFETY: The core passes a valid range for the duration of the call.
+        match this.data.start(&Range(unsafe { &*range })) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn end_callback(
+        raw: *mut bindings::mmu_notifier,
+        range: *const bindings::mmu_notifier_range,
+    ) {
+        // SAFETY: As in `start_callback`.
+        let this = unsafe { &*crate::container_of!(Opaque::cast_from(raw).cast_mut(), Self, raw) };
+        // SAFETY: As in `start_callback`.
+        this.data.end(&Range(unsafe { &*range }));
+    }
+}
+
+#[pinned_drop]
+impl<T: RangeNotifierOps> PinnedDrop for RangeNotifier<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: Registered on `mm` (type invariant), which is grabbed; unregistration waits
+        // for running callbacks.
+        unsafe { bindings::mmu_notifier_unregister(self.raw.get(), self.mm.as_raw()) };
+    }
+}

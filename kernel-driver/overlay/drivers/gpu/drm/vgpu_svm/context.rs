@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     bindings,
     mm::Mm,
-    mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Range, Seq},
+    mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Range, RangeNotifier, RangeNotifierOps, Seq},
     new_mutex,
     prelude::*,
     sync::{aref::ARef, Arc, Mutex},
@@ -193,4 +193,31 @@ pub(crate) fn svm_notifier(
         IntervalNotifier::insert(mm, 0, VA_LIMIT as usize, SvmMirror { shared }),
         GFP_KERNEL,
     )
+}
+
+/// Debug only (`legacy_valid_flag`): the pre-2019 scheme's flag, cleared when an
+/// invalidation starts and set again when it ends. The populate loop then trusts the flag
+/// instead of the sequence, which misses invalidations that begin and end between
+/// `hmm_range_fault` and taking the lock: the negative control the checker must catch.
+pub(crate) struct LegacyFlag {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl RangeNotifierOps for LegacyFlag {
+    fn start(&self, _range: &Range<'_>) -> Result {
+        self.shared.legacy_valid.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn end(&self, _range: &Range<'_>) {
+        self.shared.legacy_valid.store(true, Ordering::Release);
+    }
+}
+
+/// Registers the legacy flag notifier on `mm`.
+pub(crate) fn legacy_notifier(
+    mm: &kernel::mm::MmWithUser,
+    shared: Arc<Shared>,
+) -> Result<Pin<KBox<RangeNotifier<LegacyFlag>>>> {
+    KBox::pin_init(RangeNotifier::register(mm, LegacyFlag { shared }), GFP_KERNEL)
 }

@@ -29,6 +29,8 @@ pub(crate) type SvmNotifier = IntervalNotifier<SvmMirror>;
 struct Ctx {
     shared: Arc<Shared>,
     svm: Option<Pin<KBox<SvmNotifier>>>,
+    /// Debug only: the legacy valid-flag notifier (see `debug.rs`).
+    legacy: Option<Pin<KBox<kernel::mmu_notifier::RangeNotifier<context::LegacyFlag>>>>,
     /// Bound userptr objects.
     bound: KVec<ARef<Object>>,
     next_job: u64,
@@ -38,6 +40,7 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         // Order: stop the callbacks (removal waits for running ones), then the device.
         self.svm = None;
+        self.legacy = None;
         for o in self.bound.iter() {
             if let Some(n) = o.notifier.lock().as_ref() {
                 n.data().gpu_va.store(0, Ordering::Release);
@@ -111,7 +114,7 @@ impl File {
                 let _ = shared.ctrl.ctx_destroy(id);
                 return Err(e);
             }
-            st.ctx = Some(Ctx { shared, svm: None, bound: KVec::new(), next_job: 1 });
+            st.ctx = Some(Ctx { shared, svm: None, legacy: None, bound: KVec::new(), next_job: 1 });
         }
         st.ctx.as_mut().ok_or(EINVAL)
     }
@@ -156,8 +159,12 @@ impl File {
         let want = req.flags & uapi::VGPU_SVM_CTX_SVM != 0;
         if want && ctx.svm.is_none() {
             ctx.svm = Some(context::svm_notifier(&mm, ctx.shared.clone())?);
+            if crate::debug::legacy_valid_flag() {
+                ctx.legacy = Some(context::legacy_notifier(&mm, ctx.shared.clone())?);
+            }
         } else if !want {
             ctx.svm = None;
+            ctx.legacy = None;
         }
         ctx.shared.svm.store(want, Ordering::Release);
         Ok(0)

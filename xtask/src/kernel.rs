@@ -89,7 +89,7 @@ fn extract(deb: &Path, tree: &Path) -> Result<()> {
     fs::create_dir_all(&tmp)?;
     say!("kernel: extracting {} (about 20 s)", deb.display());
     let script = format!(
-        "dpkg-deb --fsys-tarfile '{}' | tar -xO --wildcards 'usr/src/linux-source-*.tar.xz' | tar -xJ -C '{}'",
+        "dpkg-deb --fsys-tarfile '{}' | tar -xO --wildcards '*usr/src/linux-source-*.tar.xz' | tar -xJ -C '{}'",
         deb.display(),
         tmp.display()
     );

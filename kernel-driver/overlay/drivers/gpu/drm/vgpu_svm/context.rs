@@ -19,7 +19,7 @@ use kernel::{
 use crate::{
     debug,
     gpu::{ControlQueue, InvalidateMsg},
-    pagetable::{PageTable, UpdateToken, VA_LIMIT},
+    pagetable::{PageTable, UpdateToken, LARGE_PAGE, PAGE, VA_LIMIT},
 };
 
 /// Number of `enum mmu_notifier_event` slots counted.
@@ -158,7 +158,10 @@ impl Shared {
             return true;
         }
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.inval.send(&self.ctrl, gs & !0xfff, ((ge + 0xfff) & !0xfff) - (gs & !0xfff)) {
+        // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
+        let align = if cleared.large { LARGE_PAGE } else { PAGE };
+        let (fs, fe) = (gs & !(align - 1), (ge + align - 1) & !(align - 1));
+        if let Err(e) = self.inval.send(&self.ctrl, fs, fe - fs) {
             pr_err!("vgpu_svm: ctx {}: device INVALIDATE failed ({e:?}); context disabled\n", self.ctx_id);
             self.broken.store(true, Ordering::Release);
         }

@@ -122,11 +122,16 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             let writable = e & hmm::PFN_WRITE != 0;
             let phys = hmm::pfn_to_phys(e);
             let cva = p.cpu + (i as u64) * PAGE;
-            // A 2 MiB entry where the CPU maps a THP with a PMD and the GPU and CPU offsets
-            // inside the 2 MiB block agree.
-            if hmm::pfn_to_map_order(e) >= 9 && gva % LARGE_PAGE == cva % LARGE_PAGE {
+            // A 2 MiB entry where the CPU maps a THP with a PMD, the GPU and CPU offsets inside
+            // the 2 MiB block agree, and the notifier watches the whole block (a userptr
+            // object's notifier covers only its range). `grow` above prepared the table.
+            let cpu_block = cva & !(LARGE_PAGE - 1);
+            if hmm::pfn_to_map_order(e) >= 9
+                && gva % LARGE_PAGE == cva % LARGE_PAGE
+                && cpu_block >= n.start() as u64
+                && cpu_block + LARGE_PAGE <= (n.start() + n.length()) as u64
+            {
                 let block = gva & !(LARGE_PAGE - 1);
-                shared.pt.grow(block, block + LARGE_PAGE).ok();
                 let off = gva - block;
                 if shared.pt.map_2m(&token, block, phys - off, writable).is_ok() {
                     let next = ((block + LARGE_PAGE - p.gpu) / PAGE) as usize;

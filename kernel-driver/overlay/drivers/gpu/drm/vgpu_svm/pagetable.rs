@@ -110,6 +110,8 @@ pub(crate) struct Cleared {
     pub(crate) entries: u64,
     /// Of those, entries the device had written through (their pages were marked dirty).
     pub(crate) dirty: u64,
+    /// A 2 MiB leaf was among them (the device must drop its whole translation).
+    pub(crate) large: bool,
 }
 
 /// A context's GPU page table.
@@ -261,6 +263,7 @@ impl PageTable {
                 if old & VALID != 0 {
                     out.entries += 1;
                     out.dirty += u64::from(old & DIRTY != 0);
+                    out.large = true;
                     Self::retire(old, true);
                 }
             }

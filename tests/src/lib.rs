@@ -4,7 +4,16 @@
 //! static executable and run inside the VM (e.g. `/bin/vgpu-smoke`). They
 //! report in TAP through [`tap::Tap`]: one line per check, a final
 //! `# N passed, M failed` line, and exit status 1 if anything failed.
+//!
+//! `vgpu-coherence` is the coherence suite: [`cases::CASES`] run by the
+//! machinery in [`coherence`] over test memory from [`mem`], with fork
+//! helpers in [`child`] and the guest's knobs in [`sysutil`].
 
 #![warn(missing_docs)]
 
+pub mod cases;
+pub mod child;
+pub mod coherence;
+pub mod mem;
+pub mod sysutil;
 pub mod tap;

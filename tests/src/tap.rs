@@ -35,6 +35,8 @@ pub struct Summary {
     pub failed: usize,
     /// The plan, if one was given.
     pub planned: Option<usize>,
+    /// Of the passed tests, how many were skips (`ok N - ... # SKIP why`).
+    pub skipped: usize,
 }
 
 impl Summary {
@@ -69,6 +71,7 @@ pub struct Tap<W: Write = io::Stdout> {
     planned: Option<usize>,
     passed: usize,
     failed: usize,
+    skipped: usize,
 }
 
 impl Tap<io::Stdout> {
@@ -93,6 +96,7 @@ impl<W: Write> Tap<W> {
             planned: plan,
             passed: 0,
             failed: 0,
+            skipped: 0,
         };
         tap.line("TAP version 13");
         if let Some(n) = plan {
@@ -123,6 +127,19 @@ impl<W: Write> Tap<W> {
         for l in diag.lines() {
             self.line(&format!("#   {l}"));
         }
+    }
+
+    /// Reports a test that was skipped: `ok N - desc # SKIP reason`. TAP
+    /// counts it as passed; [`Summary::skipped`] counts it too.
+    pub fn skip(&mut self, desc: &str, reason: &str) {
+        let n = self.next_number();
+        self.passed += 1;
+        self.skipped += 1;
+        self.line(&format!(
+            "ok {n} - {} # SKIP {}",
+            escape(desc),
+            reason.replace(['\n', '\r'], " ")
+        ));
     }
 
     /// Reports `desc` as passed if `cond`, failed otherwise. Returns `cond`.
@@ -190,10 +207,14 @@ impl<W: Write> Tap<W> {
             Some(_) => {}
         }
         self.line(&format!("# {} passed, {} failed", self.passed, self.failed));
+        if self.skipped > 0 {
+            self.line(&format!("# {} of the passed were skipped", self.skipped));
+        }
         Summary {
             passed: self.passed,
             failed: self.failed,
             planned: self.planned,
+            skipped: self.skipped,
         }
     }
 
@@ -239,7 +260,8 @@ mod tests {
             Summary {
                 passed: 2,
                 failed: 0,
-                planned: Some(2)
+                planned: Some(2),
+                skipped: 0,
             }
         );
         assert!(s.success());
@@ -337,6 +359,24 @@ mod tests {
         });
         assert!(out.contains("# hello\n# world\n"), "{out}");
         assert!(out.contains("ok 1 - has \\# hash and newline\n"), "{out}");
+    }
+
+    #[test]
+    fn skip_is_an_ok_line_with_a_directive() {
+        let (out, s) = run(Some(2), |t| {
+            t.skip("ext2 writeback", "needs CONFIG_EXT2_FS=y\n(guest kernel)");
+            t.pass("other");
+        });
+        assert!(
+            out.contains("ok 1 - ext2 writeback # SKIP needs CONFIG_EXT2_FS=y (guest kernel)\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("# 2 passed, 0 failed\n# 1 of the passed were skipped\n"),
+            "{out}"
+        );
+        assert_eq!((s.passed, s.failed, s.skipped), (2, 0, 1));
+        assert!(s.success());
     }
 
     #[test]

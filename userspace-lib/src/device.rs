@@ -309,7 +309,12 @@ impl Device {
     /// # Safety
     /// `request` must be an ioctl whose argument is a `T`, and every pointer
     /// inside `*arg` must be valid for what the kernel does with it.
-    unsafe fn ioctl<T>(&self, op: &'static str, request: u32, arg: *mut T) -> Result<libc::c_int> {
+    pub(crate) unsafe fn ioctl<T>(
+        &self,
+        op: &'static str,
+        request: u32,
+        arg: *mut T,
+    ) -> Result<libc::c_int> {
         loop {
             // SAFETY: forwarded to the caller.
             let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), request as sys::Request, arg) };
@@ -320,6 +325,28 @@ impl Device {
             if !err.is(libc::EINTR) {
                 return Err(err);
             }
+        }
+    }
+}
+
+impl Device {
+    /// Like [`Device::ioctl`] but without the `EINTR` retry: for ioctls that
+    /// must not be repeated blindly (an interrupted SUBMIT aborted its job).
+    ///
+    /// # Safety
+    /// As for [`Device::ioctl`].
+    pub(crate) unsafe fn ioctl_once<T>(
+        &self,
+        op: &'static str,
+        request: u32,
+        arg: *mut T,
+    ) -> Result<libc::c_int> {
+        // SAFETY: forwarded to the caller.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), request as sys::Request, arg) };
+        if ret == -1 {
+            Err(Error::last_os_error(op))
+        } else {
+            Ok(ret)
         }
     }
 }

@@ -63,6 +63,15 @@ const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
+/// `_IOW(ty, nr, size)`.
+pub(crate) const fn iow(ty: u8, nr: u8, size: usize) -> u32 {
+    assert!(size < (1 << IOC_SIZEBITS), "ioctl argument too large");
+    (IOC_WRITE << IOC_DIRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
+        | ((ty as u32) << IOC_TYPESHIFT)
+        | ((nr as u32) << IOC_NRSHIFT)
+}
+
 /// `_IOWR(ty, nr, size)`.
 pub(crate) const fn iowr(ty: u8, nr: u8, size: usize) -> u32 {
     assert!(size < (1 << IOC_SIZEBITS), "ioctl argument too large");
@@ -79,10 +88,44 @@ pub(crate) const DRM_IOCTL_BASE: u8 = b'd';
 pub(crate) const DRM_IOCTL_VERSION: u32 =
     iowr(DRM_IOCTL_BASE, 0x00, std::mem::size_of::<drm_version>());
 
-/// `DRM_IOCTL_VGPU_SVM_GET_PARAM`, from the generated bindings (an anonymous
-/// C enum there, whose Rust type is whatever bindgen picks: hence the cast).
+/// `struct drm_gem_close` from `drm.h`: the argument of `DRM_IOCTL_GEM_CLOSE`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct drm_gem_close {
+    pub handle: u32,
+    pub pad: u32,
+}
+
+/// `DRM_IOCTL_GEM_CLOSE` = `DRM_IOW(0x09, struct drm_gem_close)`.
+pub(crate) const DRM_IOCTL_GEM_CLOSE: u32 =
+    iow(DRM_IOCTL_BASE, 0x09, std::mem::size_of::<drm_gem_close>());
+
+// The driver's ioctl numbers, from the generated bindings (an anonymous C enum
+// there, whose Rust type is whatever bindgen picks: hence the casts).
+
+/// `DRM_IOCTL_VGPU_SVM_GET_PARAM`.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) const DRM_IOCTL_VGPU_SVM_GET_PARAM: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_GET_PARAM as u32;
+/// `DRM_IOCTL_VGPU_SVM_CTX_CONFIG`.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const DRM_IOCTL_VGPU_SVM_CTX_CONFIG: u32 =
+    vgpu_uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32;
+/// `DRM_IOCTL_VGPU_SVM_USERPTR_CREATE`.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const DRM_IOCTL_VGPU_SVM_USERPTR_CREATE: u32 =
+    vgpu_uapi::DRM_IOCTL_VGPU_SVM_USERPTR_CREATE as u32;
+/// `DRM_IOCTL_VGPU_SVM_BIND`.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const DRM_IOCTL_VGPU_SVM_BIND: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_BIND as u32;
+/// `DRM_IOCTL_VGPU_SVM_UNBIND`.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const DRM_IOCTL_VGPU_SVM_UNBIND: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_UNBIND as u32;
+/// `DRM_IOCTL_VGPU_SVM_SUBMIT`.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const DRM_IOCTL_VGPU_SVM_SUBMIT: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_SUBMIT as u32;
+/// `DRM_IOCTL_VGPU_SVM_STATS`.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const DRM_IOCTL_VGPU_SVM_STATS: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_STATS as u32;
 
 #[cfg(test)]
 mod tests {
@@ -119,6 +162,69 @@ mod tests {
         assert_eq!(size, 16);
         assert_eq!(iowr(DRM_IOCTL_BASE, nr, size), DRM_IOCTL_VGPU_SVM_GET_PARAM);
         assert_eq!(DRM_IOCTL_VGPU_SVM_GET_PARAM, 0xc010_6440);
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn drm_ioctl_gem_close_number() {
+        // The well-known value of DRM_IOCTL_GEM_CLOSE (libdrm's xf86drm.h users see it).
+        assert_eq!(size_of::<drm_gem_close>(), 8);
+        assert_eq!(DRM_IOCTL_GEM_CLOSE, 0x4008_6409);
+    }
+
+    #[test]
+    fn driver_ioctl_numbers_encode_their_structs() {
+        use vgpu_uapi as u;
+        let nr = |n: u32| (u::DRM_COMMAND_BASE + n) as u8;
+        let b = DRM_IOCTL_BASE;
+        assert_eq!(
+            iow(
+                b,
+                nr(u::DRM_VGPU_SVM_CTX_CONFIG),
+                size_of::<u::drm_vgpu_svm_ctx_config>()
+            ),
+            DRM_IOCTL_VGPU_SVM_CTX_CONFIG
+        );
+        assert_eq!(
+            iowr(
+                b,
+                nr(u::DRM_VGPU_SVM_USERPTR_CREATE),
+                size_of::<u::drm_vgpu_svm_userptr_create>()
+            ),
+            DRM_IOCTL_VGPU_SVM_USERPTR_CREATE
+        );
+        assert_eq!(
+            iow(
+                b,
+                nr(u::DRM_VGPU_SVM_BIND),
+                size_of::<u::drm_vgpu_svm_bind>()
+            ),
+            DRM_IOCTL_VGPU_SVM_BIND
+        );
+        assert_eq!(
+            iow(
+                b,
+                nr(u::DRM_VGPU_SVM_UNBIND),
+                size_of::<u::drm_vgpu_svm_bind>()
+            ),
+            DRM_IOCTL_VGPU_SVM_UNBIND
+        );
+        assert_eq!(
+            iowr(
+                b,
+                nr(u::DRM_VGPU_SVM_SUBMIT),
+                size_of::<u::drm_vgpu_svm_submit>()
+            ),
+            DRM_IOCTL_VGPU_SVM_SUBMIT
+        );
+        // STATS is _IOR: direction bits 2 (read) only.
+        let stats = DRM_IOCTL_VGPU_SVM_STATS;
+        assert_eq!(stats >> 30, 2);
+        assert_eq!(
+            (stats >> 16) & 0x3fff,
+            size_of::<u::drm_vgpu_svm_stats>() as u32
+        );
+        assert_eq!(stats & 0xff, u32::from(nr(u::DRM_VGPU_SVM_STATS)));
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! The coherence suite's case table: one entry per scenario of DESIGN.md
+//! ("The coherence suite"), each run in the modes it supports.
+
+mod mm;
+mod process;
+mod vma;
+
+use crate::coherence::{Case, Mode};
+
+const fn case(
+    name: &'static str,
+    about: &'static str,
+    modes: &'static [Mode],
+    demo: bool,
+    run: fn(&mut crate::coherence::Cx) -> crate::coherence::CaseResult,
+) -> Case {
+    Case {
+        name,
+        about,
+        modes,
+        demo,
+        expect_violations: false,
+        run,
+    }
+}
+
+const fn negative(
+    name: &'static str,
+    about: &'static str,
+    run: fn(&mut crate::coherence::Cx) -> crate::coherence::CaseResult,
+) -> Case {
+    Case {
+        name,
+        about,
+        modes: Mode::SVM,
+        demo: false,
+        expect_violations: true,
+        run,
+    }
+}
+
+/// Every case, in run order (cheap first; the OOM case and the negative
+/// controls last).
+pub const CASES: &[Case] = &[
+    case(
+        "basic",
+        "every op kind; CPU and device see each other's writes; EFAULT/EPERM refusals",
+        Mode::BOTH,
+        false,
+        vma::basic,
+    ),
+    case(
+        "fork_cow",
+        "fork of private memory: device and CPU writes after fork stay on their side of COW",
+        Mode::BOTH,
+        true,
+        vma::fork_cow,
+    ),
+    case(
+        "fork_shared",
+        "fork of MAP_SHARED memory: both processes and their devices see every write",
+        Mode::BOTH,
+        false,
+        vma::fork_shared,
+    ),
+    case(
+        "cow_zero_page",
+        "device reads map the zero page; CPU and device writes replace it",
+        Mode::BOTH,
+        false,
+        vma::cow_zero_page,
+    ),
+    case(
+        "gup_ro_race",
+        "device reads race CPU writes and forks; quiescent device hash == CPU view",
+        Mode::BOTH,
+        false,
+        vma::gup_ro_race,
+    ),
+    case(
+        "munmap",
+        "after munmap device access fails with EFAULT; a new mapping at the VA is seen",
+        Mode::BOTH,
+        false,
+        vma::munmap,
+    ),
+    case(
+        "mremap",
+        "mremap move: data at the new VA, EFAULT at the old one",
+        Mode::BOTH,
+        false,
+        vma::mremap_move,
+    ),
+    case(
+        "mremap_dontunmap",
+        "MREMAP_DONTUNMAP: data at the new VA, zeros at the old one",
+        Mode::BOTH,
+        false,
+        vma::mremap_dontunmap,
+    ),
+    case(
+        "mprotect",
+        "read-only refuses device writes (data intact), PROT_NONE refuses reads",
+        Mode::BOTH,
+        false,
+        vma::mprotect,
+    ),
+    case(
+        "madv_dontneed",
+        "MADV_DONTNEED: dropped pages are zeros to CPU and device",
+        Mode::BOTH,
+        false,
+        vma::madv_dontneed,
+    ),
+    case(
+        "madv_free",
+        "MADV_FREE: device writes after it survive MADV_PAGEOUT (folio dirtied)",
+        Mode::BOTH,
+        false,
+        vma::madv_free,
+    ),
+    case(
+        "soft_dirty",
+        "clear_refs 4: device writes land and re-dirty the pages",
+        Mode::BOTH,
+        false,
+        vma::soft_dirty,
+    ),
+    case(
+        "thp_collapse",
+        "MADV_COLLAPSE of device-mapped small pages into a THP",
+        Mode::BOTH,
+        true,
+        mm::thp_collapse,
+    ),
+    case(
+        "thp_split",
+        "a device-mapped THP split by mprotect of one page and MADV_DONTNEED",
+        Mode::BOTH,
+        true,
+        mm::thp_split,
+    ),
+    case(
+        "numa_move_pages",
+        "move_pages between nodes 0 and 1 and back",
+        Mode::BOTH,
+        true,
+        mm::numa_move_pages,
+    ),
+    case(
+        "numa_mbind",
+        "mbind(MPOL_BIND, MPOL_MF_MOVE) between nodes 0 and 1 and back",
+        Mode::BOTH,
+        false,
+        mm::numa_mbind,
+    ),
+    case(
+        "numa_migrate_pages",
+        "migrate_pages of the process between nodes 0 and 1 and back",
+        Mode::BOTH,
+        false,
+        mm::numa_migrate_pages,
+    ),
+    case(
+        "compaction",
+        "compact_memory with device-mapped pages in fragmented memory",
+        Mode::BOTH,
+        false,
+        mm::compaction,
+    ),
+    case(
+        "ksm",
+        "KSM merge of device-mapped pages, device write breaks it, unmerge",
+        Mode::BOTH,
+        false,
+        mm::ksm,
+    ),
+    case(
+        "swap_zram",
+        "MADV_PAGEOUT to zram swap of device-written pages, device swap-in",
+        Mode::BOTH,
+        true,
+        mm::swap_zram,
+    ),
+    case(
+        "file_truncate",
+        "MAP_SHARED tmpfs file: read/write agree, ftruncate tail faults, punch hole",
+        Mode::BOTH,
+        false,
+        mm::file_truncate,
+    ),
+    case(
+        "file_writeback",
+        "device writes to an ext2 file survive msync, drop_caches and remount",
+        Mode::BOTH,
+        false,
+        mm::file_writeback,
+    ),
+    case(
+        "hugetlbfs",
+        "MAP_HUGETLB memory: device writes, huge page COW after fork, DONTNEED",
+        Mode::BOTH,
+        false,
+        mm::hugetlbfs,
+    ),
+    case(
+        "exit_mid_job",
+        "a child killed (or exiting) during a long device job",
+        Mode::BOTH,
+        false,
+        process::exit_mid_job,
+    ),
+    case(
+        "stress",
+        "device jobs against a bounded mix of mm operations from another thread",
+        Mode::BOTH,
+        false,
+        process::stress,
+    ),
+    case(
+        "oom_two_contexts",
+        "a child mirrored by two contexts is OOM-killed (OOM reaper)",
+        Mode::SVM,
+        false,
+        process::oom_two_contexts,
+    ),
+    negative(
+        "neg_skip_invalidate",
+        "debugfs skip_invalidate: COW, munmap and migration must be caught",
+        process::neg_skip_invalidate,
+    ),
+    negative(
+        "neg_legacy_race",
+        "debugfs legacy_valid_flag + delay: the race must be caught",
+        process::neg_legacy_race,
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_selectable() {
+        let mut names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), CASES.len());
+        for c in CASES {
+            assert!(!c.modes.is_empty(), "{}", c.name);
+            assert!(
+                c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn demo_subset_covers_fork_numa_thp_swap() {
+        let demo: Vec<&str> = CASES.iter().filter(|c| c.demo).map(|c| c.name).collect();
+        for want in ["fork_cow", "numa_move_pages", "thp_collapse", "swap_zram"] {
+            assert!(demo.contains(&want), "{want} not in {demo:?}");
+        }
+    }
+
+    #[test]
+    fn negative_controls_expect_violations() {
+        for c in CASES {
+            assert_eq!(
+                c.expect_violations,
+                c.name.starts_with("neg_"),
+                "{}",
+                c.name
+            );
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The coherence suite's per-case results, read from the guest console.
+//!
+//! `vgpu-coherence` prints one line per case run:
+//! `vgpu-case: {"scenario":"fork_cow","mode":"svm","accesses_checked":123,"violations":0,
+//! "expect_violations":false,"passed":true,"skipped":false,"duration_ms":42,
+//! "events":{"unmap":0,...},"detail":""}`. [`summary_from_console`] collects them,
+//! [`write_summary`] writes `target/vgpu/coherence-summary.json` (an array of those objects), and
+//! [`print_table`] shows them.
+//!
+//! Wiring (for `main.rs`): after a VM run, `let cases = coherence::summary_from_console(&console)?;`
+//! then `coherence::write_summary(&cases, &paths::out().join("coherence-summary.json"))?;` and
+//! `coherence::print_table(&cases);`.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The marker in front of each case's JSON on the console.
+pub const CASE_PREFIX: &str = "vgpu-case: ";
+
+/// One run of one coherence case (a scenario in a mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub scenario: String,
+    /// `svm` or `userptr`.
+    pub mode: String,
+    /// Device accesses checked against the CPU page tables during the case.
+    pub accesses_checked: u64,
+    /// Coherence violations the device found during the case.
+    pub violations: u64,
+    /// A negative control (the device must find violations).
+    pub expect_violations: bool,
+    pub passed: bool,
+    #[serde(default)]
+    pub skipped: bool,
+    pub duration_ms: u64,
+    /// Driver notifier callbacks during the case, by `mmu_notifier_event` name.
+    #[serde(default)]
+    pub events: BTreeMap<String, u64>,
+    /// Skip reason or failures.
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl CaseResult {
+    /// `PASS`, `FAIL` or `SKIP`.
+    pub fn status(&self) -> &'static str {
+        if self.skipped {
+            "SKIP"
+        } else if self.passed {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    }
+}
+
+/// Every `vgpu-case:` line of a console log, in order. The marker may sit anywhere in a line (a
+/// kernel message can land in front of it on a shared serial console); text after the JSON
+/// object is ignored. A marker whose JSON does not parse is an error naming the line.
+pub fn summary_from_console(console: &str) -> Result<Vec<CaseResult>> {
+    let mut cases = Vec::new();
+    for (i, raw) in console.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        let Some(at) = line.find(CASE_PREFIX) else {
+            continue;
+        };
+        let json = &line[at + CASE_PREFIX.len()..];
+        let mut stream = serde_json::Deserializer::from_str(json).into_iter::<CaseResult>();
+        match stream.next() {
+            Some(Ok(c)) => cases.push(c),
+            Some(Err(e)) => bail!("console line {}: bad vgpu-case JSON ({e}): {line}", i + 1),
+            None => bail!("console line {}: vgpu-case without JSON: {line}", i + 1),
+        }
+    }
+    Ok(cases)
+}
+
+/// Writes the cases as a pretty JSON array to `path` (creating its directory).
+pub fn write_summary(cases: &[CaseResult], path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut text = serde_json::to_string_pretty(cases)?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The table [`print_table`] prints.
+pub fn format_table(cases: &[CaseResult]) -> String {
+    let mut s = String::new();
+    let w = cases.iter().map(|c| c.scenario.len()).max().unwrap_or(8).max(8);
+    s.push_str(&format!(
+        "  {:<w$}  {:<7}  {:>16}  {:>10}  {}\n",
+        "scenario", "mode", "accesses checked", "violations", "result"
+    ));
+    for c in cases {
+        let mut result = c.status().to_string();
+        if c.expect_violations {
+            result.push_str(" (negative control)");
+        }
+        if (c.skipped || !c.passed) && !c.detail.is_empty() {
+            let d: String = c.detail.chars().take(100).collect();
+            result.push_str(&format!(": {d}"));
+        }
+        s.push_str(&format!(
+            "  {:<w$}  {:<7}  {:>16}  {:>10}  {}\n",
+            c.scenario, c.mode, c.accesses_checked, c.violations, result
+        ));
+    }
+    let pass = cases.iter().filter(|c| c.status() == "PASS").count();
+    let fail = cases.iter().filter(|c| c.status() == "FAIL").count();
+    let skip = cases.iter().filter(|c| c.status() == "SKIP").count();
+    s.push_str(&format!("  coherence: {pass} passed, {fail} failed, {skip} skipped\n"));
+    s
+}
+
+/// Prints one row per case: scenario, mode, accesses checked, violations, result.
+pub fn print_table(cases: &[CaseResult]) {
+    println!("\n== coherence suite");
+    print!("{}", format_table(cases));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSOLE: &str = "\
+vgpu-guest: running vgpu-coherence
+TAP version 13
+1..3
+ok 1 - fork_cow [svm]
+#   12 checks; device: 4096 accesses checked
+vgpu-case: {\"accesses_checked\":4096,\"detail\":\"\",\"duration_ms\":42,\"events\":{\"clear\":0,\"protection_page\":3,\"unmap\":0},\"expect_violations\":false,\"mode\":\"svm\",\"passed\":true,\"scenario\":\"fork_cow\",\"skipped\":false,\"violations\":0}\r
+[   12.345678] random kernel message vgpu-case: {\"scenario\":\"file_writeback\",\"mode\":\"userptr\",\"accesses_checked\":0,\"violations\":0,\"expect_violations\":false,\"passed\":false,\"skipped\":true,\"duration_ms\":1,\"events\":{},\"detail\":\"needs CONFIG_EXT2_FS=y\"} trailing junk
+not ok 3 - neg_skip_invalidate [svm]
+vgpu-case: {\"scenario\":\"neg_skip_invalidate\",\"mode\":\"svm\",\"accesses_checked\":77,\"violations\":0,\"expect_violations\":true,\"passed\":false,\"duration_ms\":9,\"events\":{\"migrate\":2}}
+# 1 passed, 1 failed
+";
+
+    #[test]
+    fn parses_every_case_line() {
+        let cases = summary_from_console(CONSOLE).unwrap();
+        assert_eq!(cases.len(), 3);
+        let c = &cases[0];
+        assert_eq!((c.scenario.as_str(), c.mode.as_str()), ("fork_cow", "svm"));
+        assert_eq!((c.accesses_checked, c.violations, c.duration_ms), (4096, 0, 42));
+        assert!(c.passed && !c.skipped && !c.expect_violations);
+        assert_eq!(c.events["protection_page"], 3);
+        assert_eq!(cases[1].status(), "SKIP");
+        assert_eq!(cases[1].detail, "needs CONFIG_EXT2_FS=y");
+        // Older lines without skipped/detail still parse.
+        assert_eq!(cases[2].status(), "FAIL");
+        assert!(cases[2].expect_violations);
+        assert_eq!(cases[2].events["migrate"], 2);
+    }
+
+    #[test]
+    fn bad_json_names_the_line() {
+        let err = summary_from_console("ok\nvgpu-case: {\"scenario\": 3}\n").unwrap_err();
+        assert!(err.to_string().contains("console line 2"), "{err}");
+        assert!(summary_from_console("vgpu-case: \n").is_err());
+        assert!(summary_from_console("no cases here\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn summary_file_round_trips() {
+        let cases = summary_from_console(CONSOLE).unwrap();
+        let dir = std::env::temp_dir().join(format!("vgpu-coherence-test-{}", std::process::id()));
+        let path = dir.join("sub/coherence-summary.json");
+        write_summary(&cases, &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let back: Vec<CaseResult> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, cases);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v.is_array());
+        assert_eq!(v[0]["scenario"], "fork_cow");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn table_has_a_row_per_case_and_totals() {
+        let cases = summary_from_console(CONSOLE).unwrap();
+        let t = format_table(&cases);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].contains("accesses checked") && lines[0].contains("violations"));
+        assert!(lines[1].contains("fork_cow") && lines[1].contains("4096") && lines[1].ends_with("PASS"));
+        assert!(lines[2].contains("SKIP: needs CONFIG_EXT2_FS=y"), "{t}");
+        assert!(lines[3].contains("FAIL (negative control)"), "{t}");
+        assert_eq!(lines[4], "  coherence: 1 passed, 1 failed, 1 skipped");
+    }
+}

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the one entry point of vgpu-svm. Provisioning, kernel build, guest image,
 //! VM runs, tests and the demo.
 
+mod cexample;
 mod cmd;
+mod coherence;
 mod guest;
 mod initramfs;
 mod kernel;
@@ -106,6 +108,9 @@ fn build_device() -> Result<PathBuf> {
 fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
     let built = kernel::build(o.flavor)?;
     let mut binaries = guest::build_programs()?;
+    say!("guest: building the C example against libvgpu.a");
+    let c_example = cexample::build_c_example(&paths::workspace(), &paths::guest_target(), &paths::out())?;
+    binaries.push((c_example, cexample::C_EXAMPLE_NAME.into()));
     binaries.push((guest::build_hmm_tests(&built.tree)?, "hmm-tests".into()));
     let spec = initramfs::InitramfsSpec {
         modules: built.modules.clone(),
@@ -152,25 +157,38 @@ fn test(o: &Opts) -> Result<()> {
         return Ok(());
     }
     let outcome = run_job(o, "test")?;
-    let console = std::fs::read_to_string(&outcome.console_log)?;
+    let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
+    let cases = coherence_summary(&console)?;
     let r = report::Report::from_console(&console);
     r.print();
     let status = outcome.guest_status.context("the guest never reported a status (see console.log)")?;
-    if status != 0 || r.failed > 0 || r.passed == 0 {
+    if status != 0 || r.failed > 0 || r.passed == 0 || cases.is_empty() {
         bail!("in-VM tests failed (guest status {status}); console: {}", outcome.console_log.display());
     }
     Ok(())
 }
 
-/// The main job: boot the VM with the device and show the handshake.
+/// Reads the coherence cases from the console, writes target/vgpu/coherence-summary.json
+/// and prints the table.
+fn coherence_summary(console: &str) -> Result<Vec<coherence::CaseResult>> {
+    let cases = coherence::summary_from_console(console)?;
+    let path = paths::out().join("coherence-summary.json");
+    coherence::write_summary(&cases, &path)?;
+    println!("\n== coherence suite ({} cases; {})", cases.len(), path.display());
+    coherence::print_table(&cases);
+    Ok(cases)
+}
+
+/// The main job: boot the VM with the device, show the handshake, run a readable subset of
+/// the coherence suite and the checker catching the legacy valid-flag race.
 fn demo(o: &Opts) -> Result<()> {
     let outcome = run_job(o, "demo")?;
     println!("\n== vgpu-device side of the handshake ({}):", outcome.device_log.display());
-    for l in std::fs::read_to_string(&outcome.device_log)?.lines() {
-        if l.contains("vgpu-device") || l.contains("INFO") {
-            println!("  {l}");
-        }
+    for l in std::fs::read_to_string(&outcome.device_log)?.lines().take(40) {
+        println!("  {l}");
     }
+    let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
+    coherence_summary(&console)?;
     if outcome.guest_status != Some(0) {
         bail!("the demo job failed; console: {}", outcome.console_log.display());
     }

@@ -12,9 +12,10 @@ pub struct Kselftest {
 
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Passed/failed TAP lines of the project's guest programs.
+    /// Passed/failed/skipped TAP lines of the project's guest programs.
     pub passed: u32,
     pub failed: u32,
+    pub skipped: u32,
     /// Descriptions of failed TAP lines.
     pub failures: Vec<String>,
     /// hmm-tests totals, if it ran.
@@ -60,7 +61,11 @@ impl Report {
                     r.failures.push(rest.to_string());
                 }
             } else if line.starts_with("ok ") && line[3..].starts_with(|c: char| c.is_ascii_digit()) {
-                r.passed += 1;
+                if line.contains("# SKIP") {
+                    r.skipped += 1;
+                } else {
+                    r.passed += 1;
+                }
             }
         }
         r
@@ -68,7 +73,12 @@ impl Report {
 
     pub fn print(&self) {
         println!("\n== in-VM results");
-        println!("  vgpu guest programs: {} passed, {} failed", self.passed, self.failed - self.hmm_fail());
+        println!(
+            "  vgpu guest programs: {} passed, {} failed, {} skipped",
+            self.passed,
+            self.failed - self.hmm_fail(),
+            self.skipped
+        );
         for f in &self.failures {
             println!("    not ok {f}");
         }
@@ -81,7 +91,7 @@ impl Report {
         }
         let hmm_pass = self.hmm_tests.map_or(0, |k| k.pass);
         // The plain closing line CI reads.
-        println!("vm: {} passed, {} failed", self.passed + hmm_pass, self.failed);
+        println!("vm: {} passed, {} failed, {} skipped", self.passed + hmm_pass, self.failed, self.skipped);
     }
 
     fn hmm_fail(&self) -> u32 {
@@ -100,6 +110,7 @@ TAP version 13
 ok 1 - render node exists
 not ok 2 - name is vgpu_svm
 ok 3 - protocol version
+ok 4 - ext2 writeback # SKIP no ext2
 # 2 passed, 1 failed
 vgpu-guest: running hmm-tests
 TAP version 13
@@ -113,6 +124,7 @@ vgpu-guest: hmm-tests done
     fn counts_tap_and_kselftest_totals_separately() {
         let r = Report::from_console(CONSOLE);
         assert_eq!(r.passed, 2);
+        assert_eq!(r.skipped, 1);
         assert_eq!(r.failed, 2); // one TAP failure + one hmm-tests failure
         assert_eq!(r.failures, vec!["2 - name is vgpu_svm".to_string()]);
         assert_eq!(r.hmm_tests, Some(Kselftest { pass: 38, fail: 1, skip: 38, error: 0 }));

@@ -14,6 +14,15 @@
 //!   QEMU prints "EDID requested but the backend doesn't support it").
 //! - `exit_event` is implemented, or dropping the daemon after a disconnect
 //!   deadlocks on the worker thread.
+//!
+//! Deferred answers (VGPU_SVM JOB/RESUME) complete out of order from the
+//! job workers through a [`ChainResponder`]: it writes the answer into the
+//! chain's writable buffers and, under the vring lock, adds the used element
+//! and asks the queue whether the driver wants an interrupt (EVENT_IDX
+//! `used_event` suppression is evaluated under the same lock as every other
+//! `add_used`, so the queue's bookkeeping stays exact). A [`Gate`] generation
+//! makes answers of a queue that was reset or stopped vanish instead of
+//! landing in the next incarnation of the ring.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +45,8 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::device::{ChainError, Device, NUM_CAPSETS};
+use crate::context::Responder;
+use crate::device::{ChainError, Device, Reply, NUM_CAPSETS};
 use crate::stats::StatsFile;
 use crate::virtio_gpu::{Config, F_CONTEXT_INIT, F_EDID, F_VIRGL};
 
@@ -92,11 +102,44 @@ pub enum QueueKind {
     Cursor,
 }
 
+/// The device-writable buffers of a chain.
+pub type Writable = Vec<(GuestAddress, usize)>;
+
+/// Makes the responder of a deferred answer from the chain's writable buffers.
+pub type DeferFn<'a> = dyn FnMut(Writable) -> Box<dyn Responder> + 'a;
+
+/// Scatters `resp` over `writable`; returns the bytes written.
+pub fn scatter<M: GuestMemory + ?Sized>(
+    mem: &M,
+    writable: &[(GuestAddress, usize)],
+    resp: &[u8],
+) -> Result<usize, usize> {
+    let mut written = 0usize;
+    for &(addr, len) in writable {
+        if written == resp.len() {
+            break;
+        }
+        let n = len.min(resp.len() - written);
+        if mem.write_slice(&resp[written..written + n], addr).is_err() {
+            return Err(written);
+        }
+        written += n;
+    }
+    Ok(written)
+}
+
 /// Handles one descriptor chain: gathers the device-readable bytes, hands
 /// them to the device, scatters the response over the device-writable
-/// buffers. Returns the number of bytes written (the used length). Never
-/// panics on guest-controlled input.
-pub fn process_chain<M, I>(mem: &M, chain: I, device: &mut Device, kind: QueueKind) -> u32
+/// buffers. Returns the number of bytes written (the used length), or None
+/// when the answer is deferred (`defer` made its responder). Never panics on
+/// guest-controlled input.
+pub fn process_chain<M, I>(
+    mem: &M,
+    chain: I,
+    device: &mut Device,
+    kind: QueueKind,
+    defer: &mut DeferFn<'_>,
+) -> Option<u32>
 where
     M: GuestMemory + ?Sized,
     I: IntoIterator<Item = Descriptor>,
@@ -130,7 +173,13 @@ where
     }
     let capacity: usize = writable.iter().map(|&(_, l)| l).sum();
     let resp = match (kind, err) {
-        (QueueKind::Control, None) => device.handle_control(&req, capacity),
+        (QueueKind::Control, None) => {
+            let mut make = || defer(writable.clone());
+            match device.handle_control_with(&req, capacity, &mut make) {
+                Reply::Now(b) => b,
+                Reply::Later => return None,
+            }
+        }
         (QueueKind::Control, Some(e)) => device.chain_error(e, &req, capacity),
         (QueueKind::Cursor, None) => {
             device.handle_cursor(&req);
@@ -141,23 +190,23 @@ where
             Vec::new()
         }
     };
-    let mut written = 0usize;
-    for (addr, len) in writable {
-        if written == resp.len() {
-            break;
-        }
-        let n = len.min(resp.len() - written);
-        if mem.write_slice(&resp[written..written + n], addr).is_err() {
-            device.note_chain_error(ChainError::BadGuestAddress);
-            break;
-        }
-        written += n;
-    }
-    written as u32
+    let written = scatter(mem, &writable, &resp).unwrap_or_else(|w| {
+        device.note_chain_error(ChainError::BadGuestAddress);
+        w
+    });
+    Some(written as u32)
 }
 
-/// Processes every available chain of `queue`. Returns how many were used.
-pub fn process_queue<M>(queue: &mut Queue, mem: &M, device: &mut Device, kind: QueueKind) -> usize
+/// Processes every available chain of `queue`. Returns how many were used
+/// now (deferred ones are used later by their responders). `defer` gets the
+/// chain's head index and writable buffers.
+pub fn process_queue<M>(
+    queue: &mut Queue,
+    mem: &M,
+    device: &mut Device,
+    kind: QueueKind,
+    defer: &mut dyn FnMut(u16, Writable) -> Box<dyn Responder>,
+) -> usize
 where
     M: GuestMemory,
 {
@@ -169,16 +218,88 @@ where
             return 0;
         }
     };
-    let n = chains.len();
+    let mut used = 0;
     for chain in chains {
         let head = chain.head_index();
-        let len = process_chain(mem, chain, device, kind);
+        let mut make = |w: Writable| defer(head, w);
+        let Some(len) = process_chain(mem, chain, device, kind, &mut make) else {
+            continue;
+        };
+        used += 1;
         if let Err(e) = queue.add_used(mem, head, len) {
             warn!("{kind:?} queue: add_used({head}): {e}");
             device.note_queue_error();
         }
     }
-    n
+    used
+}
+
+/// Answers of a queue incarnation: a responder of an older generation
+/// (the queue was reset or stopped since) drops its answer.
+#[derive(Debug, Default)]
+pub struct Gate {
+    generation: Mutex<u64>,
+}
+
+impl Gate {
+    /// Invalidates every responder made so far.
+    pub fn bump(&self) {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Completes one deferred control-queue chain from a job worker.
+pub struct ChainResponder {
+    pub head: u16,
+    pub writable: Writable,
+    pub mem: GuestMem,
+    pub vring: VringRwLock<GuestMem>,
+    pub gate: Arc<Gate>,
+    pub generation: u64,
+    pub event_idx: bool,
+}
+
+impl Responder for ChainResponder {
+    fn respond(self: Box<Self>, bytes: &[u8]) {
+        // Held across the whole completion: a reset waits for it, and a
+        // completion after a reset sees the new generation.
+        let gen = self
+            .gate
+            .generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *gen != self.generation {
+            debug!(
+                "answer for chain {} dropped: the queue was reset",
+                self.head
+            );
+            return;
+        }
+        let mem = self.mem.memory();
+        let len = scatter(&*mem, &self.writable, bytes).unwrap_or_else(|w| {
+            warn!("chain {}: answer buffers outside guest memory", self.head);
+            w
+        });
+        let notify = {
+            let mut state = self.vring.get_mut();
+            let queue = state.get_queue_mut();
+            if let Err(e) = queue.add_used(&*mem, self.head, len as u32) {
+                warn!("control queue: add_used({}): {e}", self.head);
+                return;
+            }
+            !self.event_idx || queue.needs_notification(&*mem).unwrap_or(true)
+        };
+        if notify {
+            if let Err(e) = self.vring.signal_used_queue() {
+                warn!("control queue: cannot signal: {e}");
+            }
+        }
+        drop(gen);
+    }
 }
 
 type GuestMem = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -186,6 +307,7 @@ type GuestMem = GuestMemoryAtomic<GuestMemoryMmap>;
 /// The vhost-user backend of vgpu-device.
 pub struct VgpuBackend {
     device: Arc<Mutex<Device>>,
+    gate: Arc<Gate>,
     mem: RwLock<Option<GuestMem>>,
     event_idx: AtomicBool,
     gpu_socket: Mutex<Option<GpuBackend>>,
@@ -199,6 +321,7 @@ impl VgpuBackend {
     pub fn new(device: Arc<Mutex<Device>>, stats: Option<Arc<StatsFile>>) -> Self {
         Self {
             device,
+            gate: Arc::new(Gate::default()),
             mem: RwLock::new(None),
             event_idx: AtomicBool::new(false),
             gpu_socket: Mutex::new(None),
@@ -222,12 +345,24 @@ impl VgpuBackend {
     }
 
     fn process_vring(&self, vring: &VringRwLock<GuestMem>, kind: QueueKind) -> io::Result<()> {
-        let Some(mem) = self.mem.read().unwrap_or_else(|p| p.into_inner()).clone() else {
+        let Some(atomic_mem) = self.mem.read().unwrap_or_else(|p| p.into_inner()).clone() else {
             warn!("{kind:?} queue kicked before the memory table arrived");
             return Ok(());
         };
-        let mem = mem.memory();
+        let mem = atomic_mem.memory();
         let event_idx = self.event_idx.load(Ordering::Relaxed);
+        let generation = self.gate.generation();
+        let mut defer = |head: u16, writable: Writable| -> Box<dyn Responder> {
+            Box::new(ChainResponder {
+                head,
+                writable,
+                mem: atomic_mem.clone(),
+                vring: vring.clone(),
+                gate: self.gate.clone(),
+                generation,
+                event_idx,
+            })
+        };
         loop {
             if event_idx {
                 vring.disable_notification().map_err(io::Error::other)?;
@@ -235,13 +370,19 @@ impl VgpuBackend {
             let (n, notify) = {
                 let mut state = vring.get_mut();
                 let queue = state.get_queue_mut();
-                let n = process_queue(queue, &*mem, &mut self.lock_device(), kind);
+                let n = process_queue(queue, &*mem, &mut self.lock_device(), kind, &mut defer);
                 let notify =
                     n > 0 && (!event_idx || queue.needs_notification(&*mem).unwrap_or(true));
                 (n, notify)
             };
             if notify {
                 vring.signal_used_queue()?;
+            }
+            // Answers of jobs ended by this batch (CTX_DESTROY), now that the
+            // vring is unlocked.
+            let pending = self.lock_device().take_pending();
+            for (c, r) in pending {
+                c.complete(&r);
             }
             debug!("{kind:?} queue: {n} chain(s)");
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
@@ -295,8 +436,20 @@ impl VhostUserBackend for VgpuBackend {
 
     fn reset_device(&self) {
         info!("device reset by the frontend");
+        self.gate.bump();
         self.lock_device().reset();
         self.flush_stats();
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        if queue_index == u32::from(CONTROL_QUEUE) {
+            // Nobody will read the answers of jobs still running: end them,
+            // and drop any answer still on its way.
+            self.gate.bump();
+            self.lock_device().abort_all_jobs();
+            debug!("control queue stopped");
+        }
+        Ok(())
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -336,6 +489,7 @@ impl VhostUserBackend for VgpuBackend {
                 total >> 20
             );
         }
+        self.lock_device().set_memory(mem.clone());
         *self.mem.write().unwrap_or_else(|p| p.into_inner()) = Some(mem);
         Ok(())
     }
@@ -422,7 +576,14 @@ mod tests {
     }
 
     fn dev() -> Device {
-        Device::new(DeviceConfig { max_contexts: 2 })
+        Device::new(DeviceConfig {
+            max_contexts: 2,
+            ..Default::default()
+        })
+    }
+
+    fn no_defer(_: Writable) -> Box<dyn Responder> {
+        unreachable!("no deferred answers here")
     }
 
     #[test]
@@ -441,7 +602,7 @@ mod tests {
             ])
             .unwrap();
         let mut d = dev();
-        let used = process_chain(&m, chain, &mut d, QueueKind::Control);
+        let used = process_chain(&m, chain, &mut d, QueueKind::Control, &mut no_defer).unwrap();
         assert_eq!(used, 24 + 56);
         let mut resp = read(&m, RESP, 30);
         resp.extend(read(&m, RESP + 0x1000, 50));
@@ -461,7 +622,10 @@ mod tests {
         m.write_slice(&req, GuestAddress(REQ)).unwrap();
         let chain = q.build_desc_chain(&[rd(REQ, req.len())]).unwrap();
         let mut d = dev();
-        assert_eq!(process_chain(&m, chain, &mut d, QueueKind::Control), 0);
+        assert_eq!(
+            process_chain(&m, chain, &mut d, QueueKind::Control, &mut no_defer).unwrap(),
+            0
+        );
         assert_eq!(d.stats().contexts_active, 0);
         assert_eq!(d.stats().errors.no_response_buffer, 1);
     }
@@ -474,7 +638,10 @@ mod tests {
             .build_desc_chain(&[rd(MEM_SIZE as u64 - 8, 24), wr(RESP, 64)])
             .unwrap();
         let mut d = dev();
-        assert_eq!(process_chain(&m, chain, &mut d, QueueKind::Control), 24);
+        assert_eq!(
+            process_chain(&m, chain, &mut d, QueueKind::Control, &mut no_defer).unwrap(),
+            24
+        );
         assert_eq!(
             CtrlHdr::parse(&read(&m, RESP, 24)).unwrap().type_,
             ty::RESP_ERR_UNSPEC
@@ -486,7 +653,10 @@ mod tests {
         let chain = q
             .build_desc_chain(&[rd(REQ, 24), wr(u64::MAX - 100, 64)])
             .unwrap();
-        assert_eq!(process_chain(&m, chain, &mut d, QueueKind::Control), 0);
+        assert_eq!(
+            process_chain(&m, chain, &mut d, QueueKind::Control, &mut no_defer).unwrap(),
+            0
+        );
         assert_eq!(d.stats().errors.bad_guest_address, 2);
     }
 
@@ -498,7 +668,10 @@ mod tests {
         m.write_slice(&req, GuestAddress(REQ)).unwrap();
         let chain = q.build_desc_chain(&[wr(RESP, 64), rd(REQ, 24)]).unwrap();
         let mut d = dev();
-        assert_eq!(process_chain(&m, chain, &mut d, QueueKind::Control), 24);
+        assert_eq!(
+            process_chain(&m, chain, &mut d, QueueKind::Control, &mut no_defer).unwrap(),
+            24
+        );
         assert_eq!(
             CtrlHdr::parse(&read(&m, RESP, 24)).unwrap().type_,
             ty::RESP_ERR_UNSPEC
@@ -522,7 +695,7 @@ mod tests {
             RawDescriptor::from(Descriptor::new(REQ, c.len() as u32, next, 1)),
             RawDescriptor::from(Descriptor::new(RESP, 24, w, 0)),
             RawDescriptor::from(Descriptor::new(REQ + 0x1000, s.len() as u32, next, 3)),
-            RawDescriptor::from(Descriptor::new(RESP + 0x100, 24, w, 0)),
+            RawDescriptor::from(Descriptor::new(RESP + 0x100, 200, w, 0)),
         ];
         q.add_desc_chains(&descs, 0).unwrap();
         // Chain 3: an indirect table at 0x30_0000 holding GET_DISPLAY_INFO.
@@ -551,13 +724,22 @@ mod tests {
         .unwrap();
 
         let mut d = dev();
-        assert_eq!(process_queue(&mut queue, &m, &mut d, QueueKind::Control), 3);
+        assert_eq!(
+            process_queue(
+                &mut queue,
+                &m,
+                &mut d,
+                QueueKind::Control,
+                &mut |_, _| unreachable!()
+            ),
+            3
+        );
         assert_eq!(q.used().idx().load(), 3);
         let used: Vec<_> = (0..3)
             .map(|i| q.used().ring().ref_at(i).unwrap().load())
             .map(|e| (e.id(), e.len()))
             .collect();
-        assert_eq!(used, vec![(0, 24), (2, 24), (4, 408)]);
+        assert_eq!(used, vec![(0, 24), (2, 200), (4, 408)]);
         for (addr, t) in [
             (RESP, ty::RESP_OK_NODATA),
             (RESP + 0x100, ty::RESP_OK_NODATA),
@@ -567,7 +749,16 @@ mod tests {
         }
         assert_eq!(d.stats().submits, 1);
         // Nothing more to do.
-        assert_eq!(process_queue(&mut queue, &m, &mut d, QueueKind::Control), 0);
+        assert_eq!(
+            process_queue(
+                &mut queue,
+                &m,
+                &mut d,
+                QueueKind::Control,
+                &mut |_, _| unreachable!()
+            ),
+            0
+        );
     }
 
     #[test]
@@ -580,7 +771,16 @@ mod tests {
         q.add_desc_chains(&[rd(REQ, mc.len()), rd(REQ, 3)], 0)
             .unwrap();
         let mut d = dev();
-        assert_eq!(process_queue(&mut queue, &m, &mut d, QueueKind::Cursor), 2);
+        assert_eq!(
+            process_queue(
+                &mut queue,
+                &m,
+                &mut d,
+                QueueKind::Cursor,
+                &mut |_, _| unreachable!()
+            ),
+            2
+        );
         assert_eq!(q.used().idx().load(), 2);
         assert_eq!(d.stats().cursor_commands, 2);
         assert_eq!(d.stats().errors.truncated_request, 1);

@@ -2,11 +2,17 @@
 //! table, independent of vhost-user.
 //!
 //! The transport (`backend.rs`) gathers a request's readable bytes and the
-//! capacity of its writable buffers, calls [`Device::handle_control`] or
-//! [`Device::handle_cursor`], and writes back the bytes it gets. Everything
-//! here works on plain byte buffers, so it is unit-tested without a guest.
+//! capacity of its writable buffers, calls [`Device::handle_control_with`]
+//! or [`Device::handle_cursor`], and writes back the bytes it gets, or, for a
+//! VGPU_SVM JOB/RESUME, lets the job's worker answer later through a
+//! [`Responder`]. Everything here works on plain byte buffers, so it is
+//! unit-tested without a guest ([`Device::handle_control`] waits for
+//! deferred answers).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use serde::Serialize;
@@ -15,6 +21,9 @@ use vgpu_uapi::{
     VGPU_SVM_FEATURE_CHECKER, VGPU_SVM_PROTOCOL_VERSION,
 };
 
+use crate::context::{Answer, CheckerMode, Completion, Context, EngineConfig, GuestMem, Responder};
+use crate::counters::{SvmCounters, SvmSnapshot};
+use crate::protocol::{self, ErrorCode, Status, SvmResp, RESP_SIZE};
 use crate::virtio_gpu::{
     parse_request, ty, type_name, Command, CtrlHdr, DisplayOne, ParseError, Response,
     CONTEXT_INIT_CAPSET_ID_MASK, CTRL_HDR_SIZE, MAX_SCANOUTS,
@@ -32,12 +41,35 @@ pub const NUM_CAPSETS: u32 = 1;
 pub struct DeviceConfig {
     /// How many VGPU_SVM contexts can exist at once.
     pub max_contexts: u32,
+    /// Job engine and checker parameters.
+    pub engine: EngineConfig,
 }
 
 impl Default for DeviceConfig {
     fn default() -> Self {
-        Self { max_contexts: 16 }
+        Self {
+            max_contexts: 16,
+            engine: EngineConfig::default(),
+        }
     }
+}
+
+/// How a control request was answered.
+pub enum Reply {
+    /// The response bytes (empty: no room for one; nothing was executed).
+    Now(Vec<u8>),
+    /// A JOB/RESUME: the responder will be called by the job's worker.
+    Later,
+}
+
+/// Everything the `--stats` file shows.
+#[derive(Serialize)]
+pub struct StatsDoc<'a> {
+    #[serde(flatten)]
+    pub device: &'a Stats,
+    pub checker: CheckerMode,
+    /// The VGPU_SVM counters (`struct vgpu_svm_stats` names) and extras.
+    pub svm: SvmSnapshot,
 }
 
 /// Errors seen, by kind. Each is also logged.
@@ -116,23 +148,33 @@ pub enum ChainError {
     Malformed,
 }
 
-/// A VGPU_SVM context.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Context {
-    pub id: u32,
-    pub debug_name: String,
-    pub submits: u64,
-}
-
 /// The virtual GPU.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Device {
     cfg: DeviceConfig,
-    contexts: BTreeMap<u32, Context>,
+    contexts: BTreeMap<u32, Arc<Context>>,
     stats: Stats,
     /// Bumped on every change of `stats`.
     generation: u64,
+    counters: Arc<SvmCounters>,
+    mem: Option<GuestMem>,
+    /// Completions produced while handling a command (jobs aborted by
+    /// CTX_DESTROY), to be run by the caller outside the virtqueue lock.
+    pending: Vec<(Completion, SvmResp)>,
 }
+
+/// A responder that hands the bytes to a channel (the synchronous
+/// [`Device::handle_control`]).
+struct ChannelResponder(mpsc::Sender<Vec<u8>>);
+
+impl Responder for ChannelResponder {
+    fn respond(self: Box<Self>, bytes: &[u8]) {
+        let _ = self.0.send(bytes.to_vec());
+    }
+}
+
+/// How long [`Device::handle_control`] waits for a deferred answer.
+const SYNC_WAIT: Duration = Duration::from_secs(120);
 
 /// The VGPU_SVM capset body for `max_contexts` contexts (56 bytes, LE).
 pub fn capset_body(max_contexts: u32) -> Vec<u8> {
@@ -163,13 +205,50 @@ impl Device {
         &self.stats
     }
 
-    /// Changes whenever the counters change.
+    /// Changes whenever the counters (device or SVM) change.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.generation.wrapping_add(self.counters.generation())
     }
 
-    pub fn contexts(&self) -> impl Iterator<Item = &Context> {
+    pub fn contexts(&self) -> impl Iterator<Item = &Arc<Context>> {
         self.contexts.values()
+    }
+
+    /// The VGPU_SVM counters (shared with the job workers).
+    pub fn counters(&self) -> &Arc<SvmCounters> {
+        &self.counters
+    }
+
+    /// What the stats file shows.
+    pub fn stats_doc(&self) -> StatsDoc<'_> {
+        StatsDoc {
+            device: &self.stats,
+            checker: self.cfg.engine.checker,
+            svm: self.counters.snapshot(),
+        }
+    }
+
+    /// The guest memory jobs access (from the transport's memory table).
+    pub fn set_memory(&mut self, mem: GuestMem) {
+        self.mem = Some(mem);
+    }
+
+    /// Completions to run outside the virtqueue lock (see `pending`).
+    pub fn take_pending(&mut self) -> Vec<(Completion, SvmResp)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Ends every job of every context (their answers are dropped: the
+    /// transport stopped the queue); contexts stay.
+    pub fn abort_all_jobs(&mut self) {
+        let mut dropped = Vec::new();
+        for c in self.contexts.values() {
+            c.abort_jobs(&mut dropped);
+        }
+        if !dropped.is_empty() {
+            info!("queue stopped: {} queued job(s) dropped", dropped.len());
+        }
+        self.bump();
     }
 
     fn bump(&mut self) {
@@ -182,6 +261,12 @@ impl Device {
             info!("reset, dropping {} context(s)", self.contexts.len());
         }
         self.stats.contexts_destroyed += self.contexts.len() as u64;
+        // Answers of aborted jobs are dropped: the queue is being reset.
+        let mut dropped = Vec::new();
+        for c in self.contexts.values() {
+            c.destroy(&mut dropped);
+        }
+        self.pending.clear();
         self.contexts.clear();
         self.stats.contexts_active = 0;
         self.bump();
@@ -238,10 +323,34 @@ impl Device {
         Response::Err(ty::RESP_ERR_UNSPEC).encode(&hdr)
     }
 
-    /// Handles one control-queue request. `resp_capacity` is the total size
-    /// of the chain's writable buffers. Returns the response bytes (empty if
-    /// there is no room for a response: the command is then not executed).
+    /// Handles one control-queue request and waits for its answer, deferred
+    /// or not (for tests and tools: a JOB blocks until it completes or
+    /// faults). Returns the response bytes (empty if there is no room for a
+    /// response: the command is then not executed).
     pub fn handle_control(&mut self, req: &[u8], resp_capacity: usize) -> Vec<u8> {
+        let (tx, rx) = mpsc::channel();
+        let reply = self.handle_control_with(req, resp_capacity, &mut || {
+            Box::new(ChannelResponder(tx.clone()))
+        });
+        for (c, r) in self.take_pending() {
+            c.complete(&r);
+        }
+        match reply {
+            Reply::Now(b) => b,
+            Reply::Later => rx.recv_timeout(SYNC_WAIT).unwrap_or_default(),
+        }
+    }
+
+    /// Handles one control-queue request. `resp_capacity` is the total size
+    /// of the chain's writable buffers; `defer` makes the responder of a
+    /// deferred answer (called only for an accepted JOB/RESUME). After
+    /// releasing the queue, the caller runs [`Device::take_pending`].
+    pub fn handle_control_with(
+        &mut self,
+        req: &[u8],
+        resp_capacity: usize,
+        defer: &mut dyn FnMut() -> Box<dyn Responder>,
+    ) -> Reply {
         self.stats.commands += 1;
         self.bump();
         if resp_capacity < CTRL_HDR_SIZE {
@@ -249,7 +358,7 @@ impl Device {
                 "control request without a response buffer ({resp_capacity} writable bytes), dropped"
             );
             self.note_no_response_buffer();
-            return Vec::new();
+            return Reply::Now(Vec::new());
         }
         let (hdr, resp) = match parse_request(req) {
             Ok(r) => {
@@ -261,7 +370,16 @@ impl Device {
                 if r.hdr.is_fenced() {
                     self.stats.fenced += 1;
                 }
-                (r.hdr, self.execute(&r.hdr, r.cmd))
+                let resp = match r.cmd {
+                    Command::Submit3d { cmds } => {
+                        match self.submit_3d(&r.hdr, cmds, resp_capacity, defer) {
+                            Some(resp) => resp,
+                            None => return Reply::Later,
+                        }
+                    }
+                    cmd => self.execute(&r.hdr, cmd),
+                };
+                (r.hdr, resp)
             }
             Err(e) => (e.hdr().unwrap_or_default(), self.parse_error(e)),
         };
@@ -276,7 +394,67 @@ impl Device {
             self.stats.errors.response_too_small += 1;
             out = Response::Err(ty::RESP_ERR_UNSPEC).encode(&hdr);
         }
-        out
+        Reply::Now(out)
+    }
+
+    /// SUBMIT_3D on a VGPU_SVM context: one protocol command. Returns the
+    /// response, or None when the answer is deferred (JOB, RESUME).
+    fn submit_3d(
+        &mut self,
+        hdr: &CtrlHdr,
+        cmds: &[u8],
+        resp_capacity: usize,
+        defer: &mut dyn FnMut() -> Box<dyn Responder>,
+    ) -> Option<Response> {
+        let id = hdr.ctx_id;
+        let Some(ctx) = self.contexts.get(&id).cloned() else {
+            return Some(self.invalid_context(format_args!("SUBMIT_3D to unknown ctx {id}")));
+        };
+        ctx.submits.fetch_add(1, Ordering::Relaxed);
+        self.stats.submits += 1;
+        if resp_capacity < CTRL_HDR_SIZE + RESP_SIZE {
+            warn!(
+                "SUBMIT_3D ctx {id}: {resp_capacity} writable bytes, the answer needs {}: not executed",
+                CTRL_HDR_SIZE + RESP_SIZE
+            );
+            self.stats.errors.response_too_small += 1;
+            return Some(Response::Err(ty::RESP_ERR_UNSPEC));
+        }
+        let c = self.counters.clone();
+        let ty_field = cmds
+            .get(0..4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        c.count_command(ty_field);
+        let resp = match protocol::parse(cmds) {
+            Err(rej) => {
+                warn!("ctx {id}: {} rejected: {rej}", protocol::cmd_name(ty_field));
+                SvmResp::error(rej.code, 0)
+            }
+            Ok(cmd) => {
+                let name = cmd.name();
+                let hdr = *hdr;
+                let mut make = || Completion {
+                    hdr,
+                    responder: defer(),
+                };
+                match ctx.execute(cmd, self.mem.as_ref(), &mut make) {
+                    Answer::Later => {
+                        self.bump();
+                        return None;
+                    }
+                    Answer::Now(r) => {
+                        if r.status == Status::Error {
+                            debug!("ctx {id}: {name} -> {:?}", r.error);
+                        }
+                        r
+                    }
+                }
+            }
+        };
+        if resp.status == Status::Error && resp.error != Some(ErrorCode::Aborted) {
+            c.inc(&c.errors);
+        }
+        Some(Response::OkNoDataWith(resp.encode().to_vec()))
     }
 
     /// Handles one cursor-queue request: there is no cursor, so it is only
@@ -384,25 +562,18 @@ impl Device {
             } => self.ctx_create(hdr.ctx_id, context_init, debug_name),
             Command::CtxDestroy => {
                 let id = hdr.ctx_id;
-                if self.contexts.remove(&id).is_none() {
+                let Some(ctx) = self.contexts.remove(&id) else {
                     return self.invalid_context(format_args!("CTX_DESTROY of unknown ctx {id}"));
-                }
+                };
+                // Returns once no access of the context is in flight.
+                ctx.destroy(&mut self.pending);
                 self.stats.contexts_destroyed += 1;
                 self.stats.contexts_active = self.contexts.len() as u64;
                 info!("CTX_DESTROY ctx {id}");
                 Response::OkNoData
             }
-            Command::Submit3d { cmds } => {
-                let id = hdr.ctx_id;
-                let Some(ctx) = self.contexts.get_mut(&id) else {
-                    return self.invalid_context(format_args!("SUBMIT_3D to unknown ctx {id}"));
-                };
-                ctx.submits += 1;
-                self.stats.submits += 1;
-                // The VGPU_SVM command stream is defined by a later protocol
-                // revision; for now a submission is accepted and completed.
-                debug!("SUBMIT_3D ctx {id}, {} bytes", cmds.len());
-                Response::OkNoData
+            Command::Submit3d { .. } => {
+                unreachable!("SUBMIT_3D is handled by submit_3d")
             }
             Command::UpdateCursor | Command::MoveCursor => {
                 // Cursor commands belong on the cursor queue.
@@ -450,11 +621,12 @@ impl Device {
             .collect();
         self.contexts.insert(
             id,
-            Context {
+            Arc::new(Context::new(
                 id,
-                debug_name: name.clone(),
-                submits: 0,
-            },
+                name.clone(),
+                self.cfg.engine,
+                self.counters.clone(),
+            )),
         );
         self.stats.contexts_created += 1;
         self.stats.contexts_active = self.contexts.len() as u64;
@@ -479,7 +651,10 @@ mod tests {
     const BIG: usize = 4096;
 
     fn dev() -> Device {
-        Device::new(DeviceConfig { max_contexts: 4 })
+        Device::new(DeviceConfig {
+            max_contexts: 4,
+            ..Default::default()
+        })
     }
 
     fn resp_type(resp: &[u8]) -> u32 {

@@ -8,6 +8,12 @@
 //! - [`mem`]: atomic 64-bit guest-physical access.
 //! - [`mmu`]: the GPU page-table walker, TLB and DIRTY protocol.
 //! - [`checker`]: the x86-64 CPU walker and the coherence verdicts.
+//! - [`protocol`]: the VGPU_SVM command stream (parse, answer layout).
+//! - [`context`]: per-context state (address spaces, bindings, jobs) and
+//!   the command semantics.
+//! - [`engine`]: job execution, one page-sized access at a time.
+//! - [`invalidate`]: the access barrier behind INVALIDATE's guarantee.
+//! - [`counters`]: the SVM counters shared by all threads.
 
 pub mod backend;
 pub mod device;
@@ -19,3 +25,13 @@ pub mod checker;
 pub mod layout;
 pub mod mem;
 pub mod mmu;
+
+// The VGPU_SVM protocol and its execution.
+pub mod context;
+pub mod counters;
+pub mod engine;
+pub mod invalidate;
+pub mod protocol;
+
+#[cfg(test)]
+mod svm_tests;

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
 use log::{error, info, warn, Level};
@@ -17,8 +18,9 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use vgpu_device::backend::VgpuBackend;
+use vgpu_device::context::{CheckerMode, EngineConfig};
 use vgpu_device::device::{Device, DeviceConfig};
-use vgpu_device::stats::StatsFile;
+use vgpu_device::stats::{StatsFile, MIN_INTERVAL};
 
 /// The vgpu-svm virtual GPU: a vhost-user virtio-gpu backend with the
 /// VGPU_SVM context type.
@@ -37,6 +39,17 @@ struct Args {
     /// After a frontend disconnects, wait for the next one instead of exiting.
     #[arg(long)]
     reconnect: bool,
+    /// Coherence checker: `strict` walks the guest's CPU page table on every
+    /// page a job touches; `off` skips it (to measure its cost).
+    #[arg(long, value_enum, default_value_t = CheckerMode::Strict)]
+    checker: CheckerMode,
+    /// TLB entries per context.
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    tlb_entries: u32,
+    /// Testing only: spend this many microseconds inside every device
+    /// access (widens the races INVALIDATE must close).
+    #[arg(long, default_value_t = 0, hide = true)]
+    access_delay_us: u64,
 }
 
 fn init_logging() {
@@ -98,14 +111,21 @@ fn remove_socket(path: &Path) {
 fn run(args: Args) -> Result<(), String> {
     let device = Arc::new(Mutex::new(Device::new(DeviceConfig {
         max_contexts: args.max_contexts,
+        engine: EngineConfig {
+            checker: args.checker,
+            tlb_capacity: args.tlb_entries as usize,
+            access_delay: Duration::from_micros(args.access_delay_us),
+            ..EngineConfig::default()
+        },
     })));
+    info!("checker {:?}", args.checker);
     let stats = args.stats.as_ref().map(|p| Arc::new(StatsFile::new(p)));
     let flush = {
         let device = device.clone();
         let stats = stats.clone();
         move || {
             if let Some(s) = &stats {
-                s.write_if_changed(&device.lock().unwrap_or_else(|p| p.into_inner()));
+                s.flush(&device.lock().unwrap_or_else(|p| p.into_inner()));
             }
         }
     };
@@ -117,6 +137,19 @@ fn run(args: Args) -> Result<(), String> {
             remove_socket(&sock);
         })
         .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    }
+    // (After handle_signals: every thread must inherit its signal mask.)
+    // Jobs change the counters from their worker threads: refresh the file
+    // periodically (write_if_changed is rate-limited and skips no-ops).
+    if let Some(s) = stats.clone() {
+        let device = device.clone();
+        std::thread::Builder::new()
+            .name("stats".into())
+            .spawn(move || loop {
+                std::thread::sleep(MIN_INTERVAL);
+                s.write_if_changed(&device.lock().unwrap_or_else(|p| p.into_inner()));
+            })
+            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
     }
     flush();
 

@@ -3,7 +3,8 @@
 //! invalidation by range, and the DIRTY-bit protocol.
 //!
 //! The walk reads each entry with one atomic 64-bit load. It has a fixed
-//! depth (4 loads), so cyclic tables cannot make it loop; garbage entries
+//! depth (4 loads), so cyclic tables cannot make it loop, and a table entry
+//! pointing back at a table on its own path is reported as malformed; garbage entries
 //! (reserved bits, LARGE where it is not allowed, misaligned large frames)
 //! and table addresses outside guest memory are errors, not panics.
 //!
@@ -114,7 +115,11 @@ pub fn walk<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Result<Translat
         return Err(WalkError::VaOutOfRange { va });
     }
     let mut table = root & ADDR_MASK;
+    // Tables on the path so far: a table entry pointing back at one of them
+    // is a cycle (a malformed table, never a valid translation).
+    let mut path = [u64::MAX; gpu::LEVELS as usize];
     for level in (1..=gpu::LEVELS).rev() {
+        path[level as usize - 1] = table;
         let pte_addr = table
             .checked_add(gpu::index(va, level) * gpu::ENTRY_SIZE)
             .ok_or(WalkError::BadAddress {
@@ -154,6 +159,9 @@ pub fn walk<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Result<Translat
                 pte_addr,
                 pte: entry,
             });
+        }
+        if path.contains(&addr) {
+            return Err(malformed);
         }
         table = addr;
     }
@@ -349,6 +357,12 @@ pub(crate) mod tests {
             }
         }
 
+        /// A builder for an existing table at `root` that allocates new
+        /// tables from `next`.
+        pub fn at(mem: &'a GuestMemoryMmap, root: u64, next: u64) -> Self {
+            Self { mem, root, next }
+        }
+
         /// The address of the entry for `va` at `level`, allocating tables.
         pub fn entry_addr(&mut self, va: u64, level: u32) -> u64 {
             let mut table = self.root;
@@ -473,9 +487,18 @@ pub(crate) mod tests {
         for i in 0..512 {
             put(&m, 0x1000 + i * 8, 0x1000 | VALID);
         }
-        // Terminates after 4 levels with a (nonsense) translation.
-        let t = walk(&m, 0x1000, 0x1234_5678_9000).unwrap();
-        assert_eq!(t.frame, 0x1000);
+        // A cycle is a malformed table.
+        assert!(matches!(
+            walk(&m, 0x1000, 0x1234_5678_9000),
+            Err(WalkError::Malformed { level: 4, .. })
+        ));
+        // A longer cycle: root -> 0x2000 -> root.
+        put(&m, 0x1000, 0x2000 | VALID);
+        put(&m, 0x2000, 0x1000 | VALID);
+        assert!(matches!(
+            walk(&m, 0x1000, 0),
+            Err(WalkError::Malformed { level: 3, .. })
+        ));
         // Pseudo-random garbage everywhere: never panics.
         let mut x: u64 = 0xdead_beef;
         for i in 0..(1 << 17) {

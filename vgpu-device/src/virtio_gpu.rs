@@ -366,6 +366,9 @@ pub struct DisplayOne {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     OkNoData,
+    /// RESP_OK_NODATA followed by a payload (the VGPU_SVM answer, `struct
+    /// vgpu_svm_resp`, rides behind an OK_NODATA header).
+    OkNoDataWith(Vec<u8>),
     OkDisplayInfo(Box<[DisplayOne; MAX_SCANOUTS]>),
     OkCapsetInfo {
         capset_id: u32,
@@ -385,7 +388,7 @@ pub enum Response {
 impl Response {
     pub fn type_code(&self) -> u32 {
         match self {
-            Response::OkNoData => ty::RESP_OK_NODATA,
+            Response::OkNoData | Response::OkNoDataWith(_) => ty::RESP_OK_NODATA,
             Response::OkDisplayInfo(_) => ty::RESP_OK_DISPLAY_INFO,
             Response::OkCapsetInfo { .. } => ty::RESP_OK_CAPSET_INFO,
             Response::OkCapset(_) => ty::RESP_OK_CAPSET,
@@ -420,7 +423,7 @@ impl Response {
                     put_u32(&mut out, v);
                 }
             }
-            Response::OkCapset(body) => out.extend_from_slice(body),
+            Response::OkCapset(body) | Response::OkNoDataWith(body) => out.extend_from_slice(body),
             Response::OkEdid { size, edid } => {
                 put_u32(&mut out, *size);
                 put_u32(&mut out, 0);

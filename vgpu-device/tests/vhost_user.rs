@@ -273,7 +273,7 @@ fn run_main(name: &str, extra_features: u64) {
     wait_call(&cvq);
     wait_for(|| ctrl.used_idx() == 4, "4 used control buffers");
     let used: Vec<_> = (0..4).map(|i| ctrl.used_elem(i)).collect();
-    assert_eq!(used, [(0, 40), (2, 80), (4, 24), (6, 24)]);
+    assert_eq!(used, [(0, 40), (2, 80), (4, 24), (6, 24 + 176)]);
     let types: Vec<u32> = (0..4)
         .map(|i| {
             CtrlHdr::parse(&read(&mem, RESP + i * 0x1000, 24))
@@ -319,6 +319,11 @@ fn run_main(name: &str, extra_features: u64) {
     wait_call(&kvq);
     assert_eq!(cursor.used_idx(), 1);
 
+    // The stats file is refreshed at most every 100 ms.
+    wait_for(
+        || stats_json(&stats)["cursor_commands"] == 1,
+        "stats file refresh",
+    );
     let s = stats_json(&stats);
     assert_eq!(s["commands"], 5);
     assert_eq!(s["contexts_created"], 1);

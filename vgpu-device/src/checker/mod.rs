@@ -49,7 +49,9 @@ pub struct Violation {
     pub ctx: u32,
     pub job: u64,
     pub access: Access,
-    /// CPU VA that the access mirrors.
+    /// GPU VA of the access.
+    pub gpu_va: u64,
+    /// CPU VA that the access mirrors (== `gpu_va` outside bindings).
     pub va: u64,
     /// Guest physical address the GPU used.
     pub gpu_phys: u64,
@@ -65,8 +67,8 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "COHERENCE VIOLATION {:?}: ctx {} job {} {} va {:#x} gpu {:#x} cpu ",
-            self.kind, self.ctx, self.job, self.access, self.va, self.gpu_phys
+            "COHERENCE VIOLATION {:?}: ctx {} job {} {} gpu va {:#x} cpu va {:#x} G {:#x} C ",
+            self.kind, self.ctx, self.job, self.access, self.gpu_va, self.va, self.gpu_phys
         )?;
         match self.cpu_phys {
             Some(c) => write!(f, "{c:#x}")?,
@@ -106,7 +108,15 @@ pub enum Verdict {
 pub struct AccessInfo {
     pub ctx: u32,
     pub job: u64,
+    /// GPU VA of the access (for the record; the walk uses the CPU VA).
+    pub gpu_va: u64,
 }
+
+/// Violations logged in full per checker before the log is thinned out to
+/// one line every [`LOG_EVERY`] (all are counted, the last
+/// [`RECENT_VIOLATIONS`] kept).
+pub const LOG_FIRST: u64 = 32;
+pub const LOG_EVERY: u64 = 1024;
 
 /// The checker for one context (one CPU address space).
 #[derive(Debug)]
@@ -157,7 +167,10 @@ impl Checker {
             }
             Err(e) => {
                 self.stats.cpu_walk_errors += 1;
-                warn!("checker: ctx {} va {va:#x}: {e}", info.ctx);
+                let n = self.stats.cpu_walk_errors;
+                if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
+                    warn!("checker: ctx {} va {va:#x}: {e} [walk error {n}]", info.ctx);
+                }
                 return Verdict::CpuWalkError(e);
             }
             Ok(t) => {
@@ -182,13 +195,17 @@ impl Checker {
             ctx: info.ctx,
             job: info.job,
             access,
+            gpu_va: info.gpu_va,
             va,
             gpu_phys,
             cpu_phys,
             cpu_entry,
             time_us: now_us(),
         };
-        warn!("{v}");
+        let n = self.stats.violations;
+        if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
+            warn!("{v} [violation {n} of ctx {}]", info.ctx);
+        }
         if self.recent.len() == RECENT_VIOLATIONS {
             self.recent.pop_front();
         }
@@ -206,7 +223,11 @@ mod tests {
     use crate::mmu::tests::Builder;
     use crate::mmu::Mmu;
 
-    const INFO: AccessInfo = AccessInfo { ctx: 1, job: 7 };
+    const INFO: AccessInfo = AccessInfo {
+        ctx: 1,
+        job: 7,
+        gpu_va: 0,
+    };
 
     #[test]
     fn classification() {

@@ -202,6 +202,17 @@ pub(crate) mod tests {
             }
         }
 
+        /// A builder for an existing table at `root` that allocates new
+        /// tables from `next`.
+        pub fn at(mem: &'a GuestMemoryMmap, levels: Levels, root: u64, next: u64) -> Self {
+            Self {
+                mem,
+                root,
+                levels,
+                next,
+            }
+        }
+
         /// Address of the entry for `va` at `level`, allocating tables.
         pub fn entry_addr(&mut self, va: u64, level: u32) -> u64 {
             let mut table = self.root;

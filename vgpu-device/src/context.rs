@@ -1,0 +1,665 @@
+//! One VGPU_SVM context: its address spaces (GPU page table + TLB, CPU page
+//! table for the checker), userptr bindings, live jobs and job worker, and
+//! the execution of the protocol commands that concern it.
+//!
+//! Locks, always taken in this order and never held while waiting for
+//! anything else:
+//! - `barrier` (read side: one device access; write side: the INVALIDATE
+//!   wait, see [`crate::invalidate`]);
+//! - `space` (the MMU/TLB, checker and bindings: held for the translation
+//!   and the checker walk of one access, not for the copy);
+//! - `jobs` (the live-job table), `work` (the worker's queue).
+//!
+//! Answers to JOB and RESUME are [`Completion`]s: the worker thread calls
+//! them when the job completes, faults or fails. A completion must never be
+//! called on the control-queue thread while it holds the virtqueue (the
+//! transport's responder takes the vring lock): completions produced while
+//! handling a command (CTX_DESTROY draining queued jobs) are returned to the
+//! caller, which runs them after releasing the queue.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+};
+
+use crate::checker::x86::Levels;
+use crate::checker::{AccessInfo, Checker, Verdict};
+use crate::counters::SvmCounters;
+use crate::engine::{self, Job, Outcome, StepError};
+use crate::invalidate::AccessBarrier;
+use crate::layout::gpu;
+use crate::mmu::{Access, Mmu, MmuError, WalkError};
+use crate::protocol::{ErrorCode, FaultInfo, Op, Status, SvmCommand, SvmResp};
+use crate::virtio_gpu::{ty, CtrlHdr};
+
+/// Guest memory as the transport provides it (swapped on SET_MEM_TABLE).
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// Whether the coherence checker walks the CPU page table on every access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckerMode {
+    /// Check every page every job touches.
+    #[default]
+    Strict,
+    /// Skip the CPU walk (to measure what it costs).
+    Off,
+}
+
+/// Engine parameters fixed at start.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    pub checker: CheckerMode,
+    /// TLB entries per context.
+    pub tlb_capacity: usize,
+    /// Live jobs (queued, running or faulted) per context.
+    pub max_live_jobs: usize,
+    /// Userptr bindings per context.
+    pub max_bindings: usize,
+    /// Artificial time spent inside every access section (tests of the
+    /// invalidation races; zero in production).
+    pub access_delay: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            checker: CheckerMode::Strict,
+            tlb_capacity: 8192,
+            max_live_jobs: 64,
+            max_bindings: 65536,
+            access_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Where the bytes of a deferred answer go (the transport's side).
+pub trait Responder: Send {
+    /// Writes the complete answer (control header included) and returns the
+    /// descriptor chain to the driver.
+    fn respond(self: Box<Self>, bytes: &[u8]);
+}
+
+/// A deferred SUBMIT_3D answer: the request's header (fence fields) and
+/// the transport's responder.
+pub struct Completion {
+    pub hdr: CtrlHdr,
+    pub responder: Box<dyn Responder>,
+}
+
+impl Completion {
+    pub fn complete(self, resp: &SvmResp) {
+        self.responder.respond(&encode_answer(&self.hdr, resp));
+    }
+}
+
+/// RESP_OK_NODATA (with the request's fence fields) + `struct vgpu_svm_resp`.
+pub fn encode_answer(req: &CtrlHdr, resp: &SvmResp) -> Vec<u8> {
+    let mut out = Vec::with_capacity(crate::virtio_gpu::CTRL_HDR_SIZE + crate::protocol::RESP_SIZE);
+    req.response(ty::RESP_OK_NODATA).write(&mut out);
+    out.extend_from_slice(&resp.encode());
+    out
+}
+
+/// How a command was answered.
+pub enum Answer {
+    Now(SvmResp),
+    /// The completion was handed to the job worker.
+    Later,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Binding {
+    cpu_va: u64,
+    size: u64,
+}
+
+/// The address spaces set by SET_AS.
+struct AddressSpace {
+    mmu: Mmu,
+    /// None when the checker is off or the driver gave no CPU table (0).
+    checker: Option<Checker>,
+}
+
+struct SpaceState {
+    space: Option<AddressSpace>,
+    bindings: BTreeMap<u64, Binding>,
+}
+
+impl SpaceState {
+    /// The CPU VA that GPU VA `va` mirrors.
+    fn cpu_va(&self, va: u64) -> u64 {
+        match self.bindings.range(..=va).next_back() {
+            Some((&g, b)) if va - g < b.size => b.cpu_va + (va - g),
+            _ => va,
+        }
+    }
+}
+
+enum JobSlot {
+    Queued,
+    Running,
+    Faulted(Box<Job>),
+}
+
+struct WorkQueue {
+    items: VecDeque<(Box<Job>, Completion)>,
+    worker: bool,
+}
+
+/// How long an idle worker waits for more work before it exits.
+const WORKER_IDLE: Duration = Duration::from_millis(500);
+/// How many times ATOMIC_ADD retries a compare-and-swap that the CPU keeps
+/// winning before the job fails with BUSY.
+const ATOMIC_RETRIES: usize = 100_000;
+
+pub struct Context {
+    pub id: u32,
+    pub debug_name: String,
+    pub submits: AtomicU64,
+    cfg: EngineConfig,
+    counters: Arc<SvmCounters>,
+    barrier: AccessBarrier,
+    space: Mutex<SpaceState>,
+    jobs: Mutex<HashMap<u64, JobSlot>>,
+    work: Mutex<WorkQueue>,
+    work_cv: Condvar,
+    cancelled: AtomicBool,
+    /// Bumped to abort every job started before (queue stop).
+    abort_gen: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn walk_error_code(e: WalkError) -> ErrorCode {
+    match e {
+        WalkError::BadAddress { .. } => ErrorCode::BadAddress,
+        WalkError::Malformed { .. } | WalkError::VaOutOfRange { .. } => ErrorCode::BadPageTable,
+        WalkError::NotMapped { .. } => ErrorCode::BadPageTable, // reported as Fault before
+    }
+}
+
+impl Context {
+    pub fn new(id: u32, debug_name: String, cfg: EngineConfig, counters: Arc<SvmCounters>) -> Self {
+        Self {
+            id,
+            debug_name,
+            submits: AtomicU64::new(0),
+            cfg,
+            counters,
+            barrier: AccessBarrier::new(),
+            space: Mutex::new(SpaceState {
+                space: None,
+                bindings: BTreeMap::new(),
+            }),
+            jobs: Mutex::new(HashMap::new()),
+            work: Mutex::new(WorkQueue {
+                items: VecDeque::new(),
+                worker: false,
+            }),
+            work_cv: Condvar::new(),
+            cancelled: AtomicBool::new(false),
+            abort_gen: AtomicU64::new(0),
+        }
+    }
+
+    pub fn counters(&self) -> &SvmCounters {
+        &self.counters
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn barrier(&self) -> &AccessBarrier {
+        &self.barrier
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Must a job started in abort generation `gen` stop?
+    pub fn must_stop(&self, gen: u64) -> bool {
+        self.is_cancelled() || self.abort_gen.load(Ordering::Acquire) != gen
+    }
+
+    /// Live jobs (queued, running or faulted).
+    pub fn live_jobs(&self) -> usize {
+        lock(&self.jobs).len()
+    }
+
+    /// Executes one parsed command. `defer` makes the completion of a JOB or
+    /// RESUME (called only when the command is accepted).
+    pub fn execute(
+        self: &Arc<Self>,
+        cmd: SvmCommand,
+        mem: Option<&GuestMem>,
+        defer: &mut dyn FnMut() -> Completion,
+    ) -> Answer {
+        match cmd {
+            SvmCommand::Nop => Answer::Now(SvmResp::ok()),
+            SvmCommand::Stats => Answer::Now(SvmResp {
+                stats: self.counters.wire(),
+                ..SvmResp::ok()
+            }),
+            SvmCommand::SetAs {
+                gpu_pt_root,
+                cpu_pt_root,
+                cpu_pt_levels,
+            } => Answer::Now(self.set_as(mem, gpu_pt_root, cpu_pt_root, cpu_pt_levels)),
+            SvmCommand::Invalidate { start, end } => {
+                self.invalidate(start, end);
+                Answer::Now(SvmResp::ok())
+            }
+            SvmCommand::Bind {
+                gpu_va,
+                cpu_va,
+                size,
+            } => Answer::Now(self.bind(gpu_va, cpu_va, size)),
+            SvmCommand::Unbind { start, size } => Answer::Now(self.unbind(start, size)),
+            SvmCommand::Job { job_id, ops } => match self.submit_job(mem, job_id, ops) {
+                Ok(job) => {
+                    self.push_work(job, defer());
+                    Answer::Later
+                }
+                Err(code) => Answer::Now(SvmResp::error(code, job_id)),
+            },
+            SvmCommand::Resume { job_id } => match self.take_faulted(job_id) {
+                Some(job) => {
+                    debug!("ctx {} RESUME job {job_id}", self.id);
+                    self.push_work(job, defer());
+                    Answer::Later
+                }
+                None => Answer::Now(SvmResp::error(ErrorCode::UnknownJob, job_id)),
+            },
+            SvmCommand::Abort { job_id } => {
+                let mut jobs = lock(&self.jobs);
+                if matches!(jobs.get(&job_id), Some(JobSlot::Faulted(_))) {
+                    jobs.remove(&job_id);
+                    drop(jobs);
+                    self.counters.inc(&self.counters.jobs_aborted);
+                    info!("ctx {} job {job_id} aborted", self.id);
+                    Answer::Now(SvmResp::error(ErrorCode::Aborted, job_id))
+                } else {
+                    Answer::Now(SvmResp::error(ErrorCode::UnknownJob, job_id))
+                }
+            }
+        }
+    }
+
+    fn set_as(&self, mem: Option<&GuestMem>, gpu_root: u64, cpu_root: u64, levels: u32) -> SvmResp {
+        let in_ram = |a: u64| {
+            mem.is_some_and(|m| {
+                m.memory()
+                    .check_range(GuestAddress(a), gpu::PAGE_SIZE as usize)
+            })
+        };
+        if !in_ram(gpu_root) || (cpu_root != 0 && !in_ram(cpu_root)) {
+            warn!(
+                "ctx {}: SET_AS roots {gpu_root:#x} / {cpu_root:#x} outside guest RAM",
+                self.id
+            );
+            return SvmResp::error(ErrorCode::BadAddress, 0);
+        }
+        let Some(levels) = Levels::from_count(levels) else {
+            return SvmResp::error(ErrorCode::Malformed, 0);
+        };
+        let checker = (self.cfg.checker == CheckerMode::Strict && cpu_root != 0)
+            .then(|| Checker::new(cpu_root, levels));
+        info!(
+            "ctx {} SET_AS gpu root {gpu_root:#x}, cpu root {cpu_root:#x} ({} levels), checker {}",
+            self.id,
+            levels.count(),
+            if checker.is_some() { "on" } else { "off" }
+        );
+        lock(&self.space).space = Some(AddressSpace {
+            mmu: Mmu::new(gpu_root, self.cfg.tlb_capacity),
+            checker,
+        });
+        // No access through the old tables is in flight after this.
+        self.barrier.wait_for_accesses();
+        SvmResp::ok()
+    }
+
+    /// INVALIDATE: drop the TLB entries of `[start, end)`, then wait until
+    /// every access section in flight has ended.
+    pub fn invalidate(&self, start: u64, end: u64) {
+        if start < end {
+            if let Some(s) = lock(&self.space).space.as_mut() {
+                s.mmu.tlb.invalidate_range(start, end);
+            }
+        }
+        let epoch = self.barrier.wait_for_accesses();
+        self.counters.inc(&self.counters.invalidations);
+        debug!(
+            "ctx {} INVALIDATE [{start:#x}, {end:#x}) done (epoch {epoch})",
+            self.id
+        );
+    }
+
+    fn bind(&self, gpu_va: u64, cpu_va: u64, size: u64) -> SvmResp {
+        let mut s = lock(&self.space);
+        let end = gpu_va + size; // parse checked: inside the VA space
+        let overlaps = s
+            .bindings
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&g, b)| g + b.size > gpu_va);
+        if overlaps {
+            warn!(
+                "ctx {}: BIND [{gpu_va:#x}, {end:#x}) overlaps a binding",
+                self.id
+            );
+            return SvmResp::error(ErrorCode::Busy, 0);
+        }
+        if s.bindings.len() >= self.cfg.max_bindings {
+            return SvmResp::error(ErrorCode::TooBig, 0);
+        }
+        s.bindings.insert(gpu_va, Binding { cpu_va, size });
+        debug!(
+            "ctx {} BIND gpu [{gpu_va:#x}, {end:#x}) -> cpu {cpu_va:#x}",
+            self.id
+        );
+        SvmResp::ok()
+    }
+
+    fn unbind(&self, start: u64, size: u64) -> SvmResp {
+        let mut s = lock(&self.space);
+        match s.bindings.get(&start) {
+            Some(b) if b.size == size => {
+                s.bindings.remove(&start);
+                SvmResp::ok()
+            }
+            _ => {
+                warn!(
+                    "ctx {}: UNBIND [{start:#x}, +{size:#x}) is not a binding",
+                    self.id
+                );
+                SvmResp::error(ErrorCode::Malformed, 0)
+            }
+        }
+    }
+
+    fn submit_job(
+        &self,
+        mem: Option<&GuestMem>,
+        job_id: u64,
+        ops: Vec<Op>,
+    ) -> Result<Box<Job>, ErrorCode> {
+        if lock(&self.space).space.is_none() {
+            warn!("ctx {}: JOB {job_id} before SET_AS", self.id);
+            return Err(ErrorCode::NoAs);
+        }
+        let Some(mem) = mem else {
+            return Err(ErrorCode::BadAddress);
+        };
+        let mut jobs = lock(&self.jobs);
+        if jobs.contains_key(&job_id) {
+            warn!("ctx {}: JOB {job_id} is already live", self.id);
+            return Err(ErrorCode::Busy);
+        }
+        if jobs.len() >= self.cfg.max_live_jobs {
+            warn!(
+                "ctx {}: JOB {job_id}: {} live jobs already",
+                self.id,
+                jobs.len()
+            );
+            return Err(ErrorCode::Busy);
+        }
+        jobs.insert(job_id, JobSlot::Queued);
+        debug!("ctx {} JOB {job_id}: {} op(s)", self.id, ops.len());
+        Ok(Box::new(Job::new(
+            job_id,
+            ops,
+            mem.clone(),
+            self.abort_gen.load(Ordering::Acquire),
+        )))
+    }
+
+    fn take_faulted(&self, job_id: u64) -> Option<Box<Job>> {
+        let mut jobs = lock(&self.jobs);
+        let slot = jobs.get_mut(&job_id)?;
+        if !matches!(slot, JobSlot::Faulted(_)) {
+            return None;
+        }
+        match std::mem::replace(slot, JobSlot::Queued) {
+            JobSlot::Faulted(job) => Some(job),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    fn push_work(self: &Arc<Self>, job: Box<Job>, done: Completion) {
+        let mut w = lock(&self.work);
+        w.items.push_back((job, done));
+        if w.worker {
+            self.work_cv.notify_one();
+            return;
+        }
+        w.worker = true;
+        drop(w);
+        let ctx = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vgpu-ctx{}", self.id))
+            .spawn(move || ctx.worker());
+        if let Err(e) = spawned {
+            // Run the queue inline rather than lose it (never expected).
+            warn!("ctx {}: cannot start a job worker: {e}", self.id);
+            self.clone().worker();
+        }
+    }
+
+    fn next_work(&self) -> Option<(Box<Job>, Completion)> {
+        let mut w = lock(&self.work);
+        loop {
+            if let Some(item) = w.items.pop_front() {
+                return Some(item);
+            }
+            if self.is_cancelled() {
+                w.worker = false;
+                return None;
+            }
+            let (g, timeout) = self
+                .work_cv
+                .wait_timeout(w, WORKER_IDLE)
+                .unwrap_or_else(|p| p.into_inner());
+            w = g;
+            if timeout.timed_out() && w.items.is_empty() {
+                w.worker = false;
+                return None;
+            }
+        }
+    }
+
+    /// The job worker: runs this context's jobs one after another.
+    fn worker(self: Arc<Self>) {
+        while let Some((mut job, done)) = self.next_work() {
+            let id = job.id();
+            lock(&self.jobs).insert(id, JobSlot::Running);
+            let outcome = engine::run(&self, &mut job);
+            let c = &self.counters;
+            let resp = match outcome {
+                Outcome::Done { result } => {
+                    lock(&self.jobs).remove(&id);
+                    c.inc(&c.jobs);
+                    debug!("ctx {} job {id} done", self.id);
+                    SvmResp {
+                        job_id: id,
+                        result,
+                        ..SvmResp::ok()
+                    }
+                }
+                Outcome::Fault(fault) => {
+                    let mut jobs = lock(&self.jobs);
+                    if self.must_stop(job.abort_gen()) {
+                        jobs.remove(&id);
+                        drop(jobs);
+                        c.inc(&c.jobs_aborted);
+                        SvmResp::error(ErrorCode::Aborted, id)
+                    } else {
+                        jobs.insert(id, JobSlot::Faulted(job));
+                        drop(jobs);
+                        c.inc(&c.faults);
+                        debug!(
+                            "ctx {} job {id} faulted at {:#x} ({}) op {} progress {:#x}",
+                            self.id,
+                            fault.va,
+                            if fault.access == vgpu_uapi::VGPU_SVM_ACCESS_WRITE {
+                                "write"
+                            } else {
+                                "read"
+                            },
+                            fault.op_index,
+                            fault.progress
+                        );
+                        SvmResp {
+                            status: Status::Fault,
+                            job_id: id,
+                            fault,
+                            ..SvmResp::ok()
+                        }
+                    }
+                }
+                Outcome::Failed(code) => {
+                    lock(&self.jobs).remove(&id);
+                    c.inc(&c.errors);
+                    c.inc(&c.jobs_failed);
+                    warn!("ctx {} job {id} failed: {code:?}", self.id);
+                    SvmResp::error(code, id)
+                }
+                Outcome::Aborted => {
+                    lock(&self.jobs).remove(&id);
+                    c.inc(&c.jobs_aborted);
+                    info!("ctx {} job {id} aborted", self.id);
+                    SvmResp::error(ErrorCode::Aborted, id)
+                }
+            };
+            done.complete(&resp);
+        }
+    }
+
+    /// CTX_DESTROY / device reset: stop every job. Returns when no access of
+    /// this context is in flight (and none will start); queued jobs'
+    /// completions (ABORTED) are pushed to `pending` for the caller.
+    pub fn destroy(&self, pending: &mut Vec<(Completion, SvmResp)>) {
+        self.cancelled.store(true, Ordering::Release);
+        self.abort_jobs(pending);
+    }
+
+    /// Ends every job (queued ones' ABORTED answers go to `pending`; the
+    /// running one answers ABORTED from its worker; faulted ones just go).
+    /// Returns when no access of those jobs is in flight.
+    pub fn abort_jobs(&self, pending: &mut Vec<(Completion, SvmResp)>) {
+        self.abort_gen.fetch_add(1, Ordering::AcqRel);
+        self.barrier.wait_for_accesses();
+        let queued: Vec<_> = lock(&self.work).items.drain(..).collect();
+        self.work_cv.notify_all();
+        let mut jobs = lock(&self.jobs);
+        for (job, done) in queued {
+            jobs.remove(&job.id());
+            self.counters.inc(&self.counters.jobs_aborted);
+            pending.push((done, SvmResp::error(ErrorCode::Aborted, job.id())));
+        }
+        // Faulted jobs have no pending request: they just go.
+        let faulted = jobs
+            .values()
+            .filter(|s| matches!(s, JobSlot::Faulted(_)))
+            .count();
+        jobs.retain(|_, s| !matches!(s, JobSlot::Faulted(_)));
+        self.counters
+            .add(&self.counters.jobs_aborted, faulted as u64);
+    }
+
+    /// Translates (and checks) one access of `job` at GPU VA `va`, inside
+    /// an access section. Returns the guest physical address.
+    pub(crate) fn access(
+        &self,
+        mem: &GuestMemoryMmap,
+        job: u64,
+        va: u64,
+        access: Access,
+    ) -> Result<u64, StepError> {
+        let c = &self.counters;
+        let mut st = lock(&self.space);
+        let st = &mut *st;
+        let Some(space) = st.space.as_mut() else {
+            return Err(StepError::Fail(ErrorCode::NoAs));
+        };
+        let (h0, m0) = (space.mmu.tlb.stats.hits, space.mmu.tlb.stats.misses);
+        let mut r = space.mmu.translate(mem, va, access);
+        if let Err(MmuError::Fault { .. }) = r {
+            // Maybe a stale read-only TLB entry for a write: like a CPU,
+            // drop the entry and walk again before raising the fault.
+            let page = va & !(gpu::PAGE_SIZE - 1);
+            space.mmu.tlb.invalidate_range(page, page + gpu::PAGE_SIZE);
+            r = space.mmu.translate(mem, va, access);
+        }
+        c.add(&c.tlb_hits, space.mmu.tlb.stats.hits - h0);
+        c.add(&c.tlb_misses, space.mmu.tlb.stats.misses - m0);
+        let t = match r {
+            Ok(t) => t,
+            Err(MmuError::Fault { va, access }) => return Err(StepError::Fault { va, access }),
+            Err(MmuError::Walk(e)) => {
+                warn!("ctx {} job {job}: {e}", self.id);
+                return Err(StepError::Fail(walk_error_code(e)));
+            }
+            Err(e @ MmuError::Unstable { .. }) => {
+                warn!("ctx {} job {job}: {e}", self.id);
+                return Err(StepError::Fail(ErrorCode::BadPageTable));
+            }
+        };
+        let pa = t.phys(va);
+        c.inc(&c.pages_accessed);
+        if let Some(checker) = space.checker.as_mut() {
+            let cpu_va = {
+                // (bindings are in the same state; look up without a second lock)
+                match st.bindings.range(..=va).next_back() {
+                    Some((&g, b)) if va - g < b.size => b.cpu_va + (va - g),
+                    _ => va,
+                }
+            };
+            let info = AccessInfo {
+                ctx: self.id,
+                job,
+                gpu_va: va,
+            };
+            c.inc(&c.accesses_checked);
+            match checker.check(mem, info, cpu_va, pa, access) {
+                Verdict::Ok => {}
+                Verdict::Violation(v) => c.violation(&v),
+                Verdict::CpuWalkError(_) => c.inc(&c.cpu_walk_errors),
+            }
+        }
+        Ok(pa)
+    }
+
+    /// The GPU VA -> CPU VA mapping the checker uses (for tests and logs).
+    pub fn mirrored_cpu_va(&self, va: u64) -> u64 {
+        lock(&self.space).cpu_va(va)
+    }
+}
+
+/// A fault report for `va` while running op `op_index` at `progress`.
+pub(crate) fn fault_info(va: u64, access: Access, op_index: usize, progress: u64) -> FaultInfo {
+    FaultInfo {
+        va: va & !(gpu::PAGE_SIZE - 1),
+        access: match access {
+            Access::Read => vgpu_uapi::VGPU_SVM_ACCESS_READ,
+            Access::Write => vgpu_uapi::VGPU_SVM_ACCESS_WRITE,
+        },
+        op_index: op_index as u32,
+        progress,
+    }
+}
+
+/// ATOMIC_ADD's retry bound (see the engine).
+pub(crate) const fn atomic_retries() -> usize {
+    ATOMIC_RETRIES
+}

@@ -1,0 +1,665 @@
+//! In-process tests of the VGPU_SVM protocol: a [`Device`] over synthetic
+//! guest memory with GPU and CPU page tables built in it, driven through
+//! `handle_control` (which waits for deferred answers).
+
+use vgpu_uapi::{VGPU_SVM_ACCESS_READ, VGPU_SVM_ACCESS_WRITE, VGPU_SVM_CAPSET_ID};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::checker::x86::tests::CpuBuilder;
+use crate::checker::x86::Levels;
+use crate::context::{CheckerMode, EngineConfig};
+use crate::device::{Device, DeviceConfig};
+use crate::layout::gpu::{DIRTY, VALID, WRITE};
+use crate::mem::testmem::{get, put};
+use crate::mmu::tests::Builder;
+use crate::protocol::{self, build::*, fnv, pattern_byte, ErrorCode, OpKind, Status, SvmResp};
+use crate::virtio_gpu::{build as vg, ty, CtrlHdr, CTRL_HDR_SIZE};
+
+const MB: u64 = 1 << 20;
+const GPU_PT: u64 = 0x10_0000;
+const CPU_PT: u64 = 0x80_0000;
+const DATA: u64 = 0x100_0000; // 16 MiB: data frames from here
+const MEM: usize = 64 << 20;
+const CTX: u32 = 1;
+const BIG: usize = 4096;
+
+struct Rig {
+    dev: Device,
+    mem: GuestMemoryMmap,
+}
+
+impl Rig {
+    fn new(checker: CheckerMode) -> Self {
+        let mem = crate::mem::testmem::new(MEM);
+        let mut dev = Device::new(DeviceConfig {
+            max_contexts: 4,
+            engine: EngineConfig {
+                checker,
+                ..EngineConfig::default()
+            },
+        });
+        dev.set_memory(GuestMemoryAtomic::new(mem.clone()));
+        let r = dev.handle_control(&vg::ctx_create(CTX, VGPU_SVM_CAPSET_ID, "t"), BIG);
+        assert_eq!(CtrlHdr::parse(&r).unwrap().type_, ty::RESP_OK_NODATA);
+        Self { dev, mem }
+    }
+
+    fn cmd(&mut self, cmd: &[u8]) -> SvmResp {
+        let r = self.dev.handle_control(&vg::submit_3d(CTX, cmd), BIG);
+        let h = CtrlHdr::parse(&r).unwrap();
+        assert_eq!(
+            h.type_,
+            ty::RESP_OK_NODATA,
+            "{}",
+            protocol::cmd_name(cmd[0] as u32)
+        );
+        assert_eq!(r.len(), CTRL_HDR_SIZE + protocol::RESP_SIZE);
+        SvmResp::decode(&r[CTRL_HDR_SIZE..]).unwrap()
+    }
+
+    fn ok(&mut self, cmd: &[u8]) -> SvmResp {
+        let r = self.cmd(cmd);
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        r
+    }
+
+    fn err(&mut self, cmd: &[u8]) -> ErrorCode {
+        let r = self.cmd(cmd);
+        assert_eq!(r.status, Status::Error, "{r:?}");
+        r.error.unwrap()
+    }
+
+    fn set_as(&mut self) {
+        self.ok(&set_as(GPU_PT, CPU_PT, 4));
+    }
+
+    fn write(&self, pa: u64, b: &[u8]) {
+        self.mem.write_slice(b, GuestAddress(pa)).unwrap();
+    }
+
+    fn read(&self, pa: u64, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.mem.read_slice(&mut v, GuestAddress(pa)).unwrap();
+        v
+    }
+
+    fn stats(&mut self) -> protocol::WireStats {
+        self.ok(&stats()).stats
+    }
+}
+
+/// Page tables shared by both sides: GPU VA == CPU VA -> same frame.
+struct Tables<'a> {
+    gpu: Builder<'a>,
+    cpu: CpuBuilder<'a>,
+}
+
+impl<'a> Tables<'a> {
+    fn new(mem: &'a GuestMemoryMmap) -> Self {
+        Self {
+            gpu: Builder::new(mem, GPU_PT),
+            cpu: CpuBuilder::new(mem, Levels::Four, CPU_PT),
+        }
+    }
+
+    /// More mappings into the same tables (new tables from a fresh area).
+    fn again(mem: &'a GuestMemoryMmap, n: u64) -> Self {
+        Self {
+            gpu: Builder::at(mem, GPU_PT, GPU_PT + n * 0x10_0000 / 4),
+            cpu: CpuBuilder::at(mem, Levels::Four, CPU_PT, CPU_PT + n * 0x10_0000 / 4),
+        }
+    }
+
+    fn map_4k(&mut self, va: u64, frame: u64, write: bool) -> u64 {
+        self.cpu.map_4k(va, frame, write);
+        self.gpu.map_4k(va, frame, write)
+    }
+
+    fn map_2m(&mut self, va: u64, frame: u64) -> u64 {
+        for i in 0..512 {
+            self.cpu.map_4k(va + i * 4096, frame + i * 4096, true);
+        }
+        self.gpu.map_2m(va, frame, true)
+    }
+}
+
+fn rand_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn copy_through_4k_and_2m_pages_and_dirty_bits() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let src_va = 0x7f00_0000_0000u64;
+    let dst_va = 0x7f00_4000_0000u64; // 2 MiB aligned
+    let mut t = Tables::new(&r.mem);
+    // Source: 4 KiB pages at scattered frames (reverse order).
+    let mut src_ptes = Vec::new();
+    for i in 0..16u64 {
+        src_ptes.push(t.map_4k(src_va + i * 4096, DATA + (15 - i) * 4096, false));
+    }
+    let dst_pte = t.map_2m(dst_va, DATA + 2 * MB);
+    let _ = t;
+    let data = rand_bytes(16 * 4096, 7);
+    for i in 0..16u64 {
+        r.write(DATA + (15 - i) * 4096, &data[(i * 4096) as usize..][..4096]);
+    }
+    r.set_as();
+    // An unaligned copy crossing pages on both sides.
+    let resp = r.ok(&job(
+        1,
+        &[
+            op(OpKind::Copy, dst_va + 100, src_va + 3, 60_000, 0),
+            op(OpKind::Hash, 0, dst_va + 100, 60_000, 0),
+        ],
+    ));
+    assert_eq!(resp.job_id, 1);
+    assert_eq!(resp.result, fnv::hash(&data[3..60_003]));
+    assert_eq!(r.read(DATA + 2 * MB + 100, 60_000), &data[3..60_003]);
+    assert_eq!(r.read(DATA + 2 * MB, 100), vec![0; 100]);
+    // DIRTY set in the written 2 MiB leaf only.
+    assert_ne!(get(&r.mem, dst_pte) & DIRTY, 0);
+    assert!(src_ptes.iter().all(|&a| get(&r.mem, a) & DIRTY == 0));
+    let s = r.stats();
+    assert_eq!(s.jobs, 1);
+    assert_eq!(s.violations, 0);
+    assert!(s.accesses_checked >= 2 * 15);
+    assert_eq!(s.bytes, 120_000);
+    assert!(s.tlb_misses >= 1 && s.tlb_hits > 0);
+}
+
+#[test]
+fn fill_pattern_atomic_read() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    for i in 0..4 {
+        t.map_4k(va + i * 4096, DATA + i * 4096, true);
+    }
+    let _ = t;
+    put(&r.mem, DATA + 0x3008, 40);
+    r.set_as();
+    let resp = r.ok(&job(
+        9,
+        &[
+            op(OpKind::Fill, va + 10, 0, 5000, 0x1ab),
+            op(OpKind::WritePattern, va + 0x2000, 0, 100, 77),
+            op(OpKind::AtomicAdd, va + 0x3008, 0, 0, 2),
+            op(OpKind::Read, 0, va, 0x4000, 0),
+        ],
+    ));
+    assert_eq!(resp.result, 40);
+    assert_eq!(get(&r.mem, DATA + 0x3008), 42);
+    assert_eq!(r.read(DATA + 10, 5000), vec![0xab; 5000]);
+    assert_eq!(r.read(DATA + 9, 1), vec![0]);
+    let pat: Vec<u8> = (0..100).map(|i| pattern_byte(77, i)).collect();
+    assert_eq!(r.read(DATA + 0x2000, 100), pat);
+    assert_eq!(r.stats().violations, 0);
+}
+
+#[test]
+fn fault_resume_abort() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x10_0000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_4k(va, DATA, true);
+    // Second page: present for the CPU, not yet for the GPU.
+    t.cpu.map_4k(va + 4096, DATA + 4096, true);
+    // Third page: read-only for the GPU (and the CPU allows writes).
+    t.cpu.map_4k(va + 8192, DATA + 8192, true);
+    let ro = t.gpu.map_4k(va + 8192, DATA + 8192, false);
+    let _ = t;
+    r.set_as();
+    let pattern = op(OpKind::WritePattern, va + 16, 0, 3 * 4096 - 16, 5);
+    let f = r.cmd(&job(3, &[op(OpKind::Fill, va, 0, 16, 1), pattern]));
+    assert_eq!(f.status, Status::Fault);
+    assert_eq!(f.job_id, 3);
+    assert_eq!(
+        (
+            f.fault.va,
+            f.fault.access,
+            f.fault.op_index,
+            f.fault.progress
+        ),
+        (va + 4096, VGPU_SVM_ACCESS_WRITE, 1, 4096 - 16)
+    );
+    // Same job id while it is faulted: BUSY. RESUME of another: UNKNOWN_JOB.
+    assert_eq!(
+        r.err(&job(3, &[op(OpKind::Read, 0, va, 1, 0)])),
+        ErrorCode::Busy
+    );
+    assert_eq!(r.err(&resume(4)), ErrorCode::UnknownJob);
+    // RESUME without fixing anything: the same fault again.
+    let f2 = r.cmd(&resume(3));
+    assert_eq!((f2.status, f2.fault), (Status::Fault, f.fault));
+    // Map page 2: the job runs on and faults on the read-only page 3.
+    let mut t = Tables::again(&r.mem, 1);
+    t.gpu.map_4k(va + 4096, DATA + 4096, true);
+    let _ = t;
+    let f3 = r.cmd(&resume(3));
+    assert_eq!(f3.status, Status::Fault);
+    assert_eq!(
+        (f3.fault.va, f3.fault.access, f3.fault.progress),
+        (va + 8192, VGPU_SVM_ACCESS_WRITE, 2 * 4096 - 16)
+    );
+    // Upgrade the entry (no INVALIDATE: a stale read-only TLB entry must
+    // not keep the job faulting).
+    put(&r.mem, ro, (DATA + 8192) | VALID | WRITE);
+    let done = r.ok(&resume(3));
+    assert_eq!(done.job_id, 3);
+    let pat: Vec<u8> = (0..3 * 4096 - 16).map(|i| pattern_byte(5, i)).collect();
+    assert_eq!(r.read(DATA + 16, 3 * 4096 - 16), pat);
+    assert_eq!(r.read(DATA, 16), vec![1; 16]);
+    // RESUME of a completed job.
+    assert_eq!(r.err(&resume(3)), ErrorCode::UnknownJob);
+
+    // ABORT: a read fault on an unmapped page, then abort.
+    let f = r.cmd(&job(4, &[op(OpKind::Hash, 0, 0x20_0000_0000, 8, 0)]));
+    assert_eq!(
+        (f.status, f.fault.access, f.fault.va),
+        (Status::Fault, VGPU_SVM_ACCESS_READ, 0x20_0000_0000)
+    );
+    let a = r.cmd(&abort(4));
+    assert_eq!(
+        (a.status, a.error, a.job_id),
+        (Status::Error, Some(ErrorCode::Aborted), 4)
+    );
+    assert_eq!(r.err(&abort(4)), ErrorCode::UnknownJob);
+    assert_eq!(r.err(&resume(4)), ErrorCode::UnknownJob);
+    let s = r.stats();
+    assert_eq!((s.faults, s.jobs, s.violations), (4, 1, 0));
+    let snap = r.dev.counters().snapshot();
+    assert_eq!(snap.jobs_aborted, 1);
+}
+
+#[test]
+fn each_violation_kind_fires() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x7000_0000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    // 0: no CPU page behind the GPU entry.
+    t.gpu.map_4k(va, DATA, true);
+    // 1: the CPU maps a different frame (stale GPU entry after a COW).
+    t.gpu.map_4k(va + 0x1000, DATA + 0x1000, true);
+    t.cpu.map_4k(va + 0x1000, DATA + 0x9000, true);
+    // 2: a write through a read-only CPU entry (COW-shared page).
+    t.gpu.map_4k(va + 0x2000, DATA + 0x2000, true);
+    t.cpu.map_4k(va + 0x2000, DATA + 0x2000, false);
+    let _ = t;
+    r.set_as();
+    r.ok(&job(1, &[op(OpKind::Read, 0, va, 8, 0)]));
+    let s = r.stats();
+    assert_eq!((s.violations, s.violations_no_page), (1, 1));
+    r.ok(&job(2, &[op(OpKind::Read, 0, va + 0x1000, 8, 0)]));
+    let s = r.stats();
+    assert_eq!((s.violations, s.violations_frame), (2, 1));
+    // Reading the read-only page is fine; writing it is not.
+    r.ok(&job(3, &[op(OpKind::Read, 0, va + 0x2000, 8, 0)]));
+    assert_eq!(r.stats().violations, 2);
+    r.ok(&job(4, &[op(OpKind::Fill, va + 0x2000, 0, 8, 0)]));
+    let s = r.stats();
+    assert_eq!((s.violations, s.violations_write), (3, 1));
+    let snap = r.dev.counters().snapshot();
+    let v = &snap.violations_recent[2];
+    assert_eq!(
+        (v.ctx, v.job, v.gpu_va, v.gpu_phys),
+        (CTX, 4, va + 0x2000, DATA + 0x2000)
+    );
+    // The stats document carries them.
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    assert_eq!(j["svm"]["violations"], 3);
+    assert_eq!(j["svm"]["violations_frame"], 1);
+    assert_eq!(j["svm"]["violations_recent"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn checker_off_checks_nothing_and_zero_cpu_root_disables_it() {
+    let mut r = Rig::new(CheckerMode::Off);
+    let va = 0x7000_0000_0000u64;
+    Builder::new(&r.mem, GPU_PT).map_4k(va, DATA, true);
+    r.set_as();
+    r.ok(&job(1, &[op(OpKind::Fill, va, 0, 4096, 1)]));
+    let s = r.stats();
+    assert_eq!((s.accesses_checked, s.violations, s.jobs), (0, 0, 1));
+
+    let mut r = Rig::new(CheckerMode::Strict);
+    Builder::new(&r.mem, GPU_PT).map_4k(va, DATA, true);
+    r.ok(&set_as(GPU_PT, 0, 4));
+    r.ok(&job(1, &[op(OpKind::Fill, va, 0, 4096, 1)]));
+    assert_eq!(r.stats().accesses_checked, 0);
+}
+
+#[test]
+fn bindings_map_gpu_va_to_cpu_va_for_the_checker() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let gpu_va = 0x1_0000_0000u64;
+    let cpu_va = 0x7f12_0000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    for i in 0..2 {
+        t.gpu.map_4k(gpu_va + i * 4096, DATA + i * 4096, true);
+        t.cpu.map_4k(cpu_va + i * 4096, DATA + i * 4096, true);
+    }
+    let _ = t;
+    r.set_as();
+    // Without the binding the checker looks at CPU VA == GPU VA: no page.
+    r.ok(&job(1, &[op(OpKind::Read, 0, gpu_va, 8, 0)]));
+    assert_eq!(r.stats().violations_no_page, 1);
+    r.ok(&bind(gpu_va, cpu_va, 0x2000));
+    assert_eq!(r.err(&bind(gpu_va + 0x1000, 0, 0x1000)), ErrorCode::Busy);
+    r.ok(&job(2, &[op(OpKind::Copy, gpu_va, gpu_va + 4096, 4096, 0)]));
+    let s = r.stats();
+    assert_eq!(s.violations, 1);
+    assert_eq!(s.accesses_checked, 3);
+    assert_eq!(r.err(&unbind(gpu_va, 0x1000)), ErrorCode::Malformed);
+    r.ok(&unbind(gpu_va, 0x2000));
+    r.ok(&job(3, &[op(OpKind::Read, 0, gpu_va, 8, 0)]));
+    assert_eq!(r.stats().violations, 2);
+}
+
+#[test]
+fn invalidate_drops_tlb_entries_and_counts() {
+    let mut r = Rig::new(CheckerMode::Off);
+    let va = 0x5000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    let pte = t.map_4k(va, DATA, true);
+    let _ = t;
+    r.write(DATA, b"old");
+    r.write(DATA + 0x5000, b"new");
+    r.set_as();
+    assert_eq!(
+        r.ok(&job(1, &[op(OpKind::Hash, 0, va, 3, 0)])).result,
+        fnv::hash(b"old")
+    );
+    // The driver moves the page without telling: the TLB still says old.
+    put(&r.mem, pte, (DATA + 0x5000) | VALID | WRITE);
+    assert_eq!(
+        r.ok(&job(2, &[op(OpKind::Hash, 0, va, 3, 0)])).result,
+        fnv::hash(b"old")
+    );
+    // INVALIDATE of another range changes nothing; of the page, it does.
+    r.ok(&invalidate(va + 0x1000, 0x1000));
+    assert_eq!(
+        r.ok(&job(3, &[op(OpKind::Hash, 0, va, 3, 0)])).result,
+        fnv::hash(b"old")
+    );
+    r.ok(&invalidate(va, 0x1000));
+    assert_eq!(
+        r.ok(&job(4, &[op(OpKind::Hash, 0, va, 3, 0)])).result,
+        fnv::hash(b"new")
+    );
+    // Cleared entry + INVALIDATE: a fault.
+    put(&r.mem, pte, 0);
+    r.ok(&invalidate(0, 1 << 47));
+    assert_eq!(
+        r.cmd(&job(5, &[op(OpKind::Hash, 0, va, 3, 0)])).status,
+        Status::Fault
+    );
+    assert_eq!(r.stats().invalidations, 3);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    // JOB before SET_AS.
+    assert_eq!(
+        r.err(&job(1, &[op(OpKind::Read, 0, 0, 1, 0)])),
+        ErrorCode::NoAs
+    );
+    // Roots outside guest RAM.
+    assert_eq!(r.err(&set_as(1 << 40, CPU_PT, 4)), ErrorCode::BadAddress);
+    assert_eq!(r.err(&set_as(GPU_PT, MEM as u64, 4)), ErrorCode::BadAddress);
+    assert_eq!(r.err(&set_as(GPU_PT, CPU_PT, 6)), ErrorCode::Malformed);
+    // Truncated, unknown, reserved bits.
+    assert_eq!(r.err(&[1, 0, 0]), ErrorCode::Malformed);
+    assert_eq!(r.err(&[0x77, 0, 0, 0, 0, 0, 0, 0]), ErrorCode::UnknownCmd);
+    assert_eq!(r.err(&invalidate(0x10, 0x1000)), ErrorCode::Misaligned);
+    assert_eq!(
+        r.err(&job(1, &[op(OpKind::Fill, 0, 0, 1 << 40, 0)])),
+        ErrorCode::TooBig
+    );
+    // A page table pointing outside guest RAM; a cyclic one; garbage.
+    r.set_as();
+    let mut g = Builder::new(&r.mem, GPU_PT);
+    let l2 = g.entry_addr(0x40_0000, 2);
+    put(&r.mem, l2, (1 << 45) | VALID);
+    assert_eq!(
+        r.err(&job(2, &[op(OpKind::Read, 0, 0x40_0000, 8, 0)])),
+        ErrorCode::BadAddress
+    );
+    put(&r.mem, GPU_PT + 8 * 5, GPU_PT | VALID); // root slot 5 -> root
+    assert_eq!(
+        r.err(&job(3, &[op(OpKind::Read, 0, 5 << 39, 8, 0)])),
+        ErrorCode::BadPageTable
+    );
+    put(&r.mem, l2, 0xdead_0000_0000_0001);
+    assert_eq!(
+        r.err(&job(4, &[op(OpKind::Read, 0, 0x40_0000, 8, 0)])),
+        ErrorCode::BadPageTable
+    );
+    // A leaf whose frame lies outside guest RAM.
+    let mut g = Builder::at(&r.mem, GPU_PT, GPU_PT + 0x40_000);
+    g.map_4k(0x9000_0000, 1 << 44, true);
+    assert_eq!(
+        r.err(&job(5, &[op(OpKind::Fill, 0x9000_0000, 0, 8, 0)])),
+        ErrorCode::BadAddress
+    );
+    let s = r.stats();
+    assert_eq!(s.errors, 12);
+    assert_eq!(s.jobs, 0);
+    // A response buffer too small for the answer: ERR_UNSPEC, not executed.
+    let req = vg::submit_3d(CTX, &stats());
+    let resp = r.dev.handle_control(&req, CTRL_HDR_SIZE + 10);
+    assert_eq!(CtrlHdr::parse(&resp).unwrap().type_, ty::RESP_ERR_UNSPEC);
+    // Unknown context.
+    let resp = r.dev.handle_control(&vg::submit_3d(9, &nop()), BIG);
+    assert_eq!(
+        CtrlHdr::parse(&resp).unwrap().type_,
+        ty::RESP_ERR_INVALID_CONTEXT_ID
+    );
+}
+
+#[test]
+fn too_many_live_jobs_is_busy_and_destroy_aborts() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    r.set_as();
+    // 64 faulted jobs (nothing is mapped), then BUSY.
+    for id in 0..64 {
+        assert_eq!(
+            r.cmd(&job(id, &[op(OpKind::Read, 0, 0, 8, 0)])).status,
+            Status::Fault
+        );
+    }
+    assert_eq!(
+        r.err(&job(64, &[op(OpKind::Read, 0, 0, 8, 0)])),
+        ErrorCode::Busy
+    );
+    let ctx = r.dev.contexts().next().unwrap().clone();
+    assert_eq!(ctx.live_jobs(), 64);
+    let resp = r.dev.handle_control(&vg::ctx_destroy(CTX), BIG);
+    assert_eq!(CtrlHdr::parse(&resp).unwrap().type_, ty::RESP_OK_NODATA);
+    assert_eq!(ctx.live_jobs(), 0);
+    assert_eq!(r.dev.counters().snapshot().jobs_aborted, 64);
+    assert!(ctx.is_cancelled());
+}
+
+#[test]
+fn five_level_cpu_tables() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x7f00_0000_0000u64;
+    Builder::new(&r.mem, GPU_PT).map_4k(va, DATA, true);
+    let mut cpu = CpuBuilder::new(&r.mem, Levels::Five, CPU_PT);
+    cpu.map_4k(va, DATA, true);
+    r.ok(&set_as(GPU_PT, CPU_PT, 5));
+    r.ok(&job(1, &[op(OpKind::Fill, va, 0, 64, 3)]));
+    let s = r.stats();
+    assert_eq!((s.accesses_checked, s.violations), (1, 0));
+}
+
+/// Page-table-like garbage: pseudo-random words, one in three with
+/// VALID/PRESENT clear, the others with addresses mostly inside `size`.
+pub(crate) fn garbage(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(size);
+    for i in 0..(size as u64 / 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let w = match i % 3 {
+            0 => x & !1,
+            1 => (x & (size as u64 - 1) & !0xfff) | (x & 0x1c7) | 1,
+            _ => x | 1,
+        };
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v
+}
+
+/// Guest memory that records every load the walkers make.
+struct Recorder {
+    mem: GuestMemoryMmap,
+    size: u64,
+    loads: std::cell::RefCell<Vec<(u64, bool)>>,
+}
+
+impl crate::mem::PhysMem for Recorder {
+    fn load_u64(&self, addr: u64) -> Result<u64, crate::mem::MemError> {
+        let r = self.mem.load_u64(addr);
+        self.loads.borrow_mut().push((addr, r.is_ok()));
+        r
+    }
+
+    fn cas_u64(
+        &self,
+        addr: u64,
+        old: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, crate::mem::MemError> {
+        self.mem.cas_u64(addr, old, new)
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use crate::mem::PhysMem;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Both walkers over arbitrary memory, roots and VAs: no panic, at
+        /// most one load per level, and a successful load only inside guest
+        /// memory; a translation's frame is what the leaf said.
+        #[test]
+        fn walkers_over_garbage(seed in any::<u64>(), roots in proptest::collection::vec(any::<u64>(), 8),
+                                vas in proptest::collection::vec(any::<u64>(), 16)) {
+            let size = 1usize << 20;
+            let mem = crate::mem::testmem::new(size);
+            mem.write_slice(&garbage(size, seed), GuestAddress(0)).unwrap();
+            let rec = Recorder { mem, size: size as u64, loads: Default::default() };
+            for (i, &root) in roots.iter().enumerate() {
+                // Half the roots inside memory, half anywhere.
+                let root = if i % 2 == 0 { root % rec.size } else { root };
+                for &va in &vas {
+                    for va in [va, va & 0x0000_ffff_ffff_ffff, va & 0x0000_7fff_ffff_ffff] {
+                        rec.loads.borrow_mut().clear();
+                        let g = crate::mmu::walk(&rec, root, va);
+                        let loads = rec.loads.borrow().clone();
+                        prop_assert!(loads.len() <= 4);
+                        for &(a, ok) in &loads {
+                            prop_assert_eq!(ok, a % 8 == 0 && a + 8 <= rec.size);
+                        }
+                        if let Ok(t) = g {
+                            prop_assert_eq!(t.pte, rec.mem.load_u64(t.pte_addr).unwrap());
+                            prop_assert!(t.contains(va));
+                        }
+                        for levels in [Levels::Four, Levels::Five] {
+                            rec.loads.borrow_mut().clear();
+                            let c = crate::checker::x86::walk(&rec, root, levels, va);
+                            let loads = rec.loads.borrow().clone();
+                            prop_assert!(loads.len() <= levels.count() as usize);
+                            for &(a, ok) in &loads {
+                                prop_assert_eq!(ok, a % 8 == 0 && a + 8 <= rec.size);
+                            }
+                            if let Ok(t) = c {
+                                prop_assert_eq!(t.phys(va) & !(t.size - 1), t.frame);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// The MMU with its TLB and DIRTY swaps over garbage: no panic, and
+        /// it only ever sets DIRTY in an entry it walked.
+        #[test]
+        fn mmu_translate_over_garbage(seed in any::<u64>(), root in 0u64..256,
+                                      vas in proptest::collection::vec(any::<u64>(), 64)) {
+            let size = 1usize << 20;
+            let mem = crate::mem::testmem::new(size);
+            mem.write_slice(&garbage(size, seed), GuestAddress(0)).unwrap();
+            let before = garbage(size, seed);
+            let mut mmu = crate::mmu::Mmu::new(root << 12, 16);
+            for (i, &va) in vas.iter().enumerate() {
+                let access = if i % 2 == 0 { crate::mmu::Access::Read } else { crate::mmu::Access::Write };
+                if let Ok(t) = mmu.translate(&mem, va & 0x0000_ffff_ffff_ffff, access) {
+                    if access == crate::mmu::Access::Write {
+                        prop_assert!(t.dirty() && t.writable());
+                    }
+                }
+            }
+            // Every byte that changed is a DIRTY bit set in some entry.
+            let mut after = vec![0u8; size];
+            mem.read_slice(&mut after, GuestAddress(0)).unwrap();
+            for i in (0..size).step_by(8) {
+                let a = u64::from_le_bytes(before[i..i + 8].try_into().unwrap());
+                let b = u64::from_le_bytes(after[i..i + 8].try_into().unwrap());
+                prop_assert!(a == b || b == a | DIRTY);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Arbitrary guest memory under the page tables, arbitrary roots,
+        /// addresses and ops: every job ends (done, fault or error) and the
+        /// device never panics.
+        #[test]
+        fn arbitrary_tables_and_jobs(seed in any::<u64>(), gpu_root in 0u64..1024, cpu_root in 0u64..1024,
+                                     levels in 4u32..6, ops in proptest::collection::vec(
+                                         (1u32..7, any::<u64>(), any::<u64>(), 0u64..20_000, any::<u64>()), 1..6)) {
+            let size = 4usize << 20;
+            let mem = crate::mem::testmem::new(size);
+            mem.write_slice(&garbage(size, seed), GuestAddress(0)).unwrap();
+            let mut dev = Device::new(DeviceConfig::default());
+            dev.set_memory(GuestMemoryAtomic::new(mem.clone()));
+            dev.handle_control(&vg::ctx_create(1, VGPU_SVM_CAPSET_ID, "f"), BIG);
+            dev.handle_control(&vg::submit_3d(1, &set_as(gpu_root << 12, cpu_root << 12, levels)), BIG);
+            let ops: Vec<_> = ops.into_iter().map(|(k, d, s, len, v)| {
+                let va = |a: u64| a & 0x0000_7fff_ffff_f000 & !(0xff << 39) | (a & 0xfff);
+                let mut o = op(OpKind::Copy, va(d), va(s), len, v);
+                o.kind = [OpKind::Copy, OpKind::Fill, OpKind::Hash, OpKind::AtomicAdd,
+                          OpKind::WritePattern, OpKind::Read][(k - 1) as usize];
+                if o.kind == OpKind::AtomicAdd { o.dst &= !7; }
+                o
+            }).collect();
+            let r = dev.handle_control(&vg::submit_3d(1, &job(1, &ops)), BIG);
+            prop_assert_eq!(r.len(), CTRL_HDR_SIZE + protocol::RESP_SIZE);
+            let resp = SvmResp::decode(&r[CTRL_HDR_SIZE..]).unwrap();
+            if resp.status == Status::Fault {
+                // Resume once and abort: still well-behaved.
+                let r = dev.handle_control(&vg::submit_3d(1, &resume(1)), BIG);
+                prop_assert_eq!(r.len(), CTRL_HDR_SIZE + protocol::RESP_SIZE);
+                dev.handle_control(&vg::submit_3d(1, &abort(1)), BIG);
+            }
+        }
+    }
+}

@@ -176,7 +176,8 @@ struct drm_vgpu_svm_stats {
 	__u64 pages_mapped;      /* GPU PTEs written (4K units) */
 	/* notifier callbacks by enum mmu_notifier_event (index = event value):
 	 * UNMAP, CLEAR, PROTECTION_VMA, PROTECTION_PAGE, SOFT_DIRTY, RELEASE,
-	 * MIGRATE, EXCLUSIVE, ... */
+	 * MIGRATE, EXCLUSIVE, ...; counted over every context of the device, so
+	 * that a context's RELEASE (its process exiting) is visible to others. */
 	__u64 events[16];
 };
 

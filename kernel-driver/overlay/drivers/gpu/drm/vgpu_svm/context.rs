@@ -25,6 +25,10 @@ use crate::{
 /// Number of `enum mmu_notifier_event` slots counted.
 pub(crate) const EVENTS: usize = 16;
 
+/// Notifier callbacks by event over every context of the module (a context's RELEASE happens
+/// when its process is gone, so only these counters can show it).
+pub(crate) static DEVICE_EVENTS: [AtomicU64; EVENTS] = [const { AtomicU64::new(0) }; EVENTS];
+
 /// The driver's counters for a context (reported by the STATS ioctl and debugfs).
 #[derive(Default)]
 pub(crate) struct Stats {
@@ -62,10 +66,17 @@ pub(crate) struct Shared {
     /// The opener's mm (grabbed, not pinned: `mmget_not_zero` before use).
     pub(crate) mm: ARef<Mm>,
     pub(crate) stats: Stats,
+    /// The device-wide event counters ([`DEVICE_EVENTS`]).
+    pub(crate) device_events: &'static [AtomicU64; EVENTS],
 }
 
 impl Shared {
-    pub(crate) fn new(id: u32, ctrl: ControlQueue, mm: ARef<Mm>) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        id: u32,
+        ctrl: ControlQueue,
+        mm: ARef<Mm>,
+        device_events: &'static [AtomicU64; EVENTS],
+    ) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 ctx_id: id,
@@ -78,6 +89,7 @@ impl Shared {
                 legacy_valid: AtomicBool::new(true),
                 mm,
                 stats: Stats::default(),
+                device_events,
             }),
             GFP_KERNEL,
         )
@@ -107,6 +119,9 @@ impl Shared {
     ) -> bool {
         let ev = range.event() as usize;
         if let Some(c) = self.stats.events.get(ev) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.device_events.get(ev) {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let blockable = range.blockable();

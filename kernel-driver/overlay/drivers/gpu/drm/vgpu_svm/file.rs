@@ -98,7 +98,7 @@ impl File {
     fn ctx<'a>(&self, dev: &VgpuDevice, st: &'a mut FileState) -> Result<&'a mut Ctx> {
         if st.ctx.is_none() {
             let id = dev.next_ctx_id.fetch_add(1, Ordering::Relaxed);
-            let shared = Shared::new(id, dev.ctrl.clone(), self.mm.clone())?;
+            let shared = Shared::new(id, dev.ctrl.clone(), self.mm.clone(), &context::DEVICE_EVENTS)?;
             shared.ctrl.ctx_create(id)?;
             let (cpu_root, levels) = shared.cpu_page_table();
             let root = shared.pt.root_phys();
@@ -376,9 +376,9 @@ impl File {
             req.retries = s.retries.load(Ordering::Relaxed);
             req.invalidations = s.invalidations.load(Ordering::Relaxed);
             req.pages_mapped = s.pages_mapped.load(Ordering::Relaxed);
-            for i in 0..EVENTS.min(req.events.len()) {
-                req.events[i] = s.events[i].load(Ordering::Relaxed);
-            }
+        }
+        for i in 0..EVENTS.min(req.events.len()) {
+            req.events[i] = context::DEVICE_EVENTS[i].load(Ordering::Relaxed);
         }
         Ok(0)
     }

@@ -160,7 +160,7 @@ pub(crate) fn validate<'a>(n: &'a UserptrNotifier, mm: &MmWithUser) -> Result<Va
         }
     }
     let npages = (m.size / PAGE) as usize;
-    let seq = mirror::populate(&m.shared, n, mm, Placement { cpu: m.cpu, gpu }, npages, !m.readonly)?.1;
+    let seq = mirror::populate(&m.shared, n, mm, Placement { cpu: m.cpu, gpu, writable: !m.readonly }, npages, !m.readonly)?.1;
     m.last_seq.store(seq.raw() as u64, Ordering::Release);
     m.mirrored.store(true, Ordering::Release);
     Ok(Validated { n, seq })

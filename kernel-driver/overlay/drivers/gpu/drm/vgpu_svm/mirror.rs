@@ -40,6 +40,8 @@ pub(crate) struct Placement {
     pub(crate) cpu: u64,
     /// GPU VA it maps to.
     pub(crate) gpu: u64,
+    /// Whether the device may write through the mapping at all.
+    pub(crate) writable: bool,
 }
 
 /// Rejects mappings that cannot be mirrored before hmm_range_fault would.
@@ -52,7 +54,8 @@ fn check_vma(vma: &VmaRef) -> Result {
 }
 
 /// Mirrors `npages` pages starting at CPU VA `p.cpu` (inside `n`'s range) at GPU VA `p.gpu`,
-/// faulting them in (writable if `write`). Returns the number of 4 KiB GPU entries written
+/// faulting them in (writable if `write`). GPU entries are writable only where the CPU's are
+/// and `p.writable` allows it (a READONLY userptr object never is). Returns the number of 4 KiB GPU entries written
 /// and the sequence they were committed at.
 pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     shared: &Shared,
@@ -119,7 +122,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
                 i += 1;
                 continue;
             }
-            let writable = e & hmm::PFN_WRITE != 0;
+            let writable = p.writable && e & hmm::PFN_WRITE != 0;
             let phys = hmm::pfn_to_phys(e);
             let cva = p.cpu + (i as u64) * PAGE;
             // A 2 MiB entry where the CPU maps a THP with a PMD, the GPU and CPU offsets inside
@@ -169,7 +172,7 @@ pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
         (vma.end() as u64).min(va + (WINDOW as u64) * PAGE)
     };
     let npages = ((end - va) / PAGE).max(1) as usize;
-    populate(shared, n, &mm, Placement { cpu: va, gpu: va }, npages, write)?;
+    populate(shared, n, &mm, Placement { cpu: va, gpu: va, writable: true }, npages, write)?;
     shared.stats.faults_serviced.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -680,7 +680,9 @@ pub fn run_case(
             drv.invalidations,
             drv.pages_mapped
         ));
-        let ev: Vec<String> = drv
+        // The driver counts notifier events device-wide (a child's RELEASE happens after
+        // its context is gone), so the case's events are the monitor's delta.
+        let ev: Vec<String> = g
             .event_counts()
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -705,7 +707,7 @@ pub fn run_case(
         passed,
         skipped,
         duration_ms,
-        events: event_map(&drv),
+        events: event_map(&g),
         detail,
     };
     (outcome, diags)

@@ -51,7 +51,76 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "GET_PARAM with a bad user pointer fails with EFAULT",
         check_bad_pointer,
     ),
+    (
+        "fdinfo and debugfs describe the file's GPU context",
+        check_fdinfo_debugfs,
+    ),
+    (
+        "a fork child using the parent's fd gets EPERM",
+        check_fork_child_eperm,
+    ),
 ];
+
+/// Runs a context ioctl on the raw fd; returns the errno on failure.
+fn raw_ioctl<T>(dev: &Device, request: u32, arg: &mut T) -> Result<(), i32> {
+    // SAFETY: `arg` is a live, correctly sized ioctl argument for `request`.
+    let ret = unsafe { libc::ioctl(dev.as_raw_fd(), request as libc::Ioctl, arg as *mut T) };
+    if ret == -1 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_fdinfo_debugfs(dev: &Device) -> Result<String, String> {
+    // STATS creates the file's context.
+    let mut stats = uapi::drm_vgpu_svm_stats::default();
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_STATS as u32, &mut stats).map_err(|e| format!("STATS: errno {e}"))?;
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", dev.as_raw_fd()))
+        .map_err(|e| format!("fdinfo: {e}"))?;
+    for key in ["drm-driver:\tvgpu_svm", "drm-client-id:", "drm-engine-vgpu:", "drm-resident-gpuvm:", "vgpu_svm-events-unmap:"] {
+        if !fdinfo.contains(key) {
+            return Err(format!("fdinfo lacks `{key}`:\n{fdinfo}"));
+        }
+    }
+    let ctx = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("vgpu_svm-ctx:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| format!("fdinfo lacks vgpu_svm-ctx:\n{fdinfo}"))?;
+    let path = format!("/sys/kernel/debug/vgpu_svm/ctx{ctx}");
+    let dbg = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    if !dbg.contains(&format!("ctx: {ctx}")) || !dbg.contains("mapped ranges") {
+        return Err(format!("{path} is not the context's description:\n{dbg}"));
+    }
+    Ok(format!("context {ctx}: fdinfo has {} lines, {path} has {} lines", fdinfo.lines().count(), dbg.lines().count()))
+}
+
+fn check_fork_child_eperm(dev: &Device) -> Result<String, String> {
+    // SAFETY: the child only makes one ioctl and exits with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    if pid == 0 {
+        let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
+        let code = match raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg) {
+            Err(e) if e == libc::EPERM => 0,
+            Err(e) => 10 + e.min(100),
+            Ok(()) => 1,
+        };
+        // SAFETY: leaving the forked child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(String::new()),
+        1 => Err("CTX_CONFIG from the child succeeded".into()),
+        c => Err(format!("CTX_CONFIG from the child failed with errno {}, not EPERM", c - 10)),
+    }
+}
 
 fn main() -> ExitCode {
     let mut tap = Tap::new(2 + DEVICE_CHECKS.len());

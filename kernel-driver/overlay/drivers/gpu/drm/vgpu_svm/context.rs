@@ -36,8 +36,26 @@ pub(crate) struct Stats {
     pub(crate) retries: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) pages_mapped: AtomicU64,
+    /// GPU entries cleared by invalidations (4 KiB units).
+    pub(crate) pages_cleared: AtomicU64,
+    /// Time jobs of this context ran on the device, in ns.
+    pub(crate) busy_ns: AtomicU64,
+    /// The notifier sequence of the last commit (for debugfs).
+    pub(crate) last_seq: AtomicU64,
     pub(crate) events: [AtomicU64; EVENTS],
 }
+
+/// `enum mmu_notifier_event` names, by value.
+pub(crate) const EVENT_NAMES: [&str; 8] = [
+    "unmap",
+    "clear",
+    "protection_vma",
+    "protection_page",
+    "soft_dirty",
+    "release",
+    "migrate",
+    "exclusive",
+];
 
 /// What lives under the update lock.
 pub(crate) struct Locked {
@@ -168,6 +186,7 @@ impl Shared {
         }
         let token = UpdateToken::new(&guard);
         let cleared = self.pt.clear(&token, gs, ge);
+        self.stats.pages_cleared.fetch_add(cleared.pages, Ordering::Relaxed);
         if cleared.entries == 0 {
             // The device caches only valid entries: nothing to flush.
             return true;
@@ -238,4 +257,37 @@ pub(crate) fn legacy_notifier(
     shared: Arc<Shared>,
 ) -> Result<Pin<KBox<RangeNotifier<LegacyFlag>>>> {
     KBox::pin_init(RangeNotifier::register(mm, LegacyFlag { shared }), GFP_KERNEL)
+}
+
+impl Shared {
+    /// Writes the context's state for debugfs and fdinfo.
+    pub(crate) fn describe(&self, out: &mut dyn core::fmt::Write, fdinfo: bool) -> core::fmt::Result {
+        let s = &self.stats;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let resident_kib = ld(&s.pages_mapped).saturating_sub(ld(&s.pages_cleared)) * 4;
+        if fdinfo {
+            // Documentation/gpu/drm-usage-stats.rst keys, then driver-specific ones.
+            writeln!(out, "drm-engine-vgpu:\t{} ns", ld(&s.busy_ns))?;
+            writeln!(out, "drm-resident-gpuvm:\t{resident_kib} KiB")?;
+            writeln!(out, "vgpu_svm-ctx:\t{}", self.ctx_id)?;
+        } else {
+            writeln!(out, "ctx: {}", self.ctx_id)?;
+            writeln!(out, "svm: {}", self.svm.load(Ordering::Relaxed))?;
+            writeln!(out, "broken: {}", self.broken.load(Ordering::Relaxed))?;
+            writeln!(out, "last committed sequence: {}", ld(&s.last_seq))?;
+            writeln!(out, "resident: {resident_kib} KiB")?;
+        }
+        let p = if fdinfo { "vgpu_svm-" } else { "" };
+        writeln!(out, "{p}faults-serviced:\t{}", ld(&s.faults_serviced))?;
+        writeln!(out, "{p}retries:\t{}", ld(&s.retries))?;
+        writeln!(out, "{p}invalidations:\t{}", ld(&s.invalidations))?;
+        for (i, name) in EVENT_NAMES.iter().enumerate() {
+            writeln!(out, "{p}events-{name}:\t{}", ld(&s.events[i]))?;
+        }
+        if !fdinfo {
+            writeln!(out, "mapped ranges (GPU VA, first 32):")?;
+            self.pt.describe_ranges(out, 32)?;
+        }
+        Ok(())
+    }
 }

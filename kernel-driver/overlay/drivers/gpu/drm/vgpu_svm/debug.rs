@@ -94,8 +94,8 @@ pub(crate) struct Knobs {
 }
 
 impl Knobs {
-    pub(crate) fn new() -> impl PinInit<Self, Error> {
-        let dir = Dir::new(c"vgpu_svm");
+    /// The knob files in `dir` (the driver's debugfs directory).
+    pub(crate) fn new(dir: Dir) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             _skip <- dir.read_write_callback_file(c"skip_invalidate", &SKIP_INVALIDATE, &show_bool, &store_bool),
             _legacy <- dir.read_write_callback_file(c"legacy_valid_flag", &LEGACY_VALID_FLAG, &show_bool, &store_bool),

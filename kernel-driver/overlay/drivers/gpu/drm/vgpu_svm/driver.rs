@@ -48,6 +48,8 @@ pub(crate) struct VgpuData {
     pub(crate) capset: Capset,
     /// The next device context id (virtio-gpu context ids start at 1).
     pub(crate) next_ctx_id: AtomicU32,
+    /// The driver's debugfs directory (`vgpu_svm/`): knobs and one file per context.
+    pub(crate) debugfs: kernel::debugfs::Dir,
 }
 
 const INFO: drm::DriverInfo = drm::DriverInfo {
@@ -76,7 +78,8 @@ impl virtio::Driver for VgpuDriver {
         _info: &'bound Self::IdInfo,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         let drm = Self::bind_device(vdev);
-        try_pin_init!(Vgpu { _drm: drm?, _knobs <- debug::Knobs::new() }? Error)
+        let dir = drm.as_ref().ok().map(|d| d.debugfs.clone());
+        try_pin_init!(Vgpu { _drm: drm?, _knobs <- debug::Knobs::new(dir.ok_or(ENODEV)?) }? Error)
     }
 }
 
@@ -108,7 +111,8 @@ impl VgpuDriver {
             capset.features
         );
 
-        let data = try_pin_init!(VgpuData { ctrl, capset, next_ctx_id: AtomicU32::new(1) });
+        let debugfs = kernel::debugfs::Dir::new(c"vgpu_svm");
+        let data = try_pin_init!(VgpuData { ctrl, capset, next_ctx_id: AtomicU32::new(1), debugfs });
         let drm = drm::UnregisteredDevice::<Self>::new(vdev.as_ref(), data)?;
         let drm = drm::Registration::new_foreign_owned(drm, vdev.as_ref(), 0)?;
 
@@ -124,6 +128,10 @@ impl drm::Driver for VgpuDriver {
 
     const INFO: drm::DriverInfo = INFO;
     const FEAT_RENDER: bool = true;
+
+    fn show_fdinfo(file: &drm::File<File>, out: &mut dyn core::fmt::Write) {
+        file.inner().show_fdinfo(out);
+    }
 
     kernel::declare_drm_ioctls! {
         (VGPU_SVM_GET_PARAM, drm_vgpu_svm_get_param, ioctl::RENDER_ALLOW, File::get_param),

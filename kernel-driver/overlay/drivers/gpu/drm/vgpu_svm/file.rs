@@ -28,6 +28,8 @@ pub(crate) type SvmNotifier = IntervalNotifier<SvmMirror>;
 /// A context's file-side state (under `File::state`).
 struct Ctx {
     shared: Arc<Shared>,
+    /// `/sys/kernel/debug/vgpu_svm/ctx<N>`.
+    _debugfs: Pin<KBox<kernel::debugfs::File<Arc<Shared>>>>,
     svm: Option<Pin<KBox<SvmNotifier>>>,
     /// Debug only: the legacy valid-flag notifier (see `debug.rs`).
     legacy: Option<Pin<KBox<kernel::mmu_notifier::RangeNotifier<context::LegacyFlag>>>>,
@@ -64,6 +66,9 @@ pub(crate) struct File {
     mm: ARef<Mm>,
     #[pin]
     state: Mutex<FileState>,
+    /// The context's shared part, for fdinfo (never held for long, unlike `state`).
+    #[pin]
+    shared: Mutex<Option<Arc<Shared>>>,
 }
 
 impl drm::file::DriverFile for File {
@@ -76,6 +81,7 @@ impl drm::file::DriverFile for File {
             try_pin_init!(Self {
                 mm,
                 state <- kernel::new_mutex!(FileState { ctx: None }),
+                shared <- kernel::new_mutex!(None),
             }),
             GFP_KERNEL,
         )
@@ -92,7 +98,19 @@ fn owner_mm(file: &File) -> Result<ARef<MmWithUser>> {
     Ok(ARef::from(cur))
 }
 
+/// debugfs `ctx<N>`: the context's state, counters and mapped ranges.
+fn show_ctx(shared: &Arc<Shared>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    shared.describe(f, false)
+}
+
 impl File {
+    /// fdinfo keys of this file's context (none before it has one).
+    pub(crate) fn show_fdinfo(&self, out: &mut dyn core::fmt::Write) {
+        if let Some(s) = self.shared.lock().as_ref() {
+            let _ = s.describe(out, true);
+        }
+    }
+
     /// The context, created on first use: a device context with our page table and the mm's
     /// CPU page table for the checker.
     fn ctx<'a>(&self, dev: &VgpuDevice, st: &'a mut FileState) -> Result<&'a mut Ctx> {
@@ -114,7 +132,10 @@ impl File {
                 let _ = shared.ctrl.ctx_destroy(id);
                 return Err(e);
             }
-            st.ctx = Some(Ctx { shared, svm: None, legacy: None, bound: KVec::new(), next_job: 1 });
+            let name = kernel::str::CString::try_from_fmt(fmt!("ctx{id}"))?;
+            let debugfs = KBox::pin_init(dev.debugfs.read_callback_file(&name, shared.clone(), &show_ctx), GFP_KERNEL)?;
+            *self.shared.lock() = Some(shared.clone());
+            st.ctx = Some(Ctx { shared, _debugfs: debugfs, svm: None, legacy: None, bound: KVec::new(), next_job: 1 });
         }
         st.ctx.as_mut().ok_or(EINVAL)
     }

@@ -105,6 +105,8 @@ pub(crate) fn run(
         }
         guard.jobs_in_flight += 1;
     }
+    // SAFETY: No preconditions.
+    let t0 = unsafe { kernel::bindings::ktime_get() };
     let resp = shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_JOB, body, gpu::JOB_TIMEOUT_MS, build);
     let out = (|| {
         let mut resp = resp?;
@@ -145,5 +147,8 @@ pub(crate) fn run(
         }
     })();
     shared.update.lock().jobs_in_flight -= 1;
+    // SAFETY: No preconditions.
+    let t1 = unsafe { kernel::bindings::ktime_get() };
+    shared.stats.busy_ns.fetch_add(t1.saturating_sub(t0) as u64, Ordering::Relaxed);
     out
 }

@@ -149,6 +149,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         }
         drop(guard);
         shared.stats.pages_mapped.fetch_add(written, Ordering::Relaxed);
+        shared.stats.last_seq.store(seq.raw() as u64, Ordering::Relaxed);
         return Ok((written, seq));
     }
 }

@@ -112,6 +112,8 @@ pub(crate) struct Cleared {
     pub(crate) dirty: u64,
     /// A 2 MiB leaf was among them (the device must drop its whole translation).
     pub(crate) large: bool,
+    /// 4 KiB pages covered by the cleared entries.
+    pub(crate) pages: u64,
 }
 
 /// A context's GPU page table.
@@ -264,6 +266,7 @@ impl PageTable {
                     out.entries += 1;
                     out.dirty += u64::from(old & DIRTY != 0);
                     out.large = true;
+                    out.pages += LARGE_PAGE / PAGE;
                     Self::retire(old, true);
                 }
             }
@@ -274,6 +277,7 @@ impl PageTable {
                     let old = l1.entry(index(va, 1)).swap(0, Ordering::AcqRel);
                     if old & VALID != 0 {
                         out.entries += 1;
+                        out.pages += 1;
                         out.dirty += u64::from(old & DIRTY != 0);
                         Self::retire(old, false);
                     }
@@ -284,5 +288,55 @@ impl PageTable {
             }
         }
         out
+    }
+
+    /// Writes up to `max` runs of valid GPU mappings (`start-end rw|ro 4K|2M`), for debugfs.
+    /// A racy read-only walk.
+    pub(crate) fn describe_ranges(&self, out: &mut dyn core::fmt::Write, max: usize) -> core::fmt::Result {
+        let mut runs = 0usize;
+        let mut cur: Option<(u64, u64, bool, bool)> = None; // start, end, writable, large
+        let mut flush = |r: Option<(u64, u64, bool, bool)>, out: &mut dyn core::fmt::Write| -> core::fmt::Result {
+            if let Some((s, e, w, l)) = r {
+                if runs < max {
+                    writeln!(out, "  {s:#014x}-{e:#014x} {} {}", if w { "rw" } else { "ro" }, if l { "2M" } else { "4K" })?;
+                }
+                runs += 1;
+            }
+            Ok(())
+        };
+        for (i4, t3) in (0..ENTRIES).filter_map(|i| self.root.child(i).map(|c| (i, c))) {
+            for (i3, t2) in (0..ENTRIES).filter_map(|i| t3.child(i).map(|c| (i, c))) {
+                for i2 in 0..ENTRIES {
+                    let base = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21);
+                    let e2 = t2.entry(i2).load(Ordering::Relaxed);
+                    let mut visit = |va: u64, e: u64, size: u64, large: bool, out: &mut dyn core::fmt::Write| -> core::fmt::Result {
+                        if e & VALID == 0 {
+                            return Ok(());
+                        }
+                        let w = e & WRITE != 0;
+                        match cur {
+                            Some((s, end, cw, cl)) if end == va && cw == w && cl == large => cur = Some((s, va + size, w, large)),
+                            _ => {
+                                flush(cur.take(), out)?;
+                                cur = Some((va, va + size, w, large));
+                            }
+                        }
+                        Ok(())
+                    };
+                    if e2 & VALID != 0 && e2 & LARGE != 0 {
+                        visit(base, e2, LARGE_PAGE, true, out)?;
+                    } else if let Some(l1) = t2.child(i2) {
+                        for i1 in 0..ENTRIES {
+                            visit(base | ((i1 as u64) << 12), l1.entry(i1).load(Ordering::Relaxed), PAGE, false, out)?;
+                        }
+                    }
+                }
+            }
+        }
+        flush(cur.take(), out)?;
+        if runs > max {
+            writeln!(out, "  ... {} more", runs - max)?;
+        }
+        Ok(())
     }
 }

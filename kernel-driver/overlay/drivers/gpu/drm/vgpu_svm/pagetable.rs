@@ -214,40 +214,11 @@ impl PageTable {
         }
     }
 
-    /// Whether any leaf entry in `[start, end)` is valid (a read-only walk).
-    pub(crate) fn any_valid(&self, start: u64, end: u64) -> bool {
-        let end = end.min(VA_LIMIT);
-        let mut va = start & !(PAGE - 1);
-        while va < end {
-            let Some(l2) = self.l2(va) else {
-                va = (va | ((1 << 30) - 1)) + 1;
-                continue;
-            };
-            let i2 = index(va, 2);
-            let block = va & !(LARGE_PAGE - 1);
-            let e2 = l2.entry(i2).load(Ordering::Acquire);
-            if e2 & VALID != 0 && e2 & LARGE != 0 {
-                return true;
-            }
-            if let Some(l1) = l2.child(i2) {
-                let stop = end.min(block + LARGE_PAGE);
-                while va < stop {
-                    if l1.entry(index(va, 1)).load(Ordering::Acquire) & VALID != 0 {
-                        return true;
-                    }
-                    va += PAGE;
-                }
-            } else {
-                va = block + LARGE_PAGE;
-            }
-        }
-        false
-    }
-
-    /// Clears every leaf entry in `[start, end)`, marking pages the device wrote dirty.
-    /// Allocates nothing; called from the notifier callback.
-    pub(crate) fn clear(&self, _t: &UpdateToken<'_>, start: u64, end: u64) -> Cleared {
-        let mut out = Cleared::default();
+    /// Calls `f` with every leaf slot that may map part of `[start, end)`: the level-2 entry
+    /// of each 2 MiB block overlapping it (`large == true`; only LARGE entries are leaves
+    /// there) and the level-1 entries in the range (linked or not: both may hold entries). `f`
+    /// returns `false` to stop. Allocates nothing.
+    fn for_each_leaf(&self, start: u64, end: u64, mut f: impl FnMut(&AtomicU64, bool) -> bool) {
         let end = end.min(VA_LIMIT);
         let mut va = start & !(PAGE - 1);
         while va < end {
@@ -258,35 +229,49 @@ impl PageTable {
             };
             let i2 = index(va, 2);
             let block = va & !(LARGE_PAGE - 1);
-            let e2 = l2.entry(i2).load(Ordering::Acquire);
-            if e2 & VALID != 0 && e2 & LARGE != 0 && block < end && block + LARGE_PAGE > start {
-                // A 2 MiB leaf overlapping the range: drop it whole.
-                let old = l2.entry(i2).swap(0, Ordering::AcqRel);
-                if old & VALID != 0 {
-                    out.entries += 1;
-                    out.dirty += u64::from(old & DIRTY != 0);
-                    out.large = true;
-                    out.pages += LARGE_PAGE / PAGE;
-                    Self::retire(old, true);
-                }
+            let e2 = l2.entry(i2);
+            if e2.load(Ordering::Acquire) & LARGE != 0 && !f(e2, true) {
+                return;
             }
-            // The level-1 table, linked or not, may hold entries as well.
+            let stop = end.min(block + LARGE_PAGE);
             if let Some(l1) = l2.child(i2) {
-                let stop = end.min(block + LARGE_PAGE);
                 while va < stop {
-                    let old = l1.entry(index(va, 1)).swap(0, Ordering::AcqRel);
-                    if old & VALID != 0 {
-                        out.entries += 1;
-                        out.pages += 1;
-                        out.dirty += u64::from(old & DIRTY != 0);
-                        Self::retire(old, false);
+                    if !f(l1.entry(index(va, 1)), false) {
+                        return;
                     }
                     va += PAGE;
                 }
-            } else {
-                va = block + LARGE_PAGE;
             }
+            va = stop;
         }
+    }
+
+    /// Whether any leaf entry in `[start, end)` is valid (a read-only walk).
+    pub(crate) fn any_valid(&self, start: u64, end: u64) -> bool {
+        let mut any = false;
+        self.for_each_leaf(start, end, |e, _| {
+            any = e.load(Ordering::Acquire) & VALID != 0;
+            !any
+        });
+        any
+    }
+
+    /// Clears every leaf entry in `[start, end)`, marking pages the device wrote dirty.
+    /// A 2 MiB leaf overlapping the range is dropped whole. Allocates nothing; called from
+    /// the notifier callback.
+    pub(crate) fn clear(&self, _t: &UpdateToken<'_>, start: u64, end: u64) -> Cleared {
+        let mut out = Cleared::default();
+        self.for_each_leaf(start, end, |e, large| {
+            let old = e.swap(0, Ordering::AcqRel);
+            if old & VALID != 0 {
+                out.entries += 1;
+                out.dirty += u64::from(old & DIRTY != 0);
+                out.large |= large;
+                out.pages += if large { LARGE_PAGE / PAGE } else { 1 };
+                Self::retire(old, large);
+            }
+            true
+        });
         out
     }
 

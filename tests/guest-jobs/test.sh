@@ -5,8 +5,22 @@
 # it from the console and collects the `vgpu-case:` lines into coherence-summary.json.
 status=0
 
+echo "vgpu-guest: module unload with and without a live context"
+/bin/vgpu-smoke --hold 60 &
+holder=$!
+sleep 2
+if rmmod vgpu_svm 2>/dev/null; then
+    echo "not ok 1 - rmmod refuses while a GPU context is open"; status=1
+else
+    echo "ok 1 - rmmod refuses while a GPU context is open"
+fi
+kill $holder; wait $holder 2>/dev/null
+if rmmod vgpu_svm; then
+    echo "ok 2 - rmmod succeeds once the context is closed"
+else
+    echo "not ok 2 - rmmod succeeds once the context is closed"; status=1
+fi
 echo "vgpu-guest: reloading vgpu_svm with unsafe_debug=1 (negative controls)"
-rmmod vgpu_svm || status=1
 insmod /lib/modules/vgpu/vgpu_svm.ko unsafe_debug=1 || status=1
 
 echo "vgpu-guest: kernel messages of the driver:"

@@ -59,7 +59,113 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "a fork child using the parent's fd gets EPERM",
         check_fork_child_eperm,
     ),
+    (
+        "bad ioctl arguments fail with EINVAL/EFAULT/ENOENT/EBUSY",
+        check_bad_arguments,
+    ),
+    (
+        "VM_IO/VM_PFNMAP memory ([vvar]) cannot be mirrored: EFAULT",
+        check_pfnmap_efault,
+    ),
 ];
+
+/// One READ op of `len` bytes at `src`.
+fn read_op(src: u64, len: u64) -> uapi::drm_vgpu_svm_op {
+    uapi::drm_vgpu_svm_op { kind: uapi::VGPU_SVM_OP_KIND_READ, flags: 0, dst: 0, src, len, value: 0 }
+}
+
+/// SUBMIT of `ops` using `handles`; the errno on failure.
+fn submit_raw(dev: &Device, ops: &mut [uapi::drm_vgpu_svm_op], handles: &mut [u32]) -> Result<(), i32> {
+    let mut req = uapi::drm_vgpu_svm_submit {
+        ops: ops.as_mut_ptr() as u64,
+        nr_ops: ops.len() as u32,
+        handles: handles.as_mut_ptr() as u64,
+        nr_handles: handles.len() as u32,
+        ..Default::default()
+    };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_SUBMIT as u32, &mut req)
+}
+
+fn expect(what: &str, got: Result<(), i32>, want: i32) -> Result<(), String> {
+    match got {
+        Err(e) if e == want => Ok(()),
+        Err(e) => Err(format!("{what}: errno {e}, want {want}")),
+        Ok(()) => Err(format!("{what}: succeeded, want errno {want}")),
+    }
+}
+
+fn userptr_raw(dev: &Device, addr: u64, size: u64, flags: u32) -> Result<u32, i32> {
+    let mut req = uapi::drm_vgpu_svm_userptr_create { userptr: addr, size, flags, handle: 0 };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_USERPTR_CREATE as u32, &mut req).map(|()| req.handle)
+}
+
+fn bind_raw(dev: &Device, handle: u32, gpu_va: u64) -> Result<(), i32> {
+    let mut req = uapi::drm_vgpu_svm_bind { handle, pad: 0, gpu_va };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_BIND as u32, &mut req)
+}
+
+fn check_bad_arguments(_dev: &Device) -> Result<String, String> {
+    // A fresh file: CTX_CONFIG must come before the first job.
+    let dev = Device::open_default().map_err(|e| e.to_string())?;
+    let dev = &dev;
+    let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: 0x80, pad: 0 };
+    expect("CTX_CONFIG with unknown flags", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg), libc::EINVAL)?;
+    let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg).map_err(|e| format!("CTX_CONFIG(SVM): errno {e}"))?;
+
+    let buf = vec![0u8; 3 * 4096];
+    let page = ((buf.as_ptr() as u64) + 4095) & !4095;
+    expect("USERPTR_CREATE with unknown flags", userptr_raw(dev, page, 4096, 0x80).map(|_| ()), libc::EINVAL)?;
+    expect("USERPTR_CREATE unaligned", userptr_raw(dev, page + 1, 4096, 0).map(|_| ()), libc::EINVAL)?;
+    expect("USERPTR_CREATE of size 0", userptr_raw(dev, page, 0, 0).map(|_| ()), libc::EINVAL)?;
+    expect("BIND of a bad handle", bind_raw(dev, 0xdead, 1 << 40), libc::ENOENT)?;
+    let h = userptr_raw(dev, page, 4096, 0).map_err(|e| format!("USERPTR_CREATE: errno {e}"))?;
+    expect("BIND above 2^48", bind_raw(dev, h, (1 << 48) - 4096 + 4096), libc::EINVAL)?;
+    expect("BIND unaligned", bind_raw(dev, h, (1 << 40) + 8), libc::EINVAL)?;
+    bind_raw(dev, h, 1 << 40).map_err(|e| format!("BIND: errno {e}"))?;
+    let h2 = userptr_raw(dev, page, 4096, 0).map_err(|e| format!("USERPTR_CREATE: errno {e}"))?;
+    expect("BIND overlapping another binding", bind_raw(dev, h2, 1 << 40), libc::EBUSY)?;
+    let mut unb = uapi::drm_vgpu_svm_bind { handle: 0, pad: 0, gpu_va: 0x1234_5000 };
+    expect("UNBIND of nothing", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_UNBIND as u32, &mut unb), libc::ENOENT)?;
+
+    expect("SUBMIT with no ops", submit_raw(dev, &mut [], &mut []), libc::EINVAL)?;
+    let mut many = vec![read_op(page, 8); 65];
+    expect("SUBMIT with 65 ops", submit_raw(dev, &mut many, &mut []), libc::EINVAL)?;
+    let mut bad_kind = [uapi::drm_vgpu_svm_op { kind: 99, ..read_op(page, 8) }];
+    expect("SUBMIT with an unknown op", submit_raw(dev, &mut bad_kind, &mut []), libc::EINVAL)?;
+    let mut beyond = [read_op((1 << 48) - 8, 64)];
+    expect("SUBMIT reaching beyond 2^48", submit_raw(dev, &mut beyond, &mut []), libc::EINVAL)?;
+    expect("SUBMIT with a bad handle", submit_raw(dev, &mut [read_op(page, 8)], &mut [0xdead]), libc::ENOENT)?;
+    let mut req = uapi::drm_vgpu_svm_submit { ops: 0x10, nr_ops: 1, ..Default::default() };
+    expect("SUBMIT with a bad ops pointer", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_SUBMIT as u32, &mut req), libc::EFAULT)?;
+    let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
+    submit_raw(dev, &mut [read_op(page, 8)], &mut []).map_err(|e| format!("SVM READ: errno {e}"))?;
+    expect("CTX_CONFIG after the first job", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg), libc::EBUSY)?;
+    drop(buf);
+    Ok("16 bad arguments refused with the documented errno".into())
+}
+
+/// The `[vvar]` mapping (VM_IO | VM_PFNMAP) of this process, if any.
+fn vvar() -> Option<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[vvar]"))?;
+    u64::from_str_radix(line.split('-').next()?, 16).ok()
+}
+
+fn check_pfnmap_efault(_dev: &Device) -> Result<String, String> {
+    let Some(addr) = vvar() else {
+        return Ok("no [vvar] mapping in this kernel: nothing to check".into());
+    };
+    let dev = Device::open_default().map_err(|e| e.to_string())?;
+    let dev = &dev;
+    let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg).map_err(|e| format!("CTX_CONFIG: errno {e}"))?;
+    expect("an SVM READ of [vvar]", submit_raw(dev, &mut [read_op(addr, 8)], &mut []), libc::EFAULT)?;
+    let h = userptr_raw(dev, addr, 4096, uapi::VGPU_SVM_USERPTR_READONLY).map_err(|e| format!("USERPTR_CREATE([vvar]): errno {e}"))?;
+    bind_raw(dev, h, 1 << 41).map_err(|e| format!("BIND: errno {e}"))?;
+    expect("a job using a userptr object over [vvar]", submit_raw(dev, &mut [read_op(1 << 41, 8)], &mut [h]), libc::EFAULT)?;
+    Ok(format!("[vvar] at {addr:#x}"))
+}
 
 /// Runs a context ioctl on the raw fd; returns the errno on failure.
 fn raw_ioctl<T>(dev: &Device, request: u32, arg: &mut T) -> Result<(), i32> {
@@ -122,7 +228,25 @@ fn check_fork_child_eperm(dev: &Device) -> Result<String, String> {
     }
 }
 
+/// `vgpu-smoke --hold SECS`: open a GPU context and keep it for SECS seconds (the test job
+/// uses it to check that rmmod refuses while a context is live).
+fn hold(secs: u64) -> ExitCode {
+    let Ok(dev) = Device::open_default() else {
+        return ExitCode::FAILURE;
+    };
+    let mut stats = uapi::drm_vgpu_svm_stats::default();
+    if raw_ioctl(&dev, uapi::DRM_IOCTL_VGPU_SVM_STATS as u32, &mut stats).is_err() {
+        return ExitCode::FAILURE;
+    }
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--hold") {
+        return hold(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30));
+    }
     let mut tap = Tap::new(2 + DEVICE_CHECKS.len());
 
     tap.run(

@@ -128,6 +128,8 @@ impl drm::Driver for VgpuDriver {
 
     const INFO: drm::DriverInfo = INFO;
     const FEAT_RENDER: bool = true;
+    // Open render nodes keep the module loaded (rmmod refuses while a context is live).
+    const OWNER: *mut kernel::bindings::module = crate::THIS_MODULE.as_ptr();
 
     fn show_fdinfo(file: &drm::File<File>, out: &mut dyn core::fmt::Write) {
         file.inner().show_fdinfo(out);

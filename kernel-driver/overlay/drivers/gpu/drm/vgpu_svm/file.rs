@@ -44,7 +44,7 @@ impl Drop for Ctx {
         self.svm = None;
         self.legacy = None;
         for o in self.bound.iter() {
-            if let Some(n) = o.notifier.lock().as_ref() {
+            if let Some(n) = o.notifier.as_ref() {
                 n.data().gpu_va.store(0, Ordering::Release);
             }
         }
@@ -222,8 +222,7 @@ impl File {
         let obj = Object::lookup_handle(file, req.handle).map_err(|_| ENOENT)?;
         let mut st = this.state.lock();
         let ctx = this.ctx(dev, &mut st)?;
-        let guard = obj.notifier.lock();
-        let n = guard.as_ref().ok_or(EINVAL)?;
+        let n = obj.notifier.as_ref().ok_or(EINVAL)?;
         let m = n.data();
         if !Arc::ptr_eq(&m.shared, &ctx.shared) {
             return Err(EINVAL);
@@ -236,7 +235,7 @@ impl File {
             return Err(EBUSY);
         }
         for o in ctx.bound.iter() {
-            if let Some(b) = o.notifier.lock().as_ref() {
+            if let Some(b) = o.notifier.as_ref() {
                 let (s, l) = (b.data().gpu_va.load(Ordering::Acquire), b.data().size);
                 if s < end && req.gpu_va < s + l {
                     return Err(EBUSY);
@@ -253,7 +252,6 @@ impl File {
             _ => return Err(EIO),
         }
         m.gpu_va.store(req.gpu_va, Ordering::Release);
-        drop(guard);
         ctx.bound.push(obj, GFP_KERNEL)?;
         Ok(0)
     }
@@ -270,11 +268,10 @@ impl File {
         let pos = ctx
             .bound
             .iter()
-            .position(|o| o.notifier.lock().as_ref().is_some_and(|n| n.data().gpu_va.load(Ordering::Acquire) == req.gpu_va))
+            .position(|o| o.notifier.as_ref().is_some_and(|n| n.data().gpu_va.load(Ordering::Acquire) == req.gpu_va))
             .ok_or(ENOENT)?;
         let obj = ctx.bound.remove(pos)?;
-        let guard = obj.notifier.lock();
-        if let Some(n) = guard.as_ref() {
+        if let Some(n) = obj.notifier.as_ref() {
             let m = n.data();
             let (gva, size) = (m.gpu_va.load(Ordering::Acquire), m.size);
             {
@@ -335,19 +332,11 @@ impl File {
         ctx.next_job += 1;
         let shared = ctx.shared.clone();
         let svm = ctx.svm.as_deref();
-        // Hold every object's notifier for the job's duration.
-        let guards: KVec<_> = {
-            let mut v = KVec::with_capacity(objs.len(), GFP_KERNEL)?;
-            for o in objs.iter() {
-                v.push(o.notifier.lock(), GFP_KERNEL)?;
-            }
-            v
-        };
         let mut tries = 0;
         let done = loop {
-            let mut validated = KVec::with_capacity(guards.len(), GFP_KERNEL)?;
-            for g in guards.iter() {
-                let n = g.as_ref().ok_or(EINVAL)?;
+            let mut validated = KVec::with_capacity(objs.len(), GFP_KERNEL)?;
+            for o in objs.iter() {
+                let n = o.notifier.as_ref().ok_or(EINVAL)?;
                 if !Arc::ptr_eq(&n.data().shared, &shared) {
                     return Err(EINVAL);
                 }

@@ -10,7 +10,7 @@ use kernel::{
     mm::MmWithUser,
     mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Range, Seq},
     prelude::*,
-    sync::{lock::Guard, lock::mutex::MutexBackend, Arc, Mutex},
+    sync::{lock::Guard, lock::mutex::MutexBackend, Arc, Mutex, SetOnce},
 };
 
 use crate::{
@@ -64,9 +64,9 @@ pub(crate) type UserptrNotifier = IntervalNotifier<UserptrMirror>;
 /// Driver data of a GEM object.
 #[pin_data]
 pub(crate) struct VgpuObject {
-    /// The mirror (set at creation; `None` only while being created).
-    #[pin]
-    pub(crate) notifier: Mutex<Option<Pin<KBox<UserptrNotifier>>>>,
+    /// The mirror, set once right after the object is created (empty only until then).
+    /// Lock-free to read: objects are used many at a time.
+    pub(crate) notifier: SetOnce<Pin<KBox<UserptrNotifier>>>,
 }
 
 /// Arguments to create a userptr object.
@@ -82,7 +82,7 @@ impl gem::DriverObject for VgpuObject {
         _args: Self::Args,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(VgpuObject {
-            notifier <- kernel::new_mutex!(None),
+            notifier: SetOnce::default(),
         })
     }
 }
@@ -120,7 +120,9 @@ pub(crate) fn create_userptr(
         ),
         GFP_KERNEL,
     )?;
-    *obj.notifier.lock() = Some(n);
+    if !obj.notifier.populate(n) {
+        return Err(EBUSY);
+    }
     Ok(obj)
 }
 

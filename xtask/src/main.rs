@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one entry point of vgpu-svm. Provisioning, kernel build, guest image,
 //! VM runs, tests and the demo.
 
+mod bench;
 mod cexample;
 mod cmd;
 mod coherence;
@@ -26,6 +27,9 @@ commands:
                         (a script in tests/guest-jobs/)
   test                  host unit tests, then the in-VM tests (the README's test command)
   demo                  boot the VM with the device and show the handshake (the main job)
+  bench                 the benchmarks: the guest bench in the VM, again with the device's
+                        checker off, and the host-side device bench; writes
+                        target/vgpu/bench.{md,json} and target/vgpu/bench-*.svg
 
 options:
   --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)
@@ -80,6 +84,7 @@ fn main() {
         }
         "test" => test(&o),
         "demo" => demo(&o),
+        "bench" => bench::bench(&o),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -124,14 +129,30 @@ fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
 
 /// Builds everything and runs one guest job; returns the outcome.
 fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
+    run_job_with(o, job, &JobRun::default())
+}
+
+/// How [`run_job_with`] varies a run: the run directory's name (default: the job's), extra
+/// daemon arguments, extra kernel command line.
+#[derive(Default)]
+struct JobRun {
+    run_name: Option<String>,
+    device_args: Vec<String>,
+    extra_cmdline: String,
+}
+
+/// [`run_job`] with a different run directory, device arguments or kernel command line.
+fn run_job_with(o: &Opts, job: &str, spec: &JobRun) -> Result<vm::VmOutcome> {
     setup::setup()?;
     let (built, initrd) = build_guest_image(o)?;
     let device = build_device()?;
-    let run_dir = paths::out().join("runs").join(job);
+    let run_dir = paths::out().join("runs").join(spec.run_name.as_deref().unwrap_or(job));
     let _ = std::fs::remove_dir_all(&run_dir);
     say!("vm: linux {} ({} flavor), job `{job}`", built.version, o.flavor.name());
     let mut cfg = vm::VmConfig::new(built.bzimage, initrd, device, job, run_dir.clone());
     cfg.device_args = vec!["--stats".into(), run_dir.join("device-stats.json").display().to_string()];
+    cfg.device_args.extend(spec.device_args.iter().cloned());
+    cfg.extra_cmdline = spec.extra_cmdline.clone();
     cfg.timeout = o.timeout;
     let outcome = vm::run(&cfg)?;
     say!(

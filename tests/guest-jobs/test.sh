@@ -36,10 +36,26 @@ echo "vgpu-guest: vgpu-coherence done"
 echo "vgpu-guest: running vgpu-c-copy (the C example)"
 /bin/vgpu-c-copy || status=1
 
-echo "vgpu-guest: running hmm-tests"
-/bin/hmm-tests || status=1
-echo "vgpu-guest: hmm-tests done"
+# Our code must leave the kernel log clean: no BUG, WARNING, lockdep, KASAN or
+# might_sleep report (checked before hmm-tests, whose own module is not ours).
+reports=$(dmesg | grep -E 'BUG:|WARNING:|KASAN|circular locking|possible recursive locking|inconsistent lock state|sleeping function called|Oops')
+if [ -n "$reports" ]; then
+    echo "not ok 3 - no kernel BUG/WARNING/lockdep/KASAN report during the vgpu tests"
+    echo "$reports" | sed 's/^/#   /'
+    status=1
+else
+    echo "ok 3 - no kernel BUG/WARNING/lockdep/KASAN report during the vgpu tests"
+fi
 
-echo "vgpu-guest: kernel warnings:"
-dmesg | grep -iE 'BUG|WARNING|lockdep|KASAN|circular|possible recursive' | sed 's/^/  /'
+if [ "$vgpu_flavor" = "debug" ]; then
+    # On the debug kernel (KASAN, lockdep) under TCG, 7.2's test_hmm hits a KASAN
+    # use-after-free in its own device-private migration path (dmirror_device_evict_chunk
+    # -> __migrate_device_finalize -> rmap_walk_anon) and benchmark_thp_migration times
+    # out; the baseline runs on the default kernel.
+    echo "ok 4 - kernel hmm-tests # SKIP debug kernel: upstream test_hmm KASAN report, see test.sh"
+else
+    echo "vgpu-guest: running hmm-tests"
+    /bin/hmm-tests || status=1
+    echo "vgpu-guest: hmm-tests done"
+fi
 exit $status

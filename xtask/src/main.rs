@@ -152,7 +152,8 @@ fn run_job_with(o: &Opts, job: &str, spec: &JobRun) -> Result<vm::VmOutcome> {
     let mut cfg = vm::VmConfig::new(built.bzimage, initrd, device, job, run_dir.clone());
     cfg.device_args = vec!["--stats".into(), run_dir.join("device-stats.json").display().to_string()];
     cfg.device_args.extend(spec.device_args.iter().cloned());
-    cfg.extra_cmdline = spec.extra_cmdline.clone();
+    // The guest's job scripts can tell the kernel flavor (`$vgpu_flavor`).
+    cfg.extra_cmdline = format!("vgpu_flavor={} {}", o.flavor.name(), spec.extra_cmdline).trim_end().to_string();
     cfg.timeout = o.timeout;
     let outcome = vm::run(&cfg)?;
     say!(

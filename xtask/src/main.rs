@@ -196,8 +196,8 @@ fn coherence_summary(console: &str) -> Result<Vec<coherence::CaseResult>> {
     let cases = coherence::summary_from_console(console)?;
     let path = paths::out().join("coherence-summary.json");
     coherence::write_summary(&cases, &path)?;
-    println!("\n== coherence suite ({} cases; {})", cases.len(), path.display());
     coherence::print_table(&cases);
+    println!("  ({} cases; summary: {})", cases.len(), path.display());
     Ok(cases)
 }
 

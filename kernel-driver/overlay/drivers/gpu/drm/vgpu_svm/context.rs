@@ -133,6 +133,7 @@ impl Shared {
         range: &Range<'_>,
         cur_seq: Seq,
         map: impl Fn(u64, u64) -> Option<(u64, u64)>,
+        mark_stale: impl Fn(u64, u64),
         waits_for_jobs: bool,
     ) -> bool {
         let ev = range.event() as usize;
@@ -156,6 +157,9 @@ impl Shared {
         if debug::skip_invalidate() {
             return true;
         }
+        // Userptr objects remember which of their pages need mirroring again (under the lock,
+        // so a commit that clears the marks is ordered against it).
+        mark_stale(range.start() as u64, range.end() as u64);
         let Some((gs, ge)) = map(range.start() as u64, range.end() as u64) else {
             return true;
         };
@@ -217,7 +221,7 @@ impl IntervalNotifierOps for SvmMirror {
     }
 
     fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: Seq) -> bool {
-        this.data().shared.invalidate(this, range, cur_seq, |s, e| Some((s, e)), false)
+        this.data().shared.invalidate(this, range, cur_seq, |s, e| Some((s, e)), |_, _| {}, false)
     }
 }
 

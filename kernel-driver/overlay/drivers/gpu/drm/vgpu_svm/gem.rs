@@ -4,7 +4,7 @@
 //! process's address space, not pages. Each object has its own interval notifier over its
 //! range; every submit that uses it revalidates what changed since it was last mirrored.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     drm::{gem, DeviceContext},
     mm::MmWithUser,
@@ -29,9 +29,66 @@ pub(crate) struct UserptrMirror {
     pub(crate) readonly: bool,
     /// GPU VA it is bound at (0: not bound). Changed under the file's state lock.
     pub(crate) gpu_va: AtomicU64,
-    /// The sequence the object was last mirrored with (valid when `mirrored`).
-    last_seq: AtomicU64,
-    mirrored: AtomicBool,
+    /// One bit per page: set when the page must be mirrored again (initially all; set by
+    /// invalidations, cleared by commits, both under the update lock). Revalidation then
+    /// costs what changed, not the object's size.
+    stale: KVec<AtomicU64>,
+}
+
+impl UserptrMirror {
+    fn pages(&self) -> usize {
+        (self.size / PAGE) as usize
+    }
+
+    /// Marks the pages of CPU range `[s, e)` stale (called under the update lock).
+    fn mark_stale(&self, s: u64, e: u64) {
+        let s = s.max(self.cpu);
+        let e = e.min(self.cpu + self.size);
+        if s >= e {
+            return;
+        }
+        let (first, last) = (((s - self.cpu) / PAGE) as usize, ((e - self.cpu - 1) / PAGE) as usize);
+        self.set_bits(first, last + 1, true);
+    }
+
+    fn set_bits(&self, first: usize, end: usize, on: bool) {
+        for p in first..end.min(self.pages()) {
+            let bit = 1u64 << (p % 64);
+            if let Some(w) = self.stale.get(p / 64) {
+                if on {
+                    w.fetch_or(bit, Ordering::Relaxed);
+                } else {
+                    w.fetch_and(!bit, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn any_stale(&self) -> bool {
+        self.stale.iter().any(|w| w.load(Ordering::Relaxed) != 0)
+    }
+
+    /// Runs of stale pages: `(first page, pages)`.
+    fn stale_runs(&self) -> Result<KVec<(usize, usize)>> {
+        let mut runs = KVec::<(usize, usize)>::new();
+        let mut p = 0;
+        let n = self.pages();
+        while p < n {
+            let word = self.stale.get(p / 64).map_or(0, |w| w.load(Ordering::Relaxed));
+            if word == 0 && p % 64 == 0 {
+                p += 64;
+                continue;
+            }
+            if word & (1 << (p % 64)) != 0 {
+                match runs.last_mut() {
+                    Some((f, l)) if *f + *l == p => *l += 1,
+                    _ => runs.push((p, 1), GFP_KERNEL)?,
+                }
+            }
+            p += 1;
+        }
+        Ok(runs)
+    }
 }
 
 impl IntervalNotifierOps for UserptrMirror {
@@ -54,7 +111,7 @@ impl IntervalNotifierOps for UserptrMirror {
             (s < e).then(|| (gpu + (s - cpu), gpu + (e - cpu)))
         };
         let waits = !m.shared.svm.load(Ordering::Acquire);
-        m.shared.invalidate(this, range, cur_seq, map, waits)
+        m.shared.invalidate(this, range, cur_seq, map, |s, e| m.mark_stale(s, e), waits)
     }
 }
 
@@ -102,6 +159,15 @@ pub(crate) fn create_userptr(
     if size == 0 || cpu % PAGE != 0 || size % PAGE != 0 || cpu.checked_add(size).is_none() {
         return Err(EINVAL);
     }
+    // Every page starts stale; bits past the last page stay clear.
+    let pages = size / PAGE;
+    let words = pages.div_ceil(64) as usize;
+    let mut stale = KVec::with_capacity(words, GFP_KERNEL)?;
+    for w in 0..words as u64 {
+        let left = pages - w * 64;
+        let bits = if left >= 64 { u64::MAX } else { (1u64 << left) - 1 };
+        stale.push(AtomicU64::new(bits), GFP_KERNEL)?;
+    }
     let obj = Object::new(dev, size as usize, UserptrArgs)?;
     let n = KBox::pin_init(
         IntervalNotifier::insert(
@@ -114,8 +180,7 @@ pub(crate) fn create_userptr(
                 size,
                 readonly,
                 gpu_va: AtomicU64::new(0),
-                last_seq: AtomicU64::new(0),
-                mirrored: AtomicBool::new(false),
+                stale,
             },
         ),
         GFP_KERNEL,
@@ -126,16 +191,16 @@ pub(crate) fn create_userptr(
     Ok(obj)
 }
 
-/// A userptr object mirrored for a job, with the sequence it was mirrored at.
+/// A userptr object mirrored for a job.
 pub(crate) struct Validated<'a> {
     pub(crate) n: &'a UserptrNotifier,
-    seq: Seq,
 }
 
 impl Validated<'_> {
-    /// Whether the object was invalidated since it was mirrored (under the update lock).
-    pub(crate) fn changed(&self, guard: &Guard<'_, Locked, MutexBackend>) -> bool {
-        self.n.read_retry(guard, self.seq)
+    /// Whether part of the object was invalidated since it was mirrored (under the update
+    /// lock, which orders this against the invalidation that marked it).
+    pub(crate) fn changed(&self, _guard: &Guard<'_, Locked, MutexBackend>) -> bool {
+        self.n.data().any_stale()
     }
 
     /// Whether GPU VA `va` lies in the object's binding.
@@ -146,35 +211,41 @@ impl Validated<'_> {
     }
 }
 
-/// Makes sure `n`'s range is mirrored at its binding; re-mirrors only if it was invalidated
-/// since the last time. Returns the sequence to check at commit.
+/// Makes sure `n`'s range is mirrored at its binding, re-mirroring only the pages that were
+/// invalidated since they were last mirrored (each run with its own sequence retry).
 pub(crate) fn validate<'a>(n: &'a UserptrNotifier, mm: &MmWithUser) -> Result<Validated<'a>> {
     let m = n.data();
     let gpu = m.gpu_va.load(Ordering::Acquire);
     if gpu == 0 {
         return Err(EINVAL);
     }
-    if m.mirrored.load(Ordering::Acquire) {
-        let seq = Seq::from_raw(m.last_seq.load(Ordering::Acquire));
-        let guard = m.shared.update.lock();
-        if !n.read_retry(&guard, seq) {
-            return Ok(Validated { n, seq });
+    for _ in 0..100 {
+        let runs = m.stale_runs()?;
+        if runs.is_empty() {
+            return Ok(Validated { n });
+        }
+        for &(first, pages) in runs.iter() {
+            let off = first as u64 * PAGE;
+            let p = Placement { cpu: m.cpu + off, gpu: gpu + off, writable: !m.readonly };
+            mirror::populate(&m.shared, n, mm, p, pages, !m.readonly, || m.set_bits(first, first + pages, false))?;
         }
     }
-    let npages = (m.size / PAGE) as usize;
-    let seq = mirror::populate(&m.shared, n, mm, Placement { cpu: m.cpu, gpu, writable: !m.readonly }, npages, !m.readonly)?.1;
-    m.last_seq.store(seq.raw() as u64, Ordering::Release);
-    m.mirrored.store(true, Ordering::Release);
-    Ok(Validated { n, seq })
+    Err(EBUSY)
 }
 
 /// Services a device fault inside a userptr binding (a context that can fault): re-mirrors
-/// the object. A write to a read-only object is refused.
-pub(crate) fn service_fault(v: &Validated<'_>, mm: &MmWithUser, write: bool) -> Result {
+/// what was invalidated. A write to a read-only object is refused.
+pub(crate) fn service_fault(v: &Validated<'_>, mm: &MmWithUser, va: u64, write: bool) -> Result {
     let m = v.n.data();
     if write && m.readonly {
         return Err(EPERM);
     }
-    m.mirrored.store(false, Ordering::Release);
+    if !m.any_stale() {
+        // Not an invalidation of this object: a write to a page the CPU had read-only
+        // (COW) when it was mirrored. Mirror that page again, writable.
+        let gpu = m.gpu_va.load(Ordering::Acquire);
+        let page = (va.saturating_sub(gpu) / PAGE) as usize;
+        m.set_bits(page, page + 1, true);
+    }
     validate(v.n, mm).map(|_| ())
 }

@@ -120,7 +120,7 @@ pub(crate) fn run(
                     let serviced = if let Some(v) = validated.iter().find(|v| v.contains(f.va)) {
                         // A userptr binding: re-mirror the object (semantic B).
                         match shared.mm.mmget_not_zero() {
-                            Some(mm) => crate::gem::service_fault(v, &mm, f.write),
+                            Some(mm) => crate::gem::service_fault(v, &mm, f.va, f.write),
                             None => Err(EFAULT),
                         }
                     } else {

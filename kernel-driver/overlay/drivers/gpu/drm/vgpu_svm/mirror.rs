@@ -64,6 +64,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     p: Placement,
     npages: usize,
     write: bool,
+    on_commit: impl FnOnce(),
 ) -> Result<(u64, Seq)> {
     let mut pfns = KVec::<c_ulong>::new();
     pfns.resize(npages, 0, GFP_KERNEL)?;
@@ -147,6 +148,8 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             written += 1;
             i += 1;
         }
+        // Still under the lock, with the sequence checked: the caller's bookkeeping.
+        on_commit();
         drop(guard);
         shared.stats.pages_mapped.fetch_add(written, Ordering::Relaxed);
         shared.stats.last_seq.store(seq.raw() as u64, Ordering::Relaxed);
@@ -173,7 +176,7 @@ pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
         (vma.end() as u64).min(va + (WINDOW as u64) * PAGE)
     };
     let npages = ((end - va) / PAGE).max(1) as usize;
-    populate(shared, n, &mm, Placement { cpu: va, gpu: va, writable: true }, npages, write)?;
+    populate(shared, n, &mm, Placement { cpu: va, gpu: va, writable: true }, npages, write, || {})?;
     shared.stats.faults_serviced.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

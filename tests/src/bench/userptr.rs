@@ -102,8 +102,8 @@ pub fn run(p: &Params) -> R<()> {
         .param("gpu_pages_remapped", remapped)
         .param("reps", p.reval_reps)
         .param(
-            "finding",
-            "the driver re-mirrors the whole object once it was invalidated (object granularity): revalidation is not proportional to the changed pages",
+            "what",
+            "the next submit after MADV_DONTNEED of one page: the driver re-mirrors only the pages its notifier marked stale",
         )
         .emit();
     common(Figure::new("userptr_submit_unchanged", ms(again), "ms"))

@@ -1,6 +1,6 @@
 //! Provisioning: installs what is missing, from the facts in shared/TOOLCHAIN.md. Idempotent;
 //! prints what it does. The kernel source comes through a private apt configuration of its
-//! own (trixie/sid appear only there, never in the system's apt sources).
+//! own (trixie/sid appear only in that private config, never in the system's sources).
 
 use crate::{cmd, paths, say};
 use anyhow::{bail, Context, Result};

@@ -93,13 +93,18 @@ enum vgpu_svm_cmd_type {
 	/* Drop translations of a GPU VA range: struct vgpu_svm_cmd_range.
 	 * Answered only once every device access that started before the
 	 * command arrived has finished, and no TLB entry for the range is left.
-	 * This is what makes the driver's mmu_interval_notifier promise true. */
+	 * This is what makes the driver's mmu_interval_notifier promise true.
+	 * The driver clears or changes the GPU entries first; ranges beyond
+	 * 48 bits are clipped (so (0, ~0) is fine at mm teardown). Making an
+	 * entry writable needs no INVALIDATE (the device walks again before it
+	 * raises a write fault). */
 	VGPU_SVM_CMD_INVALIDATE = 2,
 	/* Tell the checker that GPU VA [gpu_va, gpu_va + size) mirrors CPU VA
 	 * [cpu_va, ...) (userptr BO binding): struct vgpu_svm_cmd_bind. Outside
 	 * any binding, GPU VA == CPU VA (SVM). */
 	VGPU_SVM_CMD_BIND = 3,
-	/* Forget a binding: struct vgpu_svm_cmd_range (start = its gpu_va). */
+	/* Forget a binding: struct vgpu_svm_cmd_range (start = its gpu_va);
+	 * must name exactly one binding. Overlapping BINDs get ERR_BUSY. */
 	VGPU_SVM_CMD_UNBIND = 4,
 	/* Run a job: struct vgpu_svm_cmd_job followed by nr_ops struct
 	 * vgpu_svm_op. Answered when the job completes, faults or fails. */
@@ -107,7 +112,9 @@ enum vgpu_svm_cmd_type {
 	/* Continue a faulted job: struct vgpu_svm_cmd_resume. Answered like
 	 * JOB: when the job completes, faults again or fails. */
 	VGPU_SVM_CMD_RESUME = 6,
-	/* Abort a faulted job: struct vgpu_svm_cmd_resume. */
+	/* Abort a faulted job: struct vgpu_svm_cmd_resume. Only a faulted job
+	 * can be aborted (else ERR_UNKNOWN_JOB); the answer is STATUS_ERROR with
+	 * ERR_ABORTED and the job id. Aborts are not counted in stats.errors. */
 	VGPU_SVM_CMD_ABORT = 7,
 	/* Read the device's counters: struct vgpu_svm_cmd_hdr; the answer is
 	 * a struct vgpu_svm_resp with status OK and the stats in .stats. */
@@ -152,7 +159,7 @@ enum vgpu_svm_op_kind {
 	VGPU_SVM_OP_COPY = 1,          /* copy len bytes from src to dst */
 	VGPU_SVM_OP_FILL = 2,          /* fill len bytes at dst with the low byte of value */
 	VGPU_SVM_OP_HASH = 3,          /* FNV-1a 64 of len bytes at src -> resp.result */
-	VGPU_SVM_OP_ATOMIC_ADD = 4,    /* *(u64 *)dst += value (dst 8-aligned); old value -> resp.result */
+	VGPU_SVM_OP_ATOMIC_ADD = 4,    /* *(u64 *)dst += value (dst 8-aligned, len ignored); old value -> resp.result */
 	VGPU_SVM_OP_WRITE_PATTERN = 5, /* dst[i] = vgpu_svm_pattern(value, i) for i < len */
 	VGPU_SVM_OP_READ = 6,          /* read len bytes at src (touch only; counted and checked) */
 };

@@ -83,7 +83,7 @@ fn submit_raw(dev: &Device, ops: &mut [uapi::drm_vgpu_svm_op], handles: &mut [u3
         nr_handles: handles.len() as u32,
         ..Default::default()
     };
-    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_SUBMIT as u32, &mut req)
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_SUBMIT, &mut req)
 }
 
 fn expect(what: &str, got: Result<(), i32>, want: i32) -> Result<(), String> {
@@ -96,12 +96,12 @@ fn expect(what: &str, got: Result<(), i32>, want: i32) -> Result<(), String> {
 
 fn userptr_raw(dev: &Device, addr: u64, size: u64, flags: u32) -> Result<u32, i32> {
     let mut req = uapi::drm_vgpu_svm_userptr_create { userptr: addr, size, flags, handle: 0 };
-    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_USERPTR_CREATE as u32, &mut req).map(|()| req.handle)
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_USERPTR_CREATE, &mut req).map(|()| req.handle)
 }
 
 fn bind_raw(dev: &Device, handle: u32, gpu_va: u64) -> Result<(), i32> {
     let mut req = uapi::drm_vgpu_svm_bind { handle, pad: 0, gpu_va };
-    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_BIND as u32, &mut req)
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_BIND, &mut req)
 }
 
 fn check_bad_arguments(_dev: &Device) -> Result<String, String> {
@@ -109,9 +109,9 @@ fn check_bad_arguments(_dev: &Device) -> Result<String, String> {
     let dev = Device::open_default().map_err(|e| e.to_string())?;
     let dev = &dev;
     let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: 0x80, pad: 0 };
-    expect("CTX_CONFIG with unknown flags", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg), libc::EINVAL)?;
+    expect("CTX_CONFIG with unknown flags", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg), libc::EINVAL)?;
     let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
-    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg).map_err(|e| format!("CTX_CONFIG(SVM): errno {e}"))?;
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg).map_err(|e| format!("CTX_CONFIG(SVM): errno {e}"))?;
 
     let buf = vec![0u8; 3 * 4096];
     let page = ((buf.as_ptr() as u64) + 4095) & !4095;
@@ -126,7 +126,7 @@ fn check_bad_arguments(_dev: &Device) -> Result<String, String> {
     let h2 = userptr_raw(dev, page, 4096, 0).map_err(|e| format!("USERPTR_CREATE: errno {e}"))?;
     expect("BIND overlapping another binding", bind_raw(dev, h2, 1 << 40), libc::EBUSY)?;
     let mut unb = uapi::drm_vgpu_svm_bind { handle: 0, pad: 0, gpu_va: 0x1234_5000 };
-    expect("UNBIND of nothing", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_UNBIND as u32, &mut unb), libc::ENOENT)?;
+    expect("UNBIND of nothing", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_UNBIND, &mut unb), libc::ENOENT)?;
 
     expect("SUBMIT with no ops", submit_raw(dev, &mut [], &mut []), libc::EINVAL)?;
     let mut many = vec![read_op(page, 8); 65];
@@ -137,10 +137,10 @@ fn check_bad_arguments(_dev: &Device) -> Result<String, String> {
     expect("SUBMIT reaching beyond 2^48", submit_raw(dev, &mut beyond, &mut []), libc::EINVAL)?;
     expect("SUBMIT with a bad handle", submit_raw(dev, &mut [read_op(page, 8)], &mut [0xdead]), libc::ENOENT)?;
     let mut req = uapi::drm_vgpu_svm_submit { ops: 0x10, nr_ops: 1, ..Default::default() };
-    expect("SUBMIT with a bad ops pointer", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_SUBMIT as u32, &mut req), libc::EFAULT)?;
+    expect("SUBMIT with a bad ops pointer", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_SUBMIT, &mut req), libc::EFAULT)?;
     let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
     submit_raw(dev, &mut [read_op(page, 8)], &mut []).map_err(|e| format!("SVM READ: errno {e}"))?;
-    expect("CTX_CONFIG after the first job", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg), libc::EBUSY)?;
+    expect("CTX_CONFIG after the first job", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg), libc::EBUSY)?;
     drop(buf);
     Ok("16 bad arguments refused with the documented errno".into())
 }
@@ -159,7 +159,7 @@ fn check_pfnmap_efault(_dev: &Device) -> Result<String, String> {
     let dev = Device::open_default().map_err(|e| e.to_string())?;
     let dev = &dev;
     let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
-    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg).map_err(|e| format!("CTX_CONFIG: errno {e}"))?;
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg).map_err(|e| format!("CTX_CONFIG: errno {e}"))?;
     expect("an SVM READ of [vvar]", submit_raw(dev, &mut [read_op(addr, 8)], &mut []), libc::EFAULT)?;
     let h = userptr_raw(dev, addr, 4096, uapi::VGPU_SVM_USERPTR_READONLY).map_err(|e| format!("USERPTR_CREATE([vvar]): errno {e}"))?;
     bind_raw(dev, h, 1 << 41).map_err(|e| format!("BIND: errno {e}"))?;
@@ -181,7 +181,7 @@ fn raw_ioctl<T>(dev: &Device, request: u32, arg: &mut T) -> Result<(), i32> {
 fn check_fdinfo_debugfs(dev: &Device) -> Result<String, String> {
     // STATS creates the file's context.
     let mut stats = uapi::drm_vgpu_svm_stats::default();
-    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_STATS as u32, &mut stats).map_err(|e| format!("STATS: errno {e}"))?;
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_STATS, &mut stats).map_err(|e| format!("STATS: errno {e}"))?;
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", dev.as_raw_fd()))
         .map_err(|e| format!("fdinfo: {e}"))?;
     for key in ["drm-driver:\tvgpu_svm", "drm-client-id:", "drm-engine-vgpu:", "drm-resident-gpuvm:", "vgpu_svm-events-unmap:"] {
@@ -210,7 +210,7 @@ fn check_fork_child_eperm(dev: &Device) -> Result<String, String> {
     }
     if pid == 0 {
         let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
-        let code = match raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG as u32, &mut cfg) {
+        let code = match raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg) {
             Err(e) if e == libc::EPERM => 0,
             Err(e) => 10 + e.min(100),
             Ok(()) => 1,
@@ -235,7 +235,7 @@ fn hold(secs: u64) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut stats = uapi::drm_vgpu_svm_stats::default();
-    if raw_ioctl(&dev, uapi::DRM_IOCTL_VGPU_SVM_STATS as u32, &mut stats).is_err() {
+    if raw_ioctl(&dev, uapi::DRM_IOCTL_VGPU_SVM_STATS, &mut stats).is_err() {
         return ExitCode::FAILURE;
     }
     std::thread::sleep(std::time::Duration::from_secs(secs));

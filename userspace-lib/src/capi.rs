@@ -101,6 +101,27 @@ unsafe fn run(
     }
 }
 
+/// [`run`], then the job's result value to `*value` when it succeeded (`value` may be null).
+///
+/// # Safety
+/// As for [`run`]; `value` null or valid.
+unsafe fn run_with_value(
+    ctx: *mut VgpuCtx,
+    job: Job,
+    handles: *const u32,
+    nr_handles: u32,
+    value: *mut u64,
+) -> c_int {
+    let mut r = VgpuJobResult::default();
+    // SAFETY: forwarded to the caller.
+    let ret = unsafe { run(ctx, job, handles, nr_handles, Some(&mut r)) };
+    // SAFETY: null or valid, as promised.
+    if let (0, Some(out)) = (ret, unsafe { value.as_mut() }) {
+        *out = r.result;
+    }
+    ret
+}
+
 /// Opens the first vgpu_svm render node; a new GPU context.
 ///
 /// # Safety
@@ -399,22 +420,8 @@ pub unsafe extern "C" fn vgpu_submit_hash(
     nr_handles: u32,
     hash: *mut u64,
 ) -> c_int {
-    let mut r = VgpuJobResult::default();
     // SAFETY: forwarded to the caller.
-    let ret = unsafe {
-        run(
-            ctx,
-            Job::new().hash(src, len),
-            handles,
-            nr_handles,
-            Some(&mut r),
-        )
-    };
-    // SAFETY: null or valid, as promised.
-    if let (0, Some(out)) = (ret, unsafe { hash.as_mut() }) {
-        *out = r.result;
-    }
-    ret
+    unsafe { run_with_value(ctx, Job::new().hash(src, len), handles, nr_handles, hash) }
 }
 
 /// SUBMIT of one ATOMIC_ADD; the old value goes to `*old` (may be NULL).
@@ -430,22 +437,8 @@ pub unsafe extern "C" fn vgpu_submit_atomic_add(
     nr_handles: u32,
     old: *mut u64,
 ) -> c_int {
-    let mut r = VgpuJobResult::default();
     // SAFETY: forwarded to the caller.
-    let ret = unsafe {
-        run(
-            ctx,
-            Job::new().atomic_add(dst, value),
-            handles,
-            nr_handles,
-            Some(&mut r),
-        )
-    };
-    // SAFETY: null or valid, as promised.
-    if let (0, Some(out)) = (ret, unsafe { old.as_mut() }) {
-        *out = r.result;
-    }
-    ret
+    unsafe { run_with_value(ctx, Job::new().atomic_add(dst, value), handles, nr_handles, old) }
 }
 
 /// SUBMIT of one READ (touch).

@@ -426,6 +426,8 @@ const X_IN_FLIGHT: u32 = 1;
 const X_DONE: u32 = 2;
 const X_ABANDONED: u32 = 3;
 const X_DEAD: u32 = 4;
+/// The sender is writing the request bytes ([`Exchange::fill`]).
+const X_FILLING: u32 = 5;
 
 /// A request/response buffer pair for a [`Virtqueue`], reusable and allocated up front, so
 /// that sending it allocates nothing (as needed on memory-reclaim paths such as mmu notifier
@@ -436,8 +438,8 @@ const X_DEAD: u32 = 4;
 ///
 /// # Invariants
 ///
-/// `state` is one of the `X_*` values. The buffers are written by the driver only in
-/// `X_IDLE` (through `fill`) and by the device only in `X_IN_FLIGHT`; the queue holds a
+/// `state` is one of the `X_*` values. The request is written by the driver only in
+/// `X_FILLING` (through `fill`) and the buffers by the device only in `X_IN_FLIGHT`; the queue holds a
 /// reference while the device may use them. `done` is an initialized completion.
 #[pin_data]
 pub struct Exchange {
@@ -485,14 +487,19 @@ impl Exchange {
     /// Writes the request bytes. Fails with [`EBUSY`] unless the exchange is idle.
     pub fn fill(&self, f: impl FnOnce(&mut [u8])) -> Result {
         use core::sync::atomic::Ordering;
-        // Claim the buffers by moving IDLE -> IDLE under a check; `&self` users are serialized
-        // by the caller (an exchange is used by one sender at a time), the state check catches
-        // an exchange still owned by the device.
-        if self.state.load(Ordering::Acquire) != X_IDLE {
+        // Claim the request buffer (IDLE -> FILLING): a concurrent `fill` or `send` of the same
+        // exchange, or one still owned by the device, gets `EBUSY` instead of racing.
+        if self
+            .state
+            .compare_exchange(X_IDLE, X_FILLING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return Err(EBUSY);
         }
-        // SAFETY: Idle: neither the queue nor the device uses the buffers (type invariant).
+        // SAFETY: We own the buffers in FILLING: the queue and the device only touch them in
+        // IN_FLIGHT, and every other claim fails (type invariant).
         f(unsafe { &mut *self.request.get() });
+        self.state.store(X_IDLE, Ordering::Release);
         Ok(())
     }
 

@@ -30,6 +30,10 @@ use crate::{
     pagetable::{UpdateToken, LARGE_PAGE, PAGE},
 };
 
+/// Restarts of the loop after `EBUSY` before giving up with `EBUSY` (each restart waits in
+/// `read_begin` for the racing invalidation to finish).
+const MAX_BUSY_RETRIES: u32 = 1000;
+
 /// Pages snapshotted at once.
 pub(crate) const WINDOW: usize = 64;
 
@@ -70,7 +74,8 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     pfns.resize(npages, 0, GFP_KERNEL)?;
     let flags = hmm::PFN_REQ_FAULT | if write { hmm::PFN_REQ_WRITE } else { 0 };
     let gpu_end = p.gpu + (npages as u64) * PAGE;
-    let mut waited_ms = 0u32;
+    // hmm_range_fault returns EBUSY when an invalidation raced; bound the restarts.
+    let mut busy_retries = 0u32;
     loop {
         let seq: Seq = n.read_begin();
         let res = {
@@ -85,10 +90,10 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         match res {
             Err(e) if e == EBUSY => {
                 shared.stats.retries.fetch_add(1, Ordering::Relaxed);
-                if waited_ms >= hmm::RANGE_DEFAULT_TIMEOUT_MS {
+                if busy_retries >= MAX_BUSY_RETRIES {
                     return Err(EBUSY);
                 }
-                waited_ms += 1;
+                busy_retries += 1;
                 continue;
             }
             Err(e) => return Err(e),

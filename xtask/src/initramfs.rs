@@ -87,6 +87,10 @@ elif [ ! -f "/etc/vgpu/jobs/$vgpu_job.sh" ]; then
     status=127
 else
     echo "vgpu-guest: running job $vgpu_job"
+    # While the job runs, only errors and worse reach the console: kernel messages printed
+    # mid-line would split the job's machine-read lines (TAP, vgpu-case JSON). Everything
+    # stays in the kernel log (dmesg), which the jobs inspect.
+    echo 4 > /proc/sys/kernel/printk
     sh "/etc/vgpu/jobs/$vgpu_job.sh" </dev/null >/dev/console 2>&1
     status=$?
 fi

@@ -432,12 +432,19 @@ mod tests {
         assert_eq!(m.read(HPAGE - PAGE, 1)[0], reference::pattern_byte(3, 0));
     }
 
+    /// A fixed address no other thread of the test process is handed: mmap(NULL) allocates
+    /// top-down from below the stack (~128 TiB), far above this (32 TiB), so a range freed
+    /// here stays free until this test maps it again. (Reusing the address that mremap
+    /// vacated is racy: another test thread's mmap can take it in between; seen: EEXIST.)
+    const PRIVATE_VA: u64 = 0x2000_0000_0000;
+
     #[test]
     fn anon_at_and_mremap() {
         let m = Mapping::anon(2 * PAGE).unwrap();
         m.write_pattern(0, 2 * PAGE, 5);
         let (old, len) = (m.addr(), m.len());
-        let dst = Mapping::anon(len).unwrap();
+        let dst = Mapping::anon_at(PRIVATE_VA, len).unwrap();
+        assert_eq!(dst.addr(), PRIVATE_VA);
         let new = mremap(
             old,
             len,
@@ -446,17 +453,21 @@ mod tests {
             dst.addr(),
         )
         .unwrap();
+        assert_eq!(new, PRIVATE_VA);
         let _ = dst.leak();
         let _ = m.leak();
         // SAFETY: mremap moved the mapping there.
         let moved = unsafe { Mapping::from_raw(new, len) };
         assert_eq!(Expect::pattern(len, 5).mismatch(&moved), None);
-        let again = Mapping::anon_at(old, len).unwrap();
-        assert_eq!(again.addr(), old);
-        assert_eq!(again.touch_read(), 0);
+        // The range is taken: MAP_FIXED_NOREPLACE refuses it.
         assert_eq!(
-            Mapping::anon_at(old, len).unwrap_err().raw_os_error(),
+            Mapping::anon_at(PRIVATE_VA, len).unwrap_err().raw_os_error(),
             Some(libc::EEXIST)
         );
+        drop(moved);
+        // Free again: a new mapping there is fresh, zeroed memory.
+        let again = Mapping::anon_at(PRIVATE_VA, len).unwrap();
+        assert_eq!(again.addr(), PRIVATE_VA);
+        assert_eq!(again.touch_read(), 0);
     }
 }

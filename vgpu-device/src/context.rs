@@ -64,6 +64,17 @@ pub struct EngineConfig {
     /// Artificial time spent inside every access section (tests of the
     /// invalidation races; zero in production).
     pub access_delay: Duration,
+    /// Starts a job worker thread (a parameter so that tests can make it
+    /// fail; [`spawn_thread`] in production).
+    pub spawn: SpawnFn,
+}
+
+/// Starts a named thread running the closure.
+pub type SpawnFn = fn(String, Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
+
+/// The production [`SpawnFn`]: `std::thread::Builder::spawn`.
+pub fn spawn_thread(name: String, f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name).spawn(f).map(drop)
 }
 
 impl Default for EngineConfig {
@@ -74,6 +85,7 @@ impl Default for EngineConfig {
             max_live_jobs: 64,
             max_bindings: 65536,
             access_delay: Duration::ZERO,
+            spawn: spawn_thread,
         }
     }
 }
@@ -266,17 +278,27 @@ impl Context {
             } => Answer::Now(self.bind(gpu_va, cpu_va, size)),
             SvmCommand::Unbind { start, size } => Answer::Now(self.unbind(start, size)),
             SvmCommand::Job { job_id, ops } => match self.submit_job(mem, job_id, ops) {
-                Ok(job) => {
-                    self.push_work(job, defer());
-                    Answer::Later
-                }
+                Ok(job) => match self.push_work(job, defer) {
+                    Ok(()) => Answer::Later,
+                    Err(_job) => {
+                        // Never run it here: this thread holds the vring.
+                        lock(&self.jobs).remove(&job_id);
+                        Answer::Now(SvmResp::error(ErrorCode::Busy, job_id))
+                    }
+                },
                 Err(code) => Answer::Now(SvmResp::error(code, job_id)),
             },
             SvmCommand::Resume { job_id } => match self.take_faulted(job_id) {
                 Some(job) => {
                     debug!("ctx {} RESUME job {job_id}", self.id);
-                    self.push_work(job, defer());
-                    Answer::Later
+                    match self.push_work(job, defer) {
+                        Ok(()) => Answer::Later,
+                        Err(job) => {
+                            // Still faulted: the driver may RESUME or ABORT again.
+                            lock(&self.jobs).insert(job_id, JobSlot::Faulted(job));
+                            Answer::Now(SvmResp::error(ErrorCode::Busy, job_id))
+                        }
+                    }
                 }
                 None => Answer::Now(SvmResp::error(ErrorCode::UnknownJob, job_id)),
             },
@@ -436,23 +458,38 @@ impl Context {
         }
     }
 
-    fn push_work(self: &Arc<Self>, job: Box<Job>, done: Completion) {
+    /// Queues `job` for the context's worker (starting one if needed); the
+    /// completion is made only once the job is sure to run. Gives the job
+    /// back when no worker can be started: the caller answers BUSY. (The
+    /// job is never run inline: the caller holds the vring lock that the
+    /// completion needs.)
+    fn push_work(
+        self: &Arc<Self>,
+        job: Box<Job>,
+        defer: &mut dyn FnMut() -> Completion,
+    ) -> Result<(), Box<Job>> {
         let mut w = lock(&self.work);
-        w.items.push_back((job, done));
         if w.worker {
+            w.items.push_back((job, defer()));
             self.work_cv.notify_one();
-            return;
+            return Ok(());
         }
-        w.worker = true;
-        drop(w);
         let ctx = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("vgpu-ctx{}", self.id))
-            .spawn(move || ctx.worker());
-        if let Err(e) = spawned {
-            // Run the queue inline rather than lose it (never expected).
-            warn!("ctx {}: cannot start a job worker: {e}", self.id);
-            self.clone().worker();
+        match (self.cfg.spawn)(
+            format!("vgpu-ctx{}", self.id),
+            Box::new(move || ctx.worker()),
+        ) {
+            Ok(()) => {
+                // The worker waits for `work`, which we hold: it finds the job.
+                w.worker = true;
+                w.items.push_back((job, defer()));
+                self.work_cv.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                warn!("ctx {}: cannot start a job worker: {e} -> BUSY", self.id);
+                Err(job)
+            }
         }
     }
 
@@ -662,4 +699,14 @@ pub(crate) fn fault_info(va: u64, access: Access, op_index: usize, progress: u64
 /// ATOMIC_ADD's retry bound (see the engine).
 pub(crate) const fn atomic_retries() -> usize {
     ATOMIC_RETRIES
+}
+
+/// Tests: waits (up to a minute) until the context has no job worker.
+#[cfg(test)]
+pub(crate) fn tests_wait_worker_gone(ctx: &Context) {
+    let t = std::time::Instant::now();
+    while lock(&ctx.work).worker {
+        assert!(t.elapsed() < Duration::from_secs(60), "worker did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

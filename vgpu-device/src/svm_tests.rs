@@ -30,13 +30,17 @@ struct Rig {
 
 impl Rig {
     fn new(checker: CheckerMode) -> Self {
+        Self::with(EngineConfig {
+            checker,
+            ..EngineConfig::default()
+        })
+    }
+
+    fn with(engine: EngineConfig) -> Self {
         let mem = crate::mem::testmem::new(MEM);
         let mut dev = Device::new(DeviceConfig {
             max_contexts: 4,
-            engine: EngineConfig {
-                checker,
-                ..EngineConfig::default()
-            },
+            engine,
         });
         dev.set_memory(GuestMemoryAtomic::new(mem.clone()));
         let r = dev.handle_control(&vg::ctx_create(CTX, VGPU_SVM_CAPSET_ID, "t"), BIG);
@@ -488,6 +492,55 @@ fn too_many_live_jobs_is_busy_and_destroy_aborts() {
     assert_eq!(ctx.live_jobs(), 0);
     assert_eq!(r.dev.counters().snapshot().jobs_aborted, 64);
     assert!(ctx.is_cancelled());
+}
+
+/// Makes [`failing_spawn`] fail (only the test below uses that spawner).
+static SPAWN_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn failing_spawn(name: String, f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    if SPAWN_FAILS.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+    }
+    crate::context::spawn_thread(name, f)
+}
+
+/// A worker that cannot be started: JOB and RESUME are answered BUSY at
+/// once (never run inline on the control thread, which holds the vring
+/// lock the answer needs); a RESUMEd job stays faulted and can be resumed
+/// once workers start again.
+#[test]
+fn worker_spawn_failure_is_busy_not_inline() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut r = Rig::with(EngineConfig {
+        spawn: failing_spawn,
+        ..EngineConfig::default()
+    });
+    let va = 0x3000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_4k(va, DATA, true);
+    let _ = t;
+    r.set_as();
+    // A job that faults (second page unmapped), run while spawning works.
+    let f = r.cmd(&job(1, &[op(OpKind::Fill, va, 0, 8192, 7)]));
+    assert_eq!(f.status, Status::Fault);
+    SPAWN_FAILS.store(true, SeqCst);
+    // Let the idle worker exit, then nothing can run jobs.
+    let ctx = r.dev.contexts().next().unwrap().clone();
+    crate::context::tests_wait_worker_gone(&ctx);
+    assert_eq!(
+        r.err(&job(2, &[op(OpKind::Fill, va, 0, 8, 1)])),
+        ErrorCode::Busy
+    );
+    assert_eq!(r.read(DATA, 8), vec![7; 8], "job 2 ran anyway");
+    assert_eq!(r.err(&resume(1)), ErrorCode::Busy);
+    assert_eq!(ctx.live_jobs(), 1, "job 1 stays faulted, job 2 is gone");
+    SPAWN_FAILS.store(false, SeqCst);
+    let mut t = Tables::again(&r.mem, 1);
+    t.map_4k(va + 4096, DATA + 4096, true);
+    let _ = t;
+    assert_eq!(r.ok(&resume(1)).job_id, 1);
+    assert_eq!(r.ok(&job(2, &[op(OpKind::Fill, va, 0, 8, 1)])).job_id, 2);
+    assert_eq!(r.read(DATA, 8), vec![1; 8]);
 }
 
 #[test]

@@ -71,6 +71,10 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "hostile op addresses and lengths (overflowing sums) fail with EINVAL, no oops",
         check_hostile_ops,
     ),
+    (
+        "memfd_secret memory is never mirrored (SVM and userptr): EFAULT, nothing leaks",
+        check_secretmem_refused,
+    ),
 ];
 
 /// One READ op of `len` bytes at `src`.
@@ -184,6 +188,68 @@ fn check_hostile_ops(_dev: &Device) -> Result<String, String> {
     let mut op = [uapi::drm_vgpu_svm_op { kind: uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD, flags: 0, dst: 0xffff_ffff_ffff_fff8, src: 0, len: 0, value: 1 }];
     expect("ATOMIC_ADD at 2^64 - 8", submit_raw(dev, &mut op, &mut []), libc::EINVAL)?;
     Ok(format!("{} hostile ops refused with EINVAL", n + 1))
+}
+
+/// `memfd_secret(2)` memory is removed from the kernel's direct map and no device may reach
+/// it (GUP refuses it). 7.2's hmm_range_fault does not check, so the driver must: every job
+/// that touches it fails with EFAULT, in SVM mode and through a userptr object, and neither
+/// the secret nor an ordinary destination buffer changes (seen before the fix: the device
+/// hashed the secret, copied it into an ordinary page and overwrote it).
+fn check_secretmem_refused(_dev: &Device) -> Result<String, String> {
+    use vgpu_tests::mem::Mapping;
+    const LEN: usize = 2 * 4096;
+    // SAFETY: memfd_secret(flags) takes no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, 0) };
+    if fd < 0 {
+        // The guest kernel is built with CONFIG_SECRETMEM: not having it is a failure.
+        return Err(format!("memfd_secret: {}", std::io::Error::last_os_error()));
+    }
+    let fd = fd as i32;
+    // SAFETY: `fd` is ours.
+    if unsafe { libc::ftruncate(fd, LEN as i64) } != 0 {
+        return Err(format!("ftruncate(memfd_secret): {}", std::io::Error::last_os_error()));
+    }
+    let secret = Mapping::file_shared(fd, LEN).map_err(|e| format!("mmap(memfd_secret): {e}"))?;
+    // SAFETY: the mapping keeps the file alive.
+    unsafe { libc::close(fd) };
+    secret.fill(0, LEN, 0x5a);
+    let plain = Mapping::anon(LEN).map_err(|e| e.to_string())?;
+    plain.fill(0, LEN, 0x11);
+    let (s, p, l) = (secret.addr(), plain.addr(), LEN as u64);
+    let op = |kind, dst, src| uapi::drm_vgpu_svm_op { kind, flags: 0, dst, src, len: l, value: 0x77 };
+
+    let dev = Device::open_default().map_err(|e| e.to_string())?;
+    let dev = &dev;
+    let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: uapi::VGPU_SVM_CTX_SVM, pad: 0 };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg).map_err(|e| format!("CTX_CONFIG: errno {e}"))?;
+    let svm_jobs = [
+        ("SVM HASH of the secret", op(uapi::VGPU_SVM_OP_KIND_HASH, 0, s)),
+        ("SVM READ of the secret", op(uapi::VGPU_SVM_OP_KIND_READ, 0, s)),
+        ("SVM COPY secret -> plain", op(uapi::VGPU_SVM_OP_KIND_COPY, p, s)),
+        ("SVM FILL of the secret", op(uapi::VGPU_SVM_OP_KIND_FILL, s, 0)),
+    ];
+    for (what, o) in svm_jobs {
+        expect(what, submit_raw(dev, &mut [o], &mut []), libc::EFAULT)?;
+    }
+    // The same through a userptr object bound away from the identity range.
+    let gva = 1u64 << 42;
+    let h = userptr_raw(dev, s, l, 0).map_err(|e| format!("USERPTR_CREATE(memfd_secret): errno {e}"))?;
+    bind_raw(dev, h, gva).map_err(|e| format!("BIND: errno {e}"))?;
+    let bo_jobs = [
+        ("userptr HASH of the secret", op(uapi::VGPU_SVM_OP_KIND_HASH, 0, gva)),
+        ("userptr COPY secret -> plain", op(uapi::VGPU_SVM_OP_KIND_COPY, p, gva)),
+        ("userptr FILL of the secret", op(uapi::VGPU_SVM_OP_KIND_FILL, gva, 0)),
+    ];
+    for (what, o) in bo_jobs {
+        expect(what, submit_raw(dev, &mut [o], &mut [h]), libc::EFAULT)?;
+    }
+    if let Some(i) = secret.read(0, LEN).iter().position(|&b| b != 0x5a) {
+        return Err(format!("the secret changed at byte {i}"));
+    }
+    if let Some(i) = plain.read(0, LEN).iter().position(|&b| b != 0x11) {
+        return Err(format!("the ordinary buffer changed at byte {i} (secret copied out?)"));
+    }
+    Ok("7 jobs over memfd_secret memory refused with EFAULT; secret and buffer intact".into())
 }
 
 /// The `[vvar]` mapping (VM_IO | VM_PFNMAP) of this process, if any.

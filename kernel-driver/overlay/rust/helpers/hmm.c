@@ -6,6 +6,7 @@
 #include <linux/io.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
+#include <linux/secretmem.h>
 #include <asm/pgtable.h>
 
 __rust_helper bool rust_helper_mmu_interval_read_retry(struct mmu_interval_notifier *sub,
@@ -64,4 +65,14 @@ __rust_helper bool rust_helper_pgtable_l5_enabled(void)
 __rust_helper void *rust_helper_page_address(const struct page *page)
 {
 	return page_address(page);
+}
+
+/*
+ * memfd_secret(2) memory is removed from the kernel's direct map and must not be reached by
+ * any device; GUP refuses it, hmm_range_fault() in 7.2 does not check, so mirror drivers
+ * must. vma_is_secretmem() is not exported: this built-in wrapper is.
+ */
+__rust_helper bool rust_helper_vma_is_secretmem(struct vm_area_struct *vma)
+{
+	return vma_is_secretmem(vma);
 }

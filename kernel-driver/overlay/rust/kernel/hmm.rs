@@ -96,6 +96,15 @@ pub fn range_fault<T: IntervalNotifierOps>(
     to_result(unsafe { bindings::hmm_range_fault(&mut range) })
 }
 
+/// Whether `vma` maps `memfd_secret(2)` memory: memory removed from the kernel's direct map
+/// that no device may reach (GUP refuses it; [`range_fault`] does not check, so a mirror must
+/// refuse such mappings itself, with `EFAULT`).
+pub fn vma_is_secretmem(vma: &crate::mm::virt::VmaRef) -> bool {
+    // SAFETY: `vma` is a live VMA for the lifetime of the reference (the caller holds the mmap
+    // lock that `VmaRef` borrows from); the helper only reads `vm_ops`.
+    unsafe { bindings::vma_is_secretmem(vma.as_ptr()) }
+}
+
 fn notifier_raw<T: IntervalNotifierOps>(n: &IntervalNotifier<T>) -> *mut bindings::mmu_interval_notifier {
     n.raw_ptr()
 }

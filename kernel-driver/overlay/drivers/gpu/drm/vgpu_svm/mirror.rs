@@ -48,11 +48,33 @@ pub(crate) struct Placement {
     pub(crate) writable: bool,
 }
 
-/// Rejects mappings that cannot be mirrored before hmm_range_fault would.
+/// Rejects mappings that cannot be mirrored before hmm_range_fault would, and those no
+/// device may reach although hmm_range_fault would mirror them: `memfd_secret(2)` memory
+/// (GUP refuses it; 7.2's hmm_range_fault does not check).
 fn check_vma(vma: &VmaRef) -> Result {
     let f = vma.flags();
     if f & (kernel::mm::virt::flags::IO | kernel::mm::virt::flags::PFNMAP) != 0 {
         return Err(EFAULT);
+    }
+    if hmm::vma_is_secretmem(vma) {
+        pr_debug!("vgpu_svm: refusing to mirror memfd_secret memory at 0x{:x}\n", vma.start());
+        return Err(EFAULT);
+    }
+    Ok(())
+}
+
+/// Checks every VMA of `[start, end)` with [`check_vma`]; a hole is `EFAULT`. Bounded by the
+/// number of VMAs: each step moves past one.
+fn check_range(mmap: &kernel::mm::MmapReadGuard<'_>, start: u64, end: u64) -> Result {
+    let mut a = start;
+    while a < end {
+        let vma = mmap.vma_lookup(a as usize).ok_or(EFAULT)?;
+        check_vma(vma)?;
+        let next = vma.end() as u64;
+        if next <= a {
+            return Err(EFAULT);
+        }
+        a = next;
     }
     Ok(())
 }
@@ -80,12 +102,8 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         let seq: Seq = n.read_begin();
         let res = {
             let mmap = mm.mmap_read_lock();
-            match mmap.vma_lookup(p.cpu as usize) {
-                None => Err(EFAULT),
-                Some(vma) => check_vma(vma).and_then(|()| {
-                    hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags)
-                }),
-            }
+            check_range(&mmap, p.cpu, p.cpu + (npages as u64) * PAGE)
+                .and_then(|()| hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags))
         };
         match res {
             Err(e) if e == EBUSY => {

@@ -132,6 +132,9 @@ struct vgpu_svm_cmd_hdr {
 #define VGPU_SVM_CPU_LEVELS_4 4
 #define VGPU_SVM_CPU_LEVELS_5 5
 
+/* SET_AS: cpu_pt_root must be a CPU page table in guest RAM. The checker
+ * cannot be switched off by the guest: a cpu_pt_root of 0 is refused with
+ * ERR_MALFORMED (unless the host runs the daemon with its checker off). */
 struct vgpu_svm_cmd_set_as {
 	struct vgpu_svm_cmd_hdr hdr;
 	__le64 gpu_pt_root;   /* guest-physical address of the GPU page table root */
@@ -240,7 +243,13 @@ struct vgpu_svm_stats {
 	__le64 jobs;                 /* jobs completed */
 	__le64 bytes;                /* bytes moved by jobs */
 	__le64 errors;               /* commands answered with STATUS_ERROR */
-	__le64 reserved[4];
+	/* Added in protocol 0.2 from the reserved words (same size and offsets;
+	 * older devices report zero here): */
+	__le64 cpu_walk_errors;      /* CPU page tables the checker could not walk
+	                              * (outside RAM, non-canonical VA); not violations */
+	__le64 unchecked_accesses;   /* pages accessed without a CPU-table check
+	                              * (only when the daemon runs with --checker off) */
+	__le64 reserved[2];
 };
 
 struct vgpu_svm_resp {

@@ -134,7 +134,8 @@ struct Binding {
 /// The address spaces set by SET_AS.
 struct AddressSpace {
     mmu: Mmu,
-    /// None when the checker is off or the driver gave no CPU table (0).
+    /// None when the checker is off (`--checker off`; only then may the
+    /// driver give no CPU table, 0).
     checker: Option<Checker>,
 }
 
@@ -334,6 +335,14 @@ impl Context {
         let Some(levels) = Levels::from_count(levels) else {
             return SvmResp::error(ErrorCode::Malformed, 0);
         };
+        if cpu_root == 0 && self.cfg.checker == CheckerMode::Strict {
+            // The guest cannot switch the checker off.
+            warn!(
+                "ctx {}: SET_AS without a CPU page table (root 0) refused: the checker is strict",
+                self.id
+            );
+            return SvmResp::error(ErrorCode::Malformed, 0);
+        }
         let checker = (self.cfg.checker == CheckerMode::Strict && cpu_root != 0)
             .then(|| Checker::new(cpu_root, levels));
         info!(
@@ -673,6 +682,8 @@ impl Context {
                 Verdict::Violation(v) => c.violation(&v),
                 Verdict::CpuWalkError(_) => c.inc(&c.cpu_walk_errors),
             }
+        } else {
+            c.inc(&c.unchecked_accesses);
         }
         Ok(pa)
     }

@@ -47,6 +47,8 @@ pub struct SvmCounters {
     pub errors: AtomicU64,
     /// CPU page tables the checker could not walk (not violations).
     pub cpu_walk_errors: AtomicU64,
+    /// Pages accessed without a CPU-table check (checker off).
+    pub unchecked_accesses: AtomicU64,
     /// Jobs ended by ABORT, CTX_DESTROY or a device reset.
     pub jobs_aborted: AtomicU64,
     /// Jobs that failed (bad page table, address outside guest RAM).
@@ -64,7 +66,6 @@ pub struct SvmCounters {
 pub struct SvmSnapshot {
     #[serde(flatten)]
     pub wire: WireStats,
-    pub cpu_walk_errors: u64,
     pub jobs_aborted: u64,
     pub jobs_failed: u64,
     pub pages_accessed: u64,
@@ -127,6 +128,8 @@ impl SvmCounters {
             jobs: g(&self.jobs),
             bytes: g(&self.bytes),
             errors: g(&self.errors),
+            cpu_walk_errors: g(&self.cpu_walk_errors),
+            unchecked_accesses: g(&self.unchecked_accesses),
         }
     }
 
@@ -134,7 +137,6 @@ impl SvmCounters {
         let g = |c: &AtomicU64| c.load(Relaxed);
         SvmSnapshot {
             wire: self.wire(),
-            cpu_walk_errors: g(&self.cpu_walk_errors),
             jobs_aborted: g(&self.jobs_aborted),
             jobs_failed: g(&self.jobs_failed),
             pages_accessed: g(&self.pages_accessed),

@@ -523,7 +523,11 @@ pub struct FaultInfo {
     pub progress: u64,
 }
 
-/// `struct vgpu_svm_stats`: the twelve counters, in wire order.
+/// Number of counters in `struct vgpu_svm_stats` (before `reserved`).
+pub const WIRE_COUNTERS: usize = 14;
+
+/// `struct vgpu_svm_stats`: the counters, in wire order (the first twelve
+/// are what older drivers read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 pub struct WireStats {
     pub accesses_checked: u64,
@@ -538,10 +542,14 @@ pub struct WireStats {
     pub jobs: u64,
     pub bytes: u64,
     pub errors: u64,
+    /// CPU page tables the checker could not walk (not violations).
+    pub cpu_walk_errors: u64,
+    /// Pages accessed without a CPU-table check (`--checker off`).
+    pub unchecked_accesses: u64,
 }
 
 impl WireStats {
-    pub fn to_array(&self) -> [u64; 12] {
+    pub fn to_array(&self) -> [u64; WIRE_COUNTERS] {
         [
             self.accesses_checked,
             self.violations,
@@ -555,10 +563,12 @@ impl WireStats {
             self.jobs,
             self.bytes,
             self.errors,
+            self.cpu_walk_errors,
+            self.unchecked_accesses,
         ]
     }
 
-    pub fn from_array(a: [u64; 12]) -> Self {
+    pub fn from_array(a: [u64; WIRE_COUNTERS]) -> Self {
         Self {
             accesses_checked: a[0],
             violations: a[1],
@@ -572,6 +582,8 @@ impl WireStats {
             jobs: a[9],
             bytes: a[10],
             errors: a[11],
+            cpu_walk_errors: a[12],
+            unchecked_accesses: a[13],
         }
     }
 }
@@ -650,7 +662,7 @@ impl SvmResp {
         };
         let f = offset_of!(R, fault);
         let s = offset_of!(R, stats);
-        let mut stats = [0u64; 12];
+        let mut stats = [0u64; WIRE_COUNTERS];
         for (i, v) in stats.iter_mut().enumerate() {
             *v = u64_at(s + 8 * i);
         }
@@ -793,6 +805,11 @@ mod tests {
     #[test]
     fn sizes_match_the_header() {
         assert_eq!(RESP_SIZE, 176);
+        assert_eq!(
+            offset_of!(u::vgpu_svm_stats, reserved),
+            8 * WIRE_COUNTERS,
+            "WireStats and struct vgpu_svm_stats disagree"
+        );
         assert_eq!(OP_SIZE, 40);
         assert_eq!(JOB_HDR_SIZE, 24);
         assert_eq!(set_as(0, 0, 4).len(), size_of::<u::vgpu_svm_cmd_set_as>());
@@ -962,7 +979,16 @@ mod tests {
         assert_eq!(&b[36..40], &3u32.to_le_bytes());
         assert_eq!(&b[48..56], &100u64.to_le_bytes());
         assert_eq!(&b[48 + 11 * 8..48 + 12 * 8], &111u64.to_le_bytes());
-        assert!(b[48 + 12 * 8..].iter().all(|&x| x == 0));
+        let s = offset_of!(u::vgpu_svm_resp, stats);
+        assert_eq!(
+            &b[s + offset_of!(u::vgpu_svm_stats, cpu_walk_errors)..][..8],
+            &112u64.to_le_bytes()
+        );
+        assert_eq!(
+            &b[s + offset_of!(u::vgpu_svm_stats, unchecked_accesses)..][..8],
+            &113u64.to_le_bytes()
+        );
+        assert!(b[48 + 14 * 8..].iter().all(|&x| x == 0));
         assert_eq!(SvmResp::decode(&b).unwrap(), r);
         let e = SvmResp::error(ErrorCode::Aborted, 9);
         assert_eq!(SvmResp::decode(&e.encode()).unwrap(), e);

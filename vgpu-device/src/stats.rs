@@ -8,8 +8,8 @@
 //! `off`), and `svm`: the VGPU_SVM counters under the names of `struct
 //! vgpu_svm_stats` (`accesses_checked`, `violations`, `violations_no_page`,
 //! `violations_frame`, `violations_write`, `faults`, `invalidations`,
-//! `tlb_hits`, `tlb_misses`, `jobs`, `bytes`, `errors`) plus
-//! `cpu_walk_errors`, `jobs_aborted`, `jobs_failed`, `pages_accessed`,
+//! `tlb_hits`, `tlb_misses`, `jobs`, `bytes`, `errors`, `cpu_walk_errors`,
+//! `unchecked_accesses`) plus `jobs_aborted`, `jobs_failed`, `pages_accessed`,
 //! `commands` by SVM command, and `violations_recent` (the last 64, in full).
 
 use std::fs;

@@ -325,7 +325,7 @@ fn each_violation_kind_fires() {
 }
 
 #[test]
-fn checker_off_checks_nothing_and_zero_cpu_root_disables_it() {
+fn checker_off_checks_nothing() {
     let mut r = Rig::new(CheckerMode::Off);
     let va = 0x7000_0000_0000u64;
     Builder::new(&r.mem, GPU_PT).map_4k(va, DATA, true);
@@ -334,11 +334,54 @@ fn checker_off_checks_nothing_and_zero_cpu_root_disables_it() {
     let s = r.stats();
     assert_eq!((s.accesses_checked, s.violations, s.jobs), (0, 0, 1));
 
-    let mut r = Rig::new(CheckerMode::Strict);
-    Builder::new(&r.mem, GPU_PT).map_4k(va, DATA, true);
+    assert_eq!(s.unchecked_accesses, 1);
+    // With the checker off the driver may give no CPU table.
     r.ok(&set_as(GPU_PT, 0, 4));
-    r.ok(&job(1, &[op(OpKind::Fill, va, 0, 4096, 1)]));
-    assert_eq!(r.stats().accesses_checked, 0);
+    r.ok(&job(2, &[op(OpKind::Fill, va, 0, 4096, 1)]));
+    assert_eq!(r.stats().unchecked_accesses, 2);
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    assert_eq!(j["svm"]["unchecked_accesses"], 2);
+}
+
+/// Strict mode: the guest cannot switch the checker off (SET_AS with a CPU
+/// root of 0 is refused), and what the checker could not check is counted
+/// in STATS and in the stats file: CPU walk errors, unchecked accesses.
+#[test]
+fn strict_checker_cannot_be_switched_off_by_the_guest() {
+    use crate::layout::x86;
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x7000_0000_0000u64;
+    Builder::new(&r.mem, GPU_PT).map_4k(va, DATA, true);
+    assert_eq!(r.err(&set_as(GPU_PT, 0, 4)), ErrorCode::Malformed);
+    assert_eq!(r.err(&set_as(GPU_PT, 0, 5)), ErrorCode::Malformed);
+    // No address space was set.
+    assert_eq!(
+        r.err(&job(1, &[op(OpKind::Fill, va, 0, 8, 1)])),
+        ErrorCode::NoAs
+    );
+    // A CPU table the checker cannot walk (its PML4 entry points outside
+    // guest RAM): a walk error, not a violation, and visible on the wire.
+    put(
+        &r.mem,
+        CPU_PT + 8 * x86::index(va, 4),
+        (1 << 40) | x86::PRESENT | x86::RW | x86::USER,
+    );
+    r.set_as();
+    r.ok(&job(2, &[op(OpKind::Fill, va, 0, 8, 1)]));
+    let s = r.stats();
+    assert_eq!(
+        (s.cpu_walk_errors, s.unchecked_accesses, s.violations),
+        (1, 0, 0)
+    );
+    // The raw answer bytes carry them at the header's offsets.
+    let resp = r.dev.handle_control(&vg::submit_3d(CTX, &stats()), BIG);
+    let base = CTRL_HDR_SIZE
+        + std::mem::offset_of!(vgpu_uapi::vgpu_svm_resp, stats)
+        + std::mem::offset_of!(vgpu_uapi::vgpu_svm_stats, cpu_walk_errors);
+    assert_eq!(&resp[base..base + 8], &1u64.to_le_bytes());
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    assert_eq!(j["svm"]["cpu_walk_errors"], 1);
+    assert_eq!(j["svm"]["unchecked_accesses"], 0);
 }
 
 #[test]

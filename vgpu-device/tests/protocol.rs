@@ -262,6 +262,44 @@ fn checker_off_skips_the_cpu_walk() {
     );
     let s = vm.cmd(&stats()).stats;
     assert_eq!((s.accesses_checked, s.violations), (0, 0));
+    assert_eq!(s.unchecked_accesses, 1);
+    wait_for(
+        || vm.stats_file()["svm"]["unchecked_accesses"] == 1,
+        "unchecked accesses in the stats file",
+        10,
+    );
+}
+
+/// Strict (the default): SET_AS without a CPU page table is refused, and
+/// CPU walk errors are counted in STATS and in device-stats.json.
+#[test]
+fn strict_checker_refuses_cpu_root_0_and_exports_walk_errors() {
+    let mut vm = Vm::new(BIN, "strict", 32, &[]);
+    let g = vm.gpu_root;
+    let r = vm.cmd(&set_as(g, 0, 4));
+    assert_eq!(
+        (r.status, r.error),
+        (Status::Error, Some(ErrorCode::Malformed))
+    );
+    let c = vm.cpu_root;
+    assert_eq!(vm.cmd(&set_as(g, c, 4)).status, Status::Ok);
+    let va = 0x6000_0000_0000u64;
+    let f = vm.frames(4096, 4096);
+    vm.gpu_4k(va, f, true);
+    // The CPU's PML4 entry for `va` points outside guest RAM.
+    let e = vm.cpu_root + 8 * vgpu_device::layout::x86::index(va, 4);
+    vm.put(e, (1 << 40) | vgpu_device::layout::x86::PRESENT);
+    assert_eq!(
+        vm.cmd(&job(1, &[op(OpKind::Fill, va, 0, 64, 1)])).status,
+        Status::Ok
+    );
+    let s = vm.cmd(&stats()).stats;
+    assert_eq!((s.cpu_walk_errors, s.unchecked_accesses), (1, 0));
+    wait_for(
+        || vm.stats_file()["svm"]["cpu_walk_errors"] == 1,
+        "walk errors in the stats file",
+        10,
+    );
 }
 
 #[test]

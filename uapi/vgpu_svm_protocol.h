@@ -213,7 +213,10 @@ enum vgpu_svm_error {
 	VGPU_SVM_ERR_NO_AS = 3,         /* JOB before SET_AS */
 	VGPU_SVM_ERR_BAD_ADDRESS = 4,   /* a guest-physical address outside guest RAM */
 	VGPU_SVM_ERR_BAD_PAGE_TABLE = 5,/* malformed or cyclic GPU page table */
-	VGPU_SVM_ERR_TOO_BIG = 6,       /* too many ops, op too long */
+	VGPU_SVM_ERR_TOO_BIG = 6,       /* too many ops, op too long; a job beyond the
+	                                 * device's step budget (page-sized accesses over
+	                                 * the job's life, RESUMEs included): refused at
+	                                 * JOB, or the job fails when it runs out */
 	VGPU_SVM_ERR_UNKNOWN_JOB = 7,   /* RESUME/ABORT of a job that is not faulted */
 	VGPU_SVM_ERR_BUSY = 8,          /* duplicate job id, too many live jobs; JOB/RESUME
 	                                 * when the device cannot start a job worker (a

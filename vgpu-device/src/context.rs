@@ -1,5 +1,5 @@
 //! One VGPU_SVM context: its address spaces (GPU page table + TLB, CPU page
-//! table for the checker), userptr bindings, live jobs and job worker, and
+//! table for the checker), userptr bindings, live jobs and their queue, and
 //! the execution of the protocol commands that concern it.
 //!
 //! Locks, always taken in this order and never held while waiting for
@@ -8,7 +8,8 @@
 //!   wait, see [`crate::invalidate`]);
 //! - `space` (the MMU/TLB, checker and bindings: held for the translation
 //!   and the checker walk of one access, not for the copy);
-//! - `jobs` (the live-job table), `work` (the worker's queue).
+//! - `jobs` (the live-job table), `work` (the context's job queue; held
+//!   while making the context ready in the worker pool, [`crate::pool`]).
 //!
 //! Answers to JOB and RESUME are [`Completion`]s: the worker thread calls
 //! them when the job completes, faults or fails. A completion must never be
@@ -19,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -34,6 +35,7 @@ use crate::engine::{self, Job, Outcome, StepError};
 use crate::invalidate::AccessBarrier;
 use crate::layout::gpu;
 use crate::mmu::{Access, Mmu, MmuError, WalkError};
+use crate::pool::Pool;
 use crate::protocol::{ErrorCode, FaultInfo, Op, Status, SvmCommand, SvmResp};
 use crate::virtio_gpu::{ty, CtrlHdr};
 
@@ -64,10 +66,19 @@ pub struct EngineConfig {
     /// Artificial time spent inside every access section (tests of the
     /// invalidation races; zero in production).
     pub access_delay: Duration,
+    /// Step attempts a job may make over its life (RESUMEs included)
+    /// before it fails with TOO_BIG.
+    pub max_job_steps: u64,
+    /// Cap of job worker threads shared by all contexts.
+    pub workers: usize,
     /// Starts a job worker thread (a parameter so that tests can make it
     /// fail; [`spawn_thread`] in production).
     pub spawn: SpawnFn,
 }
+
+/// Default step budget of a job: 2^21 page-sized accesses (8 GiB in 4 KiB
+/// steps; the guest has a few GiB).
+pub const DEFAULT_MAX_JOB_STEPS: u64 = 1 << 21;
 
 /// Starts a named thread running the closure.
 pub type SpawnFn = fn(String, Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
@@ -85,6 +96,8 @@ impl Default for EngineConfig {
             max_live_jobs: 64,
             max_bindings: 65536,
             access_delay: Duration::ZERO,
+            max_job_steps: DEFAULT_MAX_JOB_STEPS,
+            workers: crate::pool::DEFAULT_WORKERS,
             spawn: spawn_thread,
         }
     }
@@ -162,11 +175,9 @@ enum JobSlot {
 
 struct WorkQueue {
     items: VecDeque<(Box<Job>, Completion)>,
-    worker: bool,
+    /// In the pool's ready queue or being run by a worker.
+    scheduled: bool,
 }
-
-/// How long an idle worker waits for more work before it exits.
-const WORKER_IDLE: Duration = Duration::from_millis(500);
 /// How many times ATOMIC_ADD retries a compare-and-swap that the CPU keeps
 /// winning before the job fails with BUSY.
 const ATOMIC_RETRIES: usize = 100_000;
@@ -181,7 +192,7 @@ pub struct Context {
     space: Mutex<SpaceState>,
     jobs: Mutex<HashMap<u64, JobSlot>>,
     work: Mutex<WorkQueue>,
-    work_cv: Condvar,
+    pool: Arc<Pool>,
     cancelled: AtomicBool,
     /// Bumped to abort every job started before (queue stop).
     abort_gen: AtomicU64,
@@ -200,7 +211,13 @@ fn walk_error_code(e: WalkError) -> ErrorCode {
 }
 
 impl Context {
-    pub fn new(id: u32, debug_name: String, cfg: EngineConfig, counters: Arc<SvmCounters>) -> Self {
+    pub fn new(
+        id: u32,
+        debug_name: String,
+        cfg: EngineConfig,
+        counters: Arc<SvmCounters>,
+        pool: Arc<Pool>,
+    ) -> Self {
         Self {
             id,
             debug_name,
@@ -215,9 +232,9 @@ impl Context {
             jobs: Mutex::new(HashMap::new()),
             work: Mutex::new(WorkQueue {
                 items: VecDeque::new(),
-                worker: false,
+                scheduled: false,
             }),
-            work_cv: Condvar::new(),
+            pool,
             cancelled: AtomicBool::new(false),
             abort_gen: AtomicU64::new(0),
         }
@@ -445,6 +462,14 @@ impl Context {
             );
             return Err(ErrorCode::Busy);
         }
+        let need = engine::min_steps(&ops);
+        if need > self.cfg.max_job_steps {
+            warn!(
+                "ctx {}: JOB {job_id} needs at least {need} steps, the budget is {}",
+                self.id, self.cfg.max_job_steps
+            );
+            return Err(ErrorCode::TooBig);
+        }
         jobs.insert(job_id, JobSlot::Queued);
         debug!("ctx {} JOB {job_id}: {} op(s)", self.id, ops.len());
         Ok(Box::new(Job::new(
@@ -467,127 +492,118 @@ impl Context {
         }
     }
 
-    /// Queues `job` for the context's worker (starting one if needed); the
-    /// completion is made only once the job is sure to run. Gives the job
-    /// back when no worker can be started: the caller answers BUSY. (The
-    /// job is never run inline: the caller holds the vring lock that the
-    /// completion needs.)
+    /// Queues `job` for the worker pool; the completion is made only once
+    /// the job is sure to run. Gives the job back when no worker runs and
+    /// none can be started: the caller answers BUSY. (The job is never run
+    /// inline: the caller holds the vring lock that the completion needs.)
     fn push_work(
         self: &Arc<Self>,
         job: Box<Job>,
         defer: &mut dyn FnMut() -> Completion,
     ) -> Result<(), Box<Job>> {
         let mut w = lock(&self.work);
-        if w.worker {
-            w.items.push_back((job, defer()));
-            self.work_cv.notify_one();
-            return Ok(());
-        }
-        let ctx = self.clone();
-        match (self.cfg.spawn)(
-            format!("vgpu-ctx{}", self.id),
-            Box::new(move || ctx.worker()),
-        ) {
-            Ok(()) => {
-                // The worker waits for `work`, which we hold: it finds the job.
-                w.worker = true;
-                w.items.push_back((job, defer()));
-                self.work_cv.notify_one();
-                Ok(())
+        if !w.scheduled {
+            if let Err(e) = self.pool.make_ready(self.clone()) {
+                warn!(
+                    "ctx {}: cannot start a job worker: {} -> BUSY",
+                    self.id, e.0
+                );
+                return Err(job);
             }
-            Err(e) => {
-                warn!("ctx {}: cannot start a job worker: {e} -> BUSY", self.id);
-                Err(job)
-            }
+            w.scheduled = true;
         }
+        // (A worker that already took the context waits for `work`.)
+        w.items.push_back((job, defer()));
+        Ok(())
     }
 
-    fn next_work(&self) -> Option<(Box<Job>, Completion)> {
+    /// On a pool worker: runs the context's first job for one time slice;
+    /// puts the context back in the pool's queue if work is left.
+    pub(crate) fn run_slice(self: Arc<Self>, pool: &Pool) {
+        let Some((mut job, done)) = lock(&self.work).items.pop_front() else {
+            lock(&self.work).scheduled = false;
+            return;
+        };
+        let id = job.id();
+        lock(&self.jobs).insert(id, JobSlot::Running);
+        let outcome = engine::run(&self, &mut job, engine::QUANTUM);
+        if outcome == Outcome::Preempted {
+            // Same place in the context's order: first.
+            lock(&self.work).items.push_front((job, done));
+            pool.requeue(self);
+            return;
+        }
+        let resp = self.finish(job, outcome);
+        done.complete(&resp);
         let mut w = lock(&self.work);
-        loop {
-            if let Some(item) = w.items.pop_front() {
-                return Some(item);
-            }
-            if self.is_cancelled() {
-                w.worker = false;
-                return None;
-            }
-            let (g, timeout) = self
-                .work_cv
-                .wait_timeout(w, WORKER_IDLE)
-                .unwrap_or_else(|p| p.into_inner());
-            w = g;
-            if timeout.timed_out() && w.items.is_empty() {
-                w.worker = false;
-                return None;
-            }
+        if w.items.is_empty() {
+            w.scheduled = false;
+        } else {
+            drop(w);
+            pool.requeue(self);
         }
     }
 
-    /// The job worker: runs this context's jobs one after another.
-    fn worker(self: Arc<Self>) {
-        while let Some((mut job, done)) = self.next_work() {
-            let id = job.id();
-            lock(&self.jobs).insert(id, JobSlot::Running);
-            let outcome = engine::run(&self, &mut job);
-            let c = &self.counters;
-            let resp = match outcome {
-                Outcome::Done { result } => {
-                    lock(&self.jobs).remove(&id);
-                    c.inc(&c.jobs);
-                    debug!("ctx {} job {id} done", self.id);
+    /// The answer to a job run that ended (not preempted), and the job's
+    /// new state.
+    fn finish(&self, job: Box<Job>, outcome: Outcome) -> SvmResp {
+        let id = job.id();
+        let c = &self.counters;
+        match outcome {
+            Outcome::Done { result } => {
+                lock(&self.jobs).remove(&id);
+                c.inc(&c.jobs);
+                debug!("ctx {} job {id} done", self.id);
+                SvmResp {
+                    job_id: id,
+                    result,
+                    ..SvmResp::ok()
+                }
+            }
+            Outcome::Fault(fault) => {
+                let mut jobs = lock(&self.jobs);
+                if self.must_stop(job.abort_gen()) {
+                    jobs.remove(&id);
+                    drop(jobs);
+                    c.inc(&c.jobs_aborted);
+                    SvmResp::error(ErrorCode::Aborted, id)
+                } else {
+                    jobs.insert(id, JobSlot::Faulted(job));
+                    drop(jobs);
+                    c.inc(&c.faults);
+                    debug!(
+                        "ctx {} job {id} faulted at {:#x} ({}) op {} progress {:#x}",
+                        self.id,
+                        fault.va,
+                        if fault.access == vgpu_uapi::VGPU_SVM_ACCESS_WRITE {
+                            "write"
+                        } else {
+                            "read"
+                        },
+                        fault.op_index,
+                        fault.progress
+                    );
                     SvmResp {
+                        status: Status::Fault,
                         job_id: id,
-                        result,
+                        fault,
                         ..SvmResp::ok()
                     }
                 }
-                Outcome::Fault(fault) => {
-                    let mut jobs = lock(&self.jobs);
-                    if self.must_stop(job.abort_gen()) {
-                        jobs.remove(&id);
-                        drop(jobs);
-                        c.inc(&c.jobs_aborted);
-                        SvmResp::error(ErrorCode::Aborted, id)
-                    } else {
-                        jobs.insert(id, JobSlot::Faulted(job));
-                        drop(jobs);
-                        c.inc(&c.faults);
-                        debug!(
-                            "ctx {} job {id} faulted at {:#x} ({}) op {} progress {:#x}",
-                            self.id,
-                            fault.va,
-                            if fault.access == vgpu_uapi::VGPU_SVM_ACCESS_WRITE {
-                                "write"
-                            } else {
-                                "read"
-                            },
-                            fault.op_index,
-                            fault.progress
-                        );
-                        SvmResp {
-                            status: Status::Fault,
-                            job_id: id,
-                            fault,
-                            ..SvmResp::ok()
-                        }
-                    }
-                }
-                Outcome::Failed(code) => {
-                    lock(&self.jobs).remove(&id);
-                    c.inc(&c.errors);
-                    c.inc(&c.jobs_failed);
-                    warn!("ctx {} job {id} failed: {code:?}", self.id);
-                    SvmResp::error(code, id)
-                }
-                Outcome::Aborted => {
-                    lock(&self.jobs).remove(&id);
-                    c.inc(&c.jobs_aborted);
-                    info!("ctx {} job {id} aborted", self.id);
-                    SvmResp::error(ErrorCode::Aborted, id)
-                }
-            };
-            done.complete(&resp);
+            }
+            Outcome::Failed(code) => {
+                lock(&self.jobs).remove(&id);
+                c.inc(&c.errors);
+                c.inc(&c.jobs_failed);
+                warn!("ctx {} job {id} failed: {code:?}", self.id);
+                SvmResp::error(code, id)
+            }
+            Outcome::Aborted | Outcome::Preempted => {
+                lock(&self.jobs).remove(&id);
+                c.inc(&c.jobs_aborted);
+                info!("ctx {} job {id} aborted", self.id);
+                SvmResp::error(ErrorCode::Aborted, id)
+            }
         }
     }
 
@@ -606,7 +622,6 @@ impl Context {
         self.abort_gen.fetch_add(1, Ordering::AcqRel);
         self.barrier.wait_for_accesses();
         let queued: Vec<_> = lock(&self.work).items.drain(..).collect();
-        self.work_cv.notify_all();
         let mut jobs = lock(&self.jobs);
         for (job, done) in queued {
             jobs.remove(&job.id());
@@ -712,11 +727,11 @@ pub(crate) const fn atomic_retries() -> usize {
     ATOMIC_RETRIES
 }
 
-/// Tests: waits (up to a minute) until the context has no job worker.
+/// Tests: waits (up to a minute) until the context's pool has no worker.
 #[cfg(test)]
 pub(crate) fn tests_wait_worker_gone(ctx: &Context) {
     let t = std::time::Instant::now();
-    while lock(&ctx.work).worker {
+    while ctx.pool.threads() > 0 {
         assert!(t.elapsed() < Duration::from_secs(60), "worker did not exit");
         std::thread::sleep(Duration::from_millis(10));
     }

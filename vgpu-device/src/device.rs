@@ -23,6 +23,7 @@ use vgpu_uapi::{
 
 use crate::context::{Answer, CheckerMode, Completion, Context, EngineConfig, GuestMem, Responder};
 use crate::counters::{SvmCounters, SvmSnapshot};
+use crate::pool::Pool;
 use crate::protocol::{self, ErrorCode, Status, SvmResp, RESP_SIZE};
 use crate::virtio_gpu::{
     parse_request, ty, type_name, Command, CtrlHdr, DisplayOne, ParseError, Response,
@@ -157,6 +158,8 @@ pub struct Device {
     /// Bumped on every change of `stats`.
     generation: u64,
     counters: Arc<SvmCounters>,
+    /// Job workers shared by all contexts (made on first use).
+    pool: Option<Arc<Pool>>,
     mem: Option<GuestMem>,
     /// Completions produced while handling a command (jobs aborted by
     /// CTX_DESTROY), to be run by the caller outside the virtqueue lock.
@@ -619,6 +622,11 @@ impl Device {
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
             .collect();
+        let e = self.cfg.engine;
+        let pool = self
+            .pool
+            .get_or_insert_with(|| Pool::new(e.workers, e.spawn))
+            .clone();
         self.contexts.insert(
             id,
             Arc::new(Context::new(
@@ -626,6 +634,7 @@ impl Device {
                 name.clone(),
                 self.cfg.engine,
                 self.counters.clone(),
+                pool,
             )),
         );
         self.stats.contexts_created += 1;

@@ -18,6 +18,12 @@
 //!   last HASH op. ATOMIC_ADD: a compare-and-swap on the guest's u64 (atomic
 //!   with respect to the CPU), `len` ignored; the result is the old value.
 //! - The result reported is that of the last op that produces one.
+//!
+//! Bounds: a worker runs a job for at most [`QUANTUM`] steps at a time (then
+//! the job is preempted and continues later, see [`crate::pool`]), and a job
+//! gets at most `max_job_steps` step attempts over its whole life, RESUMEs
+//! included (a fault counts as an attempt): beyond that it fails with
+//! TOO_BIG. A JOB whose ops need more steps than that is refused at once.
 
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -37,6 +43,19 @@ pub struct Job {
     result: u64,
     mem: GuestMem,
     abort_gen: u64,
+    /// Step attempts so far (against the step budget).
+    steps: u64,
+}
+
+/// Steps a worker runs of one job before it lets other contexts' jobs run.
+pub const QUANTUM: u64 = 256;
+
+/// The fewest steps the ops can take (one per 4 KiB page touched on the
+/// side with the most pages; at least one per op).
+pub fn min_steps(ops: &[Op]) -> u64 {
+    ops.iter()
+        .map(|o| o.bytes().div_ceil(PAGE_SIZE).max(1))
+        .fold(0u64, u64::saturating_add)
 }
 
 impl Job {
@@ -50,6 +69,7 @@ impl Job {
             hash: fnv::OFFSET,
             result: 0,
             mem,
+            steps: 0,
         }
     }
 
@@ -62,6 +82,11 @@ impl Job {
         self.abort_gen
     }
 
+    /// Step attempts so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
     /// (op index, bytes done in it).
     pub fn position(&self) -> (usize, u64) {
         (self.op_index, self.progress)
@@ -71,10 +96,14 @@ impl Job {
 /// How a run of a job ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Done { result: u64 },
+    Done {
+        result: u64,
+    },
     Fault(FaultInfo),
     Failed(ErrorCode),
     Aborted,
+    /// The time slice is over; the job continues from here.
+    Preempted,
 }
 
 /// Why one step could not be done.
@@ -94,11 +123,27 @@ fn bad(_: vm_memory::GuestMemoryError) -> StepError {
     StepError::Fail(ErrorCode::BadAddress)
 }
 
-/// Runs `job` from where it stands until it completes, faults or fails.
-pub fn run(ctx: &Context, job: &mut Job) -> Outcome {
+/// Runs `job` from where it stands until it completes, faults or fails, or
+/// `quantum` steps are done (then [`Outcome::Preempted`]).
+pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
+    let budget = ctx.config().max_job_steps;
+    let mut slice = 0u64;
     while let Some(&op) = job.ops.get(job.op_index) {
         let total = op.bytes();
         while job.progress < total {
+            if slice >= quantum {
+                return Outcome::Preempted;
+            }
+            if job.steps >= budget {
+                log::debug!(
+                    "ctx {} job {}: step budget of {budget} spent",
+                    ctx.id,
+                    job.id
+                );
+                return Outcome::Failed(ErrorCode::TooBig);
+            }
+            slice += 1;
+            job.steps += 1;
             match step(ctx, job, &op, total - job.progress) {
                 Ok(n) => {
                     job.progress += n;

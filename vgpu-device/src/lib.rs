@@ -13,6 +13,7 @@
 //!   the command semantics.
 //! - [`engine`]: job execution, one page-sized access at a time.
 //! - [`invalidate`]: the access barrier behind INVALIDATE's guarantee.
+//! - [`pool`]: the bounded pool of job worker threads.
 //! - [`counters`]: the SVM counters shared by all threads.
 
 pub mod backend;
@@ -31,6 +32,7 @@ pub mod context;
 pub mod counters;
 pub mod engine;
 pub mod invalidate;
+pub mod pool;
 pub mod protocol;
 
 #[cfg(test)]

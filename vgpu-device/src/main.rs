@@ -46,6 +46,16 @@ struct Args {
     /// TLB entries per context.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     tlb_entries: u32,
+    /// Cap of job worker threads, shared by all contexts (jobs of more
+    /// contexts take turns, a time slice each).
+    #[arg(long, default_value_t = vgpu_device::pool::DEFAULT_WORKERS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=vgpu_device::pool::MAX_WORKERS as i64))]
+    workers: u32,
+    /// Page-sized accesses a job may make over its life (RESUMEs included)
+    /// before it fails with TOO_BIG.
+    #[arg(long, default_value_t = vgpu_device::context::DEFAULT_MAX_JOB_STEPS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    job_step_budget: u64,
     /// Testing only: spend this many microseconds inside every device
     /// access (widens the races INVALIDATE must close).
     #[arg(long, default_value_t = 0, hide = true)]
@@ -115,10 +125,15 @@ fn run(args: Args) -> Result<(), String> {
             checker: args.checker,
             tlb_capacity: args.tlb_entries as usize,
             access_delay: Duration::from_micros(args.access_delay_us),
+            workers: args.workers as usize,
+            max_job_steps: args.job_step_budget,
             ..EngineConfig::default()
         },
     })));
-    info!("checker {:?}", args.checker);
+    info!(
+        "checker {:?}, {} job worker(s), job step budget {}",
+        args.checker, args.workers, args.job_step_budget
+    );
     let stats = args.stats.as_ref().map(|p| Arc::new(StatsFile::new(p)));
     let flush = {
         let device = device.clone();

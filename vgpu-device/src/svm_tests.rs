@@ -586,6 +586,195 @@ fn worker_spawn_failure_is_busy_not_inline() {
     assert_eq!(r.read(DATA, 8), vec![1; 8]);
 }
 
+/// A responder that hands the answer to a channel.
+struct Chan(std::sync::mpsc::Sender<Vec<u8>>);
+
+impl crate::context::Responder for Chan {
+    fn respond(self: Box<Self>, bytes: &[u8]) {
+        let _ = self.0.send(bytes.to_vec());
+    }
+}
+
+/// Sends an SVM command on `ctx` without waiting: the answer now, or the
+/// channel the deferred answer will come on.
+fn send(
+    dev: &mut Device,
+    ctx: u32,
+    cmd: &[u8],
+) -> Result<SvmResp, std::sync::mpsc::Receiver<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reply = dev.handle_control_with(&vg::submit_3d(ctx, cmd), BIG, &mut || {
+        Box::new(Chan(tx.clone()))
+    });
+    for (c, r) in dev.take_pending() {
+        c.complete(&r);
+    }
+    match reply {
+        crate::device::Reply::Now(b) => Ok(SvmResp::decode(&b[CTRL_HDR_SIZE..]).unwrap()),
+        crate::device::Reply::Later => Err(rx),
+    }
+}
+
+fn deferred(rx: &std::sync::mpsc::Receiver<Vec<u8>>) -> SvmResp {
+    let b = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("no answer");
+    SvmResp::decode(&b[CTRL_HDR_SIZE..]).unwrap()
+}
+
+/// The step budget: a JOB that needs more steps than the budget is
+/// refused at once (64 ops of 4 GiB never start), and a job that keeps
+/// faulting and being resumed fails once it has spent its budget.
+#[test]
+fn job_step_budget_bounds_a_job() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    r.set_as();
+    let huge: Vec<_> = (0..64u64)
+        .map(|i| op(OpKind::Read, 0, i << 32, 1 << 32, 0))
+        .collect();
+    match send(&mut r.dev, CTX, &job(1, &huge)) {
+        Ok(resp) => assert_eq!(resp.error, Some(ErrorCode::TooBig), "{resp:?}"),
+        Err(_) => panic!("a 256 GiB job was accepted"),
+    }
+    assert_eq!(r.dev.contexts().next().unwrap().live_jobs(), 0);
+
+    let mut r = Rig::with(EngineConfig {
+        max_job_steps: 10,
+        ..EngineConfig::default()
+    });
+    let va = 0x3000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    for i in 0..4 {
+        t.map_4k(va + i * 4096, DATA + i * 4096, true);
+    }
+    let _ = t;
+    r.set_as();
+    assert_eq!(
+        r.err(&job(1, &[op(OpKind::Read, 0, va, 11 * 4096, 0)])),
+        ErrorCode::TooBig
+    );
+    // Pages 0..3 done (4 steps), page 4 faults (5); each RESUME is one more.
+    let f = r.cmd(&job(2, &[op(OpKind::Read, 0, va, 8 * 4096, 0)]));
+    assert_eq!((f.status, f.fault.va), (Status::Fault, va + 4 * 4096));
+    for _ in 0..5 {
+        assert_eq!(r.cmd(&resume(2)).status, Status::Fault);
+    }
+    assert_eq!(r.err(&resume(2)), ErrorCode::TooBig);
+    assert_eq!(r.err(&resume(2)), ErrorCode::UnknownJob, "the job is gone");
+    assert_eq!(r.dev.counters().snapshot().jobs_failed, 1);
+}
+
+static LIVE_WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK_WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts the worker threads alive at once (only the test below uses it).
+fn counting_spawn(name: String, f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+    crate::context::spawn_thread(
+        name,
+        Box::new(move || {
+            let n = LIVE_WORKERS.fetch_add(1, SeqCst) + 1;
+            PEAK_WORKERS.fetch_max(n, SeqCst);
+            f();
+            LIVE_WORKERS.fetch_sub(1, SeqCst);
+        }),
+    )
+}
+
+/// More contexts with jobs than workers: at most `workers` threads ever run
+/// jobs, and every context's job still completes.
+#[test]
+fn worker_threads_are_bounded() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut r = Rig::with(EngineConfig {
+        workers: 2,
+        spawn: counting_spawn,
+        access_delay: std::time::Duration::from_micros(100),
+        ..EngineConfig::default()
+    });
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_2m(va, DATA);
+    let _ = t;
+    for id in 2..=4 {
+        r.dev
+            .handle_control(&vg::ctx_create(id, VGPU_SVM_CAPSET_ID, "w"), BIG);
+    }
+    let mut rxs = Vec::new();
+    for id in 1..=4 {
+        assert_eq!(
+            send(&mut r.dev, id, &set_as(GPU_PT, CPU_PT, 4))
+                .unwrap()
+                .status,
+            Status::Ok
+        );
+        rxs.push(
+            send(
+                &mut r.dev,
+                id,
+                &job(7, &[op(OpKind::Read, 0, va, 2 * MB, 0)]),
+            )
+            .unwrap_err(),
+        );
+    }
+    for rx in &rxs {
+        let a = deferred(rx);
+        assert_eq!((a.status, a.job_id), (Status::Ok, 7));
+    }
+    assert!(
+        PEAK_WORKERS.load(SeqCst) <= 2,
+        "{} worker threads at once",
+        PEAK_WORKERS.load(SeqCst)
+    );
+    assert_eq!(r.stats().violations, 0);
+}
+
+/// One worker, a long job in context 1: a short job of context 2 still
+/// runs (after at most one time slice of the long one), and INVALIDATE of
+/// context 2 is answered meanwhile.
+#[test]
+fn a_long_job_does_not_starve_other_contexts() {
+    let mut r = Rig::with(EngineConfig {
+        workers: 1,
+        access_delay: std::time::Duration::from_millis(1),
+        ..EngineConfig::default()
+    });
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    for i in 0..8 {
+        t.map_2m(va + i * 2 * MB, DATA + i * 2 * MB);
+    }
+    let _ = t;
+    r.dev
+        .handle_control(&vg::ctx_create(2, VGPU_SVM_CAPSET_ID, "b"), BIG);
+    for id in [1, 2] {
+        assert_eq!(
+            send(&mut r.dev, id, &set_as(GPU_PT, CPU_PT, 4))
+                .unwrap()
+                .status,
+            Status::Ok
+        );
+    }
+    // 4096 steps of at least 1 ms each: 16 time slices.
+    let long = send(
+        &mut r.dev,
+        1,
+        &job(1, &[op(OpKind::Read, 0, va, 16 * MB, 0)]),
+    )
+    .unwrap_err();
+    let short = send(&mut r.dev, 2, &job(2, &[op(OpKind::Read, 0, va, 8, 0)])).unwrap_err();
+    assert_eq!(deferred(&short).status, Status::Ok);
+    assert!(long.try_recv().is_err(), "the long job finished first");
+    let inv = match send(&mut r.dev, 2, &invalidate(0, 1 << 47)) {
+        Ok(a) => a,
+        Err(rx) => deferred(&rx),
+    };
+    assert_eq!(inv.status, Status::Ok);
+    // End the long job.
+    r.dev.handle_control(&vg::ctx_destroy(1), BIG);
+    assert_eq!(deferred(&long).error, Some(ErrorCode::Aborted));
+}
+
 #[test]
 fn five_level_cpu_tables() {
     let mut r = Rig::new(CheckerMode::Strict);

@@ -284,10 +284,13 @@ impl Context {
                 gpu_pt_root,
                 cpu_pt_root,
                 cpu_pt_levels,
-            } => Answer::Now(self.set_as(mem, gpu_pt_root, cpu_pt_root, cpu_pt_levels)),
+            } => match self.set_as(mem, gpu_pt_root, cpu_pt_root, cpu_pt_levels) {
+                Ok(()) => self.answer_after_accesses(None, defer),
+                Err(code) => Answer::Now(SvmResp::error(code, 0)),
+            },
             SvmCommand::Invalidate { start, end } => {
-                self.invalidate(start, end);
-                Answer::Now(SvmResp::ok())
+                self.drop_translations(start, end);
+                self.answer_after_accesses(Some((start, end)), defer)
             }
             SvmCommand::Bind {
                 gpu_va,
@@ -335,7 +338,47 @@ impl Context {
         }
     }
 
-    fn set_as(&self, mem: Option<&GuestMem>, gpu_root: u64, cpu_root: u64, levels: u32) -> SvmResp {
+    /// OK once every access section in flight now has ended: at once if
+    /// there is none, else from the worker that ends the last (the control
+    /// queue does not wait; see [`crate::invalidate`]). `inval`: the range
+    /// of an INVALIDATE (counted when answered).
+    fn answer_after_accesses(
+        &self,
+        inval: Option<(u64, u64)>,
+        defer: &mut dyn FnMut() -> Completion,
+    ) -> Answer {
+        let (counters, id) = (self.counters.clone(), self.id);
+        let done = move || {
+            if let Some((start, end)) = inval {
+                counters.inc(&counters.invalidations);
+                debug!("ctx {id} INVALIDATE [{start:#x}, {end:#x}) done");
+            }
+        };
+        let parked = self.barrier.defer_until_drained(&mut || {
+            let c = defer();
+            let done = done.clone();
+            Box::new(move || {
+                done();
+                c.complete(&SvmResp::ok());
+            })
+        });
+        if parked {
+            Answer::Later
+        } else {
+            done();
+            Answer::Now(SvmResp::ok())
+        }
+    }
+
+    /// SET_AS: the new address spaces (the caller then waits for the
+    /// accesses through the old ones).
+    fn set_as(
+        &self,
+        mem: Option<&GuestMem>,
+        gpu_root: u64,
+        cpu_root: u64,
+        levels: u32,
+    ) -> Result<(), ErrorCode> {
         let in_ram = |a: u64| {
             mem.is_some_and(|m| {
                 m.memory()
@@ -347,10 +390,10 @@ impl Context {
                 "ctx {}: SET_AS roots {gpu_root:#x} / {cpu_root:#x} outside guest RAM",
                 self.id
             );
-            return SvmResp::error(ErrorCode::BadAddress, 0);
+            return Err(ErrorCode::BadAddress);
         }
         let Some(levels) = Levels::from_count(levels) else {
-            return SvmResp::error(ErrorCode::Malformed, 0);
+            return Err(ErrorCode::Malformed);
         };
         if cpu_root == 0 && self.cfg.checker == CheckerMode::Strict {
             // The guest cannot switch the checker off.
@@ -358,7 +401,7 @@ impl Context {
                 "ctx {}: SET_AS without a CPU page table (root 0) refused: the checker is strict",
                 self.id
             );
-            return SvmResp::error(ErrorCode::Malformed, 0);
+            return Err(ErrorCode::Malformed);
         }
         let checker = (self.cfg.checker == CheckerMode::Strict && cpu_root != 0)
             .then(|| Checker::new(cpu_root, levels));
@@ -372,25 +415,26 @@ impl Context {
             mmu: Mmu::new(gpu_root, self.cfg.tlb_capacity),
             checker,
         });
-        // No access through the old tables is in flight after this.
-        self.barrier.wait_for_accesses();
-        SvmResp::ok()
+        Ok(())
     }
 
-    /// INVALIDATE: drop the TLB entries of `[start, end)`, then wait until
-    /// every access section in flight has ended.
-    pub fn invalidate(&self, start: u64, end: u64) {
+    /// INVALIDATE, first half: drop the TLB entries of `[start, end)` (the
+    /// answer then waits for the accesses in flight).
+    fn drop_translations(&self, start: u64, end: u64) {
         if start < end {
             if let Some(s) = lock(&self.space).space.as_mut() {
                 s.mmu.tlb.invalidate_range(start, end);
             }
         }
-        let epoch = self.barrier.wait_for_accesses();
+    }
+
+    /// INVALIDATE on the calling thread: drop the TLB entries of
+    /// `[start, end)`, then wait until every access section in flight has
+    /// ended.
+    pub fn invalidate(&self, start: u64, end: u64) {
+        self.drop_translations(start, end);
+        self.barrier.wait_for_accesses();
         self.counters.inc(&self.counters.invalidations);
-        debug!(
-            "ctx {} INVALIDATE [{start:#x}, {end:#x}) done (epoch {epoch})",
-            self.id
-        );
     }
 
     fn bind(&self, gpu_va: u64, cpu_va: u64, size: u64) -> SvmResp {

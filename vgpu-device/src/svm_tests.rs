@@ -775,6 +775,68 @@ fn a_long_job_does_not_starve_other_contexts() {
     assert_eq!(deferred(&long).error, Some(ErrorCode::Aborted));
 }
 
+/// INVALIDATE of a context with an access in flight (a slow one: 300 ms)
+/// does not hold up the control queue: it is answered later, from the
+/// context's side, once that access has ended; meanwhile the other
+/// context's commands (and this one's) are answered at once.
+#[test]
+fn a_waiting_invalidate_does_not_block_other_contexts() {
+    let mut r = Rig::with(EngineConfig {
+        access_delay: std::time::Duration::from_millis(300),
+        ..EngineConfig::default()
+    });
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_4k(va, DATA, true);
+    t.map_4k(va + 4096, DATA + 4096, true);
+    let _ = t;
+    r.dev
+        .handle_control(&vg::ctx_create(2, VGPU_SVM_CAPSET_ID, "b"), BIG);
+    for id in [1, 2] {
+        assert_eq!(
+            send(&mut r.dev, id, &set_as(GPU_PT, CPU_PT, 4))
+                .unwrap()
+                .status,
+            Status::Ok
+        );
+    }
+    let ctx = r.dev.contexts().next().unwrap().clone();
+    let jobs = send(
+        &mut r.dev,
+        1,
+        &job(1, &[op(OpKind::Read, 0, va, 2 * 4096, 0)]),
+    )
+    .unwrap_err();
+    // Wait until the job is inside its first access.
+    let t0 = std::time::Instant::now();
+    while r.dev.counters().snapshot().pages_accessed == 0 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::yield_now();
+    }
+    let inv = match send(&mut r.dev, 1, &invalidate(va, 4096)) {
+        Err(rx) => rx,
+        Ok(_) => {
+            // Answered at once: only right if the access had ended, and
+            // then the control thread may have waited for it. It must not
+            // have: the first access is 300 ms long.
+            panic!("INVALIDATE answered synchronously while an access was in flight")
+        }
+    };
+    assert_eq!(ctx.barrier().deferred(), 1);
+    // Other commands go on meanwhile.
+    assert_eq!(send(&mut r.dev, 2, &nop()).unwrap().status, Status::Ok);
+    assert_eq!(
+        send(&mut r.dev, 2, &invalidate(0, 1 << 47)).unwrap().status,
+        Status::Ok
+    );
+    assert_eq!(send(&mut r.dev, 1, &nop()).unwrap().status, Status::Ok);
+    let a = deferred(&inv);
+    assert_eq!(a.status, Status::Ok);
+    assert_eq!(ctx.barrier().deferred(), 0);
+    assert_eq!(deferred(&jobs).status, Status::Ok);
+    assert_eq!(r.stats().invalidations, 2);
+}
+
 #[test]
 fn five_level_cpu_tables() {
     let mut r = Rig::new(CheckerMode::Strict);

@@ -81,9 +81,11 @@ struct vgpu_svm_capset {
  * come back as the usual RESP_ERR_* header alone).
  *
  * Requests may complete out of order: the device answers a JOB (or RESUME)
- * only when the job is done or faults, while INVALIDATE, STATS and the rest
- * are answered at once. The driver therefore keeps several requests in flight
- * on the control queue.
+ * only when the job is done or faults; INVALIDATE and SET_AS when the device
+ * accesses in flight have ended (never behind a job: at most one page access
+ * per running job), possibly after later commands; STATS and the rest at
+ * once. The driver therefore keeps several requests in flight on the control
+ * queue.
  * ---------------------------------------------------------------------------
  */
 

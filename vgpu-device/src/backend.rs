@@ -213,7 +213,7 @@ where
     let chains: Vec<_> = match queue.iter(mem) {
         Ok(it) => it.collect(),
         Err(e) => {
-            warn!("{kind:?} queue: {e}");
+            crate::guest_warn!("queue", "{kind:?} queue: {e}");
             device.note_queue_error();
             return 0;
         }
@@ -227,7 +227,7 @@ where
         };
         used += 1;
         if let Err(e) = queue.add_used(mem, head, len) {
-            warn!("{kind:?} queue: add_used({head}): {e}");
+            crate::guest_warn!("queue", "{kind:?} queue: add_used({head}): {e}");
             device.note_queue_error();
         }
     }
@@ -281,14 +281,18 @@ impl Responder for ChainResponder {
         }
         let mem = self.mem.memory();
         let len = scatter(&*mem, &self.writable, bytes).unwrap_or_else(|w| {
-            warn!("chain {}: answer buffers outside guest memory", self.head);
+            crate::guest_warn!(
+                "queue",
+                "chain {}: answer buffers outside guest memory",
+                self.head
+            );
             w
         });
         let notify = {
             let mut state = self.vring.get_mut();
             let queue = state.get_queue_mut();
             if let Err(e) = queue.add_used(&*mem, self.head, len as u32) {
-                warn!("control queue: add_used({}): {e}", self.head);
+                crate::guest_warn!("queue", "control queue: add_used({}): {e}", self.head);
                 return;
             }
             !self.event_idx || queue.needs_notification(&*mem).unwrap_or(true)

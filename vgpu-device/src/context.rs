@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use vm_memory::{
     GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
 };
@@ -386,7 +386,8 @@ impl Context {
             })
         };
         if !in_ram(gpu_root) || (cpu_root != 0 && !in_ram(cpu_root)) {
-            warn!(
+            crate::guest_warn!(
+                "svm-command",
                 "ctx {}: SET_AS roots {gpu_root:#x} / {cpu_root:#x} outside guest RAM",
                 self.id
             );
@@ -397,7 +398,8 @@ impl Context {
         };
         if cpu_root == 0 && self.cfg.checker == CheckerMode::Strict {
             // The guest cannot switch the checker off.
-            warn!(
+            crate::guest_warn!(
+                "svm-command",
                 "ctx {}: SET_AS without a CPU page table (root 0) refused: the checker is strict",
                 self.id
             );
@@ -446,7 +448,8 @@ impl Context {
             .next_back()
             .is_some_and(|(&g, b)| g + b.size > gpu_va);
         if overlaps {
-            warn!(
+            crate::guest_warn!(
+                "svm-command",
                 "ctx {}: BIND [{gpu_va:#x}, {end:#x}) overlaps a binding",
                 self.id
             );
@@ -471,7 +474,8 @@ impl Context {
                 SvmResp::ok()
             }
             _ => {
-                warn!(
+                crate::guest_warn!(
+                    "svm-command",
                     "ctx {}: UNBIND [{start:#x}, +{size:#x}) is not a binding",
                     self.id
                 );
@@ -487,7 +491,7 @@ impl Context {
         ops: Vec<Op>,
     ) -> Result<Box<Job>, ErrorCode> {
         if lock(&self.space).space.is_none() {
-            warn!("ctx {}: JOB {job_id} before SET_AS", self.id);
+            crate::guest_warn!("svm-command", "ctx {}: JOB {job_id} before SET_AS", self.id);
             return Err(ErrorCode::NoAs);
         }
         let Some(mem) = mem else {
@@ -495,11 +499,16 @@ impl Context {
         };
         let mut jobs = lock(&self.jobs);
         if jobs.contains_key(&job_id) {
-            warn!("ctx {}: JOB {job_id} is already live", self.id);
+            crate::guest_warn!(
+                "svm-command",
+                "ctx {}: JOB {job_id} is already live",
+                self.id
+            );
             return Err(ErrorCode::Busy);
         }
         if jobs.len() >= self.cfg.max_live_jobs {
-            warn!(
+            crate::guest_warn!(
+                "svm-command",
                 "ctx {}: JOB {job_id}: {} live jobs already",
                 self.id,
                 jobs.len()
@@ -508,9 +517,11 @@ impl Context {
         }
         let need = engine::min_steps(&ops);
         if need > self.cfg.max_job_steps {
-            warn!(
+            crate::guest_warn!(
+                "svm-command",
                 "ctx {}: JOB {job_id} needs at least {need} steps, the budget is {}",
-                self.id, self.cfg.max_job_steps
+                self.id,
+                self.cfg.max_job_steps
             );
             return Err(ErrorCode::TooBig);
         }
@@ -548,9 +559,11 @@ impl Context {
         let mut w = lock(&self.work);
         if !w.scheduled {
             if let Err(e) = self.pool.make_ready(self.clone()) {
-                warn!(
+                crate::guest_warn!(
+                    "job",
                     "ctx {}: cannot start a job worker: {} -> BUSY",
-                    self.id, e.0
+                    self.id,
+                    e.0
                 );
                 return Err(job);
             }
@@ -639,7 +652,7 @@ impl Context {
                 lock(&self.jobs).remove(&id);
                 c.inc(&c.errors);
                 c.inc(&c.jobs_failed);
-                warn!("ctx {} job {id} failed: {code:?}", self.id);
+                crate::guest_warn!("job", "ctx {} job {id} failed: {code:?}", self.id);
                 SvmResp::error(code, id)
             }
             Outcome::Aborted | Outcome::Preempted => {
@@ -712,11 +725,11 @@ impl Context {
             Ok(t) => t,
             Err(MmuError::Fault { va, access }) => return Err(StepError::Fault { va, access }),
             Err(MmuError::Walk(e)) => {
-                warn!("ctx {} job {job}: {e}", self.id);
+                crate::guest_warn!("job", "ctx {} job {job}: {e}", self.id);
                 return Err(StepError::Fail(walk_error_code(e)));
             }
             Err(e @ MmuError::Unstable { .. }) => {
-                warn!("ctx {} job {job}: {e}", self.id);
+                crate::guest_warn!("job", "ctx {} job {job}: {e}", self.id);
                 return Err(StepError::Fail(ErrorCode::BadPageTable));
             }
         };

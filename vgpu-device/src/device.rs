@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use serde::Serialize;
 use vgpu_uapi::{
     vgpu_svm_capset, VGPU_SVM_CAPSET_ID, VGPU_SVM_CAPSET_MAGIC, VGPU_SVM_CAPSET_VERSION,
@@ -69,6 +69,8 @@ pub struct StatsDoc<'a> {
     #[serde(flatten)]
     pub device: &'a Stats,
     pub checker: CheckerMode,
+    /// Guest-triggered warnings not logged (rate limit, `ratelimit.rs`).
+    pub warnings_suppressed: u64,
     /// The VGPU_SVM counters (`struct vgpu_svm_stats` names) and extras.
     pub svm: SvmSnapshot,
 }
@@ -227,6 +229,7 @@ impl Device {
         StatsDoc {
             device: &self.stats,
             checker: self.cfg.engine.checker,
+            warnings_suppressed: crate::ratelimit::total_suppressed(),
             svm: self.counters.snapshot(),
         }
     }
@@ -317,7 +320,7 @@ impl Device {
     ) -> Vec<u8> {
         self.stats.commands += 1;
         self.note_chain_error(err);
-        warn!("control request rejected: {err:?}");
+        crate::guest_warn!("request", "control request rejected: {err:?}");
         if resp_capacity < CTRL_HDR_SIZE {
             self.note_no_response_buffer();
             return Vec::new();
@@ -357,7 +360,7 @@ impl Device {
         self.stats.commands += 1;
         self.bump();
         if resp_capacity < CTRL_HDR_SIZE {
-            warn!(
+            crate::guest_warn!("request", 
                 "control request without a response buffer ({resp_capacity} writable bytes), dropped"
             );
             self.note_no_response_buffer();
@@ -388,7 +391,8 @@ impl Device {
         };
         let mut out = resp.encode(&hdr);
         if out.len() > resp_capacity {
-            warn!(
+            crate::guest_warn!(
+                "request",
                 "{} response of {} bytes does not fit {} writable bytes",
                 type_name(hdr.type_),
                 out.len(),
@@ -416,7 +420,7 @@ impl Device {
         ctx.submits.fetch_add(1, Ordering::Relaxed);
         self.stats.submits += 1;
         if resp_capacity < CTRL_HDR_SIZE + RESP_SIZE {
-            warn!(
+            crate::guest_warn!("request", 
                 "SUBMIT_3D ctx {id}: {resp_capacity} writable bytes, the answer needs {}: not executed",
                 CTRL_HDR_SIZE + RESP_SIZE
             );
@@ -430,7 +434,11 @@ impl Device {
         c.count_command(ty_field);
         let resp = match protocol::parse(cmds) {
             Err(rej) => {
-                warn!("ctx {id}: {} rejected: {rej}", protocol::cmd_name(ty_field));
+                crate::guest_warn!(
+                    "request",
+                    "ctx {id}: {} rejected: {rej}",
+                    protocol::cmd_name(ty_field)
+                );
                 SvmResp::error(rej.code, 0)
             }
             Ok(cmd) => {
@@ -473,11 +481,15 @@ impl Device {
                     .or_default() += 1;
             }
             Ok(r) => {
-                warn!("{} on the cursor queue, ignored", type_name(r.hdr.type_));
+                crate::guest_warn!(
+                    "request",
+                    "{} on the cursor queue, ignored",
+                    type_name(r.hdr.type_)
+                );
                 self.stats.errors.invalid_parameter += 1;
             }
             Err(e) => {
-                warn!("cursor queue: {e}");
+                crate::guest_warn!("request", "cursor queue: {e}");
                 self.count_parse_error(&e);
             }
         }
@@ -492,19 +504,19 @@ impl Device {
     }
 
     fn parse_error(&mut self, e: ParseError) -> Response {
-        warn!("{e}");
+        crate::guest_warn!("request", "{e}");
         self.count_parse_error(&e);
         Response::Err(ty::RESP_ERR_UNSPEC)
     }
 
     fn invalid_parameter(&mut self, what: std::fmt::Arguments<'_>) -> Response {
-        warn!("{what} -> ERR_INVALID_PARAMETER");
+        crate::guest_warn!("request", "{what} -> ERR_INVALID_PARAMETER");
         self.stats.errors.invalid_parameter += 1;
         Response::Err(ty::RESP_ERR_INVALID_PARAMETER)
     }
 
     fn invalid_context(&mut self, what: std::fmt::Arguments<'_>) -> Response {
-        warn!("{what} -> ERR_INVALID_CONTEXT_ID");
+        crate::guest_warn!("request", "{what} -> ERR_INVALID_CONTEXT_ID");
         self.stats.errors.invalid_context += 1;
         Response::Err(ty::RESP_ERR_INVALID_CONTEXT_ID)
     }
@@ -548,7 +560,10 @@ impl Device {
             }
             Command::GetEdid { scanout } => {
                 if scanout as usize >= MAX_SCANOUTS {
-                    warn!("GET_EDID scanout {scanout} -> ERR_INVALID_SCANOUT_ID");
+                    crate::guest_warn!(
+                        "request",
+                        "GET_EDID scanout {scanout} -> ERR_INVALID_SCANOUT_ID"
+                    );
                     self.stats.errors.invalid_parameter += 1;
                     return Response::Err(ty::RESP_ERR_INVALID_SCANOUT_ID);
                 }
@@ -586,7 +601,8 @@ impl Device {
                 ))
             }
             Command::Unsupported(t) => {
-                warn!(
+                crate::guest_warn!(
+                    "request",
                     "unsupported command {} ({t:#x}) -> ERR_UNSPEC",
                     type_name(t)
                 );
@@ -610,7 +626,8 @@ impl Device {
             return self.invalid_context(format_args!("CTX_CREATE of existing ctx {id}"));
         }
         if self.contexts.len() >= self.cfg.max_contexts as usize {
-            warn!(
+            crate::guest_warn!(
+                "request",
                 "CTX_CREATE ctx {id}: all {} contexts in use -> ERR_OUT_OF_MEMORY",
                 self.cfg.max_contexts
             );
@@ -922,6 +939,35 @@ mod tests {
         assert_eq!(j["commands"], 1);
         assert_eq!(j["by_command"]["GET_DISPLAY_INFO"], 1);
         assert_eq!(j["errors"]["unknown_command"], 0);
+    }
+
+    /// A guest flooding the device with malformed requests cannot flood
+    /// the log: warnings are rate-limited, and the suppressed ones counted.
+    #[test]
+    fn guest_triggered_warnings_are_rate_limited() {
+        let mut d = dev();
+        d.handle_control(&ctx_create(1, VGPU_SVM_CAPSET_ID, "t"), BIG);
+        let before = crate::ratelimit::total_suppressed();
+        let t0 = std::time::Instant::now();
+        let lines = crate::ratelimit::tests::capture_warnings(|| {
+            for _ in 0..1000 {
+                d.handle_control(&submit_3d(1, &[0x77, 0, 0, 0, 0, 0, 0, 0]), BIG);
+                d.handle_control(&build::hdr(0x4242, 0, 0, 0, 0), BIG);
+                d.handle_control(&get_capset_info(7), BIG);
+            }
+        });
+        // A burst per kind, plus one per kind per second of the loop.
+        let secs = t0.elapsed().as_secs() + 1;
+        let bound = 2 * (u64::from(crate::ratelimit::BURST) + secs);
+        assert!(
+            lines.len() as u64 <= bound,
+            "{} warnings for 3000 bad requests (bound {bound}): {:?}",
+            lines.len(),
+            &lines[..lines.len().min(5)]
+        );
+        assert!(crate::ratelimit::total_suppressed() - before >= 3000 - bound);
+        let j = serde_json::to_value(d.stats_doc()).unwrap();
+        assert!(j["warnings_suppressed"].as_u64().unwrap() >= 3000 - bound);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`engine`]: job execution, one page-sized access at a time.
 //! - [`invalidate`]: the access barrier behind INVALIDATE's guarantee.
 //! - [`pool`]: the bounded pool of job worker threads.
+//! - [`ratelimit`]: rate limiting of guest-triggered warnings.
 //! - [`counters`]: the SVM counters shared by all threads.
 
 pub mod backend;
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod invalidate;
 pub mod pool;
 pub mod protocol;
+pub mod ratelimit;
 
 #[cfg(test)]
 mod svm_tests;

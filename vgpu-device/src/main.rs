@@ -139,6 +139,7 @@ fn run(args: Args) -> Result<(), String> {
         let device = device.clone();
         let stats = stats.clone();
         move || {
+            vgpu_device::ratelimit::flush();
             if let Some(s) = &stats {
                 s.flush(&device.lock().unwrap_or_else(|p| p.into_inner()));
             }
@@ -160,9 +161,15 @@ fn run(args: Args) -> Result<(), String> {
         let device = device.clone();
         std::thread::Builder::new()
             .name("stats".into())
-            .spawn(move || loop {
-                std::thread::sleep(MIN_INTERVAL);
-                s.write_if_changed(&device.lock().unwrap_or_else(|p| p.into_inner()));
+            .spawn(move || {
+                for tick in 1u64.. {
+                    std::thread::sleep(MIN_INTERVAL);
+                    s.write_if_changed(&device.lock().unwrap_or_else(|p| p.into_inner()));
+                    if tick % 100 == 0 {
+                        // Counts of rate-limited guest warnings, every ~10 s.
+                        vgpu_device::ratelimit::flush();
+                    }
+                }
             })
             .map_err(|e| format!("cannot start the stats thread: {e}"))?;
     }
@@ -216,6 +223,7 @@ fn serve(
             let mut d = device.lock().unwrap_or_else(|p| p.into_inner());
             d.reset();
         }
+        vgpu_device::ratelimit::flush();
         backend.flush_stats();
         if !args.reconnect {
             return Ok(());

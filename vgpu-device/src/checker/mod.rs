@@ -169,7 +169,11 @@ impl Checker {
                 self.stats.cpu_walk_errors += 1;
                 let n = self.stats.cpu_walk_errors;
                 if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
-                    warn!("checker: ctx {} va {va:#x}: {e} [walk error {n}]", info.ctx);
+                    crate::guest_warn!(
+                        "checker",
+                        "checker: ctx {} va {va:#x}: {e} [walk error {n}]",
+                        info.ctx
+                    );
                 }
                 return Verdict::CpuWalkError(e);
             }

@@ -75,6 +75,14 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "memfd_secret memory is never mirrored (SVM and userptr): EFAULT, nothing leaks",
         check_secretmem_refused,
     ),
+    (
+        "a binding inside SVM-mirrored memory owns its GPU VA range (SVM entries, windows and 2 MiB leaves stop at it)",
+        check_binding_owns_its_range,
+    ),
+    (
+        "userptr objects are bounded (64 GiB: EINVAL above) and a 4 GiB one validates in bounded chunks",
+        check_userptr_bounds,
+    ),
 ];
 
 /// One READ op of `len` bytes at `src`.
@@ -250,6 +258,103 @@ fn check_secretmem_refused(_dev: &Device) -> Result<String, String> {
         return Err(format!("the ordinary buffer changed at byte {i} (secret copied out?)"));
     }
     Ok("7 jobs over memfd_secret memory refused with EFAULT; secret and buffer intact".into())
+}
+
+/// SVM (identity) and userptr bindings share one GPU VA space: a binding owns its range.
+/// R is SVM memory the device has already mirrored (2 MiB aligned, so 2 MiB leaves where the
+/// CPU has a THP, and 64-page fault windows); a userptr object over another buffer A is bound
+/// at a GPU VA inside R. A job `{READ R; FILL binding}` that lists the object must fill A and
+/// leave R alone; a job that does not list the object and touches the binding fails with
+/// EFAULT (a fault in a binding is serviced only through it). The device's checker must see
+/// no violation. Seen before the fix: A untouched, R overwritten, 16 violations.
+fn check_binding_owns_its_range(_dev: &Device) -> Result<String, String> {
+    use vgpu_tests::mem::Mapping;
+    const MIB: usize = 1 << 20;
+    let ctx = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+    ctx.config(true).map_err(|e| e.to_string())?;
+    let r = Mapping::anon_aligned(4 * MIB, 2 * MIB).map_err(|e| e.to_string())?;
+    let _ = r.madvise(0, 4 * MIB, libc::MADV_HUGEPAGE);
+    r.fill(0, 4 * MIB, 0x33);
+    let a = Mapping::anon(64 * 1024).map_err(|e| e.to_string())?;
+    a.fill(0, 64 * 1024, 0x11);
+    let before = ctx.stats().map_err(|e| e.to_string())?;
+
+    // The device mirrors all of R through SVM (reads only).
+    ctx.submit_readonly(&vgpu::Job::new().read(r.addr(), 4 * MIB as u64)).map_err(|e| format!("SVM READ of R: {e}"))?;
+    // A bound inside R: 1 MiB + 16 KiB in, not 2 MiB aligned, inside a possibly 2 MiB leaf.
+    // SAFETY: `a` is a private mapping reached only through raw pointers.
+    let bo = ctx.userptr_raw(a.addr() as *const u8, a.len(), false).map_err(|e| e.to_string())?;
+    let gva = r.addr() + (MIB as u64) + 16 * 1024;
+    ctx.bind(&bo, gva).map_err(|e| format!("BIND inside R: {e}"))?;
+    let job = vgpu::Job::new().read(r.addr(), 4 * MIB as u64).fill(gva, a.len() as u64, 0xab).uses(&bo);
+    // SAFETY: the job writes A (a raw mapping) only.
+    unsafe { ctx.submit(&job) }.map_err(|e| format!("{{READ R; FILL binding}}: {e}"))?;
+    if let Some(i) = a.read(0, a.len()).iter().position(|&b| b != 0xab) {
+        return Err(format!("A was not filled (byte {i} is not 0xab): the job wrote elsewhere"));
+    }
+    if let Some(i) = r.read(0, 4 * MIB).iter().position(|&b| b != 0x33) {
+        return Err(format!("R changed at offset {i:#x}: the binding's FILL went to SVM memory"));
+    }
+    // A job that does not list the object may not reach the binding at all.
+    let stray = vgpu::Job::new().fill(gva, 4096, 0xcd);
+    // SAFETY: if it ran, it would write A or R, both raw mappings.
+    match unsafe { ctx.submit(&stray) } {
+        Err(e) if e.errno() == libc::EFAULT => {}
+        Err(e) => return Err(format!("FILL of a binding the job does not list: {e}, want EFAULT")),
+        Ok(_) => return Err("FILL of a binding the job does not list succeeded, want EFAULT".into()),
+    }
+    if a.read(0, 4096).iter().any(|&b| b != 0xab) || r.read(MIB + 16 * 1024, 4096).iter().any(|&b| b != 0x33) {
+        return Err("the refused FILL changed memory".into());
+    }
+    // SVM next to the binding still works, and its fault window does not run across it.
+    let below = gva - 4096;
+    let job = vgpu::Job::new().fill(below, 4096, 0x44).read(gva, 4096).uses(&bo);
+    // SAFETY: writes one page of R, a raw mapping.
+    unsafe { ctx.submit(&job) }.map_err(|e| format!("SVM FILL next to the binding: {e}"))?;
+    if r.read(MIB + 12 * 1024, 4096).iter().any(|&b| b != 0x44) || r.read(MIB + 16 * 1024, 4096).iter().any(|&b| b != 0x33) {
+        return Err("the SVM FILL below the binding hit the wrong memory".into());
+    }
+    let after = ctx.stats().map_err(|e| e.to_string())?;
+    let (checked, bad) = (after.accesses_checked - before.accesses_checked, after.violations - before.violations);
+    if checked == 0 || bad != 0 {
+        return Err(format!("device: {checked} accesses checked, {bad} violations (want > 0 and 0)"));
+    }
+    Ok(format!("device: {checked} accesses checked, 0 violations"))
+}
+
+/// A userptr object's kernel memory is bounded, and validating a large one is done in
+/// bounded chunks: one `hmm_range_fault` over a 4 GiB stale run needed an 8 MiB pfn array
+/// (a page allocation above MAX_PAGE_ORDER: WARN and ENOMEM). The 4 GiB object mirrors a
+/// MADV_HUGEPAGE reservation that is only read, so the CPU maps the huge zero page: cheap.
+fn check_userptr_bounds(_dev: &Device) -> Result<String, String> {
+    use vgpu_tests::mem::Mapping;
+    const GIB: u64 = 1 << 30;
+    let dev = Device::open_default().map_err(|e| e.to_string())?;
+    let dev = &dev;
+    let buf = Mapping::anon(4096).map_err(|e| e.to_string())?;
+    expect("USERPTR_CREATE of 64 GiB + 4 KiB", userptr_raw(dev, buf.addr(), 64 * GIB + 4096, 0).map(|_| ()), libc::EINVAL)?;
+    expect("USERPTR_CREATE reaching past 2^48", userptr_raw(dev, (1 << 48) - 4096, 8192, 0).map(|_| ()), libc::EINVAL)?;
+    expect("USERPTR_CREATE of 2^64 - 4 KiB", userptr_raw(dev, 4096, u64::MAX - 4095, 0).map(|_| ()), libc::EINVAL)?;
+    let len = 4 * GIB as usize;
+    let big = Mapping::new(
+        0,
+        len + (2 << 20),
+        libc::PROT_READ,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        -1,
+        0,
+    )
+    .map_err(|e| format!("mmap 4 GiB: {e}"))?;
+    let start = big.addr().next_multiple_of(2 << 20);
+    let off = (start - big.addr()) as usize;
+    let _ = big.madvise(off, len, libc::MADV_HUGEPAGE);
+    let h = userptr_raw(dev, start, len as u64, uapi::VGPU_SVM_USERPTR_READONLY).map_err(|e| format!("USERPTR_CREATE of 4 GiB: errno {e}"))?;
+    let gva = 1u64 << 44;
+    bind_raw(dev, h, gva).map_err(|e| format!("BIND: errno {e}"))?;
+    let t0 = std::time::Instant::now();
+    submit_raw(dev, &mut [read_op(gva + (len as u64) - 4096, 8)], &mut [h])
+        .map_err(|e| format!("a job using the 4 GiB object: errno {e} (want success)"))?;
+    Ok(format!("4 GiB object validated in {:.1} s", t0.elapsed().as_secs_f64()))
 }
 
 /// The `[vvar]` mapping (VM_IO | VM_PFNMAP) of this process, if any.

@@ -278,6 +278,13 @@ impl Device {
         self.bump();
     }
 
+    /// The frontend went away: reset, and drop its guest memory (the
+    /// mapping of the old guest's RAM) until the next one sends its table.
+    pub fn disconnect(&mut self) {
+        self.reset();
+        self.mem = None;
+    }
+
     pub fn note_connection(&mut self) {
         self.stats.connections += 1;
         self.bump();

@@ -221,7 +221,7 @@ fn serve(
         }
         {
             let mut d = device.lock().unwrap_or_else(|p| p.into_inner());
-            d.reset();
+            d.disconnect();
         }
         vgpu_device::ratelimit::flush();
         backend.flush_stats();

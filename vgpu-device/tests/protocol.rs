@@ -366,3 +366,41 @@ fn ctx_destroy_aborts_a_running_job() {
         (Status::Error, Some(ErrorCode::Aborted))
     );
 }
+
+/// With --reconnect, a frontend that goes away (here with a job running)
+/// is followed by the next one on the same socket, with all state reset:
+/// no context survives (context 1 can be created again), the new guest
+/// memory is used, and the counters go on.
+#[test]
+fn reconnect_serves_the_next_frontend_with_state_reset() {
+    let mut vm = vm("reconnect", 64, &["--reconnect", "--access-delay-us", "50"]);
+    let a = 0x7c00_0000_0000u64;
+    vm.map(a, 16 * MB, true);
+    let _running = vm.send(&job(1, &[op(OpKind::Read, 0, a, 16 * MB, 0)]));
+    wait_for(
+        || vm.cmd(&stats()).stats.tlb_misses > 0,
+        "the job to start",
+        60,
+    );
+    for round in 0..2 {
+        vm = vm.reconnect(32);
+        // Context 1 was created again by connect(): the old one is gone.
+        let (g, c) = (vm.gpu_root, vm.cpu_root);
+        assert_eq!(vm.cmd(&set_as(g, c, 4)).status, Status::Ok);
+        let va = 0x1000_0000u64;
+        let f = vm.map(va, 4096, false);
+        let r = vm.cmd(&job(1, &[op(OpKind::Fill, va, 0, 4096, 0x5a)]));
+        assert_eq!(r.status, Status::Ok, "round {round}: {r:?}");
+        assert_eq!(vm.read(f, 4096), vec![0x5a; 4096]);
+        wait_for(
+            || vm.stats_file()["connections"] == 2 + round,
+            "the connection count",
+            10,
+        );
+        assert_eq!(vm.stats_file()["contexts_active"], 1);
+    }
+    assert!(
+        vm.daemon.child.try_wait().unwrap().is_none(),
+        "daemon exited"
+    );
+}

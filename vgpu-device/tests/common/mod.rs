@@ -249,7 +249,19 @@ impl Vm {
     /// Starts a daemon (`extra` arguments), connects with EVENT_IDX and
     /// INDIRECT_DESC, `mem_mb` MiB of guest memory, creates context CTX.
     pub fn new(bin: &str, name: &str, mem_mb: usize, extra: &[&str]) -> Self {
-        let daemon = start_daemon(bin, name, extra);
+        Self::connect(start_daemon(bin, name, extra), mem_mb)
+    }
+
+    /// Disconnects (dropping the frontend and the guest memory) and
+    /// connects again to the same daemon, like a restarted QEMU.
+    pub fn reconnect(self, mem_mb: usize) -> Self {
+        let Vm { daemon, fe, .. } = self;
+        drop(fe);
+        Self::connect(daemon, mem_mb)
+    }
+
+    /// Connects to a running daemon (see [`Vm::new`]).
+    pub fn connect(daemon: Daemon, mem_mb: usize) -> Self {
         let mut fe = Frontend::connect(&daemon.sock, 2).unwrap();
         fe.set_owner().unwrap();
         fe.get_features().unwrap();

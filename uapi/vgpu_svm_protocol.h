@@ -114,9 +114,31 @@ enum vgpu_svm_cmd_type {
 	/* Continue a faulted job: struct vgpu_svm_cmd_resume. Answered like
 	 * JOB: when the job completes, faults again or fails. */
 	VGPU_SVM_CMD_RESUME = 6,
-	/* Abort a faulted job: struct vgpu_svm_cmd_resume. Only a faulted job
-	 * can be aborted (else ERR_UNKNOWN_JOB); the answer is STATUS_ERROR with
-	 * ERR_ABORTED and the job id. Aborts are not counted in stats.errors. */
+	/* Abort a live job: struct vgpu_svm_cmd_resume. Answers (job_id is
+	 * always the command's):
+	 * - faulted job (its FAULT answer was sent, no RESUME since): the job
+	 *   goes; answered at once with STATUS_ERROR / ERR_ABORTED (as in
+	 *   protocol 0.2).
+	 * - queued or running job (a JOB or RESUME of it is not answered yet):
+	 *   the job stops at its next device access (or is taken off the queue
+	 *   before it runs again); that pending JOB/RESUME is answered
+	 *   STATUS_ERROR / ERR_ABORTED -- even if the job had just done its last
+	 *   access or faulted: once an ABORT is accepted the job never completes
+	 *   nor stays faulted, and what it wrote is whatever it got to -- and
+	 *   then the ABORT is answered STATUS_OK. The ABORT's answer comes only
+	 *   once no access of the job is in flight: after it, the job touches
+	 *   no guest memory. A queued job (not on a worker) is answered at once;
+	 *   a running one when its current access ends (at most one page access),
+	 *   possibly after later commands (the control queue is not held up).
+	 *   The JOB/RESUME answer always precedes the ABORT's.
+	 * - any other job id (unknown, completed, failed, already aborted):
+	 *   STATUS_ERROR / ERR_UNKNOWN_JOB at once.
+	 * - ERR_BUSY: 16 ABORTs of that running job are waiting already (the
+	 *   job is being aborted anyway).
+	 * An ABORT racing the job's own end gets one of these consistently:
+	 * UNKNOWN_JOB if the job was answered OK/ERROR first, ERR_ABORTED if
+	 * its FAULT was answered first, else STATUS_OK with the JOB/RESUME
+	 * answered ERR_ABORTED. Aborts are not counted in stats.errors. */
 	VGPU_SVM_CMD_ABORT = 7,
 	/* Read the device's counters: struct vgpu_svm_cmd_hdr; the answer is
 	 * a struct vgpu_svm_resp with status OK and the stats in .stats. */
@@ -219,11 +241,13 @@ enum vgpu_svm_error {
 	                                 * device's step budget (page-sized accesses over
 	                                 * the job's life, RESUMEs included): refused at
 	                                 * JOB, or the job fails when it runs out */
-	VGPU_SVM_ERR_UNKNOWN_JOB = 7,   /* RESUME/ABORT of a job that is not faulted */
+	VGPU_SVM_ERR_UNKNOWN_JOB = 7,   /* RESUME of a job that is not faulted; ABORT
+	                                 * of a job that is not live */
 	VGPU_SVM_ERR_BUSY = 8,          /* duplicate job id, too many live jobs; JOB/RESUME
 	                                 * when the device cannot start a job worker (a
 	                                 * RESUMEd job then stays faulted: retry or ABORT) */
-	VGPU_SVM_ERR_ABORTED = 9,       /* job aborted (by ABORT or context destroy) */
+	VGPU_SVM_ERR_ABORTED = 9,       /* job aborted (by ABORT or context destroy);
+	                                 * also ABORT's answer for a faulted job */
 	VGPU_SVM_ERR_MISALIGNED = 10,   /* ATOMIC_ADD dst not 8-aligned, range not page aligned */
 };
 

@@ -168,10 +168,32 @@ impl SpaceState {
 }
 
 enum JobSlot {
-    Queued,
-    Running,
+    /// Queued, running on a worker, or between two time slices: its JOB or
+    /// RESUME request is not answered yet.
+    Live(LiveJob),
     Faulted(Box<Job>),
 }
+
+struct LiveJob {
+    /// The job's cancel flag ([`Job::cancel_flag`]).
+    cancel: Arc<AtomicBool>,
+    /// ABORTs of the job accepted while it was on a worker: answered OK by
+    /// that worker once the job has stopped (after the job's own answer).
+    aborts: Vec<Completion>,
+}
+
+impl JobSlot {
+    fn live(job: &Job) -> Self {
+        JobSlot::Live(LiveJob {
+            cancel: job.cancel_flag(),
+            aborts: Vec::new(),
+        })
+    }
+}
+
+/// Most ABORTs of one running job waiting for it to stop; one more is
+/// answered BUSY.
+pub const MAX_ABORT_WAITERS: usize = 16;
 
 struct WorkQueue {
     items: VecDeque<(Box<Job>, Completion)>,
@@ -261,18 +283,29 @@ impl Context {
         self.is_cancelled() || self.abort_gen.load(Ordering::Acquire) != gen
     }
 
+    /// Must `job` stop (context destroyed, queue stopped, or the job
+    /// ABORTed)?
+    pub fn must_stop_job(&self, job: &Job) -> bool {
+        job.is_cancelled() || self.must_stop(job.abort_gen())
+    }
+
     /// Live jobs (queued, running or faulted).
     pub fn live_jobs(&self) -> usize {
         lock(&self.jobs).len()
     }
 
-    /// Executes one parsed command. `defer` makes the completion of a JOB or
-    /// RESUME (called only when the command is accepted).
+    /// Executes one parsed command. `defer` makes the completion of a
+    /// command answered later (JOB, RESUME, a waiting INVALIDATE, SET_AS or
+    /// ABORT; called only when the command is accepted). Answers of other
+    /// requests that the command produces (the JOB answer of a queued job
+    /// that ABORT ends) go to `pending`, for the caller to send once it has
+    /// released the queue.
     pub fn execute(
         self: &Arc<Self>,
         cmd: SvmCommand,
         mem: Option<&GuestMem>,
         defer: &mut dyn FnMut() -> Completion,
+        pending: &mut Vec<(Completion, SvmResp)>,
     ) -> Answer {
         match cmd {
             SvmCommand::Nop => Answer::Now(SvmResp::ok()),
@@ -323,17 +356,66 @@ impl Context {
                 }
                 None => Answer::Now(SvmResp::error(ErrorCode::UnknownJob, job_id)),
             },
-            SvmCommand::Abort { job_id } => {
-                let mut jobs = lock(&self.jobs);
-                if matches!(jobs.get(&job_id), Some(JobSlot::Faulted(_))) {
-                    jobs.remove(&job_id);
+            SvmCommand::Abort { job_id } => self.abort(job_id, defer, pending),
+        }
+    }
+
+    /// ABORT. A faulted job just goes (answer ERROR / ABORTED, as in
+    /// protocol 0.2). A queued job (not on a worker now, nothing of it in
+    /// flight) is taken off the queue: its JOB/RESUME request is answered
+    /// ERROR / ABORTED (through `pending`) and the ABORT OK, both at once. A
+    /// job on a worker gets its cancel flag set and the ABORT answer is
+    /// parked in its slot: the worker stops the job at its next access (the
+    /// flag is checked inside the access section), answers the job's
+    /// request ABORTED, then the ABORT OK: when that arrives, no access of
+    /// the job is in flight and none will start. Unknown or finished jobs:
+    /// UNKNOWN_JOB.
+    fn abort(
+        &self,
+        job_id: u64,
+        defer: &mut dyn FnMut() -> Completion,
+        pending: &mut Vec<(Completion, SvmResp)>,
+    ) -> Answer {
+        let mut jobs = lock(&self.jobs);
+        match jobs.get_mut(&job_id) {
+            None => Answer::Now(SvmResp::error(ErrorCode::UnknownJob, job_id)),
+            Some(JobSlot::Faulted(_)) => {
+                jobs.remove(&job_id);
+                drop(jobs);
+                self.counters.inc(&self.counters.jobs_aborted);
+                info!("ctx {} job {job_id} aborted", self.id);
+                Answer::Now(SvmResp::error(ErrorCode::Aborted, job_id))
+            }
+            Some(JobSlot::Live(live)) => {
+                // Order: jobs, then work. A worker takes a job off the
+                // queue under `work` and answers it (finish) under `jobs`.
+                let mut w = lock(&self.work);
+                if let Some(pos) = w.items.iter().position(|(j, _)| j.id() == job_id) {
+                    let (_job, done) = w.items.remove(pos).expect("position is in range");
+                    drop(w);
+                    let Some(JobSlot::Live(live)) = jobs.remove(&job_id) else {
+                        unreachable!("matched above")
+                    };
                     drop(jobs);
                     self.counters.inc(&self.counters.jobs_aborted);
-                    info!("ctx {} job {job_id} aborted", self.id);
-                    Answer::Now(SvmResp::error(ErrorCode::Aborted, job_id))
-                } else {
-                    Answer::Now(SvmResp::error(ErrorCode::UnknownJob, job_id))
+                    info!("ctx {} queued job {job_id} aborted", self.id);
+                    pending.push((done, SvmResp::error(ErrorCode::Aborted, job_id)));
+                    pending.extend(live.aborts.into_iter().map(|c| (c, abort_ok(job_id))));
+                    return Answer::Now(abort_ok(job_id));
                 }
+                drop(w);
+                if live.aborts.len() >= MAX_ABORT_WAITERS {
+                    crate::guest_warn!(
+                        "svm-command",
+                        "ctx {}: ABORT of job {job_id}: {MAX_ABORT_WAITERS} ABORTs wait already -> BUSY",
+                        self.id
+                    );
+                    return Answer::Now(SvmResp::error(ErrorCode::Busy, job_id));
+                }
+                live.cancel.store(true, Ordering::Release);
+                live.aborts.push(defer());
+                debug!("ctx {} ABORT of running job {job_id}: parked", self.id);
+                Answer::Later
             }
         }
     }
@@ -525,14 +607,15 @@ impl Context {
             );
             return Err(ErrorCode::TooBig);
         }
-        jobs.insert(job_id, JobSlot::Queued);
         debug!("ctx {} JOB {job_id}: {} op(s)", self.id, ops.len());
-        Ok(Box::new(Job::new(
+        let job = Box::new(Job::new(
             job_id,
             ops,
             mem.clone(),
             self.abort_gen.load(Ordering::Acquire),
-        )))
+        ));
+        jobs.insert(job_id, JobSlot::live(&job));
+        Ok(job)
     }
 
     fn take_faulted(&self, job_id: u64) -> Option<Box<Job>> {
@@ -541,7 +624,11 @@ impl Context {
         if !matches!(slot, JobSlot::Faulted(_)) {
             return None;
         }
-        match std::mem::replace(slot, JobSlot::Queued) {
+        let JobSlot::Faulted(job) = slot else {
+            unreachable!("checked above")
+        };
+        let live = JobSlot::live(job);
+        match std::mem::replace(slot, live) {
             JobSlot::Faulted(job) => Some(job),
             _ => unreachable!("checked above"),
         }
@@ -581,8 +668,6 @@ impl Context {
             lock(&self.work).scheduled = false;
             return;
         };
-        let id = job.id();
-        lock(&self.jobs).insert(id, JobSlot::Running);
         let outcome = engine::run(&self, &mut job, engine::QUANTUM);
         if outcome == Outcome::Preempted {
             // Same place in the context's order: first.
@@ -590,8 +675,13 @@ impl Context {
             pool.requeue(self);
             return;
         }
-        let resp = self.finish(job, outcome);
+        let (resp, aborts) = self.finish(job, outcome);
         done.complete(&resp);
+        // After the job's own answer: it has stopped, none of its accesses
+        // is in flight.
+        for a in aborts {
+            a.complete(&abort_ok(resp.job_id));
+        }
         let mut w = lock(&self.work);
         if w.items.is_empty() {
             w.scheduled = false;
@@ -603,12 +693,36 @@ impl Context {
 
     /// The answer to a job run that ended (not preempted), and the job's
     /// new state.
-    fn finish(&self, job: Box<Job>, outcome: Outcome) -> SvmResp {
+    fn finish(&self, job: Box<Job>, outcome: Outcome) -> (SvmResp, Vec<Completion>) {
         let id = job.id();
         let c = &self.counters;
-        match outcome {
+        let mut jobs = lock(&self.jobs);
+        // ABORTs that wait for this job to stop (answered after its own
+        // answer by the caller).
+        let aborts = match jobs.get_mut(&id) {
+            Some(JobSlot::Live(live)) => std::mem::take(&mut live.aborts),
+            _ => Vec::new(),
+        };
+        let stop = match outcome {
+            // An ABORT of the job was accepted: whatever its last run did
+            // (even completing), the answer is ABORTED.
+            Outcome::Done { .. } | Outcome::Failed(_) => job.is_cancelled(),
+            // A job stopped by a fault does not stay faulted if it was
+            // ABORTed or its context or queue is going.
+            Outcome::Fault(_) => self.must_stop_job(&job),
+            Outcome::Aborted | Outcome::Preempted => false,
+        };
+        if stop {
+            jobs.remove(&id);
+            drop(jobs);
+            c.inc(&c.jobs_aborted);
+            info!("ctx {} job {id} aborted", self.id);
+            return (SvmResp::error(ErrorCode::Aborted, id), aborts);
+        }
+        let resp = match outcome {
             Outcome::Done { result } => {
-                lock(&self.jobs).remove(&id);
+                jobs.remove(&id);
+                drop(jobs);
                 c.inc(&c.jobs);
                 debug!("ctx {} job {id} done", self.id);
                 SvmResp {
@@ -618,50 +732,45 @@ impl Context {
                 }
             }
             Outcome::Fault(fault) => {
-                let mut jobs = lock(&self.jobs);
-                if self.must_stop(job.abort_gen()) {
-                    jobs.remove(&id);
-                    drop(jobs);
-                    c.inc(&c.jobs_aborted);
-                    SvmResp::error(ErrorCode::Aborted, id)
-                } else {
-                    jobs.insert(id, JobSlot::Faulted(job));
-                    drop(jobs);
-                    c.inc(&c.faults);
-                    debug!(
-                        "ctx {} job {id} faulted at {:#x} ({}) op {} progress {:#x}",
-                        self.id,
-                        fault.va,
-                        if fault.access == vgpu_uapi::VGPU_SVM_ACCESS_WRITE {
-                            "write"
-                        } else {
-                            "read"
-                        },
-                        fault.op_index,
-                        fault.progress
-                    );
-                    SvmResp {
-                        status: Status::Fault,
-                        job_id: id,
-                        fault,
-                        ..SvmResp::ok()
-                    }
+                jobs.insert(id, JobSlot::Faulted(job));
+                drop(jobs);
+                c.inc(&c.faults);
+                debug!(
+                    "ctx {} job {id} faulted at {:#x} ({}) op {} progress {:#x}",
+                    self.id,
+                    fault.va,
+                    if fault.access == vgpu_uapi::VGPU_SVM_ACCESS_WRITE {
+                        "write"
+                    } else {
+                        "read"
+                    },
+                    fault.op_index,
+                    fault.progress
+                );
+                SvmResp {
+                    status: Status::Fault,
+                    job_id: id,
+                    fault,
+                    ..SvmResp::ok()
                 }
             }
             Outcome::Failed(code) => {
-                lock(&self.jobs).remove(&id);
+                jobs.remove(&id);
+                drop(jobs);
                 c.inc(&c.errors);
                 c.inc(&c.jobs_failed);
                 crate::guest_warn!("job", "ctx {} job {id} failed: {code:?}", self.id);
                 SvmResp::error(code, id)
             }
             Outcome::Aborted | Outcome::Preempted => {
-                lock(&self.jobs).remove(&id);
+                jobs.remove(&id);
+                drop(jobs);
                 c.inc(&c.jobs_aborted);
                 info!("ctx {} job {id} aborted", self.id);
                 SvmResp::error(ErrorCode::Aborted, id)
             }
-        }
+        };
+        (resp, aborts)
     }
 
     /// CTX_DESTROY / device reset: stop every job. Returns when no access of
@@ -681,9 +790,13 @@ impl Context {
         let queued: Vec<_> = lock(&self.work).items.drain(..).collect();
         let mut jobs = lock(&self.jobs);
         for (job, done) in queued {
-            jobs.remove(&job.id());
+            let id = job.id();
             self.counters.inc(&self.counters.jobs_aborted);
-            pending.push((done, SvmResp::error(ErrorCode::Aborted, job.id())));
+            pending.push((done, SvmResp::error(ErrorCode::Aborted, id)));
+            // ABORTs parked while the job was between two time slices.
+            if let Some(JobSlot::Live(live)) = jobs.remove(&id) {
+                pending.extend(live.aborts.into_iter().map(|c| (c, abort_ok(id))));
+            }
         }
         // Faulted jobs have no pending request: they just go.
         let faulted = jobs
@@ -763,6 +876,14 @@ impl Context {
     /// The GPU VA -> CPU VA mapping the checker uses (for tests and logs).
     pub fn mirrored_cpu_va(&self, va: u64) -> u64 {
         lock(&self.space).cpu_va(va)
+    }
+}
+
+/// The answer to an ABORT of a queued or running job, once it has stopped.
+fn abort_ok(job_id: u64) -> SvmResp {
+    SvmResp {
+        job_id,
+        ..SvmResp::ok()
     }
 }
 

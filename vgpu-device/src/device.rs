@@ -166,6 +166,11 @@ pub struct Device {
     /// Completions produced while handling a command (jobs aborted by
     /// CTX_DESTROY), to be run by the caller outside the virtqueue lock.
     pending: Vec<(Completion, SvmResp)>,
+    /// VIRTIO_GPU_F_CONTEXT_INIT was acked: CTX_CREATE's `context_init` names
+    /// the context type. Without it the field is not defined (QEMU 10.0's
+    /// vhost-user-gpu never offers the bit to the guest) and every context
+    /// is of the device's only type, VGPU_SVM.
+    context_init: bool,
 }
 
 /// A responder that hands the bytes to a channel (the synchronous
@@ -291,6 +296,7 @@ impl Device {
     }
 
     pub fn note_acked_features(&mut self, features: u64) {
+        self.context_init = features & (1u64 << crate::virtio_gpu::F_CONTEXT_INIT) != 0;
         self.stats.acked_features = format!("{features:#x}");
         self.bump();
     }
@@ -455,7 +461,7 @@ impl Device {
                     hdr,
                     responder: defer(),
                 };
-                match ctx.execute(cmd, self.mem.as_ref(), &mut make) {
+                match ctx.execute(cmd, self.mem.as_ref(), &mut make, &mut self.pending) {
                     Answer::Later => {
                         self.bump();
                         return None;
@@ -620,7 +626,11 @@ impl Device {
     }
 
     fn ctx_create(&mut self, id: u32, context_init: u32, debug_name: &[u8]) -> Response {
-        let capset = context_init & CONTEXT_INIT_CAPSET_ID_MASK;
+        let capset = if self.context_init {
+            context_init & CONTEXT_INIT_CAPSET_ID_MASK
+        } else {
+            VGPU_SVM_CAPSET_ID
+        };
         if capset != VGPU_SVM_CAPSET_ID {
             return self.invalid_parameter(format_args!(
                 "CTX_CREATE ctx {id} with context type {capset:#x} (not VGPU_SVM)"
@@ -801,8 +811,20 @@ mod tests {
     }
 
     #[test]
+    fn without_context_init_every_context_is_vgpu_svm() {
+        let mut d = dev();
+        d.note_acked_features(0);
+        // The field is not defined without the feature: whatever it holds.
+        for (id, init) in [(1, 0), (2, 7), (3, VGPU_SVM_CAPSET_ID)] {
+            let r = d.handle_control(&ctx_create(id, init, ""), BIG);
+            assert_eq!(resp_type(&r), ty::RESP_OK_NODATA, "context_init {init}");
+        }
+    }
+
+    #[test]
     fn context_type_must_be_vgpu_svm() {
         let mut d = dev();
+        d.note_acked_features(1u64 << crate::virtio_gpu::F_CONTEXT_INIT);
         for init in [0, 1, 4, VGPU_SVM_CAPSET_ID + 1] {
             let r = d.handle_control(&ctx_create(1, init, ""), BIG);
             assert_eq!(resp_type(&r), ty::RESP_ERR_INVALID_PARAMETER);

@@ -25,6 +25,9 @@
 //! included (a fault counts as an attempt): beyond that it fails with
 //! TOO_BIG. A JOB whose ops need more steps than that is refused at once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::context::{fault_info, Context, GuestMem};
@@ -45,6 +48,9 @@ pub struct Job {
     abort_gen: u64,
     /// Step attempts so far (against the step budget).
     steps: u64,
+    /// Set by ABORT of the job while it is queued or running (shared with
+    /// the context's job table): the job stops at its next access.
+    cancel: Arc<AtomicBool>,
 }
 
 /// Steps a worker runs of one job before it lets other contexts' jobs run.
@@ -70,7 +76,19 @@ impl Job {
             result: 0,
             mem,
             steps: 0,
+            cancel: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The job's cancel flag (ABORT sets it; the engine checks it inside
+    /// every access section).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Has an ABORT of this job been accepted?
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
     }
 
     pub fn id(&self) -> u64 {
@@ -172,7 +190,7 @@ fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, St
     let mem = job.mem.memory();
     let mem: &GuestMemoryMmap = &mem;
     let section = ctx.barrier().enter();
-    if ctx.must_stop(job.abort_gen) {
+    if ctx.must_stop_job(job) {
         return Err(StepError::Aborted);
     }
     let p = job.progress;

@@ -850,6 +850,195 @@ fn five_level_cpu_tables() {
     assert_eq!((s.accesses_checked, s.violations), (1, 0));
 }
 
+/// The answer of `send`, waiting for it if it is deferred.
+fn answer(r: Result<SvmResp, std::sync::mpsc::Receiver<Vec<u8>>>) -> SvmResp {
+    match r {
+        Ok(a) => a,
+        Err(rx) => deferred(&rx),
+    }
+}
+
+/// Waits (polling a counter, bounded by two minutes) until a job of the
+/// device has accessed at least one page.
+fn wait_for_first_access(dev: &Device) {
+    let t0 = std::time::Instant::now();
+    while dev.counters().snapshot().pages_accessed == 0 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(120));
+        std::thread::yield_now();
+    }
+}
+
+/// ABORT of a job that is running (here: inside a 200 ms access) is
+/// answered only once the job has stopped: the job's JOB request is
+/// answered ERROR / ABORTED first, then the ABORT OK, and by then no
+/// access of the job is in flight (it makes no other). The control queue
+/// is not held up meanwhile.
+#[test]
+fn abort_of_a_running_job_answers_once_it_has_stopped() {
+    let mut r = Rig::with(EngineConfig {
+        access_delay: std::time::Duration::from_millis(200),
+        ..EngineConfig::default()
+    });
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_2m(va, DATA);
+    let _ = t;
+    r.set_as();
+    let ctx = r.dev.contexts().next().unwrap().clone();
+    // 512 accesses of 200 ms: it does not end by itself during the test.
+    let jrx = send(
+        &mut r.dev,
+        CTX,
+        &job(1, &[op(OpKind::Read, 0, va, 2 * MB, 0)]),
+    )
+    .unwrap_err();
+    wait_for_first_access(&r.dev);
+    let arx = match send(&mut r.dev, CTX, &abort(1)) {
+        Err(rx) => rx,
+        Ok(a) => panic!("ABORT of a running job answered at once: {a:?}"),
+    };
+    // Other commands go on while the ABORT waits.
+    assert_eq!(send(&mut r.dev, CTX, &nop()).unwrap().status, Status::Ok);
+    let a = deferred(&arx);
+    assert_eq!(
+        (a.status, a.error, a.job_id),
+        (Status::Ok, None, 1),
+        "{a:?}"
+    );
+    // The job's own answer came first (same worker, before the ABORT's).
+    let b = jrx
+        .try_recv()
+        .expect("the JOB answer comes before the ABORT's");
+    let j = SvmResp::decode(&b[CTRL_HDR_SIZE..]).unwrap();
+    assert_eq!(
+        (j.status, j.error, j.job_id),
+        (Status::Error, Some(ErrorCode::Aborted), 1)
+    );
+    assert_eq!(ctx.barrier().in_flight(), 0, "an access still in flight");
+    assert_eq!(ctx.live_jobs(), 0);
+    let pages = r.dev.counters().snapshot().pages_accessed;
+    assert!(pages < 512, "the job ran to the end");
+    // Nothing of job 1 runs after the answer: the next job of the
+    // context (they run in order) accesses exactly its own page.
+    assert_eq!(r.ok(&job(2, &[op(OpKind::Read, 0, va, 8, 0)])).job_id, 2);
+    assert_eq!(r.dev.counters().snapshot().pages_accessed, pages + 1);
+    assert_eq!(r.err(&abort(1)), ErrorCode::UnknownJob, "a finished job");
+    assert_eq!(r.err(&abort(99)), ErrorCode::UnknownJob, "an unknown job");
+    let snap = r.dev.counters().snapshot();
+    assert_eq!((snap.jobs_aborted, snap.wire.jobs), (1, 1));
+    // UNKNOWN_JOB answers only.
+    assert_eq!(snap.wire.errors, 2);
+}
+
+/// ABORT of a job queued behind another of its context: answered OK at
+/// once, the job's JOB request ERROR / ABORTED at once, and the job never
+/// runs. The running job can then be aborted too, and the context goes on.
+#[test]
+fn abort_of_a_queued_job_is_answered_at_once() {
+    let mut r = Rig::with(EngineConfig {
+        workers: 1,
+        access_delay: std::time::Duration::from_millis(2),
+        ..EngineConfig::default()
+    });
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    for i in 0..8 {
+        t.map_2m(va + i * 2 * MB, DATA + i * 2 * MB);
+    }
+    let _ = t;
+    r.set_as();
+    let long = send(
+        &mut r.dev,
+        CTX,
+        &job(1, &[op(OpKind::Read, 0, va, 16 * MB, 0)]),
+    )
+    .unwrap_err();
+    let queued = send(
+        &mut r.dev,
+        CTX,
+        &job(2, &[op(OpKind::Fill, va, 0, 4096, 0x55)]),
+    )
+    .unwrap_err();
+    wait_for_first_access(&r.dev);
+    let a = send(&mut r.dev, CTX, &abort(2)).expect("ABORT of a queued job answered at once");
+    assert_eq!((a.status, a.error, a.job_id), (Status::Ok, None, 2));
+    let b = queued
+        .try_recv()
+        .expect("the queued job's answer is sent at once");
+    let j = SvmResp::decode(&b[CTRL_HDR_SIZE..]).unwrap();
+    assert_eq!(
+        (j.status, j.error, j.job_id),
+        (Status::Error, Some(ErrorCode::Aborted), 2)
+    );
+    assert_eq!(r.err(&abort(2)), ErrorCode::UnknownJob);
+    // The running one (or between two time slices: answered at once then).
+    let a = answer(send(&mut r.dev, CTX, &abort(1)));
+    assert_eq!((a.status, a.error, a.job_id), (Status::Ok, None, 1));
+    assert_eq!(deferred(&long).error, Some(ErrorCode::Aborted));
+    assert_eq!(
+        r.read(DATA, 4096),
+        vec![0; 4096],
+        "the aborted queued job ran"
+    );
+    let ctx = r.dev.contexts().next().unwrap().clone();
+    assert_eq!(ctx.live_jobs(), 0);
+    // The context still works, with the same job ids.
+    assert_eq!(
+        r.ok(&job(2, &[op(OpKind::Fill, va, 0, 4096, 0x55)])).job_id,
+        2
+    );
+    assert_eq!(r.read(DATA, 4096), vec![0x55; 4096]);
+    assert_eq!(r.dev.counters().snapshot().jobs_aborted, 2);
+}
+
+/// ABORT sent right behind its JOB races the job's run. Whatever wins,
+/// the answers agree: a job that completed first makes the ABORT
+/// UNKNOWN_JOB; a job that faulted first is aborted as a faulted job
+/// (ERROR / ABORTED); otherwise the ABORT is OK and the job's answer
+/// ABORTED. Every request is answered, no job is left.
+#[test]
+fn abort_racing_the_job_gets_consistent_answers() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_4k(va, DATA, true);
+    let _ = t;
+    r.set_as();
+    let (mut done, mut faulted, mut aborted) = (0, 0, 0);
+    for id in 0..300u64 {
+        // Odd jobs run into an unmapped page.
+        let len = if id % 2 == 1 { 2 * 4096 } else { 4096 };
+        let jrx = send(
+            &mut r.dev,
+            CTX,
+            &job(id, &[op(OpKind::Fill, va, 0, len, 1)]),
+        )
+        .unwrap_err();
+        // Vary where the ABORT lands (a perturbation, not an assertion).
+        std::thread::sleep(std::time::Duration::from_micros(id % 8 * 40));
+        let a = answer(send(&mut r.dev, CTX, &abort(id)));
+        let j = deferred(&jrx);
+        assert_eq!((a.job_id, j.job_id), (id, id));
+        match (a.status, a.error, j.status, j.error) {
+            (Status::Error, Some(ErrorCode::UnknownJob), Status::Ok, None) if id % 2 == 0 => {
+                done += 1
+            }
+            (Status::Error, Some(ErrorCode::Aborted), Status::Fault, None) if id % 2 == 1 => {
+                faulted += 1
+            }
+            (Status::Ok, None, Status::Error, Some(ErrorCode::Aborted)) => aborted += 1,
+            other => panic!("job {id}: ABORT / JOB answers {other:?}"),
+        }
+    }
+    let ctx = r.dev.contexts().next().unwrap().clone();
+    assert_eq!(ctx.live_jobs(), 0);
+    assert_eq!(ctx.barrier().in_flight(), 0);
+    let snap = r.dev.counters().snapshot();
+    assert_eq!(snap.wire.jobs, done);
+    assert_eq!(snap.jobs_aborted, faulted + aborted);
+    eprintln!("abort race: {done} done first, {faulted} faulted first, {aborted} aborted");
+}
+
 /// Page-table-like garbage: pseudo-random words, one in three with
 /// VALID/PRESENT clear, the others with addresses mostly inside `size`.
 pub(crate) fn garbage(size: usize, seed: u64) -> Vec<u8> {

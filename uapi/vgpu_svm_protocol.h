@@ -140,8 +140,23 @@ enum vgpu_svm_cmd_type {
 	 * its FAULT was answered first, else STATUS_OK with the JOB/RESUME
 	 * answered ERR_ABORTED. Aborts are not counted in stats.errors. */
 	VGPU_SVM_CMD_ABORT = 7,
-	/* Read the device's counters: struct vgpu_svm_cmd_hdr; the answer is
-	 * a struct vgpu_svm_resp with status OK and the stats in .stats. */
+	/* Read counters: struct vgpu_svm_cmd_hdr; the answer is a struct
+	 * vgpu_svm_resp with status OK and the stats in .stats, at once.
+	 * - Sent on a live context N (SUBMIT_3D with ctx_id N): that context's
+	 *   own counters, from zero at its CTX_CREATE (a context made again
+	 *   under an old id starts from zero): accesses, checks, violations,
+	 *   faults, TLB, jobs, bytes of its jobs, its INVALIDATEs, and its
+	 *   commands answered STATUS_ERROR and failed jobs.
+	 * - Sent with ctx_id 0 (no CTX_CREATE needed; 0 is never a context):
+	 *   the device-wide counters, the sum over every context since the
+	 *   daemon started (destroyed ones and earlier frontends included).
+	 *   Context 0 carries only STATS: any other command there (or an
+	 *   unparseable one) is answered VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID,
+	 *   like any unknown context. The device cannot tell who sent it: a
+	 *   driver that must keep other contexts' activity private sends STATS
+	 *   on ctx_id 0 for privileged readers only.
+	 * (Protocol 0.2 devices answered the device-wide counters on every
+	 * context and ERR_INVALID_CONTEXT_ID on ctx_id 0.) */
 	VGPU_SVM_CMD_STATS = 8,
 	/* Does nothing; answered at once (round-trip baseline). */
 	VGPU_SVM_CMD_NOP = 9,
@@ -258,7 +273,9 @@ struct vgpu_svm_fault {
 	__le64 progress; /* bytes of that op already done */
 };
 
-/* Device counters (STATS). Also written by the daemon to its --stats file. */
+/* Counters (STATS): of one context, or device-wide on ctx_id 0 (see
+ * VGPU_SVM_CMD_STATS). The daemon's --stats file has the device-wide ones
+ * (and each live context's). */
 struct vgpu_svm_stats {
 	__le64 accesses_checked;     /* pages checked against the CPU page table */
 	__le64 violations;           /* all kinds */

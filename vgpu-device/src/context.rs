@@ -237,6 +237,7 @@ impl Context {
         id: u32,
         debug_name: String,
         cfg: EngineConfig,
+        // The context's own (a [`SvmCounters::child`] of the device's).
         counters: Arc<SvmCounters>,
         pool: Arc<Pool>,
     ) -> Self {
@@ -262,8 +263,14 @@ impl Context {
         }
     }
 
+    /// The context's own counters (each addition also goes to the
+    /// device's).
     pub fn counters(&self) -> &SvmCounters {
         &self.counters
+    }
+
+    pub fn counters_arc(&self) -> Arc<SvmCounters> {
+        self.counters.clone()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -382,7 +389,7 @@ impl Context {
             Some(JobSlot::Faulted(_)) => {
                 jobs.remove(&job_id);
                 drop(jobs);
-                self.counters.inc(&self.counters.jobs_aborted);
+                self.counters.inc(|s| &s.jobs_aborted);
                 info!("ctx {} job {job_id} aborted", self.id);
                 Answer::Now(SvmResp::error(ErrorCode::Aborted, job_id))
             }
@@ -397,7 +404,7 @@ impl Context {
                         unreachable!("matched above")
                     };
                     drop(jobs);
-                    self.counters.inc(&self.counters.jobs_aborted);
+                    self.counters.inc(|s| &s.jobs_aborted);
                     info!("ctx {} queued job {job_id} aborted", self.id);
                     pending.push((done, SvmResp::error(ErrorCode::Aborted, job_id)));
                     pending.extend(live.aborts.into_iter().map(|c| (c, abort_ok(job_id))));
@@ -432,7 +439,7 @@ impl Context {
         let (counters, id) = (self.counters.clone(), self.id);
         let done = move || {
             if let Some((start, end)) = inval {
-                counters.inc(&counters.invalidations);
+                counters.inc(|s| &s.invalidations);
                 debug!("ctx {id} INVALIDATE [{start:#x}, {end:#x}) done");
             }
         };
@@ -518,7 +525,7 @@ impl Context {
     pub fn invalidate(&self, start: u64, end: u64) {
         self.drop_translations(start, end);
         self.barrier.wait_for_accesses();
-        self.counters.inc(&self.counters.invalidations);
+        self.counters.inc(|s| &s.invalidations);
     }
 
     fn bind(&self, gpu_va: u64, cpu_va: u64, size: u64) -> SvmResp {
@@ -715,7 +722,7 @@ impl Context {
         if stop {
             jobs.remove(&id);
             drop(jobs);
-            c.inc(&c.jobs_aborted);
+            c.inc(|s| &s.jobs_aborted);
             info!("ctx {} job {id} aborted", self.id);
             return (SvmResp::error(ErrorCode::Aborted, id), aborts);
         }
@@ -723,7 +730,7 @@ impl Context {
             Outcome::Done { result } => {
                 jobs.remove(&id);
                 drop(jobs);
-                c.inc(&c.jobs);
+                c.inc(|s| &s.jobs);
                 debug!("ctx {} job {id} done", self.id);
                 SvmResp {
                     job_id: id,
@@ -734,7 +741,7 @@ impl Context {
             Outcome::Fault(fault) => {
                 jobs.insert(id, JobSlot::Faulted(job));
                 drop(jobs);
-                c.inc(&c.faults);
+                c.inc(|s| &s.faults);
                 debug!(
                     "ctx {} job {id} faulted at {:#x} ({}) op {} progress {:#x}",
                     self.id,
@@ -757,15 +764,15 @@ impl Context {
             Outcome::Failed(code) => {
                 jobs.remove(&id);
                 drop(jobs);
-                c.inc(&c.errors);
-                c.inc(&c.jobs_failed);
+                c.inc(|s| &s.errors);
+                c.inc(|s| &s.jobs_failed);
                 crate::guest_warn!("job", "ctx {} job {id} failed: {code:?}", self.id);
                 SvmResp::error(code, id)
             }
             Outcome::Aborted | Outcome::Preempted => {
                 jobs.remove(&id);
                 drop(jobs);
-                c.inc(&c.jobs_aborted);
+                c.inc(|s| &s.jobs_aborted);
                 info!("ctx {} job {id} aborted", self.id);
                 SvmResp::error(ErrorCode::Aborted, id)
             }
@@ -791,7 +798,7 @@ impl Context {
         let mut jobs = lock(&self.jobs);
         for (job, done) in queued {
             let id = job.id();
-            self.counters.inc(&self.counters.jobs_aborted);
+            self.counters.inc(|s| &s.jobs_aborted);
             pending.push((done, SvmResp::error(ErrorCode::Aborted, id)));
             // ABORTs parked while the job was between two time slices.
             if let Some(JobSlot::Live(live)) = jobs.remove(&id) {
@@ -804,8 +811,7 @@ impl Context {
             .filter(|s| matches!(s, JobSlot::Faulted(_)))
             .count();
         jobs.retain(|_, s| !matches!(s, JobSlot::Faulted(_)));
-        self.counters
-            .add(&self.counters.jobs_aborted, faulted as u64);
+        self.counters.add(|s| &s.jobs_aborted, faulted as u64);
     }
 
     /// Translates (and checks) one access of `job` at GPU VA `va`, inside
@@ -832,8 +838,8 @@ impl Context {
             space.mmu.tlb.invalidate_range(page, page + gpu::PAGE_SIZE);
             r = space.mmu.translate(mem, va, access);
         }
-        c.add(&c.tlb_hits, space.mmu.tlb.stats.hits - h0);
-        c.add(&c.tlb_misses, space.mmu.tlb.stats.misses - m0);
+        c.add(|s| &s.tlb_hits, space.mmu.tlb.stats.hits - h0);
+        c.add(|s| &s.tlb_misses, space.mmu.tlb.stats.misses - m0);
         let t = match r {
             Ok(t) => t,
             Err(MmuError::Fault { va, access }) => return Err(StepError::Fault { va, access }),
@@ -847,7 +853,7 @@ impl Context {
             }
         };
         let pa = t.phys(va);
-        c.inc(&c.pages_accessed);
+        c.inc(|s| &s.pages_accessed);
         if let Some(checker) = space.checker.as_mut() {
             let cpu_va = {
                 // (bindings are in the same state; look up without a second lock)
@@ -861,14 +867,14 @@ impl Context {
                 job,
                 gpu_va: va,
             };
-            c.inc(&c.accesses_checked);
+            c.inc(|s| &s.accesses_checked);
             match checker.check(mem, info, cpu_va, pa, access) {
                 Verdict::Ok => {}
                 Verdict::Violation(v) => c.violation(&v),
-                Verdict::CpuWalkError(_) => c.inc(&c.cpu_walk_errors),
+                Verdict::CpuWalkError(_) => c.inc(|s| &s.cpu_walk_errors),
             }
         } else {
-            c.inc(&c.unchecked_accesses);
+            c.inc(|s| &s.unchecked_accesses);
         }
         Ok(pa)
     }

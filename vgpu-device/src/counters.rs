@@ -1,13 +1,22 @@
 //! The VGPU_SVM counters, shared by the control queue and the job workers.
 //!
-//! Lock-free (relaxed atomics): every context, engine and the checker adds to
-//! one [`SvmCounters`]. A `generation` counter moves with every change so the
-//! stats file knows when to rewrite itself. [`SvmCounters::snapshot`] gives
-//! the wire form (`struct vgpu_svm_stats`, STATS) plus JSON-only extras.
+//! Lock-free (relaxed atomics). The device has one [`SvmCounters`] (the
+//! device-wide totals: STATS on context 0, the stats file) and every context
+//! one of its own made with [`SvmCounters::child`] (STATS on that context):
+//! the context, its engine and its checker add to the context's counters,
+//! and every addition goes to the device's as well, so the device-wide
+//! counters are the sum over all contexts ever made (plus what no context
+//! owns: commands rejected before they reach one). A `generation` counter
+//! moves with every change so the stats file knows when to rewrite itself.
+//! [`SvmCounters::snapshot`] gives the wire form (`struct vgpu_svm_stats`,
+//! STATS) plus JSON-only extras.
+//!
+//! Counters are named by a selector, `c.inc(|s| &s.jobs)`, so that one call
+//! counts on both levels.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -59,7 +68,13 @@ pub struct SvmCounters {
     pub commands: [AtomicU64; 10],
     generation: AtomicU64,
     recent: Mutex<VecDeque<Violation>>,
+    /// The device's counters, for a context's (every addition goes there
+    /// too).
+    parent: Option<Arc<SvmCounters>>,
 }
+
+/// Names one counter of a [`SvmCounters`].
+pub type Select = fn(&SvmCounters) -> &AtomicU64;
 
 /// Everything the stats file shows about the SVM side.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -73,40 +88,81 @@ pub struct SvmSnapshot {
     pub violations_recent: Vec<Violation>,
 }
 
+/// One context's counters in the stats file (`svm_contexts`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ContextSnapshot {
+    pub debug_name: String,
+    #[serde(flatten)]
+    pub wire: WireStats,
+    pub jobs_aborted: u64,
+    pub jobs_failed: u64,
+    pub pages_accessed: u64,
+}
+
 impl SvmCounters {
-    pub fn add(&self, c: &AtomicU64, n: u64) {
-        if n != 0 {
-            c.fetch_add(n, Relaxed);
-            self.generation.fetch_add(1, Relaxed);
+    /// A context's counters: every addition also goes to `device`'s.
+    pub fn child(device: Arc<SvmCounters>) -> Self {
+        Self {
+            parent: Some(device),
+            ..Self::default()
         }
     }
 
-    pub fn inc(&self, c: &AtomicU64) {
-        self.add(c, 1);
+    /// Adds `n` to the counter `sel` names, here and in the device's.
+    pub fn add(&self, sel: Select, n: u64) {
+        if n != 0 {
+            sel(self).fetch_add(n, Relaxed);
+            self.generation.fetch_add(1, Relaxed);
+            if let Some(p) = &self.parent {
+                p.add(sel, n);
+            }
+        }
+    }
+
+    pub fn inc(&self, sel: Select) {
+        self.add(sel, 1);
     }
 
     pub fn count_command(&self, ty: u32) {
+        const BY_TYPE: [Select; 10] = [
+            |s| &s.commands[0],
+            |s| &s.commands[1],
+            |s| &s.commands[2],
+            |s| &s.commands[3],
+            |s| &s.commands[4],
+            |s| &s.commands[5],
+            |s| &s.commands[6],
+            |s| &s.commands[7],
+            |s| &s.commands[8],
+            |s| &s.commands[9],
+        ];
         let i = if (1..=9).contains(&ty) {
             ty as usize
         } else {
             0
         };
-        self.inc(&self.commands[i]);
+        self.inc(BY_TYPE[i]);
     }
 
-    /// Counts a violation by kind and keeps it among the recent ones.
+    /// Counts a violation by kind and keeps it among the recent ones (here
+    /// and in the device's).
     pub fn violation(&self, v: &Violation) {
-        self.inc(&self.violations);
+        self.inc(|s| &s.violations);
         self.inc(match v.kind {
-            ViolationKind::NoCpuPage(_) => &self.violations_no_page,
-            ViolationKind::FrameMismatch => &self.violations_frame,
-            ViolationKind::WriteNotWritable => &self.violations_write,
+            ViolationKind::NoCpuPage(_) => |s| &s.violations_no_page,
+            ViolationKind::FrameMismatch => |s| &s.violations_frame,
+            ViolationKind::WriteNotWritable => |s| &s.violations_write,
         });
-        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if r.len() == RECENT {
-            r.pop_front();
+        let mut c = Some(self);
+        while let Some(s) = c {
+            let mut r = s.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if r.len() == RECENT {
+                r.pop_front();
+            }
+            r.push_back(v.clone());
+            drop(r);
+            c = s.parent.as_deref();
         }
-        r.push_back(v.clone());
     }
 
     pub fn generation(&self) -> u64 {
@@ -130,6 +186,18 @@ impl SvmCounters {
             errors: g(&self.errors),
             cpu_walk_errors: g(&self.cpu_walk_errors),
             unchecked_accesses: g(&self.unchecked_accesses),
+        }
+    }
+
+    /// The stats file's view of a context's counters.
+    pub fn context_snapshot(&self, debug_name: &str) -> ContextSnapshot {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        ContextSnapshot {
+            debug_name: debug_name.to_owned(),
+            wire: self.wire(),
+            jobs_aborted: g(&self.jobs_aborted),
+            jobs_failed: g(&self.jobs_failed),
+            pages_accessed: g(&self.pages_accessed),
         }
     }
 

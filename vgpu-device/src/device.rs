@@ -22,7 +22,7 @@ use vgpu_uapi::{
 };
 
 use crate::context::{Answer, CheckerMode, Completion, Context, EngineConfig, GuestMem, Responder};
-use crate::counters::{SvmCounters, SvmSnapshot};
+use crate::counters::{ContextSnapshot, SvmCounters, SvmSnapshot};
 use crate::pool::Pool;
 use crate::protocol::{self, ErrorCode, Status, SvmResp, RESP_SIZE};
 use crate::virtio_gpu::{
@@ -71,8 +71,12 @@ pub struct StatsDoc<'a> {
     pub checker: CheckerMode,
     /// Guest-triggered warnings not logged (rate limit, `ratelimit.rs`).
     pub warnings_suppressed: u64,
-    /// The VGPU_SVM counters (`struct vgpu_svm_stats` names) and extras.
+    /// The VGPU_SVM counters (`struct vgpu_svm_stats` names) and extras,
+    /// device-wide (all contexts ever made).
     pub svm: SvmSnapshot,
+    /// The live contexts' own counters (what STATS on each answers), by
+    /// context id.
+    pub svm_contexts: BTreeMap<u32, ContextSnapshot>,
 }
 
 /// Errors seen, by kind. Each is also logged.
@@ -236,6 +240,11 @@ impl Device {
             checker: self.cfg.engine.checker,
             warnings_suppressed: crate::ratelimit::total_suppressed(),
             svm: self.counters.snapshot(),
+            svm_contexts: self
+                .contexts
+                .iter()
+                .map(|(&id, c)| (id, c.counters().context_snapshot(&c.debug_name)))
+                .collect(),
         }
     }
 
@@ -427,20 +436,31 @@ impl Device {
         defer: &mut dyn FnMut() -> Box<dyn Responder>,
     ) -> Option<Response> {
         let id = hdr.ctx_id;
+        if id == 0 && matches!(protocol::parse(cmds), Ok(protocol::SvmCommand::Stats)) {
+            // Context 0 is no context: it carries STATS only (the
+            // device-wide counters); anything else is an unknown context.
+            self.stats.submits += 1;
+            if let Some(err) = self.svm_answer_room(id, resp_capacity) {
+                return Some(err);
+            }
+            self.counters
+                .count_command(vgpu_uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_STATS);
+            let resp = SvmResp {
+                stats: self.counters.wire(),
+                ..SvmResp::ok()
+            };
+            return Some(Response::OkNoDataWith(resp.encode().to_vec()));
+        }
         let Some(ctx) = self.contexts.get(&id).cloned() else {
             return Some(self.invalid_context(format_args!("SUBMIT_3D to unknown ctx {id}")));
         };
         ctx.submits.fetch_add(1, Ordering::Relaxed);
         self.stats.submits += 1;
-        if resp_capacity < CTRL_HDR_SIZE + RESP_SIZE {
-            crate::guest_warn!("request", 
-                "SUBMIT_3D ctx {id}: {resp_capacity} writable bytes, the answer needs {}: not executed",
-                CTRL_HDR_SIZE + RESP_SIZE
-            );
-            self.stats.errors.response_too_small += 1;
-            return Some(Response::Err(ty::RESP_ERR_UNSPEC));
+        if let Some(err) = self.svm_answer_room(id, resp_capacity) {
+            return Some(err);
         }
-        let c = self.counters.clone();
+        // Counted for the context (and so for the device).
+        let c = ctx.counters_arc();
         let ty_field = cmds
             .get(0..4)
             .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
@@ -476,9 +496,23 @@ impl Device {
             }
         };
         if resp.status == Status::Error && resp.error != Some(ErrorCode::Aborted) {
-            c.inc(&c.errors);
+            c.inc(|s| &s.errors);
         }
         Some(Response::OkNoDataWith(resp.encode().to_vec()))
+    }
+
+    /// ERR_UNSPEC when the chain has no room for a VGPU_SVM answer (the
+    /// command is then not executed).
+    fn svm_answer_room(&mut self, id: u32, resp_capacity: usize) -> Option<Response> {
+        if resp_capacity < CTRL_HDR_SIZE + RESP_SIZE {
+            crate::guest_warn!("request",
+                "SUBMIT_3D ctx {id}: {resp_capacity} writable bytes, the answer needs {}: not executed",
+                CTRL_HDR_SIZE + RESP_SIZE
+            );
+            self.stats.errors.response_too_small += 1;
+            return Some(Response::Err(ty::RESP_ERR_UNSPEC));
+        }
+        None
     }
 
     /// Handles one cursor-queue request: there is no cursor, so it is only
@@ -667,7 +701,7 @@ impl Device {
                 id,
                 name.clone(),
                 self.cfg.engine,
-                self.counters.clone(),
+                Arc::new(SvmCounters::child(self.counters.clone())),
                 pool,
             )),
         );

@@ -165,7 +165,7 @@ pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
             match step(ctx, job, &op, total - job.progress) {
                 Ok(n) => {
                     job.progress += n;
-                    ctx.counters().add(&ctx.counters().bytes, n);
+                    ctx.counters().add(|s| &s.bytes, n);
                 }
                 Err(StepError::Fault { va, access }) => {
                     return Outcome::Fault(fault_info(va, access, job.op_index, job.progress))

@@ -10,7 +10,9 @@
 //! `violations_frame`, `violations_write`, `faults`, `invalidations`,
 //! `tlb_hits`, `tlb_misses`, `jobs`, `bytes`, `errors`, `cpu_walk_errors`,
 //! `unchecked_accesses`) plus `jobs_aborted`, `jobs_failed`, `pages_accessed`,
-//! `commands` by SVM command, and `violations_recent` (the last 64, in full).
+//! `commands` by SVM command, and `violations_recent` (the last 64, in full),
+//! all device-wide; `svm_contexts`: each live context's own counters (what
+//! STATS on that context answers) by context id.
 
 use std::fs;
 use std::io;

@@ -834,7 +834,9 @@ fn a_waiting_invalidate_does_not_block_other_contexts() {
     assert_eq!(a.status, Status::Ok);
     assert_eq!(ctx.barrier().deferred(), 0);
     assert_eq!(deferred(&jobs).status, Status::Ok);
-    assert_eq!(r.stats().invalidations, 2);
+    // One INVALIDATE per context; two device-wide.
+    assert_eq!(r.stats().invalidations, 1);
+    assert_eq!(stats_on(&mut r.dev, 0).invalidations, 2);
 }
 
 #[test]
@@ -1037,6 +1039,145 @@ fn abort_racing_the_job_gets_consistent_answers() {
     assert_eq!(snap.wire.jobs, done);
     assert_eq!(snap.jobs_aborted, faulted + aborted);
     eprintln!("abort race: {done} done first, {faulted} faulted first, {aborted} aborted");
+}
+
+/// STATS on context `ctx` (0: the device-wide counters).
+fn stats_on(dev: &mut Device, ctx: u32) -> protocol::WireStats {
+    let a = send(dev, ctx, &stats()).expect("STATS is answered at once");
+    assert_eq!(a.status, Status::Ok);
+    a.stats
+}
+
+/// STATS on a context answers that context's counters; on context 0, the
+/// device-wide ones (the sum over every context, live or destroyed).
+/// Context 0 carries nothing but STATS. A context made again under an old
+/// id starts from zero. The stats file shows both levels.
+#[test]
+fn stats_are_per_context_and_device_wide_on_context_0() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_4k(va, DATA, true);
+    t.map_4k(va + 4096, DATA + 4096, true);
+    // A stale GPU entry: the CPU maps another frame there.
+    t.gpu.map_4k(va + 0x10_0000, DATA + 0x2000, true);
+    t.cpu.map_4k(va + 0x10_0000, DATA + 0x3000, true);
+    let _ = t;
+    r.dev
+        .handle_control(&vg::ctx_create(2, VGPU_SVM_CAPSET_ID, "two"), BIG);
+    for id in [1, 2] {
+        assert_eq!(
+            send(&mut r.dev, id, &set_as(GPU_PT, CPU_PT, 4))
+                .unwrap()
+                .status,
+            Status::Ok
+        );
+    }
+    // Context 1: one job over two pages.
+    assert_eq!(
+        answer(send(
+            &mut r.dev,
+            1,
+            &job(1, &[op(OpKind::Read, 0, va, 8192, 0)])
+        ))
+        .status,
+        Status::Ok
+    );
+    // Context 2: an INVALIDATE, a rejected command, a fault, a violation.
+    assert_eq!(
+        answer(send(&mut r.dev, 2, &invalidate(va, 4096))).status,
+        Status::Ok
+    );
+    assert_eq!(
+        send(&mut r.dev, 2, &invalidate(va + 1, 4096))
+            .unwrap()
+            .error,
+        Some(ErrorCode::Misaligned)
+    );
+    let f = answer(send(
+        &mut r.dev,
+        2,
+        &job(5, &[op(OpKind::Read, 0, 0x20_0000_0000, 8, 0)]),
+    ));
+    assert_eq!(f.status, Status::Fault);
+    assert_eq!(
+        answer(send(
+            &mut r.dev,
+            2,
+            &job(6, &[op(OpKind::Read, 0, va + 0x10_0000, 8, 0)])
+        ))
+        .status,
+        Status::Ok
+    );
+    let s1 = stats_on(&mut r.dev, 1);
+    let s2 = stats_on(&mut r.dev, 2);
+    let s0 = stats_on(&mut r.dev, 0);
+    assert_eq!(
+        (
+            s1.jobs,
+            s1.bytes,
+            s1.accesses_checked,
+            s1.faults,
+            s1.invalidations,
+            s1.errors
+        ),
+        (1, 8192, 2, 0, 0, 0)
+    );
+    assert_eq!(s1.violations, 0);
+    assert_eq!(
+        (
+            s2.jobs,
+            s2.bytes,
+            s2.faults,
+            s2.invalidations,
+            s2.errors,
+            s2.violations
+        ),
+        (1, 8, 1, 1, 1, 1)
+    );
+    assert_eq!((s2.violations_frame, s2.accesses_checked), (1, 1));
+    // Device-wide: the sum, counter by counter.
+    let sum: Vec<u64> = s1
+        .to_array()
+        .iter()
+        .zip(s2.to_array())
+        .map(|(a, b)| a + b)
+        .collect();
+    assert_eq!(s0.to_array().to_vec(), sum);
+    assert!(s1.tlb_misses > 0 && s2.tlb_misses > 0);
+    // The stats file: device-wide under "svm", each live context under
+    // "svm_contexts".
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    assert_eq!(j["svm"]["jobs"], 2);
+    assert_eq!(j["svm_contexts"]["1"]["jobs"], 1);
+    assert_eq!(j["svm_contexts"]["2"]["violations"], 1);
+    assert_eq!(j["svm_contexts"]["2"]["debug_name"], "two");
+    // Only STATS travels on context 0.
+    for cmd in [
+        nop(),
+        job(1, &[op(OpKind::Read, 0, va, 8, 0)]),
+        vec![8, 0, 0],
+    ] {
+        let resp = r.dev.handle_control(&vg::submit_3d(0, &cmd), BIG);
+        assert_eq!(
+            (CtrlHdr::parse(&resp).unwrap().type_, resp.len()),
+            (ty::RESP_ERR_INVALID_CONTEXT_ID, CTRL_HDR_SIZE)
+        );
+    }
+    // No room for the answer: not executed, as on any context.
+    let resp = r
+        .dev
+        .handle_control(&vg::submit_3d(0, &stats()), CTRL_HDR_SIZE);
+    assert_eq!(CtrlHdr::parse(&resp).unwrap().type_, ty::RESP_ERR_UNSPEC);
+    // Context 2 made again: counters from zero; the device's stay.
+    r.dev.handle_control(&vg::ctx_destroy(2), BIG);
+    r.dev
+        .handle_control(&vg::ctx_create(2, VGPU_SVM_CAPSET_ID, "again"), BIG);
+    assert_eq!(stats_on(&mut r.dev, 2), protocol::WireStats::default());
+    let s0b = stats_on(&mut r.dev, 0);
+    assert_eq!((s0b.jobs, s0b.violations, s0b.faults), (2, 1, 1));
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    assert_eq!(j["svm_contexts"]["2"]["jobs"], 0);
 }
 
 /// Page-table-like garbage: pseudo-random words, one in three with

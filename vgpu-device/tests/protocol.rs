@@ -10,6 +10,7 @@ use vgpu_device::layout::gpu;
 use vgpu_device::protocol::{build::*, fnv, pattern_byte, ErrorCode, OpKind, Status};
 use vgpu_device::virtio_gpu::{build, ty, CtrlHdr};
 use vgpu_uapi::VGPU_SVM_ACCESS_WRITE;
+use vhost::VhostBackend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vgpu-device");
 
@@ -402,5 +403,36 @@ fn reconnect_serves_the_next_frontend_with_state_reset() {
     assert!(
         vm.daemon.child.try_wait().unwrap().is_none(),
         "daemon exited"
+    );
+}
+
+/// A virtio reset stops the rings with GET_VRING_BASE, and the reset is a
+/// guarantee for the driver only if no job touches guest memory once the
+/// daemon has answered it (DESIGN.md, "When the device is slow or gone").
+/// A FILL whose every access lasts 200 ms (its write lands at the end of
+/// the access) is stopped in the middle of one: what it has written when
+/// GET_VRING_BASE returns is all it ever writes (checked again once the
+/// daemon counts the job as aborted, i.e. its worker has let it go).
+#[test]
+fn get_vring_base_stops_every_job_access_before_it_is_answered() {
+    let mut vm = vm("vringbase", 64, &["--access-delay-us", "200000"]);
+    let a = 0x7c00_0000_0000u64;
+    let f = vm.map(a, 2 * MB, true);
+    let _job = vm.send(&job(1, &[op(OpKind::Fill, a, 0, 2 * MB, 0xab)]));
+    // The first page is written: the job is inside its second access.
+    wait_for(|| vm.read(f, 1) == [0xab], "the fill to start", 60);
+    vm.fe.get_vring_base(0).unwrap();
+    let filled = |vm: &Vm| vm.read(f, 2 << 20).iter().filter(|&&b| b == 0xab).count();
+    let at_stop = filled(&vm);
+    assert!(at_stop < 2 << 20, "the job was not stopped");
+    wait_for(
+        || vm.stats_file()["svm"]["jobs_aborted"] == 1,
+        "the job to end",
+        60,
+    );
+    assert_eq!(
+        filled(&vm),
+        at_stop,
+        "a job wrote guest memory after GET_VRING_BASE was answered"
     );
 }

@@ -36,16 +36,10 @@ echo "vgpu-guest: vgpu-coherence done"
 echo "vgpu-guest: running vgpu-c-copy (the C example)"
 /bin/vgpu-c-copy || status=1
 
-# Our code must leave the kernel log clean: no BUG, WARNING, lockdep, KASAN or
-# might_sleep report (checked before hmm-tests, whose own module is not ours).
-reports=$(dmesg | grep -E 'BUG:|WARNING:|KASAN|circular locking|possible recursive locking|inconsistent lock state|sleeping function called|Oops')
-if [ -n "$reports" ]; then
-    echo "not ok 3 - no kernel BUG/WARNING/lockdep/KASAN report during the vgpu tests"
-    echo "$reports" | sed 's/^/#   /'
-    status=1
-else
-    echo "ok 3 - no kernel BUG/WARNING/lockdep/KASAN report during the vgpu tests"
-fi
+# Our code must leave the kernel log clean: no BUG, WARNING, lockdep, KASAN, might_sleep
+# or hung-task report (checked before hmm-tests, whose own module is not ours).
+. /etc/vgpu/jobs/kernel-log.sh
+check_kernel_log 3 "during the vgpu tests" || status=1
 
 if [ "$vgpu_flavor" = "debug" ]; then
     # On the debug kernel (KASAN, lockdep) under TCG, 7.2's test_hmm hits a KASAN

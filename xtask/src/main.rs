@@ -198,8 +198,34 @@ fn test(o: &Opts) -> Result<()> {
     if status != 0 || r.failed > 0 || r.passed == 0 || cases.is_empty() {
         bail!("in-VM tests failed (guest status {status}); console: {}", outcome.console_log.display());
     }
+    hardening(o)
+}
+
+/// The hardening job, in a VM of its own: the daemon delays every page access, so a job runs
+/// long enough to be killed while the device works on it (`tests/guest-jobs/hardening.sh`).
+fn hardening(o: &Opts) -> Result<()> {
+    let spec = JobRun {
+        run_name: None,
+        device_args: vec!["--access-delay-us".into(), HARDENING_ACCESS_DELAY_US.into()],
+        extra_cmdline: String::new(),
+    };
+    let outcome = run_job_with(o, "hardening", &spec)?;
+    let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
+    let r = report::Report::from_console(&console);
+    println!("\n== hardening job (device access delay {HARDENING_ACCESS_DELAY_US} us)");
+    for f in &r.failures {
+        println!("    not ok {f}");
+    }
+    println!("hardening: {} passed, {} failed, {} skipped", r.passed, r.failed, r.skipped);
+    let status = outcome.guest_status.context("the hardening guest never reported a status (see console.log)")?;
+    if status != 0 || r.failed > 0 || r.passed == 0 {
+        bail!("hardening job failed (guest status {status}); console: {}", outcome.console_log.display());
+    }
     Ok(())
 }
+
+/// The daemon's delay per page access in the hardening job: 8192 pages take about 16 s.
+const HARDENING_ACCESS_DELAY_US: &str = "2000";
 
 /// Reads the coherence cases from the console, writes target/vgpu/coherence-summary.json
 /// and prints the table.

@@ -83,6 +83,10 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "userptr objects are bounded (64 GiB: EINVAL above) and a 4 GiB one validates in bounded chunks",
         check_userptr_bounds,
     ),
+    (
+        "STATS: an unprivileged reader sees only its own context's counters; STATS creates no context",
+        check_stats_privacy,
+    ),
 ];
 
 /// One READ op of `len` bytes at `src`.
@@ -295,15 +299,22 @@ fn check_binding_owns_its_range(_dev: &Device) -> Result<String, String> {
     if let Some(i) = r.read(0, 4 * MIB).iter().position(|&b| b != 0x33) {
         return Err(format!("R changed at offset {i:#x}: the binding's FILL went to SVM memory"));
     }
-    // A job that does not list the object may not reach the binding at all.
-    let stray = vgpu::Job::new().fill(gva, 4096, 0xcd);
-    // SAFETY: if it ran, it would write A or R, both raw mappings.
+    // A fault inside the binding of an object the job does not list is never serviced as
+    // identity: a second object, bound inside R but not yet mirrored (BIND cleared R's SVM
+    // entries there), and a job that does not list it.
+    let a2 = Mapping::anon(4096).map_err(|e| e.to_string())?;
+    a2.fill(0, 4096, 0x22);
+    let bo2 = ctx.userptr_raw(a2.addr() as *const u8, a2.len(), false).map_err(|e| e.to_string())?;
+    let gva2 = r.addr() + 3 * MIB as u64;
+    ctx.bind(&bo2, gva2).map_err(|e| format!("BIND of a second object inside R: {e}"))?;
+    let stray = vgpu::Job::new().fill(gva2, 4096, 0xcd);
+    // SAFETY: if it ran, it would write A2 or R, both raw mappings.
     match unsafe { ctx.submit(&stray) } {
         Err(e) if e.errno() == libc::EFAULT => {}
         Err(e) => return Err(format!("FILL of a binding the job does not list: {e}, want EFAULT")),
         Ok(_) => return Err("FILL of a binding the job does not list succeeded, want EFAULT".into()),
     }
-    if a.read(0, 4096).iter().any(|&b| b != 0xab) || r.read(MIB + 16 * 1024, 4096).iter().any(|&b| b != 0x33) {
+    if a2.read(0, 4096).iter().any(|&b| b != 0x22) || r.read(3 * MIB, 4096).iter().any(|&b| b != 0x33) {
         return Err("the refused FILL changed memory".into());
     }
     // SVM next to the binding still works, and its fault window does not run across it.
@@ -355,6 +366,64 @@ fn check_userptr_bounds(_dev: &Device) -> Result<String, String> {
     submit_raw(dev, &mut [read_op(gva + (len as u64) - 4096, 8)], &mut [h])
         .map_err(|e| format!("a job using the 4 GiB object: errno {e} (want success)"))?;
     Ok(format!("4 GiB object validated in {:.1} s", t0.elapsed().as_secs_f64()))
+}
+
+/// STATS used to show every process's device counters to any client, and to create a
+/// device context as a side effect (16 open files exhausted the device). A child that opened
+/// the device as root, ran one small job and then dropped to `nobody` must see its own
+/// context's counters only (at most what its job did), and a file without a context zeros.
+fn check_stats_privacy(_dev: &Device) -> Result<String, String> {
+    use vgpu_tests::mem::Mapping;
+    const PAGES: u64 = 4;
+    let global = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+    // SAFETY: the child only uses the device, drops privileges and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let run = || -> Result<(), String> {
+            let ctx = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+            let bare = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+            ctx.config(true).map_err(|e| e.to_string())?;
+            let m = Mapping::anon(PAGES as usize * 4096).map_err(|e| e.to_string())?;
+            m.fill(0, m.len(), 1);
+            ctx.submit_readonly(&vgpu::Job::new().hash(m.addr(), m.len() as u64)).map_err(|e| e.to_string())?;
+            // SAFETY: plain syscalls; from root to nobody, which drops every capability.
+            if unsafe { libc::setgid(65534) } != 0 || unsafe { libc::setuid(65534) } != 0 {
+                return Err(format!("setuid(nobody): {}", std::io::Error::last_os_error()));
+            }
+            let own = ctx.stats().map_err(|e| e.to_string())?;
+            if own.accesses_checked == 0 || own.accesses_checked > 4 * PAGES {
+                return Err(format!("unprivileged STATS: {} accesses checked, want 1..={} (this context's)", own.accesses_checked, 4 * PAGES));
+            }
+            let none = bare.stats().map_err(|e| e.to_string())?;
+            if none.accesses_checked != 0 || none.jobs != 0 || none.events.iter().any(|&e| e != 0) {
+                return Err(format!("STATS of a file without a context: {none:?}, want zeros"));
+            }
+            Ok(())
+        };
+        let code = match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("# stats child: {e}");
+                1
+            }
+        };
+        // SAFETY: ending the forked child.
+        unsafe { libc::_exit(code) }
+    }
+    let mut status = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("the unprivileged child failed (status {status:#x})"));
+    }
+    let all = global.stats().map_err(|e| e.to_string())?;
+    if all.accesses_checked <= PAGES {
+        return Err(format!("privileged STATS: {} accesses checked: not device-wide", all.accesses_checked));
+    }
+    Ok(format!("device-wide {} accesses; the child saw only its own", all.accesses_checked))
 }
 
 /// The `[vvar]` mapping (VM_IO | VM_PFNMAP) of this process, if any.

@@ -14,6 +14,7 @@ fn main() {
         .clang_arg("-I/usr/include/libdrm")
         .allowlist_file(".*vgpu_svm_(protocol|drm)\\.h")
         .allowlist_var("DRM_COMMAND_BASE")
+        .allowlist_var("VGPU_UAPI_IOCTL_.*")
         .use_core()
         .derive_default(true)
         .layout_tests(true)

@@ -58,7 +58,9 @@ struct drm_vgpu_svm_get_param {
  * @flags: VGPU_SVM_CTX_*; unknown bits -> -EINVAL
  * @pad: must be zero
  *
- * May be called before the first job only (-EBUSY after).
+ * May be called before the first job only (-EBUSY after). Other errors:
+ * -EPERM (the caller's mm is not the file's), -ENOMEM, -ENODEV/-EIO/
+ * -ETIMEDOUT (creating the device context failed).
  */
 struct drm_vgpu_svm_ctx_config {
 	__u32 flags;
@@ -74,6 +76,10 @@ struct drm_vgpu_svm_ctx_config {
  * @size: page-aligned, non-zero length
  * @flags: VGPU_SVM_USERPTR_*
  * @handle: out, the GEM handle
+ *
+ * Errors: -EINVAL (unknown flags, unaligned or zero size, a range that
+ * overflows), -EPERM (the caller's mm is not the file's), -ENOMEM,
+ * -ENODEV/-EIO/-ETIMEDOUT (creating the file's device context failed).
  *
  * Semantic B: the object follows the VA range, not the pages. Every submit
  * that uses it revalidates it (hmm_range_fault) and maps what the process
@@ -96,8 +102,15 @@ struct drm_vgpu_svm_userptr_create {
  * @gpu_va: page aligned; [gpu_va, gpu_va + size) must not overlap another
  *          binding (-EBUSY) and must lie below 2^48 (-EINVAL)
  *
+ * Errors: -ENOENT (no such handle), -EINVAL (nonzero pad, gpu_va 0 or
+ * unaligned, beyond 2^48, an object of another file), -EBUSY (the object is
+ * already bound, or the range overlaps another binding), -EPERM (the
+ * caller's mm is not the file's), -EIO/-ETIMEDOUT/-ENODEV (the device did not
+ * confirm), -ENOMEM.
+ *
  * DRM_IOCTL_VGPU_SVM_UNBIND takes the same struct (gpu_va identifies the
- * binding; -ENOENT if there is none).
+ * binding; -ENOENT if there is none; -EINVAL for nonzero pad; -EPERM, -EIO,
+ * -ETIMEDOUT, -ENODEV as for BIND).
  */
 struct drm_vgpu_svm_bind {
 	__u32 handle;
@@ -136,11 +149,28 @@ struct drm_vgpu_svm_op {
  * @result: out: the result of the last HASH or ATOMIC_ADD op
  * @faults: out: device faults serviced while the job ran
  *
- * Returns 0 when every op completed. -EFAULT: an op touched memory that
- * could not be mirrored (unmapped, VM_IO/PFNMAP, no SVM and no binding);
- * -EPERM: a write to read-only memory or a READONLY object; -EINVAL: bad
- * ops; -EIO: the device failed the job; -EINTR: interrupted (the job is
- * aborted).
+ * Returns 0 when every op completed, else one of:
+ * -EINVAL: bad ops (unknown kind, nonzero flags, len above
+ *          VGPU_SVM_MAX_OP_LEN, a range that overflows or reaches 2^48,
+ *          ATOMIC_ADD not 8-byte aligned), nr_ops/nr_handles out of range,
+ *          nonzero flags/pad, a handle of an object that is not bound or
+ *          belongs to another file;
+ * -EFAULT: the ops or handles array is unreadable; or an op touched memory
+ *          that cannot be mirrored: unmapped, VM_IO/VM_PFNMAP,
+ *          memfd_secret(2) memory, or (without SVM) outside every binding;
+ * -ENOENT: a handle names no object;
+ * -EPERM:  the caller's mm is not the file's; or a write to read-only
+ *          memory or a READONLY object;
+ * -EAGAIN: the objects kept being invalidated while being validated; retry;
+ * -EBUSY:  the memory kept changing under the mirror (sequence retries
+ *          exhausted), or no room in the device queue;
+ * -ETIMEDOUT: the device did not answer in time (the context is unusable
+ *          afterwards: -EIO);
+ * -EINTR:  a fatal signal, or the device aborted the job;
+ * -EIO:    the device failed the job or an invalidation (the context is
+ *          disabled: every later job fails with -EIO);
+ * -ENODEV: the device is gone (unbound);
+ * -ENOMEM: out of kernel memory.
  */
 struct drm_vgpu_svm_submit {
 	__u64 ops;
@@ -154,9 +184,16 @@ struct drm_vgpu_svm_submit {
 };
 
 /* The device's counters, as the device reports them (VGPU_SVM_CMD_STATS),
- * plus the driver's counters for this context. */
+ * plus the driver's counters for this context.
+ *
+ * What a reader sees depends on its privilege: with CAP_PERFMON or
+ * CAP_SYS_ADMIN, the device-wide counters (every context of every process)
+ * and the module-wide notifier events; otherwise only this file's own
+ * context's device counters and events (all zero before the file has a
+ * context; STATS never creates one). Errors: -EIO, -ETIMEDOUT, -ENODEV (the
+ * device did not answer), -EINTR (fatal signal), -ENOMEM. */
 struct drm_vgpu_svm_stats {
-	/* device (global) */
+	/* device (device-wide or this context's, see above) */
 	__u64 accesses_checked;
 	__u64 violations;
 	__u64 violations_no_page;
@@ -176,8 +213,9 @@ struct drm_vgpu_svm_stats {
 	__u64 pages_mapped;      /* GPU PTEs written (4K units) */
 	/* notifier callbacks by enum mmu_notifier_event (index = event value):
 	 * UNMAP, CLEAR, PROTECTION_VMA, PROTECTION_PAGE, SOFT_DIRTY, RELEASE,
-	 * MIGRATE, EXCLUSIVE, ...; counted over every context of the device, so
-	 * that a context's RELEASE (its process exiting) is visible to others. */
+	 * MIGRATE, EXCLUSIVE, ...; for a privileged reader counted over every
+	 * context of the device, so that a context's RELEASE (its process
+	 * exiting) is visible to others; else this context's. */
 	__u64 events[16];
 };
 
@@ -189,30 +227,24 @@ struct drm_vgpu_svm_stats {
 #define DRM_VGPU_SVM_SUBMIT        0x05
 #define DRM_VGPU_SVM_STATS         0x06
 
-/* An enum so that Rust bindgen can resolve the ioctl numbers. */
-enum {
-	DRM_IOCTL_VGPU_SVM_GET_PARAM =
-		DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_GET_PARAM,
-			 struct drm_vgpu_svm_get_param),
-	DRM_IOCTL_VGPU_SVM_CTX_CONFIG =
-		DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_CTX_CONFIG,
-			struct drm_vgpu_svm_ctx_config),
-	DRM_IOCTL_VGPU_SVM_USERPTR_CREATE =
-		DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_USERPTR_CREATE,
-			 struct drm_vgpu_svm_userptr_create),
-	DRM_IOCTL_VGPU_SVM_BIND =
-		DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_BIND,
-			struct drm_vgpu_svm_bind),
-	DRM_IOCTL_VGPU_SVM_UNBIND =
-		DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_UNBIND,
-			struct drm_vgpu_svm_bind),
-	DRM_IOCTL_VGPU_SVM_SUBMIT =
-		DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_SUBMIT,
-			 struct drm_vgpu_svm_submit),
-	DRM_IOCTL_VGPU_SVM_STATS =
-		DRM_IOR(DRM_COMMAND_BASE + DRM_VGPU_SVM_STATS,
-			struct drm_vgpu_svm_stats),
-};
+/* The ioctl numbers. Plain #defines (an enum cannot hold values above INT_MAX
+ * in ISO C, and #ifdef cannot see one); Rust gets them through constants that
+ * bindgen can evaluate (rust/uapi/uapi_helper.h in the kernel, uapi/wrapper.h
+ * for the vgpu-uapi crate). */
+#define DRM_IOCTL_VGPU_SVM_GET_PARAM \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_GET_PARAM, struct drm_vgpu_svm_get_param)
+#define DRM_IOCTL_VGPU_SVM_CTX_CONFIG \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_CTX_CONFIG, struct drm_vgpu_svm_ctx_config)
+#define DRM_IOCTL_VGPU_SVM_USERPTR_CREATE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_USERPTR_CREATE, struct drm_vgpu_svm_userptr_create)
+#define DRM_IOCTL_VGPU_SVM_BIND \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_BIND, struct drm_vgpu_svm_bind)
+#define DRM_IOCTL_VGPU_SVM_UNBIND \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_VGPU_SVM_UNBIND, struct drm_vgpu_svm_bind)
+#define DRM_IOCTL_VGPU_SVM_SUBMIT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_SUBMIT, struct drm_vgpu_svm_submit)
+#define DRM_IOCTL_VGPU_SVM_STATS \
+	DRM_IOR(DRM_COMMAND_BASE + DRM_VGPU_SVM_STATS, struct drm_vgpu_svm_stats)
 
 #if defined(__cplusplus)
 }

@@ -7,6 +7,7 @@
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/secretmem.h>
+#include <linux/sched/signal.h>
 #include <asm/pgtable.h>
 
 __rust_helper bool rust_helper_mmu_interval_read_retry(struct mmu_interval_notifier *sub,
@@ -75,4 +76,10 @@ __rust_helper void *rust_helper_page_address(const struct page *page)
 __rust_helper bool rust_helper_vma_is_secretmem(struct vm_area_struct *vma)
 {
 	return vma_is_secretmem(vma);
+}
+
+/* Retry loops of mirror drivers end when the task is being killed. */
+__rust_helper bool rust_helper_fatal_signal_pending(struct task_struct *p)
+{
+	return fatal_signal_pending(p);
 }

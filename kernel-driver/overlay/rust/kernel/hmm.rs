@@ -67,9 +67,10 @@ pub unsafe fn pfn_set_dirty(entry: c_ulong) {
 ///
 /// Errors: `EBUSY` when an invalidation raced (sample the sequence again and retry), `EFAULT`
 /// for unmapped addresses, VM_IO/VM_PFNMAP mappings or a write to a read-only mapping,
-/// `EPERM` in some protection cases, `ENOMEM`.
+/// `EPERM` in some protection cases, `ENOMEM`; `EINVAL` if `mmap` is not the notifier's mm's
+/// lock or the range is not inside the notifier's.
 pub fn range_fault<T: IntervalNotifierOps>(
-    _mmap: &MmapReadGuard<'_>,
+    mmap: &MmapReadGuard<'_>,
     notifier: &IntervalNotifier<T>,
     seq: Seq,
     start: usize,
@@ -82,6 +83,15 @@ pub fn range_fault<T: IntervalNotifierOps>(
     if start < notifier.start() || end > notifier.start() + notifier.length() || pfns.is_empty() {
         return Err(EINVAL);
     }
+    // The lock held must be the notifier's mm's: `hmm_range_fault` walks `notifier->mm` and
+    // relies on the caller holding that mm's mmap lock. (A VMA at `start` tells the guard's
+    // mm; none there is `EFAULT`, as hmm_range_fault would say.)
+    let vma = mmap.vma_lookup(start).ok_or(EFAULT)?;
+    // SAFETY: `vma` is live while `mmap` is held; the notifier is registered (its `mm` is set
+    // at insertion and never changes).
+    if unsafe { (*vma.as_ptr()).vm_mm != (*notifier_raw(notifier)).mm } {
+        return Err(EINVAL);
+    }
     // SAFETY: `hmm_range` is a C struct for which all-zeroes is valid.
     let mut range: bindings::hmm_range = unsafe { core::mem::zeroed() };
     range.notifier = notifier_raw(notifier);
@@ -92,7 +102,7 @@ pub fn range_fault<T: IntervalNotifierOps>(
     range.default_flags = flags;
     range.pfn_flags_mask = 0;
     // SAFETY: `range` is fully set up; `pfns` has one entry per page; the notifier is
-    // registered on the mm whose mmap lock `_mmap` holds.
+    // registered on the mm whose mmap lock `mmap` holds (checked above).
     to_result(unsafe { bindings::hmm_range_fault(&mut range) })
 }
 
@@ -103,6 +113,14 @@ pub fn vma_is_secretmem(vma: &crate::mm::virt::VmaRef) -> bool {
     // SAFETY: `vma` is a live VMA for the lifetime of the reference (the caller holds the mmap
     // lock that `VmaRef` borrows from); the helper only reads `vm_ops`.
     unsafe { bindings::vma_is_secretmem(vma.as_ptr()) }
+}
+
+/// Whether the current task has a fatal signal pending (it is being killed). Every retry
+/// loop around [`range_fault`] checks it and ends with [`EINTR`]: a killed task must not spin
+/// on a range that keeps changing.
+pub fn fatal_signal_pending() -> bool {
+    // SAFETY: `get_current()` is the running task, valid for the duration of the call.
+    unsafe { bindings::fatal_signal_pending(bindings::get_current()) }
 }
 
 fn notifier_raw<T: IntervalNotifierOps>(n: &IntervalNotifier<T>) -> *mut bindings::mmu_interval_notifier {

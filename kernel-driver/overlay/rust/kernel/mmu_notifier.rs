@@ -91,16 +91,18 @@ impl Range<'_> {
 pub struct Seq(c_ulong);
 
 impl Seq {
-    /// A sample saved earlier with [`Seq::raw`].
-    pub fn from_raw(raw: u64) -> Self {
-        Seq(raw as c_ulong)
-    }
-
-    /// The raw value, for `hmm_range::notifier_seq` and for diagnostics.
+    /// The raw value, for `hmm_range::notifier_seq` and for diagnostics. (There is no way back:
+    /// a `Seq` only comes from [`IntervalNotifier::read_begin`].)
     pub fn raw(self) -> c_ulong {
         self.0
     }
 }
+
+/// The sequence number an invalidation publishes: handed to [`IntervalNotifierOps::invalidate`]
+/// and consumed by [`IntervalNotifier::set_seq`]. It exists only inside a callback (it cannot
+/// be built, copied or kept elsewhere), so `set_seq` cannot be called outside one.
+#[derive(Debug)]
+pub struct CurSeq(c_ulong);
 
 /// What an interval notifier's owner implements.
 pub trait IntervalNotifierOps: Send + Sync + Sized {
@@ -116,7 +118,7 @@ pub trait IntervalNotifierOps: Send + Sync + Sized {
     /// from using pages in the range, and return `true`; or, when the range is not
     /// blockable and that would need sleeping, return `false` without doing anything.
     /// Must not allocate memory with reclaim (`GFP_KERNEL`), nor insert or remove notifiers.
-    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: Seq) -> bool;
+    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: CurSeq) -> bool;
 }
 
 /// A registered `struct mmu_interval_notifier` with its owner's data.
@@ -229,7 +231,7 @@ impl<T: IntervalNotifierOps> IntervalNotifier<T> {
 
     /// Publishes the invalidation's sequence number. Call from `invalidate`, under the update
     /// lock, before clearing device mappings.
-    pub fn set_seq(&self, guard: &Guard<'_, T::Locked, crate::sync::lock::mutex::MutexBackend>, cur_seq: Seq) {
+    pub fn set_seq(&self, guard: &Guard<'_, T::Locked, crate::sync::lock::mutex::MutexBackend>, cur_seq: CurSeq) {
         // A wrong lock is a driver bug; the sequence must be published anyway, or pending
         // updates would be committed against stale pages.
         let _ = self.is_update_lock(guard);
@@ -247,7 +249,7 @@ impl<T: IntervalNotifierOps> IntervalNotifier<T> {
         let this = unsafe { &*crate::container_of!(Opaque::cast_from(raw).cast_mut(), Self, raw) };
         // SAFETY: The core passes a valid range for the duration of the call.
         let range = Range(unsafe { &*range });
-        T::invalidate(this, &range, Seq(cur_seq))
+        T::invalidate(this, &range, CurSeq(cur_seq))
     }
 }
 

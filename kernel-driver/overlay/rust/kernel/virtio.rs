@@ -414,6 +414,16 @@ unsafe impl Sync for Device {}
 // SAFETY: `Bound` is a zero-sized type-state marker that does not affect thread safety.
 unsafe impl Sync for Device<device::Bound> {}
 
+/// How a sender waits for the device's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Only the timeout ends the wait (notifier callbacks, teardown: they must not give up
+    /// because the task is dying).
+    Uninterruptible,
+    /// A fatal signal ends it too, with [`EINTR`] (ioctls: SIGKILL must end them promptly).
+    Killable,
+}
+
 /// How long [`Virtqueue::exchange`] waits for the device before giving up.
 pub const EXCHANGE_TIMEOUT_MS: u32 = 10_000;
 
@@ -434,7 +444,7 @@ const X_FILLING: u32 = 5;
 /// callbacks).
 ///
 /// The request bytes are written with [`Exchange::fill`] while the exchange is idle; the
-/// device's answer is read with [`Exchange::response`] after [`Virtqueue::send`] returned.
+/// device's answer is read with [`Exchange::with_response`] after [`Virtqueue::send`] returned.
 ///
 /// # Invariants
 ///
@@ -503,16 +513,26 @@ impl Exchange {
         Ok(())
     }
 
-    /// The device's last answer (empty unless the last send succeeded).
-    pub fn response(&self) -> &[u8] {
+    /// Calls `f` with the device's last answer (empty unless the last send succeeded). The
+    /// buffers are claimed for the call (IDLE -> FILLING), so a concurrent `fill` or `send` of
+    /// the same exchange gets [`EBUSY`] instead of overwriting what `f` reads; fails with
+    /// [`EBUSY`] itself unless the exchange is idle.
+    pub fn with_response<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         use core::sync::atomic::Ordering;
-        if self.state.load(Ordering::Acquire) != X_IDLE {
-            return &[];
+        if self
+            .state
+            .compare_exchange(X_IDLE, X_FILLING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(EBUSY);
         }
-        // SAFETY: Idle: the device is done with the buffer (type invariant).
+        // SAFETY: We own the buffers in FILLING: the queue and the device only touch them in
+        // IN_FLIGHT, and every other claim fails (type invariant).
         let r: &KVec<u8> = unsafe { &*self.response.get() };
         let len = (self.len.load(Ordering::Relaxed) as usize).min(r.len());
-        &r[..len]
+        let out = f(&r[..len]);
+        self.state.store(X_IDLE, Ordering::Release);
+        Ok(out)
     }
 
     /// Called by the queue (under its lock) when the device returned the buffers.
@@ -703,18 +723,22 @@ impl Virtqueue {
     /// Sends `request` to the device and waits for its answer, for which `response_len`
     /// bytes are offered; returns the bytes the device wrote. Allocates; see [`Self::send`]
     /// for the allocation-free variant.
-    pub fn exchange(&self, request: &[u8], response_len: usize, timeout_ms: u32) -> Result<KVec<u8>> {
+    pub fn exchange(&self, request: &[u8], response_len: usize, timeout_ms: u32, wait: Wait) -> Result<KVec<u8>> {
         let x = Exchange::new(request.len(), response_len)?;
         x.fill(|buf| buf.copy_from_slice(request))?;
-        self.send(&x, timeout_ms)?;
+        self.start(&x, timeout_ms)?;
+        self.wait_as(&x, timeout_ms, wait)?;
         let mut out = KVec::new();
-        out.extend_from_slice(x.response(), GFP_KERNEL)?;
+        x.with_response(|r| out.extend_from_slice(r, GFP_KERNEL))??;
         Ok(out)
     }
 
     /// Sends an idle [`Exchange`] and waits for the device's answer (then readable with
-    /// [`Exchange::response`]). Allocates nothing and may be called from any sleepable
-    /// context, including memory reclaim.
+    /// [`Exchange::with_response`]). Never allocates with reclaim and may be called from any
+    /// sleepable context, including memory reclaim: the buffers are the exchange's; the one
+    /// allocation left is the ring's own when the device negotiated indirect descriptors
+    /// (`virtqueue_add_sgs` takes an indirect table with `GFP_ATOMIC`, which neither sleeps
+    /// nor reclaims, and falls back to direct descriptors when it fails).
     ///
     /// Many senders may wait at once; the device may answer in any order. If the device does
     /// not answer within `timeout_ms`, fails with [`ETIMEDOUT`]: the exchange stays with the
@@ -726,7 +750,8 @@ impl Virtqueue {
 
     /// Queues an idle [`Exchange`] for the device without waiting for the answer; collect it
     /// with [`Self::wait`]. `timeout_ms` bounds the wait for room in the queue. Allocates
-    /// nothing and does not sleep unless the queue is full.
+    /// nothing with reclaim (see [`Self::send`] for the ring's `GFP_ATOMIC` indirect table)
+    /// and does not sleep unless the queue is full.
     pub fn start(&self, x: &Arc<Exchange>, timeout_ms: u32) -> Result {
         use core::sync::atomic::Ordering;
         if x.state.compare_exchange(X_IDLE, X_IN_FLIGHT, Ordering::AcqRel, Ordering::Acquire).is_err() {
@@ -810,19 +835,33 @@ impl Virtqueue {
         Ok(())
     }
 
-    /// Waits for the answer to an exchange queued with [`Self::start`] (see [`Self::send`]).
+    /// Waits for the answer to an exchange queued with [`Self::start`] (see [`Self::send`]),
+    /// not interruptible (for paths that must not give up early, such as an mmu notifier's
+    /// invalidation: only the timeout ends it).
     pub fn wait(&self, x: &Arc<Exchange>, timeout_ms: u32) -> Result {
+        self.wait_as(x, timeout_ms, Wait::Uninterruptible)
+    }
+
+    /// [`Self::wait`], and with [`Wait::Killable`] also ended by a fatal signal ([`EINTR`]).
+    /// Either way an unanswered exchange is abandoned: it stays with the queue (busy) until the
+    /// device returns it, and the device may still be working on it.
+    pub fn wait_as(&self, x: &Arc<Exchange>, timeout_ms: u32, wait: Wait) -> Result {
         use core::sync::atomic::Ordering;
         match x.state.load(Ordering::Acquire) {
             X_IN_FLIGHT | X_DONE | X_DEAD => {}
             _ => return Err(EINVAL),
         }
-        // SAFETY: `done` is an initialized completion; we sleep in process context.
-        let left = unsafe { bindings::wait_for_completion_timeout(x.done.get(), msecs_to_jiffies(timeout_ms)) };
-        if left == 0
+        let jiffies = msecs_to_jiffies(timeout_ms);
+        let left: c_long = match wait {
+            // SAFETY: `done` is an initialized completion; we sleep in process context.
+            Wait::Uninterruptible => unsafe { bindings::wait_for_completion_timeout(x.done.get(), jiffies) as c_long },
+            // SAFETY: As above.
+            Wait::Killable => unsafe { bindings::wait_for_completion_killable_timeout(x.done.get(), jiffies) },
+        };
+        if left <= 0
             && x.state.compare_exchange(X_IN_FLIGHT, X_ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
-            return Err(ETIMEDOUT);
+            return Err(if left < 0 { EINTR } else { ETIMEDOUT });
         }
         match x.state.load(Ordering::Acquire) {
             X_DEAD => Err(ENODEV),

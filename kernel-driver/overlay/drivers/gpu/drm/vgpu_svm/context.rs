@@ -10,16 +10,16 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     bindings,
     mm::Mm,
-    mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Range, RangeNotifier, RangeNotifierOps, Seq},
+    mmu_notifier::{CurSeq, IntervalNotifier, IntervalNotifierOps, Range, RangeNotifier, RangeNotifierOps},
     new_mutex,
     prelude::*,
-    sync::{aref::ARef, Arc, Mutex},
+    sync::{aref::ARef, lock::mutex::MutexBackend, lock::Guard, Arc, Mutex},
 };
 
 use crate::{
     debug,
     gpu::{ControlQueue, InvalidateMsg},
-    pagetable::{PageTable, UpdateToken, LARGE_PAGE, PAGE, VA_LIMIT},
+    pagetable::{Cleared, PageTable, UpdateToken, LARGE_PAGE, PAGE, VA_LIMIT},
 };
 
 /// Number of `enum mmu_notifier_event` slots counted.
@@ -131,7 +131,7 @@ impl Shared {
         &self,
         n: &IntervalNotifier<T>,
         range: &Range<'_>,
-        cur_seq: Seq,
+        cur_seq: CurSeq,
         map: impl Fn(u64, u64) -> Option<(u64, u64)>,
         mark_stale: impl Fn(u64, u64),
         waits_for_jobs: bool,
@@ -188,23 +188,35 @@ impl Shared {
             // Clearing is fine, but the device round trip would sleep.
             return false;
         }
-        let token = UpdateToken::new(&guard);
-        let cleared = self.pt.clear(&token, gs, ge);
-        self.stats.pages_cleared.fetch_add(cleared.pages, Ordering::Relaxed);
-        if cleared.entries == 0 {
-            // The device caches only valid entries: nothing to flush.
-            return true;
-        }
-        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-        // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
-        let align = if cleared.large { LARGE_PAGE } else { PAGE };
-        let (fs, fe) = (gs & !(align - 1), (ge + align - 1) & !(align - 1));
-        if let Err(e) = self.inval.send(&self.ctrl, fs, fe - fs) {
+        if let Err(e) = self.clear_and_flush(&guard, gs, ge) {
             pr_err!("vgpu_svm: ctx {}: device INVALIDATE failed ({e:?}); context disabled\n", self.ctx_id);
             self.broken.store(true, Ordering::Release);
         }
         drop(guard);
         true
+    }
+
+    /// Clears the GPU entries of `[gs, ge)` and, if any were valid, has the device drop its
+    /// translations (INVALIDATE, waiting for accesses in flight). Under the update lock;
+    /// allocates nothing.
+    pub(crate) fn clear_and_flush(&self, guard: &Guard<'_, Locked, MutexBackend>, gs: u64, ge: u64) -> Result<Cleared> {
+        let token = UpdateToken::new(guard);
+        let cleared = self.pt.clear(&token, gs, ge);
+        self.stats.pages_cleared.fetch_add(cleared.pages, Ordering::Relaxed);
+        if cleared.entries == 0 {
+            // The device caches only valid entries: nothing to flush.
+            return Ok(cleared);
+        }
+        self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+        // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
+        let align = if cleared.large { LARGE_PAGE } else { PAGE };
+        let (fs, fe) = (gs & !(align - 1), ge.saturating_add(align - 1) & !(align - 1));
+        if let Err(e) = self.inval.send(&self.ctrl, fs, fe - fs) {
+            // The device may still use what was cleared: nothing may run here any more.
+            self.broken.store(true, Ordering::Release);
+            return Err(e);
+        }
+        Ok(cleared)
     }
 }
 
@@ -220,7 +232,7 @@ impl IntervalNotifierOps for SvmMirror {
         &self.shared.update
     }
 
-    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: Seq) -> bool {
+    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: CurSeq) -> bool {
         this.data().shared.invalidate(this, range, cur_seq, |s, e| Some((s, e)), |_, _| {}, false)
     }
 }

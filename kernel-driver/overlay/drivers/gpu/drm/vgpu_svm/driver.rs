@@ -22,6 +22,9 @@ use crate::{
 /// virtio device type of a GPU (`VIRTIO_ID_GPU` in `include/uapi/linux/virtio_ids.h`).
 const VIRTIO_ID_GPU: u32 = 16;
 
+/// virtio-gpu feature bit: CTX_CREATE carries the context type (`VIRTIO_GPU_F_CONTEXT_INIT`).
+const VIRTIO_GPU_F_CONTEXT_INIT: u32 = 4;
+
 /// Offset of `num_capsets` in `struct virtio_gpu_config`.
 const CONFIG_NUM_CAPSETS: u32 = 12;
 
@@ -71,7 +74,9 @@ impl virtio::Driver for VgpuDriver {
     type IdInfo = ();
     type Data<'bound> = Vgpu;
     const ID_TABLE: virtio::IdTable<Self::IdInfo> = &VIRTIO_TABLE;
-    const FEATURES: &'static [u32] = &[];
+    // CTX_CREATE names the context type (our capset) in `context_init`, which the device may
+    // read only if this feature was negotiated.
+    const FEATURES: &'static [u32] = &[VIRTIO_GPU_F_CONTEXT_INIT];
 
     fn probe<'bound>(
         vdev: &'bound virtio::Device<Core<'_>>,
@@ -90,6 +95,10 @@ impl VgpuDriver {
         debug::set_unsafe_debug(*crate::module_parameters::unsafe_debug.value() == 1);
 
         // virtio-gpu has a control queue and a cursor queue; we only use the first.
+        // Without VIRTIO_GPU_F_CONTEXT_INIT (QEMU 10.0's vhost-user-gpu never offers it),
+        // CTX_CREATE's `context_init` is not defined: it is sent as zero and the device's only
+        // context type, VGPU_SVM, is implied.
+        let context_init = vdev.has_feature(VIRTIO_GPU_F_CONTEXT_INIT);
         let mut queues = vdev.find_vqs(&[c"control", c"cursor"])?;
         vdev.ready();
 
@@ -98,7 +107,7 @@ impl VgpuDriver {
         let num_capsets = u32::from_le_bytes(num_capsets);
 
         queues.truncate(1);
-        let ctrl = ControlQueue::new(queues.pop().ok_or(ENODEV)?);
+        let ctrl = ControlQueue::new(queues.pop().ok_or(ENODEV)?, context_init);
         let capset = ctrl.discover(num_capsets)?;
         dev_info!(
             vdev.as_ref(),
@@ -119,6 +128,17 @@ impl VgpuDriver {
         Ok(drm.into())
     }
 }
+
+// The ioctl numbers are `#define`s in `vgpu_svm_drm.h`; `rust/uapi/uapi_helper.h` carries
+// their values as constants (bindgen cannot expand the macros). `declare_drm_ioctls!` looks
+// these names up and checks each one's index and argument size at compile time.
+const DRM_IOCTL_VGPU_SVM_GET_PARAM: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_GET_PARAM;
+const DRM_IOCTL_VGPU_SVM_CTX_CONFIG: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_CTX_CONFIG;
+const DRM_IOCTL_VGPU_SVM_USERPTR_CREATE: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_USERPTR_CREATE;
+const DRM_IOCTL_VGPU_SVM_BIND: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_BIND;
+const DRM_IOCTL_VGPU_SVM_UNBIND: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_UNBIND;
+const DRM_IOCTL_VGPU_SVM_SUBMIT: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_SUBMIT;
+const DRM_IOCTL_VGPU_SVM_STATS: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_STATS;
 
 #[vtable]
 impl drm::Driver for VgpuDriver {

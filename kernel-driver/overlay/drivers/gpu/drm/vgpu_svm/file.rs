@@ -40,7 +40,26 @@ struct Ctx {
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        // Order: stop the callbacks (removal waits for running ones), then the device.
+        // Order: the device first. CTX_DESTROY aborts every job of the context (also one that
+        // outlived its ioctl after a timeout or a fatal signal) and is answered once none of
+        // its accesses is in flight. Only then may the notifiers go (until then they keep the
+        // device's view coherent) and the page table be freed.
+        if let Err(e) = self.shared.ctrl.ctx_destroy(self.shared.ctx_id) {
+            // The device may still walk the page table and touch the mirrored pages: keep the
+            // page table, the notifiers and the objects' mirrors for good (a leak, logged),
+            // rather than free memory the device can reach.
+            pr_err!(
+                "vgpu_svm: ctx {}: CTX_DESTROY failed ({e:?}); keeping its page table and notifiers (leaked)\n",
+                self.shared.ctx_id
+            );
+            self.shared.broken.store(true, Ordering::Release);
+            core::mem::forget(self.svm.take());
+            core::mem::forget(self.legacy.take());
+            core::mem::forget(core::mem::replace(&mut self.bound, KVec::new()));
+            core::mem::forget(self.shared.clone());
+            return;
+        }
+        // Stop the callbacks (removal waits for running ones).
         self.svm = None;
         self.legacy = None;
         for o in self.bound.iter() {
@@ -49,9 +68,6 @@ impl Drop for Ctx {
             }
         }
         self.bound.clear();
-        if let Err(e) = self.shared.ctrl.ctx_destroy(self.shared.ctx_id) {
-            pr_warn!("vgpu_svm: ctx {}: CTX_DESTROY failed: {e:?}\n", self.shared.ctx_id);
-        }
     }
 }
 
@@ -242,16 +258,36 @@ impl File {
                 }
             }
         }
+        // Allocate before the device learns of the binding: nothing may fail after it did.
+        ctx.bound.reserve(1, GFP_KERNEL)?;
+        // The binding owns its range from now on: SVM entries there (identity mappings, or a
+        // 2 MiB leaf overlapping it) go first, and the device drops their translations. No job
+        // runs meanwhile (jobs hold the state lock), so nothing maps them again.
+        {
+            let g = ctx.shared.update.lock();
+            ctx.shared.clear_and_flush(&g, req.gpu_va, end)?;
+        }
         let body = core::mem::size_of::<uapi::vgpu_svm_cmd_bind>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
         let (gva, cva, size) = (req.gpu_va, m.cpu, m.size);
         let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND, body, gpu::CMD_TIMEOUT_MS, |w| {
             w.u64(gva).u64(cva).u64(size);
-        })?;
-        match gpu::parse_resp(&r)? {
-            gpu::Resp::Ok { .. } => {}
-            _ => return Err(EIO),
+        });
+        match r.and_then(|r| gpu::parse_resp(&r)) {
+            Ok(gpu::Resp::Ok { .. }) => {}
+            Ok(_) => return Err(EIO),
+            Err(e) => {
+                // Unanswered: the device may or may not have the binding; the driver cannot
+                // know, so the context is out of service.
+                ctx.shared.broken.store(true, Ordering::Release);
+                return Err(e);
+            }
         }
-        m.gpu_va.store(req.gpu_va, Ordering::Release);
+        {
+            let _g = ctx.shared.update.lock();
+            m.gpu_va.store(req.gpu_va, Ordering::Release);
+            // Nothing is mirrored at the new VA yet: every page needs validation.
+            m.mark_all_stale();
+        }
         ctx.bound.push(obj, GFP_KERNEL)?;
         Ok(0)
     }
@@ -276,16 +312,18 @@ impl File {
             let (gva, size) = (m.gpu_va.load(Ordering::Acquire), m.size);
             {
                 let g = ctx.shared.update.lock();
-                let token = crate::pagetable::UpdateToken::new(&g);
-                if ctx.shared.pt.clear(&token, gva, gva + size).entries > 0 {
-                    ctx.shared.inval.send(&ctx.shared.ctrl, gva, size)?;
-                }
                 m.gpu_va.store(0, Ordering::Release);
+                ctx.shared.clear_and_flush(&g, gva, gva + size)?;
             }
             let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND, 16, gpu::CMD_TIMEOUT_MS, |w| {
                 w.u64(gva).u64(size);
-            })?;
-            let _ = gpu::parse_resp(&r)?;
+            });
+            if let Err(e) = r.and_then(|r| gpu::parse_resp(&r)) {
+                // The entries are gone and flushed, but the device's view of the binding is
+                // unknown: the context is out of service.
+                ctx.shared.broken.store(true, Ordering::Release);
+                return Err(e);
+            }
         }
         Ok(0)
     }
@@ -332,6 +370,14 @@ impl File {
         ctx.next_job += 1;
         let shared = ctx.shared.clone();
         let svm = ctx.svm.as_deref();
+        // The bindings cannot change while the job runs (BIND/UNBIND take the state lock).
+        let mut bindings = KVec::with_capacity(ctx.bound.len(), GFP_KERNEL)?;
+        for o in ctx.bound.iter() {
+            if let Some(b) = o.notifier.as_ref() {
+                let (s, l) = (b.data().gpu_va.load(Ordering::Acquire), b.data().size);
+                bindings.push((s, s.saturating_add(l)), GFP_KERNEL)?;
+            }
+        }
         let mut tries = 0;
         let done = loop {
             let mut validated = KVec::with_capacity(objs.len(), GFP_KERNEL)?;
@@ -342,7 +388,7 @@ impl File {
                 }
                 validated.push(gem::validate(n, &mm)?, GFP_KERNEL)?;
             }
-            match job::run(&shared, svm, &ops, job_id, &validated) {
+            match job::run(&shared, svm, &ops, job_id, &validated, &bindings) {
                 Err(e) if e == EAGAIN && tries < 100 => {
                     tries += 1;
                     shared.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -359,15 +405,26 @@ impl File {
     /// DRM_IOCTL_VGPU_SVM_STATS: device counters and this context's driver counters.
     pub(crate) fn stats(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_stats, file: &drm::File<File>) -> Result<u32> {
         let this = file.inner();
-        let mut st = this.state.lock();
-        // The device's counters are global; ask through this file's context if it has one,
-        // else through context 0 (the device answers STATS on any context).
-        let ctx_id = match this.ctx(dev, &mut st) {
-            Ok(c) => c.shared.ctx_id,
-            Err(_) => 0,
+        let st = this.state.lock();
+        // A privileged reader (CAP_PERFMON or CAP_SYS_ADMIN, as for perf) gets the device-wide
+        // counters (STATS on context 0) and the module-wide notifier events; anyone else only
+        // the counters of this file's own context, none of other processes'. STATS never
+        // creates a context: that would use up the device's contexts for nothing.
+        // SAFETY: `capable` only reads the current task's credentials.
+        let privileged = unsafe {
+            kernel::bindings::capable(kernel::bindings::CAP_PERFMON as i32)
+                || kernel::bindings::capable(kernel::bindings::CAP_SYS_ADMIN as i32)
         };
-        let r = dev.ctrl.submit(ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_STATS, 0, gpu::CMD_TIMEOUT_MS, |_| {})?;
-        let d = parse_stats(&r)?;
+        let own = st.ctx.as_ref().map(|c| c.shared.ctx_id);
+        let query = if privileged { Some(0) } else { own };
+        let d = match query {
+            Some(ctx_id) => {
+                let r = dev.ctrl.submit(ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_STATS, 0, gpu::CMD_TIMEOUT_MS, |_| {})?;
+                parse_stats(&r)?
+            }
+            // No context yet: nothing of this file's to report.
+            None => [0u64; 12],
+        };
         req.accesses_checked = d[0];
         req.violations = d[1];
         req.violations_no_page = d[2];
@@ -388,7 +445,11 @@ impl File {
             req.pages_mapped = s.pages_mapped.load(Ordering::Relaxed);
         }
         for i in 0..EVENTS.min(req.events.len()) {
-            req.events[i] = context::DEVICE_EVENTS[i].load(Ordering::Relaxed);
+            req.events[i] = if privileged {
+                context::DEVICE_EVENTS[i].load(Ordering::Relaxed)
+            } else {
+                st.ctx.as_ref().map_or(0, |c| c.shared.stats.events[i].load(Ordering::Relaxed))
+            };
         }
         Ok(0)
     }

@@ -8,7 +8,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     drm::{gem, DeviceContext},
     mm::MmWithUser,
-    mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Range, Seq},
+    mmu_notifier::{CurSeq, IntervalNotifier, IntervalNotifierOps, Range},
+    alloc::{flags::GFP_KERNEL_ACCOUNT, KVVec},
     prelude::*,
     sync::{lock::Guard, lock::mutex::MutexBackend, Arc, Mutex, SetOnce},
 };
@@ -27,13 +28,21 @@ pub(crate) struct UserptrMirror {
     pub(crate) cpu: u64,
     pub(crate) size: u64,
     pub(crate) readonly: bool,
-    /// GPU VA it is bound at (0: not bound). Changed under the file's state lock.
+    /// GPU VA it is bound at (0: not bound). Changed under the file's state lock and the
+    /// update lock (so the notifier callback, which holds the latter, sees a stable value).
     pub(crate) gpu_va: AtomicU64,
     /// One bit per page: set when the page must be mirrored again (initially all; set by
     /// invalidations, cleared by commits, both under the update lock). Revalidation then
     /// costs what changed, not the object's size.
-    stale: KVec<AtomicU64>,
+    stale: KVVec<AtomicU64>,
 }
+
+/// Largest userptr object: 64 GiB (a 2 MiB stale bitmap, charged to the caller's memcg).
+pub(crate) const MAX_USERPTR_SIZE: u64 = 1 << 36;
+
+/// Pages mirrored per `hmm_range_fault` call when validating (one 2 MiB block, so a 2 MiB
+/// leaf is still possible): the pfn array is one page, however large the object.
+const VALIDATE_CHUNK_PAGES: usize = (crate::pagetable::LARGE_PAGE / PAGE) as usize;
 
 impl UserptrMirror {
     fn pages(&self) -> usize {
@@ -62,6 +71,11 @@ impl UserptrMirror {
                 }
             }
         }
+    }
+
+    /// Marks every page stale (a new binding has nothing mirrored yet). Under the update lock.
+    pub(crate) fn mark_all_stale(&self) {
+        self.set_bits(0, self.pages(), true);
     }
 
     fn any_stale(&self) -> bool {
@@ -98,11 +112,13 @@ impl IntervalNotifierOps for UserptrMirror {
         &self.shared.update
     }
 
-    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: Seq) -> bool {
+    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: CurSeq) -> bool {
         let m = this.data();
-        let gpu = m.gpu_va.load(Ordering::Acquire);
         let (cpu, size) = (m.cpu, m.size);
+        // Called by `Shared::invalidate` under the update lock, which BIND and UNBIND hold
+        // when they change `gpu_va`: the binding cannot move between reading it and clearing.
         let map = |s: u64, e: u64| {
+            let gpu = m.gpu_va.load(Ordering::Acquire);
             if gpu == 0 {
                 return None;
             }
@@ -156,17 +172,23 @@ pub(crate) fn create_userptr(
     size: u64,
     readonly: bool,
 ) -> Result<kernel::sync::aref::ARef<Object>> {
-    if size == 0 || cpu % PAGE != 0 || size % PAGE != 0 || cpu.checked_add(size).is_none() {
+    if size == 0
+        || size > MAX_USERPTR_SIZE
+        || cpu % PAGE != 0
+        || size % PAGE != 0
+        || cpu.checked_add(size).is_none_or(|end| end > crate::pagetable::VA_LIMIT)
+    {
         return Err(EINVAL);
     }
-    // Every page starts stale; bits past the last page stay clear.
+    // Every page starts stale; bits past the last page stay clear. The bitmap may be large
+    // (vmalloc) and is the caller's memory (charged to its memcg).
     let pages = size / PAGE;
     let words = pages.div_ceil(64) as usize;
-    let mut stale = KVec::with_capacity(words, GFP_KERNEL)?;
+    let mut stale = KVVec::with_capacity(words, GFP_KERNEL_ACCOUNT)?;
     for w in 0..words as u64 {
         let left = pages - w * 64;
         let bits = if left >= 64 { u64::MAX } else { (1u64 << left) - 1 };
-        stale.push(AtomicU64::new(bits), GFP_KERNEL)?;
+        stale.push(AtomicU64::new(bits), GFP_KERNEL_ACCOUNT)?;
     }
     let obj = Object::new(dev, size as usize, UserptrArgs)?;
     let n = KBox::pin_init(
@@ -225,9 +247,22 @@ pub(crate) fn validate<'a>(n: &'a UserptrNotifier, mm: &MmWithUser) -> Result<Va
             return Ok(Validated { n });
         }
         for &(first, pages) in runs.iter() {
-            let off = first as u64 * PAGE;
-            let p = Placement { cpu: m.cpu + off, gpu: gpu + off, writable: !m.readonly };
-            mirror::populate(&m.shared, n, mm, p, pages, !m.readonly, || m.set_bits(first, first + pages, false))?;
+            // In chunks of at most one CPU-aligned 2 MiB block: one page of pfns per call,
+            // whatever the run's size (a 4 GiB run was a >4 MiB kmalloc: WARN and ENOMEM).
+            let mut at = first;
+            let end = first + pages;
+            while at < end {
+                let cpu = m.cpu + at as u64 * PAGE;
+                let block_left = ((crate::pagetable::LARGE_PAGE - cpu % crate::pagetable::LARGE_PAGE) / PAGE) as usize;
+                let n_pages = (end - at).min(block_left).min(VALIDATE_CHUNK_PAGES);
+                let off = at as u64 * PAGE;
+                let p = Placement { cpu, gpu: gpu + off, writable: !m.readonly, avoid: &[] };
+                let chunk = at;
+                mirror::populate(&m.shared, n, mm, p, n_pages, !m.readonly, || {
+                    m.set_bits(chunk, chunk + n_pages, false)
+                })?;
+                at += n_pages;
+            }
         }
     }
     Err(EBUSY)

@@ -4,7 +4,7 @@
 //! vgpu-svm device protocol carried in SUBMIT_3D (`include/uapi/linux/vgpu_svm_protocol.h`).
 
 use core::mem::{offset_of, size_of};
-use kernel::{prelude::*, sync::Arc, uapi, virtio};
+use kernel::{prelude::*, sync::Arc, uapi, virtio, virtio::Wait};
 
 /// What the device said about the VGPU_SVM capset at probe time.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +20,8 @@ pub(crate) struct Capset {
 #[derive(Clone)]
 pub(crate) struct ControlQueue {
     vq: Arc<virtio::Virtqueue>,
+    /// VIRTIO_GPU_F_CONTEXT_INIT was negotiated: CTX_CREATE may name the context type.
+    context_init: bool,
 }
 
 /// Size of `struct virtio_gpu_ctrl_hdr`, the start of every request and response.
@@ -160,7 +162,7 @@ impl InvalidateMsg {
                 .u64(size);
         })?;
         q.vq.send(&self.x, CMD_TIMEOUT_MS)?;
-        match parse_resp(self.x.response())? {
+        match self.x.with_response(parse_resp)?? {
             Resp::Ok { .. } => Ok(()),
             other => {
                 pr_err!("vgpu_svm: INVALIDATE failed: {other:?}\n");
@@ -171,14 +173,14 @@ impl InvalidateMsg {
 }
 
 impl ControlQueue {
-    pub(crate) fn new(vq: Arc<virtio::Virtqueue>) -> Self {
-        Self { vq }
+    pub(crate) fn new(vq: Arc<virtio::Virtqueue>, context_init: bool) -> Self {
+        Self { vq, context_init }
     }
 
     /// Sends `req` and returns the response if its type is `expect`; a device error response
     /// (or a short one) becomes `EIO`.
-    fn call(&self, req: &[u8], resp_len: usize, expect: u32, timeout_ms: u32) -> Result<KVec<u8>> {
-        let resp = self.vq.exchange(req, resp_len, timeout_ms)?;
+    fn call(&self, req: &[u8], resp_len: usize, expect: u32, timeout_ms: u32, wait: Wait) -> Result<KVec<u8>> {
+        let resp = self.vq.exchange(req, resp_len, timeout_ms, wait)?;
         if resp.len() < HDR_LEN {
             pr_err!("vgpu_svm: short response ({} bytes) from the device\n", resp.len());
             return Err(EIO);
@@ -192,8 +194,8 @@ impl ControlQueue {
     }
 
     /// A control command that is answered with OK_NODATA.
-    fn call_nodata(&self, req: &[u8]) -> Result {
-        self.call(req, HDR_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, CMD_TIMEOUT_MS)
+    fn call_nodata(&self, req: &[u8], wait: Wait) -> Result {
+        self.call(req, HDR_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, CMD_TIMEOUT_MS, wait)
             .map(|_| ())
     }
 
@@ -209,6 +211,7 @@ impl ControlQueue {
             size_of::<uapi::virtio_gpu_resp_capset_info>(),
             uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_CAPSET_INFO,
             CMD_TIMEOUT_MS,
+            Wait::Killable,
         )?;
         Ok((le32(&resp, HDR_LEN)?, le32(&resp, HDR_LEN + 4)?, le32(&resp, HDR_LEN + 8)?))
     }
@@ -235,6 +238,7 @@ impl ControlQueue {
                 HDR_LEN + max_size as usize,
                 uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_CAPSET,
                 CMD_TIMEOUT_MS,
+                Wait::Killable,
             )?;
             let body = resp.get(HDR_LEN..).ok_or(EIO)?;
             if le32(body, 0)? != uapi::VGPU_SVM_CAPSET_MAGIC {
@@ -271,26 +275,42 @@ impl ControlQueue {
         Writer::new(&mut req)
             .hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_CTX_CREATE, ctx_id)
             .u32(name.len() as u32)
-            .u32(uapi::VGPU_SVM_CAPSET_ID)
+            .u32(if self.context_init { uapi::VGPU_SVM_CAPSET_ID } else { 0 })
             .bytes(name);
-        self.call_nodata(&req)
+        self.call_nodata(&req, Wait::Killable)
     }
 
-    /// CTX_DESTROY.
+    /// CTX_DESTROY. Not interruptible: it runs when a file is released, often by a task that
+    /// is being killed, and what the context's memory may be freed depends on its answer.
     pub(crate) fn ctx_destroy(&self, ctx_id: u32) -> Result {
         let mut req = [0u8; size_of::<uapi::virtio_gpu_ctx_destroy>()];
         Writer::new(&mut req).hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_CTX_DESTROY, ctx_id);
-        self.call_nodata(&req)
+        self.call_nodata(&req, Wait::Uninterruptible)
     }
 
     /// Sends one protocol command (built by `build` after the SUBMIT_3D + command headers,
-    /// `body_len` bytes) and returns the raw answer.
+    /// `body_len` bytes) and returns the raw answer. The wait ends on a fatal signal
+    /// (`EINTR`); see [`Self::submit_as`].
     pub(crate) fn submit(
         &self,
         ctx_id: u32,
         cmd: u32,
         body_len: usize,
         timeout_ms: u32,
+        build: impl FnOnce(&mut Writer<'_>),
+    ) -> Result<KVec<u8>> {
+        self.submit_as(ctx_id, cmd, body_len, timeout_ms, Wait::Killable, build)
+    }
+
+    /// [`Self::submit`] with a choice of wait (cleanup after a fatal signal must not be cut
+    /// short by that same signal).
+    pub(crate) fn submit_as(
+        &self,
+        ctx_id: u32,
+        cmd: u32,
+        body_len: usize,
+        timeout_ms: u32,
+        wait: Wait,
         build: impl FnOnce(&mut Writer<'_>),
     ) -> Result<KVec<u8>> {
         let cmd_len = size_of::<uapi::vgpu_svm_cmd_hdr>() + body_len;
@@ -301,6 +321,6 @@ impl ControlQueue {
             w.submit(ctx_id, cmd_len, cmd);
             build(&mut w);
         }
-        self.call(&req, RESP_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, timeout_ms)
+        self.call(&req, RESP_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, timeout_ms, wait)
     }
 }

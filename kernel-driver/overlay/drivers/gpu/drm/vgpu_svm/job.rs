@@ -5,7 +5,7 @@
 
 use core::mem::size_of;
 use core::sync::atomic::Ordering;
-use kernel::{prelude::*, uapi};
+use kernel::{hmm, prelude::*, uapi};
 
 use crate::{
     context::Shared,
@@ -63,19 +63,54 @@ fn device_error(code: u32) -> Error {
     }
 }
 
-fn resume_or_abort(shared: &Shared, job_id: u64, abort: bool) -> Result<KVec<u8>> {
-    let cmd = if abort {
-        uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_ABORT
-    } else {
-        uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_RESUME
-    };
-    shared.ctrl.submit(shared.ctx_id, cmd, 8, gpu::JOB_TIMEOUT_MS, |w| {
+/// Device faults one job may take before it is aborted with `EBUSY` (a job's ops cover at
+/// most 64 x 4 GiB; a fault mirrors up to a window of pages, so an honest job needs far
+/// fewer): the fault/RESUME loop is bounded.
+const MAX_FAULTS_PER_JOB: u64 = 1 << 20;
+
+/// RESUMEs a faulted job: the wait for its next answer is killable (`EINTR`).
+fn resume(shared: &Shared, job_id: u64) -> Result<KVec<u8>> {
+    shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_RESUME, 8, gpu::JOB_TIMEOUT_MS, |w| {
         w.u64(job_id);
     })
 }
 
+/// ABORTs a job, faulted or running. The device answers once no access of the job is in
+/// flight (any answer will do: ABORTED, OK, or UNKNOWN_JOB if it ended meanwhile). Not
+/// interruptible: it often runs because the task is being killed.
+fn abort(shared: &Shared, job_id: u64) {
+    let r = shared.ctrl.submit_as(
+        shared.ctx_id,
+        uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_ABORT,
+        8,
+        gpu::CMD_TIMEOUT_MS,
+        kernel::virtio::Wait::Uninterruptible,
+        |w| {
+            w.u64(job_id);
+        },
+    );
+    if r.is_err() {
+        // The device did not confirm that the job is gone: nothing may run here any more.
+        shared.broken.store(true, Ordering::Release);
+    }
+}
+
+/// A JOB or RESUME went unanswered (timeout or fatal signal): the job may still run on the
+/// device. Cancel it there (ABORT, answered once none of its accesses is in flight); if the
+/// device does not confirm, the context is out of service (`abort` marks it) and the file's
+/// release destroys it (CTX_DESTROY aborts every job too).
+fn abandoned(shared: &Shared, job_id: u64, e: Error) -> Error {
+    if e == EINTR || e == ETIMEDOUT {
+        let how = if e == EINTR { "killed" } else { "timed out" };
+        pr_warn!("vgpu_svm: ctx {} job {job_id}: {how} while running; aborting it on the device\n", shared.ctx_id);
+        abort(shared, job_id);
+    }
+    e
+}
+
 /// Runs `ops` on the context. `validated` are the userptr objects the job uses, already
-/// mirrored; for a context that cannot fault, the job is started under the update lock only
+/// mirrored; `bindings` are the GPU VA ranges of every bound object of the context (SVM
+/// never mirrors into them). For a context that cannot fault, the job is started under the update lock only
 /// if none of them was invalidated since (else `EAGAIN`: the caller revalidates).
 pub(crate) fn run(
     shared: &Shared,
@@ -83,6 +118,7 @@ pub(crate) fn run(
     ops: &Ops,
     job_id: u64,
     validated: &[Validated<'_>],
+    bindings: &[(u64, u64)],
 ) -> Result<Done> {
     if shared.broken.load(Ordering::Acquire) {
         return Err(EIO);
@@ -111,7 +147,7 @@ pub(crate) fn run(
     let t0 = unsafe { kernel::bindings::ktime_get() };
     let resp = shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_JOB, body, gpu::JOB_TIMEOUT_MS, build);
     let out = (|| {
-        let mut resp = resp?;
+        let mut resp = resp.map_err(|e| abandoned(shared, job_id, e))?;
         let mut faults = 0u64;
         loop {
             match parse_resp(&resp)? {
@@ -119,17 +155,37 @@ pub(crate) fn run(
                 Resp::Error(code) => return Err(device_error(code)),
                 Resp::Fault(f) => {
                     faults += 1;
+                    // The job is stopped at the fault: it is not running on the device while
+                    // the fault is serviced (which allocates and may enter reclaim, whose
+                    // invalidations of this context must not wait for this very job).
+                    shared.update.lock().jobs_in_flight -= 1;
+                    let stop = if hmm::fatal_signal_pending() {
+                        Some(EINTR)
+                    } else if faults > MAX_FAULTS_PER_JOB {
+                        Some(EBUSY)
+                    } else {
+                        None
+                    };
+                    if let Some(e) = stop {
+                        abort(shared, job_id);
+                        shared.update.lock().jobs_in_flight += 1;
+                        return Err(e);
+                    }
                     let serviced = if let Some(v) = validated.iter().find(|v| v.contains(f.va)) {
                         // A userptr binding: re-mirror the object (semantic B).
                         match shared.mm.mmget_not_zero() {
                             Some(mm) => crate::gem::service_fault(v, &mm, f.va, f.write),
                             None => Err(EFAULT),
                         }
+                    } else if mirror::in_ranges(bindings, f.va) {
+                        // The binding of an object the job does not list: only the object may
+                        // back its range, and the job did not ask for it.
+                        Err(EFAULT)
                     } else {
                         match svm {
                             // Outside any binding and without SVM there is nothing to mirror.
                             None => Err(EFAULT),
-                            Some(n) => mirror::service_fault(shared, n, f.va, f.write),
+                            Some(n) => mirror::service_fault(shared, n, f.va, f.write, bindings),
                         }
                     };
                     if let Err(e) = serviced {
@@ -140,10 +196,12 @@ pub(crate) fn run(
                             if f.write { "write" } else { "read" },
                             f.op_index
                         );
-                        let _ = resume_or_abort(shared, job_id, true);
+                        abort(shared, job_id);
+                        shared.update.lock().jobs_in_flight += 1;
                         return Err(e);
                     }
-                    resp = resume_or_abort(shared, job_id, false)?;
+                    shared.update.lock().jobs_in_flight += 1;
+                    resp = resume(shared, job_id).map_err(|e| abandoned(shared, job_id, e))?;
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! notifier's sequence says an invalidation raced.
 //!
 //! ```text
-//! loop (bounded by a timeout -> EBUSY):
+//! loop (bounded: MAX_RETRIES -> EBUSY, fatal signal -> EINTR):
 //!     seq = read_begin()                      # update lock NOT held
 //!     mmap_read_lock; hmm_range_fault; unlock # EBUSY -> again
 //!     grow page tables                        # allocation, outside the lock
@@ -30,22 +30,33 @@ use crate::{
     pagetable::{UpdateToken, LARGE_PAGE, PAGE},
 };
 
-/// Restarts of the loop after `EBUSY` before giving up with `EBUSY` (each restart waits in
-/// `read_begin` for the racing invalidation to finish).
-const MAX_BUSY_RETRIES: u32 = 1000;
+/// Restarts of the loop (hmm_range_fault's `EBUSY`, or a sequence that changed before the
+/// commit) before giving up with `EBUSY`. Each restart waits in `read_begin` for the racing
+/// invalidation to finish, so this is not a spin; but the SVM notifier covers the whole
+/// address space, so any munmap in the process restarts it, and it must end. A fatal signal
+/// ends it at once (`EINTR`).
+const MAX_RETRIES: u32 = 1000;
 
 /// Pages snapshotted at once.
 pub(crate) const WINDOW: usize = 64;
 
 /// Where a CPU range is mirrored on the GPU.
 #[derive(Clone, Copy)]
-pub(crate) struct Placement {
+pub(crate) struct Placement<'a> {
     /// CPU VA of the first page.
     pub(crate) cpu: u64,
     /// GPU VA it maps to.
     pub(crate) gpu: u64,
     /// Whether the device may write through the mapping at all.
     pub(crate) writable: bool,
+    /// GPU VA ranges `[start, end)` owned by someone else (userptr bindings, for SVM): no 2 MiB
+    /// leaf may cover any part of them.
+    pub(crate) avoid: &'a [(u64, u64)],
+}
+
+/// Whether GPU VA `va` lies in one of `ranges`.
+pub(crate) fn in_ranges(ranges: &[(u64, u64)], va: u64) -> bool {
+    ranges.iter().any(|&(s, e)| s <= va && va < e)
 }
 
 /// Rejects mappings that cannot be mirrored before hmm_range_fault would, and those no
@@ -87,7 +98,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     shared: &Shared,
     n: &IntervalNotifier<T>,
     mm: &MmWithUser,
-    p: Placement,
+    p: Placement<'_>,
     npages: usize,
     write: bool,
     on_commit: impl FnOnce(),
@@ -97,8 +108,11 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     let flags = hmm::PFN_REQ_FAULT | if write { hmm::PFN_REQ_WRITE } else { 0 };
     let gpu_end = p.gpu + (npages as u64) * PAGE;
     // hmm_range_fault returns EBUSY when an invalidation raced; bound the restarts.
-    let mut busy_retries = 0u32;
+    let mut retries = 0u32;
     loop {
+        if hmm::fatal_signal_pending() {
+            return Err(EINTR);
+        }
         let seq: Seq = n.read_begin();
         let res = {
             let mmap = mm.mmap_read_lock();
@@ -108,10 +122,10 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         match res {
             Err(e) if e == EBUSY => {
                 shared.stats.retries.fetch_add(1, Ordering::Relaxed);
-                if busy_retries >= MAX_BUSY_RETRIES {
+                if retries >= MAX_RETRIES {
                     return Err(EBUSY);
                 }
-                busy_retries += 1;
+                retries += 1;
                 continue;
             }
             Err(e) => return Err(e),
@@ -134,6 +148,10 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         if stale {
             drop(guard);
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if retries >= MAX_RETRIES {
+                return Err(EBUSY);
+            }
+            retries += 1;
             continue;
         }
         let token = UpdateToken::new(&guard);
@@ -153,12 +171,13 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             // the 2 MiB block agree, and the notifier watches the whole block (a userptr
             // object's notifier covers only its range). `grow` above prepared the table.
             let cpu_block = cva & !(LARGE_PAGE - 1);
+            let block = gva & !(LARGE_PAGE - 1);
             if hmm::pfn_to_map_order(e) >= 9
                 && gva % LARGE_PAGE == cva % LARGE_PAGE
                 && cpu_block >= n.start() as u64
                 && cpu_block + LARGE_PAGE <= (n.start() + n.length()) as u64
+                && !p.avoid.iter().any(|&(s, e)| s < block + LARGE_PAGE && block < e)
             {
-                let block = gva & !(LARGE_PAGE - 1);
                 let off = gva - block;
                 if shared.pt.map_2m(&token, block, phys - off, writable).is_ok() {
                     let next = ((block + LARGE_PAGE - p.gpu) / PAGE) as usize;
@@ -167,7 +186,13 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
                     continue;
                 }
             }
-            shared.pt.map_4k(&token, gva, phys, writable)?;
+            if shared.pt.map_4k(&token, gva, phys, writable)? {
+                // A live 2 MiB leaf gave way to a table: the device may cache it.
+                if let Err(e) = shared.inval.send(&shared.ctrl, block, LARGE_PAGE) {
+                    shared.broken.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
             written += 1;
             i += 1;
         }
@@ -181,25 +206,32 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
 }
 
 /// Services a device fault at GPU VA `va` of an SVM context (GPU VA == CPU VA): mirrors a
-/// window of pages around it, inside its VMA.
+/// window of pages around it, inside its VMA, stopping at the first of `bindings` (GPU VA
+/// ranges that userptr objects own; a fault inside one is never serviced as identity).
 pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
     shared: &Shared,
     n: &IntervalNotifier<T>,
     va: u64,
     write: bool,
+    bindings: &[(u64, u64)],
 ) -> Result {
-    let mm = shared.mm.mmget_not_zero().ok_or(EFAULT)?;
     let va = va & !(PAGE - 1);
+    if va >= crate::pagetable::VA_LIMIT || in_ranges(bindings, va) {
+        return Err(EFAULT);
+    }
+    let mm = shared.mm.mmget_not_zero().ok_or(EFAULT)?;
     // The window: from the faulting page to at most WINDOW pages, inside the VMA (a
-    // snapshot that crosses into an unmapped hole would fail).
+    // snapshot that crosses into an unmapped hole would fail) and below the next binding.
     let end = {
         let mmap = mm.mmap_read_lock();
         let vma = mmap.vma_lookup(va as usize).ok_or(EFAULT)?;
         check_vma(vma)?;
-        (vma.end() as u64).min(va + (WINDOW as u64) * PAGE)
+        let next_binding = bindings.iter().filter(|&&(s, _)| s > va).map(|&(s, _)| s).min().unwrap_or(u64::MAX);
+        (vma.end() as u64).min(va.saturating_add((WINDOW as u64) * PAGE)).min(next_binding)
     };
     let npages = ((end - va) / PAGE).max(1) as usize;
-    populate(shared, n, &mm, Placement { cpu: va, gpu: va, writable: true }, npages, write, || {})?;
+    let p = Placement { cpu: va, gpu: va, writable: true, avoid: bindings };
+    populate(shared, n, &mm, p, npages, write, || {})?;
     shared.stats.faults_serviced.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -177,18 +177,24 @@ impl PageTable {
     }
 
     /// Maps the 4 KiB page at `va` to `phys`. Fails with `ENOMEM` if [`Self::grow`] did not
-    /// prepare the tables.
-    pub(crate) fn map_4k(&self, _t: &UpdateToken<'_>, va: u64, phys: u64, writable: bool) -> Result {
+    /// prepare the tables. Returns `true` if this replaced a live 2 MiB leaf: its page was
+    /// marked dirty if the device wrote through it, but the device may still cache the
+    /// translation, so the caller must INVALIDATE the 2 MiB block before dropping the lock.
+    #[must_use = "a replaced 2 MiB leaf must be flushed from the device"]
+    pub(crate) fn map_4k(&self, _t: &UpdateToken<'_>, va: u64, phys: u64, writable: bool) -> Result<bool> {
         let l2 = self.l2(va).ok_or(ENOMEM)?;
         let i2 = index(va, 2);
         let l1 = l2.child(i2).ok_or(ENOMEM)?;
         // Link the level-1 table (replacing a LARGE leaf: its 4 KiB entries, if any, are as
-        // current as it was, since invalidation clears both).
-        l2.entry(i2).store(l1.phys | VALID, Ordering::Release);
+        // current as it was, since invalidation clears both). The exchange hands us the old
+        // leaf with the DIRTY bit the device may have set since.
+        let old2 = l2.entry(i2).swap(l1.phys | VALID, Ordering::AcqRel);
+        let replaced_large = old2 & VALID != 0 && old2 & LARGE != 0;
+        Self::retire(old2, true);
         let pte = (phys & ADDR) | VALID | if writable { WRITE } else { 0 };
         let old = l1.entry(index(va, 1)).swap(pte, Ordering::AcqRel);
         Self::retire(old, false);
-        Ok(())
+        Ok(replaced_large)
     }
 
     /// Maps the 2 MiB page at `va` (aligned) to `phys` (aligned) with one LARGE leaf.

@@ -460,9 +460,9 @@ fn raw_ioctl<T>(dev: &Device, request: u32, arg: &mut T) -> Result<(), i32> {
 }
 
 fn check_fdinfo_debugfs(dev: &Device) -> Result<String, String> {
-    // STATS creates the file's context.
-    let mut stats = uapi::drm_vgpu_svm_stats::default();
-    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_STATS, &mut stats).map_err(|e| format!("STATS: errno {e}"))?;
+    // CTX_CONFIG creates the file's context (STATS does not: see check_stats_privacy).
+    let mut cfg = uapi::drm_vgpu_svm_ctx_config { flags: 0, pad: 0 };
+    raw_ioctl(dev, uapi::DRM_IOCTL_VGPU_SVM_CTX_CONFIG, &mut cfg).map_err(|e| format!("CTX_CONFIG: errno {e}"))?;
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", dev.as_raw_fd()))
         .map_err(|e| format!("fdinfo: {e}"))?;
     for key in ["drm-driver:\tvgpu_svm", "drm-client-id:", "drm-engine-vgpu:", "drm-resident-gpuvm:", "vgpu_svm-events-unmap:"] {

@@ -87,6 +87,10 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "STATS: an unprivileged reader sees only its own context's counters; STATS creates no context",
         check_stats_privacy,
     ),
+    (
+        "the SVM fault window is invisible: guard pages, EOF, sparse files and private file pages are left alone",
+        check_fault_window_invisible,
+    ),
 ];
 
 /// One READ op of `len` bytes at `src`.
@@ -424,6 +428,90 @@ fn check_stats_privacy(_dev: &Device) -> Result<String, String> {
         return Err(format!("privileged STATS: {} accesses checked: not device-wide", all.accesses_checked));
     }
     Ok(format!("device-wide {} accesses; the child saw only its own", all.accesses_checked))
+}
+
+/// A memfd of `len` bytes (sparse: nothing allocated).
+fn memfd(len: usize) -> Result<i32, String> {
+    // SAFETY: the name is a valid C string.
+    let fd = unsafe { libc::memfd_create(c"vgpu-smoke".as_ptr(), 0) };
+    // SAFETY: plain syscall on our fd.
+    if fd < 0 || unsafe { libc::ftruncate(fd, len as i64) } != 0 {
+        return Err(format!("memfd: {}", std::io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
+/// Bytes of backing store a file uses.
+fn allocated(fd: i32) -> u64 {
+    // SAFETY: `st` is a valid out pointer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::fstat(fd, &mut st) };
+    st.st_blocks as u64 * 512
+}
+
+/// Servicing a device fault may mirror neighbours of the faulting page, but must not change
+/// what the process sees or fail an access the CPU could make (DESIGN.md, "The fault window
+/// must be invisible"). Before the fix the driver faulted in (for write on a write fault)
+/// up to 64 pages, all or nothing.
+fn check_fault_window_invisible(_dev: &Device) -> Result<String, String> {
+    use vgpu_tests::mem::Mapping;
+    const P: usize = 4096;
+    const MADV_GUARD_INSTALL: i32 = 102;
+    let ctx = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+    ctx.config(true).map_err(|e| e.to_string())?;
+
+    // 1. A guard page 10 pages after a valid one, same VMA: the valid page is readable.
+    let g = Mapping::anon(16 * P).map_err(|e| e.to_string())?;
+    g.fill(0, P, 1);
+    g.madvise(10 * P, P, MADV_GUARD_INSTALL).map_err(|e| format!("MADV_GUARD_INSTALL: {e}"))?;
+    ctx.submit_readonly(&vgpu::Job::new().read(g.addr(), 8))
+        .map_err(|e| format!("device READ of a page 10 pages before a guard page: {e} (the CPU can read it)"))?;
+
+    // 2. A shared file mapping longer than the file: its valid first page is readable.
+    let fd = memfd(P)?;
+    let f = Mapping::new(0, 16 * P, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0).map_err(|e| e.to_string())?;
+    ctx.submit_readonly(&vgpu::Job::new().read(f.addr(), 8))
+        .map_err(|e| format!("device READ of the first page of a mapping past EOF: {e}"))?;
+    drop(f);
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+
+    // 3. A one-page device write into a sparse shared file allocates one page.
+    let fd = memfd(64 * P)?;
+    let f = Mapping::file_shared(fd, 64 * P).map_err(|e| e.to_string())?;
+    // SAFETY: writes one page of a raw shared mapping.
+    unsafe { ctx.submit(&vgpu::Job::new().fill(f.addr(), P as u64, 0x5a)) }.map_err(|e| format!("FILL of a sparse file: {e}"))?;
+    let used = allocated(fd);
+    if f.read(0, P).iter().any(|&b| b != 0x5a) || used > 2 * P as u64 {
+        return Err(format!("a one-page device write into a sparse file allocated {used} bytes (want one page)"));
+    }
+    drop(f);
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+
+    // 4. A device write to page 0 of a MAP_PRIVATE file mapping COWs page 0 only: page 1 still
+    //    shows the file's later changes.
+    let fd = memfd(16 * P)?;
+    let ones = vec![0x11u8; 16 * P];
+    // SAFETY: `ones` is a live buffer of that length.
+    unsafe { libc::pwrite(fd, ones.as_ptr().cast(), ones.len(), 0) };
+    let m = Mapping::new(0, 16 * P, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE, fd, 0).map_err(|e| e.to_string())?;
+    let _ = m.read(P, 1); // the CPU maps page 1 (read-only, the file's page)
+    // SAFETY: writes one page of a raw private mapping.
+    unsafe { ctx.submit(&vgpu::Job::new().fill(m.addr(), P as u64, 0xaa)) }.map_err(|e| format!("FILL of a private file page: {e}"))?;
+    let twos = vec![0x22u8; P];
+    // SAFETY: as above.
+    unsafe { libc::pwrite(fd, twos.as_ptr().cast(), P, P as i64) };
+    let (p0, p1) = (m.read(0, 1)[0], m.read(P, 1)[0]);
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    if p0 != 0xaa || p1 != 0x22 {
+        return Err(format!(
+            "MAP_PRIVATE file: page 0 is {p0:#x} (want 0xaa), page 1 is {p1:#x} (want the file's new 0x22: a neighbour was COW-broken)"
+        ));
+    }
+    Ok(format!("sparse file: {used} bytes allocated by a one-page write"))
 }
 
 /// The `[vvar]` mapping (VM_IO | VM_PFNMAP) of this process, if any.

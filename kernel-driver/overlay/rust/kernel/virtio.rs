@@ -430,6 +430,11 @@ pub const EXCHANGE_TIMEOUT_MS: u32 = 10_000;
 /// Requests a queue can have in flight at once (the device's queues are at least this long).
 const SLOTS: usize = 128;
 
+/// Of [`SLOTS`], how many only [`Exchange::new_reserved`] requests may use, so that
+/// invalidations always find room however many ordinary requests are stuck on the device
+/// (one per context of the device suffices; the device has at most 16 by default).
+pub const RESERVED_SLOTS: usize = 32;
+
 /// [`Exchange`] states.
 const X_IDLE: u32 = 0;
 const X_IN_FLIGHT: u32 = 1;
@@ -456,6 +461,8 @@ pub struct Exchange {
     #[pin]
     done: Opaque<bindings::completion>,
     state: core::sync::atomic::AtomicU32,
+    /// May use the reserved slots (see [`Exchange::new_reserved`]).
+    reserved: bool,
     /// Bytes the device wrote in the last answer.
     len: core::sync::atomic::AtomicU32,
     request: core::cell::UnsafeCell<KVec<u8>>,
@@ -472,6 +479,18 @@ impl Exchange {
     /// An idle exchange with a zeroed request of `request_len` bytes and room for a
     /// `response_len`-byte answer.
     pub fn new(request_len: usize, response_len: usize) -> Result<Arc<Self>> {
+        Self::with_class(request_len, response_len, false)
+    }
+
+    /// [`Exchange::new`] for a request that must never wait behind ordinary traffic (an mmu
+    /// notifier's invalidation): it may use the [`RESERVED_SLOTS`] that ordinary requests,
+    /// which can stay queued for long (a job the device is slow to finish, or one whose sender
+    /// gave up), may not take.
+    pub fn new_reserved(request_len: usize, response_len: usize) -> Result<Arc<Self>> {
+        Self::with_class(request_len, response_len, true)
+    }
+
+    fn with_class(request_len: usize, response_len: usize, reserved: bool) -> Result<Arc<Self>> {
         if request_len == 0 || response_len == 0 {
             return Err(EINVAL);
         }
@@ -486,6 +505,7 @@ impl Exchange {
                     unsafe { bindings::init_completion(slot) };
                 }),
                 state: core::sync::atomic::AtomicU32::new(X_IDLE),
+                reserved,
                 len: core::sync::atomic::AtomicU32::new(0),
                 request: core::cell::UnsafeCell::new(request),
                 response: core::cell::UnsafeCell::new(response),
@@ -790,7 +810,12 @@ impl Virtqueue {
                 drop(g);
                 return fail(ENODEV);
             };
-            let slot = st.slots.iter().position(Option::is_none);
+            let used = st.slots.iter().filter(|s| s.is_some()).count();
+            let slot = if x.reserved || used < SLOTS - RESERVED_SLOTS {
+                st.slots.iter().position(Option::is_none)
+            } else {
+                None
+            };
             // SAFETY: `raw` is live (we hold the lock); `sgs` holds one readable and one
             // writable entry; the token (slot + 1) is non-null.
             let ret = match slot {

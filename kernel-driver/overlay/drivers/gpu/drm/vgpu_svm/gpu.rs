@@ -148,7 +148,8 @@ impl InvalidateMsg {
     const CMD_LEN: usize = size_of::<uapi::vgpu_svm_cmd_range>();
 
     pub(crate) fn new(ctx_id: u32) -> Result<Self> {
-        Ok(Self { x: virtio::Exchange::new(SUBMIT_LEN + Self::CMD_LEN, RESP_LEN)?, ctx_id })
+        // Reserved queue slots: an invalidation never waits behind jobs stuck on the device.
+        Ok(Self { x: virtio::Exchange::new_reserved(SUBMIT_LEN + Self::CMD_LEN, RESP_LEN)?, ctx_id })
     }
 
     /// Sends INVALIDATE(start, size) and waits until the device confirms that no access to

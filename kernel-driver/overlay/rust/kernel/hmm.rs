@@ -77,6 +77,34 @@ pub fn range_fault<T: IntervalNotifierOps>(
     pfns: &mut [c_ulong],
     flags: c_ulong,
 ) -> Result {
+    fault(mmap, notifier, seq, start, pfns, flags, 0)
+}
+
+/// [`range_fault`] with a request per page: before the call, each entry of `pfns` holds its
+/// page's input flags ([`PFN_REQ_FAULT`], [`PFN_REQ_WRITE`], or 0 for "take it as it is":
+/// a snapshot that faults nothing in, so a page that is not present stays so and is returned
+/// without [`PFN_VALID`]). A device that mirrors neighbours of a faulting page asks for a
+/// fault only at that page: faulting the neighbours would change what the process sees
+/// (COW-break private file pages, allocate backing store, hit guard pages).
+pub fn range_fault_per_page<T: IntervalNotifierOps>(
+    mmap: &MmapReadGuard<'_>,
+    notifier: &IntervalNotifier<T>,
+    seq: Seq,
+    start: usize,
+    pfns: &mut [c_ulong],
+) -> Result {
+    fault(mmap, notifier, seq, start, pfns, 0, PFN_REQ_FAULT | PFN_REQ_WRITE)
+}
+
+fn fault<T: IntervalNotifierOps>(
+    mmap: &MmapReadGuard<'_>,
+    notifier: &IntervalNotifier<T>,
+    seq: Seq,
+    start: usize,
+    pfns: &mut [c_ulong],
+    default_flags: c_ulong,
+    pfn_flags_mask: c_ulong,
+) -> Result {
     let end = start
         .checked_add(pfns.len().checked_mul(bindings::PAGE_SIZE as usize).ok_or(EINVAL)?)
         .ok_or(EINVAL)?;
@@ -99,8 +127,8 @@ pub fn range_fault<T: IntervalNotifierOps>(
     range.start = start as _;
     range.end = end as _;
     range.hmm_pfns = pfns.as_mut_ptr();
-    range.default_flags = flags;
-    range.pfn_flags_mask = 0;
+    range.default_flags = default_flags;
+    range.pfn_flags_mask = pfn_flags_mask;
     // SAFETY: `range` is fully set up; `pfns` has one entry per page; the notifier is
     // registered on the mm whose mmap lock `mmap` holds (checked above).
     to_result(unsafe { bindings::hmm_range_fault(&mut range) })

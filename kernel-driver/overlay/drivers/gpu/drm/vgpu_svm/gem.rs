@@ -258,7 +258,7 @@ pub(crate) fn validate<'a>(n: &'a UserptrNotifier, mm: &MmWithUser) -> Result<Va
                 let off = at as u64 * PAGE;
                 let p = Placement { cpu, gpu: gpu + off, writable: !m.readonly, avoid: &[] };
                 let chunk = at;
-                mirror::populate(&m.shared, n, mm, p, n_pages, !m.readonly, || {
+                mirror::populate(&m.shared, n, mm, p, n_pages, !m.readonly, mirror::Fault::All, || {
                     m.set_bits(chunk, chunk + n_pages, false)
                 })?;
                 at += n_pages;

@@ -90,8 +90,18 @@ fn check_range(mmap: &kernel::mm::MmapReadGuard<'_>, start: u64, end: u64) -> Re
     Ok(())
 }
 
+/// What [`populate`] faults in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Every page (a userptr object's range: the process asked for all of it).
+    All,
+    /// Only the first page; the others are taken as they are (an SVM fault window: its
+    /// neighbours must not change what the process sees).
+    FirstOnly,
+}
+
 /// Mirrors `npages` pages starting at CPU VA `p.cpu` (inside `n`'s range) at GPU VA `p.gpu`,
-/// faulting them in (writable if `write`). GPU entries are writable only where the CPU's are
+/// faulting them in (writable if `write`) as `what` says. GPU entries are writable only where the CPU's are
 /// and `p.writable` allows it (a READONLY userptr object never is). Returns the number of 4 KiB GPU entries written
 /// and the sequence they were committed at.
 pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
@@ -101,8 +111,12 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     p: Placement<'_>,
     npages: usize,
     write: bool,
+    what: Fault,
     on_commit: impl FnOnce(),
 ) -> Result<(u64, Seq)> {
+    if npages == 0 {
+        return Err(EINVAL);
+    }
     let mut pfns = KVec::<c_ulong>::new();
     pfns.resize(npages, 0, GFP_KERNEL)?;
     let flags = hmm::PFN_REQ_FAULT | if write { hmm::PFN_REQ_WRITE } else { 0 };
@@ -116,8 +130,18 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         let seq: Seq = n.read_begin();
         let res = {
             let mmap = mm.mmap_read_lock();
-            check_range(&mmap, p.cpu, p.cpu + (npages as u64) * PAGE)
-                .and_then(|()| hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags))
+            check_range(&mmap, p.cpu, p.cpu + (npages as u64) * PAGE).and_then(|()| match what {
+                Fault::All => hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags),
+                Fault::FirstOnly => {
+                    // Fault in the first page alone, then snapshot the window without faulting
+                    // anything (one sequence for both: a change in between is EBUSY). A single
+                    // call with per-page flags is not enough: where a whole page table is
+                    // missing, hmm_range_fault faults every page of the hole once one needs it.
+                    hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns[..1], flags)?; // npages >= 1
+                    pfns.iter_mut().for_each(|e| *e = 0);
+                    hmm::range_fault_per_page(&mmap, n, seq, p.cpu as usize, &mut pfns)
+                }
+            })
         };
         match res {
             Err(e) if e == EBUSY => {
@@ -205,8 +229,8 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     }
 }
 
-/// Services a device fault at GPU VA `va` of an SVM context (GPU VA == CPU VA): mirrors a
-/// window of pages around it, inside its VMA, stopping at the first of `bindings` (GPU VA
+/// Services a device fault at GPU VA `va` of an SVM context (GPU VA == CPU VA): faults in
+/// that page only and mirrors a window of neighbours as the CPU maps them now, inside its VMA, stopping at the first of `bindings` (GPU VA
 /// ranges that userptr objects own; a fault inside one is never serviced as identity).
 pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
     shared: &Shared,
@@ -231,7 +255,7 @@ pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
     };
     let npages = ((end - va) / PAGE).max(1) as usize;
     let p = Placement { cpu: va, gpu: va, writable: true, avoid: bindings };
-    populate(shared, n, &mm, p, npages, write, || {})?;
+    populate(shared, n, &mm, p, npages, write, Fault::FirstOnly, || {})?;
     shared.stats.faults_serviced.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -23,9 +23,12 @@
 #define VGPU_SVM_CAPSET_ID 0x53
 
 /* Protocol version: major in the high 16 bits, minor in the low 16 bits. A
- * driver refuses a device whose major differs from its own. */
+ * driver refuses a device whose major differs from its own.
+ * 0.3: ABORT of queued and running jobs; STATS per context (device-wide on
+ *      ctx_id 0); cpu_walk_errors and unchecked_accesses in the stats;
+ *      without VIRTIO_GPU_F_CONTEXT_INIT every context is VGPU_SVM. */
 #define VGPU_SVM_PROTOCOL_MAJOR 0
-#define VGPU_SVM_PROTOCOL_MINOR 2
+#define VGPU_SVM_PROTOCOL_MINOR 3
 #define VGPU_SVM_PROTOCOL_VERSION \
 	((VGPU_SVM_PROTOCOL_MAJOR << 16) | VGPU_SVM_PROTOCOL_MINOR)
 
@@ -289,7 +292,7 @@ struct vgpu_svm_stats {
 	__le64 jobs;                 /* jobs completed */
 	__le64 bytes;                /* bytes moved by jobs */
 	__le64 errors;               /* commands answered with STATUS_ERROR */
-	/* Added in protocol 0.2 from the reserved words (same size and offsets;
+	/* Added in protocol 0.3 from the reserved words (same size and offsets;
 	 * older devices report zero here): */
 	__le64 cpu_walk_errors;      /* CPU page tables the checker could not walk
 	                              * (outside RAM, non-canonical VA); not violations */

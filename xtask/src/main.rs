@@ -127,9 +127,22 @@ fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
     Ok((built, out))
 }
 
-/// Builds everything and runs one guest job; returns the outcome.
+/// Builds everything and runs one guest job (with the daemon options the job needs);
+/// returns the outcome.
 fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
-    run_job_with(o, job, &JobRun::default())
+    run_job_with(o, job, &job_spec(job))
+}
+
+/// How a job's VM is set up: the hardening job's daemon delays every page access.
+fn job_spec(job: &str) -> JobRun {
+    match job {
+        "hardening" => JobRun {
+            run_name: None,
+            device_args: vec!["--access-delay-us".into(), HARDENING_ACCESS_DELAY_US.into()],
+            extra_cmdline: String::new(),
+        },
+        _ => JobRun::default(),
+    }
 }
 
 /// How [`run_job_with`] varies a run: the run directory's name (default: the job's), extra
@@ -204,12 +217,7 @@ fn test(o: &Opts) -> Result<()> {
 /// The hardening job, in a VM of its own: the daemon delays every page access, so a job runs
 /// long enough to be killed while the device works on it (`tests/guest-jobs/hardening.sh`).
 fn hardening(o: &Opts) -> Result<()> {
-    let spec = JobRun {
-        run_name: None,
-        device_args: vec!["--access-delay-us".into(), HARDENING_ACCESS_DELAY_US.into()],
-        extra_cmdline: String::new(),
-    };
-    let outcome = run_job_with(o, "hardening", &spec)?;
+    let outcome = run_job(o, "hardening")?;
     let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
     let r = report::Report::from_console(&console);
     println!("\n== hardening job (device access delay {HARDENING_ACCESS_DELAY_US} us)");

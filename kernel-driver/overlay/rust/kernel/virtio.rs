@@ -349,12 +349,22 @@ impl<'a> Device<device::CoreInternal<'a>> {
         }
         // SAFETY: `priv` was set from `KBox::into_raw` in `find_vqs` (type invariant).
         let keep = unsafe { KBox::from_raw(keep.cast::<KVec<Arc<Virtqueue>>>()) };
+        // Order: stop new requests, reset the device (it stops using every buffer, and for a
+        // vhost-user device every access to guest memory), and only then tell the waiters
+        // that their requests failed. A waiter told earlier (an mmu notifier's invalidation)
+        // would report "done" while the device could still use the pages.
         for q in keep.iter() {
             q.shut_down();
         }
         // SAFETY: `self.as_raw()` is valid; no queue is in use any more (all are shut down).
         unsafe {
             bindings::virtio_reset_device(self.as_raw());
+        }
+        for q in keep.iter() {
+            q.fail_in_flight();
+        }
+        // SAFETY: As above; the device is reset, so its queues can go.
+        unsafe {
             if let Some(del_vqs) = (*(*self.as_raw()).config).del_vqs {
                 del_vqs(self.as_raw());
             }
@@ -676,13 +686,19 @@ impl Virtqueue {
         self.lock().state().vq = Some(vq);
     }
 
-    /// Marks the queue dead; requests still in flight fail with `ENODEV`. Called by the
-    /// abstraction right before it resets the device. Their buffers stay with the queue
-    /// until [`Self::release_after_reset`]: the device may use them until the reset.
+    /// Marks the queue dead: nothing more is queued (new requests fail with `ENODEV`). Called
+    /// by the abstraction right before it resets the device; requests in flight are failed
+    /// after the reset ([`Self::fail_in_flight`]), and their buffers stay with the queue until
+    /// [`Self::release_after_reset`]: the device may use them until the reset.
     fn shut_down(&self) {
+        self.lock().state().vq = None;
+    }
+
+    /// After the device was reset: every request still in flight failed; wake its waiter
+    /// (`ENODEV`). Its exchange stays dead: the device never answered it.
+    fn fail_in_flight(&self) {
         let mut g = self.lock();
         let st = g.state();
-        st.vq = None;
         for x in st.slots.iter().flatten() {
             let prev = x.state.swap(X_DEAD, core::sync::atomic::Ordering::AcqRel);
             if prev == X_IN_FLIGHT {
@@ -697,10 +713,10 @@ impl Virtqueue {
     fn release_after_reset(&self) {
         let mut g = self.lock();
         for slot in g.state().slots.iter_mut() {
-            if let Some(x) = slot.take() {
-                // The device is reset: it no longer owns the buffers.
-                x.state.store(X_IDLE, core::sync::atomic::Ordering::Release);
-            }
+            // The device is reset: it no longer owns the buffers. The exchange keeps its
+            // state (dead, or abandoned): making it idle here would let a waiter that wakes
+            // late read a response the device never wrote as if it had.
+            drop(slot.take());
         }
     }
 

@@ -196,11 +196,20 @@ impl Shared {
         true
     }
 
+    /// Proof for the page table that `guard` holds this context's update lock (`EINVAL`, a
+    /// driver bug, for any other lock).
+    pub(crate) fn token<'a>(&self, guard: &'a Guard<'_, Locked, MutexBackend>) -> Result<UpdateToken<'a>> {
+        UpdateToken::checked(&self.update, guard).ok_or_else(|| {
+            pr_err!("vgpu_svm: ctx {}: page-table update under a foreign lock\n", self.ctx_id);
+            EINVAL
+        })
+    }
+
     /// Clears the GPU entries of `[gs, ge)` and, if any were valid, has the device drop its
     /// translations (INVALIDATE, waiting for accesses in flight). Under the update lock;
     /// allocates nothing.
     pub(crate) fn clear_and_flush(&self, guard: &Guard<'_, Locked, MutexBackend>, gs: u64, ge: u64) -> Result<Cleared> {
-        let token = UpdateToken::new(guard);
+        let token = self.token(guard)?;
         let cleared = self.pt.clear(&token, gs, ge);
         self.stats.pages_cleared.fetch_add(cleared.pages, Ordering::Relaxed);
         if cleared.entries == 0 {

@@ -221,7 +221,14 @@ pub(crate) struct Validated<'a> {
 impl Validated<'_> {
     /// Whether part of the object was invalidated since it was mirrored (under the update
     /// lock, which orders this against the invalidation that marked it).
-    pub(crate) fn changed(&self, _guard: &Guard<'_, Locked, MutexBackend>) -> bool {
+    pub(crate) fn changed(&self, guard: &Guard<'_, Locked, MutexBackend>) -> bool {
+        // Only the object's own context's update lock orders this read against the
+        // invalidations that mark pages: under any other lock the answer means nothing, and
+        // "changed" makes the caller revalidate (bounded) rather than commit.
+        if !core::ptr::eq(guard.lock_ref(), &self.n.data().shared.update) {
+            pr_err!("vgpu_svm: userptr commit check under a foreign lock\n");
+            return true;
+        }
         self.n.data().any_stale()
     }
 

@@ -27,7 +27,7 @@ use kernel::{
 use crate::{
     context::{Locked, Shared},
     debug,
-    pagetable::{UpdateToken, LARGE_PAGE, PAGE},
+    pagetable::{LARGE_PAGE, PAGE},
 };
 
 /// Restarts of the loop (hmm_range_fault's `EBUSY`, or a sequence that changed before the
@@ -178,7 +178,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             retries += 1;
             continue;
         }
-        let token = UpdateToken::new(&guard);
+        let token = shared.token(&guard)?;
         let mut written = 0u64;
         let mut i = 0usize;
         while i < npages {

@@ -29,15 +29,17 @@ fn index(va: u64, level: u32) -> usize {
 }
 
 /// Proof that the caller holds the context's update lock (see `context.rs`); leaf entries
-/// are only written and cleared with one.
+/// are only written and cleared with one. Made only by [`crate::context::Shared::token`],
+/// which checks that the guard is of that context's lock (not just any `Mutex<Locked>`).
 pub(crate) struct UpdateToken<'a>(core::marker::PhantomData<&'a ()>);
 
 impl<'a> UpdateToken<'a> {
-    /// A token for as long as `guard` (the update lock's) is held.
-    pub(crate) fn new(
-        _guard: &'a kernel::sync::lock::Guard<'_, crate::context::Locked, kernel::sync::lock::mutex::MutexBackend>,
-    ) -> Self {
-        Self(core::marker::PhantomData)
+    /// A token for as long as `guard` is held. Callers: [`crate::context::Shared::token`] only.
+    pub(super) fn checked(
+        lock: &kernel::sync::Mutex<crate::context::Locked>,
+        guard: &'a kernel::sync::lock::Guard<'_, crate::context::Locked, kernel::sync::lock::mutex::MutexBackend>,
+    ) -> Option<Self> {
+        core::ptr::eq(guard.lock_ref(), lock).then(|| Self(core::marker::PhantomData))
     }
 }
 

@@ -229,7 +229,21 @@ fn hardening(o: &Opts) -> Result<()> {
     if status != 0 || r.failed > 0 || r.passed == 0 {
         bail!("hardening job failed (guest status {status}); console: {}", outcome.console_log.display());
     }
+    // The device is reset at the end of the job, so only the host can read its verdict.
+    let stats = outcome.console_log.with_file_name("device-stats.json");
+    let (checked, violations) = device_verdict(&std::fs::read_to_string(&stats).with_context(|| format!("read {}", stats.display()))?)?;
+    println!("hardening: device checked {checked} accesses, {violations} violations ({})", stats.display());
+    if checked == 0 || violations != 0 {
+        bail!("hardening job: the device checked {checked} accesses with {violations} violations (want > 0 and 0)");
+    }
     Ok(())
+}
+
+/// `(accesses_checked, violations)` of the daemon's stats file.
+fn device_verdict(json: &str) -> Result<(u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(json).context("device stats file is not JSON")?;
+    let get = |k: &str| v["svm"][k].as_u64().with_context(|| format!("device stats file lacks svm.{k}"));
+    Ok((get("accesses_checked")?, get("violations")?))
 }
 
 /// The daemon's delay per page access in the hardening job: 8192 pages take about 16 s.
@@ -266,6 +280,14 @@ fn demo(o: &Opts) -> Result<()> {
 mod tests {
     use super::job_verdict;
     use std::path::Path;
+
+    #[test]
+    fn device_verdict_reads_the_stats_file() {
+        let (c, v) = super::device_verdict(r#"{"svm":{"accesses_checked":12,"violations":3}}"#).unwrap();
+        assert_eq!((c, v), (12, 3));
+        assert!(super::device_verdict(r#"{"svm":{}}"#).is_err());
+        assert!(super::device_verdict("not json").is_err());
+    }
 
     #[test]
     fn vm_exit_status_follows_the_guest_job() {

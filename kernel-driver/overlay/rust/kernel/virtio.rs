@@ -289,9 +289,10 @@ impl Device<device::Core<'_>> {
         }
 
         // Allocate the Rust side first, so nothing can fail after the transport made queues.
+        let ctl = DeviceCtl::new(self.as_raw())?;
         let mut queues = KVec::with_capacity(n, GFP_KERNEL)?;
         for (index, name) in names.iter().enumerate() {
-            queues.push(Virtqueue::new(index as u32, name)?, GFP_KERNEL)?;
+            queues.push(Virtqueue::new(index as u32, name, ctl.clone())?, GFP_KERNEL)?;
         }
         let mut keep: KVec<Arc<Virtqueue>> = KVec::with_capacity(n, GFP_KERNEL)?;
         for q in queues.iter() {
@@ -349,20 +350,19 @@ impl<'a> Device<device::CoreInternal<'a>> {
         }
         // SAFETY: `priv` was set from `KBox::into_raw` in `find_vqs` (type invariant).
         let keep = unsafe { KBox::from_raw(keep.cast::<KVec<Arc<Virtqueue>>>()) };
+        // No [`Virtqueue::reset_device`] from now on (one running finishes first).
+        let ctl = keep.first().map(|q| q.ctl.clone());
+        let _ctl_guard = ctl.as_ref().map(|c| {
+            let mut g = c.vdev.lock();
+            *g = None;
+            g
+        });
         // Order: stop new requests, reset the device (it stops using every buffer, and for a
         // vhost-user device every access to guest memory), and only then tell the waiters
         // that their requests failed. A waiter told earlier (an mmu notifier's invalidation)
         // would report "done" while the device could still use the pages.
-        for q in keep.iter() {
-            q.shut_down();
-        }
-        // SAFETY: `self.as_raw()` is valid; no queue is in use any more (all are shut down).
-        unsafe {
-            bindings::virtio_reset_device(self.as_raw());
-        }
-        for q in keep.iter() {
-            q.fail_in_flight();
-        }
+        // SAFETY: `self.as_raw()` is bound and its queues are `keep`; we hold the mutex.
+        unsafe { stop_and_reset(self.as_raw(), &keep) };
         // SAFETY: As above; the device is reset, so its queues can go.
         unsafe {
             if let Some(del_vqs) = (*(*self.as_raw()).config).del_vqs {
@@ -423,6 +423,55 @@ unsafe impl Sync for Device {}
 
 // SAFETY: `Bound` is a zero-sized type-state marker that does not affect thread safety.
 unsafe impl Sync for Device<device::Bound> {}
+
+/// The bound device as its queues see it: lets a queue user reset the device (the one way
+/// to make a device that stopped answering stop using memory), serialized with unbind.
+///
+/// # Invariants
+///
+/// While `vdev` is `Some`, it points to the bound `struct virtio_device` whose `priv` holds
+/// the queue list made by `find_vqs`; unbind (`teardown_queues`) sets it to `None` under the
+/// mutex before it deletes the queues.
+#[pin_data]
+struct DeviceCtl {
+    #[pin]
+    vdev: crate::sync::Mutex<Option<RawVdev>>,
+}
+
+/// A `struct virtio_device` pointer, owned by [`DeviceCtl`]'s invariant.
+#[derive(Clone, Copy)]
+struct RawVdev(NonNull<bindings::virtio_device>);
+
+// SAFETY: Only used under `DeviceCtl`'s mutex, while the device is bound.
+unsafe impl Send for RawVdev {}
+
+impl DeviceCtl {
+    fn new(vdev: *mut bindings::virtio_device) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self { vdev <- crate::new_mutex!(NonNull::new(vdev).map(RawVdev)) }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// Stops the queues of `keep`, resets the device, then fails the requests in flight. The
+/// order matters: waiters (an invalidation) must not hear "failed" while the device may still
+/// use their buffers or the memory they protect.
+///
+/// # Safety
+///
+/// `vdev` is a bound device whose queues are `keep` and not deleted yet; the caller holds
+/// [`DeviceCtl`]'s mutex (or the device has none yet).
+unsafe fn stop_and_reset(vdev: *mut bindings::virtio_device, keep: &[Arc<Virtqueue>]) {
+    for q in keep {
+        q.shut_down();
+    }
+    // SAFETY: `vdev` is valid (function contract); no queue is in use any more.
+    unsafe { bindings::virtio_reset_device(vdev) };
+    for q in keep {
+        q.fail_in_flight();
+    }
+}
 
 /// How a sender waits for the device's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -610,6 +659,8 @@ pub struct Virtqueue {
     state: core::cell::UnsafeCell<VqState>,
     index: u32,
     name: &'static CStr,
+    /// The device, for [`Self::reset_device`].
+    ctl: Arc<DeviceCtl>,
 }
 
 // SAFETY: `state` is only accessed under `lock` (interrupts off), which serializes all users.
@@ -638,7 +689,7 @@ impl Drop for VqGuard<'_> {
 }
 
 impl Virtqueue {
-    fn new(index: u32, name: &'static CStr) -> Result<Arc<Self>> {
+    fn new(index: u32, name: &'static CStr, ctl: Arc<DeviceCtl>) -> Result<Arc<Self>> {
         let mut slots = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
         for _ in 0..SLOTS {
             slots.push(None, GFP_KERNEL)?;
@@ -659,6 +710,7 @@ impl Virtqueue {
                 state: core::cell::UnsafeCell::new(VqState { vq: None, slots }),
                 index,
                 name,
+                ctl,
             }),
             GFP_KERNEL,
         )
@@ -668,6 +720,32 @@ impl Virtqueue {
         // SAFETY: `lock` is an initialized spinlock (type invariant).
         let flags = unsafe { bindings::spin_lock_irqsave(self.lock.get()) };
         VqGuard { q: self, flags }
+    }
+
+    /// Resets the device this queue belongs to: every queue of it stops (later requests fail
+    /// with [`ENODEV`]), the device is reset, which stops its use of every buffer (and, for a
+    /// vhost-user device, every access to guest memory: the backend is stopped before the
+    /// reset completes), and only then do requests in flight fail with [`ENODEV`]. This is
+    /// what a driver does when the device did not confirm something it must confirm (an
+    /// invalidation): afterwards the device provably no longer uses the memory. Sleeps; may
+    /// be called from reclaim (allocates nothing). Unbinding later still works (it resets
+    /// again and deletes the queues); after unbind this does nothing (unbind reset it).
+    pub fn reset_device(&self) {
+        let g = self.ctl.vdev.lock();
+        let Some(RawVdev(vdev)) = *g else {
+            return;
+        };
+        // SAFETY: While `DeviceCtl::vdev` is `Some`, the device is bound and its `priv` holds
+        // the live queue list (type invariant of `DeviceCtl`); we hold the mutex, so unbind
+        // cannot delete them meanwhile.
+        unsafe {
+            let keep = (*vdev.as_ptr()).priv_.cast::<KVec<Arc<Virtqueue>>>();
+            if keep.is_null() {
+                return;
+            }
+            stop_and_reset(vdev.as_ptr(), &*keep);
+        }
+        drop(g);
     }
 
     /// The queue's index on the device.

@@ -188,10 +188,9 @@ impl Shared {
             // Clearing is fine, but the device round trip would sleep.
             return false;
         }
-        if let Err(e) = self.clear_and_flush(&guard, gs, ge) {
-            pr_err!("vgpu_svm: ctx {}: device INVALIDATE failed ({e:?}); context disabled\n", self.ctx_id);
-            self.broken.store(true, Ordering::Release);
-        }
+        // On failure the device was reset (it touches no guest memory any more): only then may
+        // mm go on and free the pages.
+        let _ = self.clear_and_flush(&guard, gs, ge);
         drop(guard);
         true
     }
@@ -220,9 +219,18 @@ impl Shared {
         // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
         let align = if cleared.large { LARGE_PAGE } else { PAGE };
         let (fs, fe) = (gs & !(align - 1), ge.saturating_add(align - 1) & !(align - 1));
-        if let Err(e) = self.inval.send(&self.ctrl, fs, fe - fs) {
-            // The device may still use what was cleared: nothing may run here any more.
+        let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, fs, fe - fs) };
+        if let Err(e) = sent {
+            // The device did not confirm that it dropped the translations: it may still use
+            // the old pages, which mm frees as soon as we return. Reset it: when the reset
+            // is done, it uses no guest memory at all. Every context of the device is gone
+            // with it (ENODEV from now on); this one is also marked broken.
+            pr_err!(
+                "vgpu_svm: ctx {}: device INVALIDATE not confirmed ({e:?}); resetting the device\n",
+                self.ctx_id
+            );
             self.broken.store(true, Ordering::Release);
+            self.ctrl.reset_device();
             return Err(e);
         }
         Ok(cleared)

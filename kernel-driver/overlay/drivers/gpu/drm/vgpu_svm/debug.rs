@@ -11,6 +11,11 @@
 //!   per-context `valid` flag cleared at invalidate-range-start and set again at the end,
 //!   checked under the lock. It misses invalidations that start and end between
 //!   `hmm_range_fault` and taking the lock; `legacy_delay_us` widens that window.
+//! - `mirror_secretmem`: mirror `memfd_secret(2)` memory like any other (the 7.2
+//!   `hmm_range_fault` behaviour the driver guards against), so the device's direct-map
+//!   check must flag every access to it.
+//! - `fail_invalidate`: every device INVALIDATE fails as if the device had not answered: the
+//!   driver must reset the device before it tells mm the invalidation is done.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::{debugfs::Dir, prelude::*, uaccess::UserSliceReader};
@@ -19,6 +24,8 @@ static UNSAFE_DEBUG: AtomicBool = AtomicBool::new(false);
 static SKIP_INVALIDATE: AtomicBool = AtomicBool::new(false);
 static LEGACY_VALID_FLAG: AtomicBool = AtomicBool::new(false);
 static LEGACY_DELAY_US: AtomicU32 = AtomicU32::new(0);
+static MIRROR_SECRETMEM: AtomicBool = AtomicBool::new(false);
+static FAIL_INVALIDATE: AtomicBool = AtomicBool::new(false);
 
 /// Called at module load with the `unsafe_debug` parameter.
 pub(crate) fn set_unsafe_debug(on: bool) {
@@ -36,6 +43,16 @@ pub(crate) fn skip_invalidate() -> bool {
 /// `legacy_valid_flag` is on.
 pub(crate) fn legacy_valid_flag() -> bool {
     LEGACY_VALID_FLAG.load(Ordering::Relaxed)
+}
+
+/// `mirror_secretmem` is on.
+pub(crate) fn mirror_secretmem() -> bool {
+    MIRROR_SECRETMEM.load(Ordering::Relaxed)
+}
+
+/// `fail_invalidate` is on.
+pub(crate) fn fail_invalidate() -> bool {
+    FAIL_INVALIDATE.load(Ordering::Relaxed)
 }
 
 /// The delay to inject between `hmm_range_fault` and taking the lock in legacy mode.
@@ -91,6 +108,10 @@ pub(crate) struct Knobs {
     _legacy: kernel::debugfs::File<&'static AtomicBool>,
     #[pin]
     _delay: kernel::debugfs::File<&'static AtomicU32>,
+    #[pin]
+    _secretmem: kernel::debugfs::File<&'static AtomicBool>,
+    #[pin]
+    _fail_inval: kernel::debugfs::File<&'static AtomicBool>,
 }
 
 impl Knobs {
@@ -100,6 +121,8 @@ impl Knobs {
             _skip <- dir.read_write_callback_file(c"skip_invalidate", &SKIP_INVALIDATE, &show_bool, &store_bool),
             _legacy <- dir.read_write_callback_file(c"legacy_valid_flag", &LEGACY_VALID_FLAG, &show_bool, &store_bool),
             _delay <- dir.read_write_callback_file(c"legacy_delay_us", &LEGACY_DELAY_US, &show_u32, &store_u32),
+            _secretmem <- dir.read_write_callback_file(c"mirror_secretmem", &MIRROR_SECRETMEM, &show_bool, &store_bool),
+            _fail_inval <- dir.read_write_callback_file(c"fail_invalidate", &FAIL_INVALIDATE, &show_bool, &store_bool),
             _dir: dir,
         }? Error)
     }

@@ -44,7 +44,17 @@ impl Drop for Ctx {
         // outlived its ioctl after a timeout or a fatal signal) and is answered once none of
         // its accesses is in flight. Only then may the notifiers go (until then they keep the
         // device's view coherent) and the page table be freed.
-        if let Err(e) = self.shared.ctrl.ctx_destroy(self.shared.ctx_id) {
+        let destroyed = match self.shared.ctrl.ctx_destroy(self.shared.ctx_id) {
+            // ENODEV: the queues are down because the device is being (or was) reset or
+            // unbound. `reset_device` returns once that reset is complete (it serializes with
+            // both), and a reset device touches no memory: freeing is safe then.
+            Err(e) if e == ENODEV => {
+                self.shared.ctrl.reset_device();
+                Ok(())
+            }
+            r => r,
+        };
+        if let Err(e) = destroyed {
             // The device may still walk the page table and touch the mirrored pages: keep the
             // page table, the notifiers and the objects' mirrors for good (a leak, logged),
             // rather than free memory the device can reach.

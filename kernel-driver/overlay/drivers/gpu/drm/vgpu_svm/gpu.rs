@@ -178,6 +178,12 @@ impl ControlQueue {
         Self { vq, context_init }
     }
 
+    /// Resets the device (see [`virtio::Virtqueue::reset_device`]): when it returns, the
+    /// device uses no guest memory any more, and every later request fails with `ENODEV`.
+    pub(crate) fn reset_device(&self) {
+        self.vq.reset_device();
+    }
+
     /// Sends `req` and returns the response if its type is `expect`; a device error response
     /// (or a short one) becomes `EIO`.
     fn call(&self, req: &[u8], resp_len: usize, expect: u32, timeout_ms: u32, wait: Wait) -> Result<KVec<u8>> {

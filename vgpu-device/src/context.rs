@@ -324,7 +324,14 @@ impl Context {
                 gpu_pt_root,
                 cpu_pt_root,
                 cpu_pt_levels,
-            } => match self.set_as(mem, gpu_pt_root, cpu_pt_root, cpu_pt_levels) {
+                direct_map_base,
+            } => match self.set_as(
+                mem,
+                gpu_pt_root,
+                cpu_pt_root,
+                cpu_pt_levels,
+                direct_map_base,
+            ) {
                 Ok(()) => self.answer_after_accesses(None, defer),
                 Err(code) => Answer::Now(SvmResp::error(code, 0)),
             },
@@ -460,13 +467,15 @@ impl Context {
     }
 
     /// SET_AS: the new address spaces (the caller then waits for the
-    /// accesses through the old ones).
+    /// accesses through the old ones). `direct_map`: the guest kernel's
+    /// direct-map base, for the checker's direct-map check (none: no check).
     fn set_as(
         &self,
         mem: Option<&GuestMem>,
         gpu_root: u64,
         cpu_root: u64,
         levels: u32,
+        direct_map: Option<u64>,
     ) -> Result<(), ErrorCode> {
         let in_ram = |a: u64| {
             mem.is_some_and(|m| {
@@ -494,13 +503,20 @@ impl Context {
             );
             return Err(ErrorCode::Malformed);
         }
-        let checker = (self.cfg.checker == CheckerMode::Strict && cpu_root != 0)
-            .then(|| Checker::new(cpu_root, levels));
+        let checker = (self.cfg.checker == CheckerMode::Strict && cpu_root != 0).then(|| {
+            let mut c = Checker::new(cpu_root, levels);
+            c.set_direct_map(direct_map);
+            c
+        });
         info!(
-            "ctx {} SET_AS gpu root {gpu_root:#x}, cpu root {cpu_root:#x} ({} levels), checker {}",
+            "ctx {} SET_AS gpu root {gpu_root:#x}, cpu root {cpu_root:#x} ({} levels), checker {}, direct map {}",
             self.id,
             levels.count(),
-            if checker.is_some() { "on" } else { "off" }
+            if checker.is_some() { "on" } else { "off" },
+            match direct_map {
+                Some(b) => format!("at {b:#x}"),
+                None => "unknown (not checked)".to_owned(),
+            }
         );
         lock(&self.space).space = Some(AddressSpace {
             mmu: Mmu::new(gpu_root, self.cfg.tlb_capacity),
@@ -868,10 +884,17 @@ impl Context {
                 gpu_va: va,
             };
             c.inc(|s| &s.accesses_checked);
-            match checker.check(mem, info, cpu_va, pa, access) {
-                Verdict::Ok => {}
-                Verdict::Violation(v) => c.violation(&v),
-                Verdict::CpuWalkError(_) => c.inc(|s| &s.cpu_walk_errors),
+            let verdicts = [
+                checker.check(mem, info, cpu_va, pa, access),
+                // Then the frame itself: is it in the kernel's direct map?
+                checker.check_frame(mem, info, cpu_va, pa, access),
+            ];
+            for verdict in verdicts {
+                match verdict {
+                    Verdict::Ok => {}
+                    Verdict::Violation(v) => c.violation(&v),
+                    Verdict::CpuWalkError(_) => c.inc(|s| &s.cpu_walk_errors),
+                }
             }
         } else {
             c.inc(|s| &s.unchecked_accesses);

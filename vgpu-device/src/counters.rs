@@ -58,6 +58,8 @@ pub struct SvmCounters {
     pub cpu_walk_errors: AtomicU64,
     /// Pages accessed without a CPU-table check (checker off).
     pub unchecked_accesses: AtomicU64,
+    /// Accesses to frames missing from the guest kernel's direct map.
+    pub violations_no_direct_map: AtomicU64,
     /// Jobs ended by ABORT, CTX_DESTROY or a device reset.
     pub jobs_aborted: AtomicU64,
     /// Jobs that failed (bad page table, address outside guest RAM).
@@ -152,6 +154,7 @@ impl SvmCounters {
             ViolationKind::NoCpuPage(_) => |s| &s.violations_no_page,
             ViolationKind::FrameMismatch => |s| &s.violations_frame,
             ViolationKind::WriteNotWritable => |s| &s.violations_write,
+            ViolationKind::NoDirectMap(_) => |s| &s.violations_no_direct_map,
         });
         let mut c = Some(self);
         while let Some(s) = c {
@@ -186,6 +189,7 @@ impl SvmCounters {
             errors: g(&self.errors),
             cpu_walk_errors: g(&self.cpu_walk_errors),
             unchecked_accesses: g(&self.unchecked_accesses),
+            violations_no_direct_map: g(&self.violations_no_direct_map),
         }
     }
 

@@ -24,6 +24,10 @@ pub const CMD_HDR_SIZE: usize = size_of::<u::vgpu_svm_cmd_hdr>();
 pub const OP_SIZE: usize = size_of::<u::vgpu_svm_op>();
 /// Size of `struct vgpu_svm_cmd_job` (without the ops).
 pub const JOB_HDR_SIZE: usize = size_of::<u::vgpu_svm_cmd_job>();
+/// SET_AS with `direct_map_base` (protocol 0.4).
+pub const SET_AS_SIZE: usize = size_of::<u::vgpu_svm_cmd_set_as>();
+/// SET_AS of protocol 0.3 and before (ends at `padding`).
+pub const SET_AS_SIZE_V0_3: usize = u::VGPU_SVM_CMD_SET_AS_SIZE_V0_3 as usize;
 pub const MAX_OPS: u32 = u::VGPU_SVM_MAX_OPS;
 pub const MAX_OP_LEN: u64 = u::VGPU_SVM_MAX_OP_LEN;
 /// The GPU VA space: `[0, 2^48)`.
@@ -190,6 +194,11 @@ pub enum SvmCommand {
         gpu_pt_root: u64,
         cpu_pt_root: u64,
         cpu_pt_levels: u32,
+        /// The guest kernel's direct-map base (page_offset_base): `None`
+        /// for the 32-byte SET_AS of protocol 0.3 or a base of 0 (no
+        /// direct-map check). Page aligned, otherwise any value (a base
+        /// that wraps or is not canonical is the checker's business).
+        direct_map_base: Option<u64>,
     },
     /// `[start, end)`, clipped to the GPU VA space (may be empty after clipping).
     Invalidate {
@@ -331,7 +340,9 @@ pub fn parse(buf: &[u8]) -> Result<SvmCommand, Rejection> {
     match ty {
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS => {
             type S = u::vgpu_svm_cmd_set_as;
-            let f = Fields::need(buf, size_of::<S>(), "SET_AS")?;
+            // Two sizes: 0.3's (no direct_map_base) and 0.4's. Bytes after
+            // a layout are ignored, so 33..39 bytes are the 0.3 form.
+            let f = Fields::need(buf, SET_AS_SIZE_V0_3, "SET_AS")?;
             f.zero32(offset_of!(S, padding), "padding")?;
             let gpu_pt_root = f.u64(offset_of!(S, gpu_pt_root));
             let cpu_pt_root = f.u64(offset_of!(S, cpu_pt_root));
@@ -356,10 +367,18 @@ pub fn parse(buf: &[u8]) -> Result<SvmCommand, Rejection> {
                     format!("SET_AS: roots {gpu_pt_root:#x} / {cpu_pt_root:#x} beyond 52 bits"),
                 ));
             }
+            let direct_map_base = match Fields::need(buf, SET_AS_SIZE, "SET_AS") {
+                Ok(f) => f.u64(offset_of!(S, direct_map_base)),
+                Err(_) => 0,
+            };
+            if direct_map_base & PAGE_MASK != 0 {
+                return Err(misaligned("SET_AS direct_map_base", direct_map_base));
+            }
             Ok(SvmCommand::SetAs {
                 gpu_pt_root,
                 cpu_pt_root,
                 cpu_pt_levels,
+                direct_map_base: (direct_map_base != 0).then_some(direct_map_base),
             })
         }
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE | u::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND => {
@@ -524,7 +543,7 @@ pub struct FaultInfo {
 }
 
 /// Number of counters in `struct vgpu_svm_stats` (before `reserved`).
-pub const WIRE_COUNTERS: usize = 14;
+pub const WIRE_COUNTERS: usize = 15;
 
 /// `struct vgpu_svm_stats`: the counters, in wire order (the first twelve
 /// are what older drivers read).
@@ -546,6 +565,9 @@ pub struct WireStats {
     pub cpu_walk_errors: u64,
     /// Pages accessed without a CPU-table check (`--checker off`).
     pub unchecked_accesses: u64,
+    /// Accesses to frames missing from the guest kernel's direct map
+    /// (protocol 0.4; also in `violations`).
+    pub violations_no_direct_map: u64,
 }
 
 impl WireStats {
@@ -565,6 +587,7 @@ impl WireStats {
             self.errors,
             self.cpu_walk_errors,
             self.unchecked_accesses,
+            self.violations_no_direct_map,
         ]
     }
 
@@ -584,6 +607,7 @@ impl WireStats {
             errors: a[11],
             cpu_walk_errors: a[12],
             unchecked_accesses: a[13],
+            violations_no_direct_map: a[14],
         }
     }
 }
@@ -727,7 +751,27 @@ pub mod build {
         v
     }
 
+    /// SET_AS of protocol 0.4 with `direct_map_base` 0 (no direct-map
+    /// check).
     pub fn set_as(gpu_pt_root: u64, cpu_pt_root: u64, levels: u32) -> Vec<u8> {
+        set_as_with_direct_map(gpu_pt_root, cpu_pt_root, levels, 0)
+    }
+
+    /// SET_AS of protocol 0.4 (40 bytes).
+    pub fn set_as_with_direct_map(
+        gpu_pt_root: u64,
+        cpu_pt_root: u64,
+        levels: u32,
+        direct_map_base: u64,
+    ) -> Vec<u8> {
+        u64s(
+            set_as_v0_3(gpu_pt_root, cpu_pt_root, levels),
+            &[direct_map_base],
+        )
+    }
+
+    /// SET_AS of protocol 0.3 (32 bytes, no `direct_map_base`).
+    pub fn set_as_v0_3(gpu_pt_root: u64, cpu_pt_root: u64, levels: u32) -> Vec<u8> {
         let mut v = u64s(
             hdr(u::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS),
             &[gpu_pt_root, cpu_pt_root],
@@ -813,6 +857,12 @@ mod tests {
         assert_eq!(OP_SIZE, 40);
         assert_eq!(JOB_HDR_SIZE, 24);
         assert_eq!(set_as(0, 0, 4).len(), size_of::<u::vgpu_svm_cmd_set_as>());
+        assert_eq!(set_as(0, 0, 4).len(), 40);
+        assert_eq!(set_as_v0_3(0, 0, 4).len(), SET_AS_SIZE_V0_3);
+        assert_eq!(SET_AS_SIZE_V0_3, 32);
+        assert_eq!(offset_of!(u::vgpu_svm_cmd_set_as, direct_map_base), 32);
+        assert_eq!(offset_of!(u::vgpu_svm_stats, violations_no_direct_map), 112);
+        assert_eq!(size_of::<u::vgpu_svm_stats>(), 128);
         assert_eq!(invalidate(0, 0).len(), size_of::<u::vgpu_svm_cmd_range>());
         assert_eq!(bind(0, 0, 0).len(), size_of::<u::vgpu_svm_cmd_bind>());
         assert_eq!(resume(0).len(), size_of::<u::vgpu_svm_cmd_resume>());
@@ -827,9 +877,52 @@ mod tests {
             SvmCommand::SetAs {
                 gpu_pt_root: 0x1000,
                 cpu_pt_root: 0x2000,
-                cpu_pt_levels: 5
+                cpu_pt_levels: 5,
+                direct_map_base: None,
             }
         );
+        // 0.4 with a base; 0.3's 32 bytes (and 33..39) and a base of 0: none.
+        let base = 0xffff_8880_0000_0000u64;
+        assert_eq!(
+            parse(&set_as_with_direct_map(0x1000, 0x2000, 4, base)).unwrap(),
+            SvmCommand::SetAs {
+                gpu_pt_root: 0x1000,
+                cpu_pt_root: 0x2000,
+                cpu_pt_levels: 4,
+                direct_map_base: Some(base),
+            }
+        );
+        let full = set_as_with_direct_map(0x1000, 0x2000, 4, base);
+        for n in SET_AS_SIZE_V0_3..SET_AS_SIZE {
+            assert_eq!(
+                parse(&full[..n]).unwrap(),
+                SvmCommand::SetAs {
+                    gpu_pt_root: 0x1000,
+                    cpu_pt_root: 0x2000,
+                    cpu_pt_levels: 4,
+                    direct_map_base: None,
+                },
+                "{n} bytes"
+            );
+        }
+        assert_eq!(
+            parse(&set_as_v0_3(0x1000, 0x2000, 4)).unwrap(),
+            parse(&full[..32]).unwrap()
+        );
+        assert!(matches!(
+            parse(&set_as(0x1000, 0x2000, 4)).unwrap(),
+            SvmCommand::SetAs {
+                direct_map_base: None,
+                ..
+            }
+        ));
+        // Hostile bases are accepted when page aligned (the checker copes).
+        for b in [!0xfffu64, 0x8000_0000_0000, 1 << 63, 0x1000] {
+            assert!(matches!(
+                parse(&set_as_with_direct_map(0x1000, 0x2000, 5, b)).unwrap(),
+                SvmCommand::SetAs { direct_map_base: Some(x), .. } if x == b
+            ));
+        }
         assert_eq!(
             parse(&invalidate(0x1000, 0x2000)).unwrap(),
             SvmCommand::Invalidate {
@@ -893,7 +986,7 @@ mod tests {
         use ErrorCode::*;
         // Truncation at every length.
         for full in [
-            set_as(0, 0, 4),
+            set_as_v0_3(0, 0, 4),
             invalidate(0, 0x1000),
             bind(0, 0, 0x1000),
             job(1, &[op(OpKind::Fill, 0, 0, 1, 0)]),
@@ -914,6 +1007,15 @@ mod tests {
         assert_eq!(code(&set_as(0x1001, 0x2000, 4)), Misaligned);
         assert_eq!(code(&set_as(0x1000, 0x2008, 4)), Misaligned);
         assert_eq!(code(&set_as(1 << 60, 0x2000, 4)), BadAddress);
+        assert_eq!(
+            code(&set_as_with_direct_map(
+                0x1000,
+                0x2000,
+                4,
+                0xffff_8880_0000_0008
+            )),
+            Misaligned
+        );
         assert_eq!(code(&invalidate(0x1001, 0x1000)), Misaligned);
         assert_eq!(code(&invalidate(0x1000, 0x10)), Misaligned);
         assert_eq!(code(&invalidate(0x1000, 0)), Malformed);
@@ -988,7 +1090,15 @@ mod tests {
             &b[s + offset_of!(u::vgpu_svm_stats, unchecked_accesses)..][..8],
             &113u64.to_le_bytes()
         );
-        assert!(b[48 + 14 * 8..].iter().all(|&x| x == 0));
+        assert_eq!(
+            &b[s + offset_of!(u::vgpu_svm_stats, violations_no_direct_map)..][..8],
+            &114u64.to_le_bytes()
+        );
+        assert_eq!(
+            s + offset_of!(u::vgpu_svm_stats, violations_no_direct_map),
+            160
+        );
+        assert!(b[48 + 15 * 8..].iter().all(|&x| x == 0));
         assert_eq!(SvmResp::decode(&b).unwrap(), r);
         let e = SvmResp::error(ErrorCode::Aborted, 9);
         assert_eq!(SvmResp::decode(&e.encode()).unwrap(), e);

@@ -8,6 +8,17 @@
 //! - a write while the CPU entry is not writable at every level -> violation
 //!   (a device write into a COW-shared or read-only page).
 //!
+//! Then, when the guest gave its kernel's direct-map base (SET_AS
+//! `direct_map_base`, [`Checker::set_direct_map`]), [`Checker::check_frame`]
+//! walks the same CPU root (an x86-64 mm's top-level table maps the kernel
+//! half too) at `base + G`: a frame that is not mapped present there is one
+//! the kernel removed from its direct map (memfd_secret's
+//! set_direct_map_invalid_noflush, or otherwise unmappable) and no device
+//! may reach it -> violation, whatever the VMA was. Nothing is cached: the
+//! direct map changes without any INVALIDATE (a secret page is unmapped
+//! from it at fault time, before the user PTE exists), so every access
+//! walks it afresh (4 or 5 loads, next to a copy of up to 4 KiB).
+//!
 //! A CPU table that cannot be walked (outside guest memory, malformed) is
 //! counted separately: it is a broken setup, not evidence about coherence.
 //! Violations are counted, logged with full detail, and the most recent
@@ -40,6 +51,9 @@ pub enum ViolationKind {
     FrameMismatch,
     /// The device writes a page the CPU may not write.
     WriteNotWritable,
+    /// The frame is not mapped in the guest kernel's direct map (secret
+    /// memory or otherwise unmappable): no device may reach it.
+    NoDirectMap(NoPage),
 }
 
 /// One detected violation, with everything needed to debug it.
@@ -57,8 +71,13 @@ pub struct Violation {
     pub gpu_phys: u64,
     /// Guest physical address the CPU maps there, if any.
     pub cpu_phys: Option<u64>,
-    /// The CPU leaf (or non-present) entry.
+    /// The CPU leaf (or non-present) entry (for [`ViolationKind::NoDirectMap`]:
+    /// the direct map's entry).
     pub cpu_entry: u64,
+    /// For [`ViolationKind::NoDirectMap`]: the kernel VA of the frame in
+    /// the direct map (`direct_map_base + gpu_phys`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct_map_va: Option<u64>,
     /// Unix time in microseconds.
     pub time_us: u64,
 }
@@ -73,6 +92,9 @@ impl fmt::Display for Violation {
         match self.cpu_phys {
             Some(c) => write!(f, "{c:#x}")?,
             None => f.write_str("none")?,
+        }
+        if let Some(d) = self.direct_map_va {
+            write!(f, " direct map va {d:#x}")?;
         }
         write!(
             f,
@@ -90,6 +112,8 @@ pub struct CheckerStats {
     pub no_cpu_page: u64,
     pub frame_mismatch: u64,
     pub write_not_writable: u64,
+    /// Frames missing from the guest kernel's direct map.
+    pub no_direct_map: u64,
     /// CPU tables that could not be walked (not counted as violations).
     pub cpu_walk_errors: u64,
 }
@@ -123,6 +147,8 @@ pub const LOG_EVERY: u64 = 1024;
 pub struct Checker {
     cpu_root: u64,
     levels: Levels,
+    /// The guest kernel's `page_offset_base`, when known.
+    direct_map: Option<u64>,
     pub stats: CheckerStats,
     recent: VecDeque<Violation>,
 }
@@ -141,9 +167,19 @@ impl Checker {
         Self {
             cpu_root,
             levels,
+            direct_map: None,
             stats: CheckerStats::default(),
             recent: VecDeque::new(),
         }
+    }
+
+    /// Turns the direct-map check on (`Some(page_offset_base)`) or off.
+    pub fn set_direct_map(&mut self, base: Option<u64>) {
+        self.direct_map = base;
+    }
+
+    pub fn direct_map(&self) -> Option<u64> {
+        self.direct_map
     }
 
     pub fn recent(&self) -> impl Iterator<Item = &Violation> {
@@ -165,18 +201,7 @@ impl Checker {
             Err(CpuWalkError::NoPage { kind, entry, .. }) => {
                 (ViolationKind::NoCpuPage(kind), None, entry)
             }
-            Err(e) => {
-                self.stats.cpu_walk_errors += 1;
-                let n = self.stats.cpu_walk_errors;
-                if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
-                    crate::guest_warn!(
-                        "checker",
-                        "checker: ctx {} va {va:#x}: {e} [walk error {n}]",
-                        info.ctx
-                    );
-                }
-                return Verdict::CpuWalkError(e);
-            }
+            Err(e) => return self.walk_error(info, va, e),
             Ok(t) => {
                 let c = t.phys(va);
                 if c / CHECK_PAGE != gpu_phys / CHECK_PAGE {
@@ -188,13 +213,7 @@ impl Checker {
                 }
             }
         };
-        self.stats.violations += 1;
-        match kind {
-            ViolationKind::NoCpuPage(_) => self.stats.no_cpu_page += 1,
-            ViolationKind::FrameMismatch => self.stats.frame_mismatch += 1,
-            ViolationKind::WriteNotWritable => self.stats.write_not_writable += 1,
-        }
-        let v = Violation {
+        self.violation(Violation {
             kind,
             ctx: info.ctx,
             job: info.job,
@@ -204,11 +223,80 @@ impl Checker {
             gpu_phys,
             cpu_phys,
             cpu_entry,
+            direct_map_va: None,
             time_us: now_us(),
+        })
+    }
+
+    /// Checks that guest frame `gpu_phys`, which a device access (of CPU
+    /// VA `va`, for the record) touches, is mapped in the guest kernel's
+    /// direct map: [`Verdict::Ok`] without a direct-map base. Called after
+    /// [`Checker::check`] for the same access (it is not counted in
+    /// `accesses_checked` again). A wrapping or non-canonical direct-map
+    /// address, or a table outside guest memory, is a walk error.
+    pub fn check_frame<M: PhysMem + ?Sized>(
+        &mut self,
+        mem: &M,
+        info: AccessInfo,
+        va: u64,
+        gpu_phys: u64,
+        access: Access,
+    ) -> Verdict {
+        let Some(base) = self.direct_map else {
+            return Verdict::Ok;
         };
+        let frame = gpu_phys & !(CHECK_PAGE - 1);
+        let dva = match x86::direct_map_va(base, frame) {
+            Ok(d) => d,
+            Err(e) => return self.walk_error(info, base, e),
+        };
+        let (kind, entry) = match x86::walk(mem, self.cpu_root, self.levels, dva) {
+            Ok(_) => return Verdict::Ok,
+            Err(CpuWalkError::NoPage { kind, entry, .. }) => (kind, entry),
+            Err(e) => return self.walk_error(info, dva, e),
+        };
+        self.violation(Violation {
+            kind: ViolationKind::NoDirectMap(kind),
+            ctx: info.ctx,
+            job: info.job,
+            access,
+            gpu_va: info.gpu_va,
+            va,
+            gpu_phys,
+            cpu_phys: None,
+            cpu_entry: entry,
+            direct_map_va: Some(dva),
+            time_us: now_us(),
+        })
+    }
+
+    /// Counts and (rate limited) logs a CPU table that could not be walked.
+    fn walk_error(&mut self, info: AccessInfo, va: u64, e: CpuWalkError) -> Verdict {
+        self.stats.cpu_walk_errors += 1;
+        let n = self.stats.cpu_walk_errors;
+        if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
+            crate::guest_warn!(
+                "checker",
+                "checker: ctx {} va {va:#x}: {e} [walk error {n}]",
+                info.ctx
+            );
+        }
+        Verdict::CpuWalkError(e)
+    }
+
+    /// Counts, logs (the first [`LOG_FIRST`], then one in [`LOG_EVERY`])
+    /// and keeps a violation.
+    fn violation(&mut self, v: Violation) -> Verdict {
+        self.stats.violations += 1;
+        match v.kind {
+            ViolationKind::NoCpuPage(_) => self.stats.no_cpu_page += 1,
+            ViolationKind::FrameMismatch => self.stats.frame_mismatch += 1,
+            ViolationKind::WriteNotWritable => self.stats.write_not_writable += 1,
+            ViolationKind::NoDirectMap(_) => self.stats.no_direct_map += 1,
+        }
         let n = self.stats.violations;
         if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
-            warn!("{v} [violation {n} of ctx {}]", info.ctx);
+            warn!("{v} [violation {n} of ctx {}]", v.ctx);
         }
         if self.recent.len() == RECENT_VIOLATIONS {
             self.recent.pop_front();
@@ -299,6 +387,149 @@ mod tests {
             Verdict::CpuWalkError(CpuWalkError::NonCanonical { .. })
         ));
         assert_eq!((c.stats.violations, c.stats.cpu_walk_errors), (0, 2));
+    }
+
+    /// A user page at `va` -> `frame` and a 2 MiB direct map of 16 MiB of
+    /// RAM at `base`, in the same root.
+    fn with_direct_map(
+        m: &vm_memory::GuestMemoryMmap,
+        levels: Levels,
+        base: u64,
+    ) -> CpuBuilder<'_> {
+        let mut cpu = CpuBuilder::new(m, levels, 0x10_0000);
+        cpu.map_direct_map(base, 16 << 20, false);
+        for i in 0..4 {
+            cpu.map_4k(0x7f00_0000_0000 + i * 4096, 0x80_0000 + i * 4096, true);
+        }
+        cpu
+    }
+
+    #[test]
+    fn frames_removed_from_the_direct_map_are_violations() {
+        use super::x86::tests::{DIRECT_MAP_4, DIRECT_MAP_5};
+        for (levels, base) in [(Levels::Four, DIRECT_MAP_4), (Levels::Five, DIRECT_MAP_5)] {
+            let m = testmem::new(16 << 20);
+            let mut cpu = with_direct_map(&m, levels, base);
+            let va = 0x7f00_0000_0000u64;
+            let mut c = Checker::new(cpu.root, levels);
+            c.set_direct_map(Some(base));
+            assert_eq!(c.direct_map(), Some(base));
+            // Mapped in the direct map (a 2 MiB leaf): fine.
+            for i in 0..4 {
+                let (v, g) = (va + i * 4096 + 8, 0x80_0008 + i * 4096);
+                assert_eq!(c.check(&m, INFO, v, g, Access::Write), Verdict::Ok);
+                assert_eq!(c.check_frame(&m, INFO, v, g, Access::Write), Verdict::Ok);
+            }
+            // memfd_secret: the kernel splits the 2 MiB leaf and clears the
+            // frame's PTE; the user mapping is as good as ever.
+            cpu.remove_from_direct_map(base, 0x80_1000);
+            assert_eq!(
+                c.check(&m, INFO, va + 0x1000, 0x80_1010, Access::Read),
+                Verdict::Ok
+            );
+            let Verdict::Violation(v) =
+                c.check_frame(&m, INFO, va + 0x1000, 0x80_1010, Access::Read)
+            else {
+                panic!("frame outside the direct map not caught")
+            };
+            // GLOBAL stays in the cleared entry: Linux reads it as PROTNONE.
+            assert_eq!(v.kind, ViolationKind::NoDirectMap(NoPage::ProtNone));
+            assert_eq!(v.direct_map_va, Some(base + 0x80_1000));
+            assert_eq!(
+                (v.va, v.gpu_phys, v.cpu_phys),
+                (va + 0x1000, 0x80_1010, None)
+            );
+            assert_eq!(v.cpu_entry & PRESENT, 0);
+            assert!(v.to_string().contains("direct map va"));
+            // Its neighbours in the split region still pass; a write too.
+            for g in [0x80_0000u64, 0x80_2000, 0x80_3ff8, 0x9f_f000] {
+                assert_eq!(c.check_frame(&m, INFO, va, g, Access::Write), Verdict::Ok);
+            }
+            // An entirely cleared direct-map slot (no table at all).
+            let Verdict::Violation(v) = c.check_frame(&m, INFO, va, 16 << 20, Access::Read) else {
+                panic!()
+            };
+            assert_eq!(v.kind, ViolationKind::NoDirectMap(NoPage::Empty));
+            let s = c.stats;
+            assert_eq!(
+                (s.violations, s.no_direct_map, s.cpu_walk_errors),
+                (2, 2, 0)
+            );
+            assert_eq!(s.accesses_checked, 5, "check_frame is part of an access");
+            assert_eq!(c.recent().count(), 2);
+            // Without a base (SET_AS of protocol 0.3): not checked.
+            c.set_direct_map(None);
+            assert_eq!(
+                c.check_frame(&m, INFO, va + 0x1000, 0x80_1000, Access::Read),
+                Verdict::Ok
+            );
+            assert_eq!(c.stats.violations, 2);
+        }
+    }
+
+    #[test]
+    fn hostile_direct_map_bases_are_walk_errors() {
+        use super::x86::tests::DIRECT_MAP_4;
+        let m = testmem::new(16 << 20);
+        let cpu = with_direct_map(&m, Levels::Four, DIRECT_MAP_4);
+        let mut c = Checker::new(cpu.root, Levels::Four);
+        let walk_error = |c: &mut Checker, base: u64, g: u64| {
+            c.set_direct_map(Some(base));
+            c.check_frame(&m, INFO, 0x1000, g, Access::Read)
+        };
+        // base + G wraps past 2^64.
+        assert_eq!(
+            walk_error(&mut c, !0xfff, 0x80_1000),
+            Verdict::CpuWalkError(CpuWalkError::Wraps {
+                base: !0xfff,
+                offset: 0x80_1000
+            })
+        );
+        assert_eq!(
+            walk_error(&mut c, u64::MAX, u64::MAX),
+            Verdict::CpuWalkError(CpuWalkError::Wraps {
+                base: u64::MAX,
+                offset: !0xfff
+            })
+        );
+        // Not canonical (4 levels: bits 63..47 must agree; 5: 63..56).
+        for (base, g) in [
+            (0x8000_0000_0000u64, 0x1000u64),
+            (0xffff_7fff_ffff_e000, 0x1000),
+            (1 << 63, 0),
+            (0x7fff_ffff_f000, 0x1000),
+        ] {
+            assert!(
+                matches!(
+                    walk_error(&mut c, base, g),
+                    Verdict::CpuWalkError(CpuWalkError::NonCanonical { .. })
+                ),
+                "{base:#x} + {g:#x}"
+            );
+        }
+        let mut c5 = Checker::new(cpu.root, Levels::Five);
+        c5.set_direct_map(Some(1 << 56));
+        assert!(matches!(
+            c5.check_frame(&m, INFO, 0x1000, 0, Access::Read),
+            Verdict::CpuWalkError(CpuWalkError::NonCanonical { .. })
+        ));
+        // A root outside guest memory.
+        let mut far = Checker::new(1 << 40, Levels::Four);
+        far.set_direct_map(Some(DIRECT_MAP_4));
+        assert!(matches!(
+            far.check_frame(&m, INFO, 0x1000, 0x1000, Access::Read),
+            Verdict::CpuWalkError(CpuWalkError::BadAddress { .. })
+        ));
+        assert_eq!((c.stats.violations, c.stats.cpu_walk_errors), (0, 6));
+        // Arbitrary bases and frames: never a panic.
+        let mut x: u64 = 99;
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            c.set_direct_map(Some(x & !0xfff));
+            let _ = c.check_frame(&m, INFO, x, x.rotate_left(17), Access::Write);
+        }
     }
 
     #[test]

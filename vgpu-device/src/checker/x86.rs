@@ -94,6 +94,9 @@ pub enum CpuWalkError {
     BadAddress { level: u32, addr: u64 },
     /// PS set where the architecture reserves it (PML4E / PML5E).
     Malformed { level: u32, entry: u64 },
+    /// `base + offset` wraps past 2^64 (a direct-map address, see
+    /// [`direct_map_va`]).
+    Wraps { base: u64, offset: u64 },
 }
 
 impl fmt::Display for CpuWalkError {
@@ -112,6 +115,9 @@ impl fmt::Display for CpuWalkError {
             CpuWalkError::Malformed { level, entry } => {
                 write!(f, "malformed CPU level-{level} entry {entry:#x}")
             }
+            CpuWalkError::Wraps { base, offset } => {
+                write!(f, "CPU VA {base:#x} + {offset:#x} wraps around")
+            }
         }
     }
 }
@@ -126,6 +132,15 @@ fn classify(entry: u64) -> NoPage {
     } else {
         NoPage::SwapOrMigration
     }
+}
+
+/// The kernel VA of guest frame `phys` in a direct map (all of RAM mapped
+/// linearly) starting at `base` (Linux's `page_offset_base`): `base + phys`,
+/// or [`CpuWalkError::Wraps`] (both values come from the guest). Whether the
+/// sum is canonical is [`walk`]'s to check.
+pub fn direct_map_va(base: u64, phys: u64) -> Result<u64, CpuWalkError> {
+    base.checked_add(phys)
+        .ok_or(CpuWalkError::Wraps { base, offset: phys })
 }
 
 /// Walks the CPU page table at `root` (guest physical address of the PML4,
@@ -241,7 +256,61 @@ pub(crate) mod tests {
             let e = frame | PRESENT | USER | ACCESSED | DIRTY | if write { RW } else { 0 };
             self.set(va, 1, e)
         }
+
+        fn alloc(&mut self) -> u64 {
+            let t = self.next;
+            self.next += 0x1000;
+            for i in 0..512 {
+                put(self.mem, t + i * 8, 0);
+            }
+            t
+        }
+
+        /// A kernel direct map of guest RAM `[0, ram)` at `base` (Linux's
+        /// page_offset_base) in the same tables, as the kernel builds it:
+        /// global, NX, writable leaves of 1 GiB (`gib`) or 2 MiB.
+        pub fn map_direct_map(&mut self, base: u64, ram: u64, gib: bool) {
+            let (level, size) = if gib { (3, 1 << 30) } else { (2, 2 << 20) };
+            let mut pa = 0;
+            while pa < ram {
+                self.set(base + pa, level, pa | DIRECT_LEAF | PS);
+                pa += size;
+            }
+        }
+
+        /// What the kernel's set_direct_map_invalid_noflush() does to the
+        /// frame at guest physical `frame`: split the large leaves above it
+        /// (1 GiB -> 2 MiB -> 4 KiB, same attributes) and clear PRESENT
+        /// and RW in its 4 KiB entry (GLOBAL and NX stay).
+        pub fn remove_from_direct_map(&mut self, base: u64, frame: u64) {
+            let va = base + frame;
+            for level in [3, 2] {
+                let a = self.entry_addr(va, level);
+                let e = get(self.mem, a);
+                if e & PRESENT != 0 && e & PS != 0 {
+                    let (mask, child) = if level == 3 {
+                        (ADDR_MASK_1G, 2 << 20)
+                    } else {
+                        (ADDR_MASK_2M, 4096)
+                    };
+                    let t = self.alloc();
+                    let attrs = e & !mask & if level == 2 { !PS } else { !0 };
+                    for i in 0..512 {
+                        put(self.mem, t + i * 8, ((e & mask) + i * child) | attrs);
+                    }
+                    put(self.mem, a, t | PRESENT | RW | ACCESSED | DIRTY);
+                }
+            }
+            let a = self.entry_addr(va, 1);
+            put(self.mem, a, get(self.mem, a) & !(PRESENT | RW));
+        }
     }
+
+    /// A direct-map leaf's bits (without PS): __PAGE_KERNEL | _PAGE_GLOBAL.
+    pub const DIRECT_LEAF: u64 = PRESENT | RW | ACCESSED | DIRTY | PROTNONE | x86::NX;
+    /// page_offset_base without KASLR, 4 and 5 levels.
+    pub const DIRECT_MAP_4: u64 = 0xffff_8880_0000_0000;
+    pub const DIRECT_MAP_5: u64 = 0xff11_0000_0000_0000;
 
     const MB: u64 = 1 << 20;
 
@@ -329,6 +398,37 @@ pub(crate) mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn direct_map_in_the_kernel_half() {
+        for (levels, base) in [(Levels::Four, DIRECT_MAP_4), (Levels::Five, DIRECT_MAP_5)] {
+            for gib in [false, true] {
+                let m = testmem::new(16 << 20);
+                let mut b = CpuBuilder::new(&m, levels, 0x10_0000);
+                b.map_direct_map(base, 16 << 20, gib);
+                let va = direct_map_va(base, 0x80_1000).unwrap();
+                let t = walk(&m, b.root, levels, va).unwrap();
+                assert_eq!(t.phys(va), 0x80_1000);
+                b.remove_from_direct_map(base, 0x80_1000);
+                assert!(matches!(
+                    walk(&m, b.root, levels, va),
+                    Err(CpuWalkError::NoPage { level: 1, .. })
+                ));
+                // The split kept the neighbours, at 4 KiB and 2 MiB.
+                for pa in [0x80_0000, 0x80_2000, 0x60_0000, 0xa0_0000, 0] {
+                    let va = base + pa;
+                    assert_eq!(walk(&m, b.root, levels, va).unwrap().phys(va), pa);
+                }
+            }
+        }
+        assert_eq!(
+            direct_map_va(!0xfff, 0x1000),
+            Err(CpuWalkError::Wraps {
+                base: !0xfff,
+                offset: 0x1000
+            })
+        );
     }
 
     #[test]

@@ -860,6 +860,7 @@ mod tests {
         assert_eq!(set_as(0, 0, 4).len(), 40);
         assert_eq!(set_as_v0_3(0, 0, 4).len(), SET_AS_SIZE_V0_3);
         assert_eq!(SET_AS_SIZE_V0_3, 32);
+        assert_eq!(u::VGPU_SVM_PROTOCOL_MINOR, 4, "direct_map_base is 0.4");
         assert_eq!(offset_of!(u::vgpu_svm_cmd_set_as, direct_map_base), 32);
         assert_eq!(offset_of!(u::vgpu_svm_stats, violations_no_direct_map), 112);
         assert_eq!(size_of::<u::vgpu_svm_stats>(), 128);

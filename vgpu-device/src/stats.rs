@@ -9,7 +9,7 @@
 //! vgpu_svm_stats` (`accesses_checked`, `violations`, `violations_no_page`,
 //! `violations_frame`, `violations_write`, `faults`, `invalidations`,
 //! `tlb_hits`, `tlb_misses`, `jobs`, `bytes`, `errors`, `cpu_walk_errors`,
-//! `unchecked_accesses`) plus `jobs_aborted`, `jobs_failed`, `pages_accessed`,
+//! `unchecked_accesses`, `violations_no_direct_map`) plus `jobs_aborted`, `jobs_failed`, `pages_accessed`,
 //! `commands` by SVM command, and `violations_recent` (the last 64, in full),
 //! all device-wide; `svm_contexts`: each live context's own counters (what
 //! STATS on that context answers) by context id.
@@ -109,6 +109,7 @@ mod tests {
         assert_eq!(v["checker"], "strict");
         assert_eq!(v["svm"]["accesses_checked"], 0);
         assert_eq!(v["svm"]["violations_write"], 0);
+        assert_eq!(v["svm"]["violations_no_direct_map"], 0);
         assert!(v["svm"]["violations_recent"].as_array().unwrap().is_empty());
         d.handle_control(&build::get_display_info(), 4096);
         fs::remove_file(&path).unwrap();

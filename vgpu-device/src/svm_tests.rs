@@ -324,6 +324,176 @@ fn each_violation_kind_fires() {
     assert_eq!(j["svm"]["violations_recent"].as_array().unwrap().len(), 3);
 }
 
+/// The guest kernel's direct map (SET_AS direct_map_base, protocol 0.4):
+/// RAM mapped with 2 MiB leaves at `base` in the same CPU root as the user
+/// half (its tables from a fresh area).
+fn direct_map(mem: &GuestMemoryMmap, base: u64) -> CpuBuilder<'_> {
+    let mut dm = Tables::again(mem, 20).cpu;
+    dm.map_direct_map(base, MEM as u64, false);
+    dm
+}
+
+/// A frame the guest kernel removed from its direct map (what memfd_secret
+/// does, splitting the 2 MiB leaf) is a `violations_no_direct_map` violation
+/// even though the user mapping agrees with the GPU's; the frames around it
+/// (same split region, or a 2 MiB GPU leaf over it) are fine; the check
+/// runs only with a direct-map base (not for a SET_AS of protocol 0.3, nor
+/// with a base of 0).
+#[test]
+fn frames_outside_the_direct_map_are_violations() {
+    use crate::checker::x86::tests::DIRECT_MAP_4;
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x7000_0000_0000u64;
+    let va2 = 0x7000_0040_0000u64; // 2 MiB aligned
+    let big = DATA + 4 * MB; // 2 MiB aligned frame
+    let mut t = Tables::new(&r.mem);
+    t.map_4k(va, DATA, true);
+    t.map_4k(va + 0x1000, DATA + 0x1000, true);
+    t.map_2m(va2, big);
+    let _ = t;
+    let mem = r.mem.clone();
+    let mut dm = direct_map(&mem, DIRECT_MAP_4);
+    r.ok(&set_as_with_direct_map(GPU_PT, CPU_PT, 4, DIRECT_MAP_4));
+    r.ok(&job(1, &[op(OpKind::Read, 0, va, 8192, 0)]));
+    r.ok(&job(2, &[op(OpKind::Read, 0, va2, 2 * MB, 0)]));
+    let s = r.stats();
+    assert_eq!(
+        (s.accesses_checked, s.violations, s.cpu_walk_errors),
+        (514, 0, 0)
+    );
+
+    // memfd_secret: the second page's frame leaves the direct map.
+    dm.remove_from_direct_map(DIRECT_MAP_4, DATA + 0x1000);
+    r.ok(&job(3, &[op(OpKind::Read, 0, va, 8192, 0)]));
+    let s = r.stats();
+    assert_eq!((s.violations, s.violations_no_direct_map), (1, 1));
+    assert_eq!(
+        (s.violations_no_page, s.violations_frame, s.violations_write),
+        (0, 0, 0)
+    );
+    // One frame inside a 2 MiB GPU leaf: exactly one of its 512 pages, by
+    // a read and by a write (FILL).
+    dm.remove_from_direct_map(DIRECT_MAP_4, big + 0x5000);
+    r.ok(&job(4, &[op(OpKind::Read, 0, va2, 2 * MB, 0)]));
+    assert_eq!(r.stats().violations_no_direct_map, 2);
+    r.ok(&job(5, &[op(OpKind::Fill, va2 + 0x4000, 0, 0x3000, 0x5a)]));
+    let s = r.stats();
+    assert_eq!((s.violations, s.violations_no_direct_map), (3, 3));
+    // The last violation in full, and the counters at every level.
+    let snap = r.dev.counters().snapshot();
+    let v = snap.violations_recent.last().unwrap();
+    assert_eq!(
+        (v.ctx, v.job, v.gpu_va, v.gpu_phys, v.direct_map_va),
+        (
+            CTX,
+            5,
+            va2 + 0x5000,
+            big + 0x5000,
+            Some(DIRECT_MAP_4 + big + 0x5000)
+        )
+    );
+    assert!(matches!(
+        v.kind,
+        crate::checker::ViolationKind::NoDirectMap(_)
+    ));
+    assert_eq!(stats_on(&mut r.dev, 0).violations_no_direct_map, 3);
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    assert_eq!(j["svm"]["violations"], 3);
+    assert_eq!(j["svm"]["violations_no_direct_map"], 3);
+    assert_eq!(
+        j["svm_contexts"][CTX.to_string()]["violations_no_direct_map"],
+        3
+    );
+    assert_eq!(
+        j["svm"]["violations_recent"][2]["direct_map_va"],
+        DIRECT_MAP_4 + big + 0x5000
+    );
+
+    // SET_AS of protocol 0.3 (32 bytes), or a base of 0: no direct-map check.
+    for old in [
+        set_as_v0_3(GPU_PT, CPU_PT, 4),
+        set_as_with_direct_map(GPU_PT, CPU_PT, 4, 0),
+    ] {
+        r.ok(&old);
+        r.ok(&job(6, &[op(OpKind::Read, 0, va, 8192, 0)]));
+        r.ok(&job(7, &[op(OpKind::Fill, va2, 0, 2 * MB, 1)]));
+        let s = r.stats();
+        assert_eq!((s.violations, s.violations_no_direct_map), (3, 3));
+    }
+    // And on again.
+    r.ok(&set_as_with_direct_map(GPU_PT, CPU_PT, 4, DIRECT_MAP_4));
+    r.ok(&job(8, &[op(OpKind::Read, 0, va + 0x1000, 8, 0)]));
+    assert_eq!(r.stats().violations_no_direct_map, 4);
+}
+
+/// Five levels: the direct map at the LA57 page_offset_base.
+#[test]
+fn direct_map_with_five_levels() {
+    use crate::checker::x86::tests::DIRECT_MAP_5;
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = (5u64 << 48) | 0x1000;
+    let mem = r.mem.clone();
+    let mut cpu = CpuBuilder::new(&mem, Levels::Five, CPU_PT);
+    cpu.map_4k(va, DATA, true);
+    cpu.map_4k(va + 0x1000, DATA + 0x1000, true);
+    cpu.map_direct_map(DIRECT_MAP_5, MEM as u64, false);
+    cpu.remove_from_direct_map(DIRECT_MAP_5, DATA + 0x1000);
+    let mut gpu = Builder::new(&mem, GPU_PT);
+    // GPU VAs are 48 bits: bind them to the 57-bit CPU VAs.
+    gpu.map_4k(0x1000, DATA, true);
+    gpu.map_4k(0x2000, DATA + 0x1000, true);
+    r.ok(&set_as_with_direct_map(GPU_PT, CPU_PT, 5, DIRECT_MAP_5));
+    r.ok(&bind(0x1000, va, 0x2000));
+    r.ok(&job(1, &[op(OpKind::Read, 0, 0x1000, 4096, 0)]));
+    assert_eq!(r.stats().violations, 0);
+    r.ok(&job(2, &[op(OpKind::Read, 0, 0x2000, 4096, 0)]));
+    let s = r.stats();
+    assert_eq!((s.violations, s.violations_no_direct_map), (1, 1));
+}
+
+/// Hostile direct-map bases: SET_AS accepts any page-aligned one; a base
+/// whose sum with a frame wraps or is not canonical makes the check a CPU
+/// walk error (the job runs on), never a violation, never a panic. A
+/// misaligned base is refused.
+#[test]
+fn hostile_direct_map_bases_are_walk_errors() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x7000_0000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.map_4k(va, DATA, true);
+    let _ = t;
+    let _dm = direct_map(&r.mem, crate::checker::x86::tests::DIRECT_MAP_4);
+    let mut errors = 0;
+    for base in [
+        !0xfffu64,             // wraps
+        0xffff_ffff_ff00_0000, // wraps for a frame at 16 MiB
+        0x8000_0000_0000,      // not canonical
+        1 << 63,               // not canonical
+        0x7fff_ff00_0000,      // not canonical for a frame at 16 MiB
+    ] {
+        r.ok(&set_as_with_direct_map(GPU_PT, CPU_PT, 4, base));
+        r.ok(&job(1, &[op(OpKind::Fill, va, 0, 4096, 3)]));
+        errors += 1;
+        let s = r.stats();
+        assert_eq!((s.violations, s.cpu_walk_errors), (0, errors), "{base:#x}");
+        assert_eq!(r.read(DATA, 4096), vec![3; 4096]);
+    }
+    assert_eq!(
+        r.err(&set_as_with_direct_map(
+            GPU_PT,
+            CPU_PT,
+            4,
+            0xffff_8880_0000_0800
+        )),
+        ErrorCode::Misaligned
+    );
+    // A user-half base: the user mapping is not there, so it is a
+    // violation of that frame (the driver lied), not a crash.
+    r.ok(&set_as_with_direct_map(GPU_PT, CPU_PT, 4, 0x1000_0000_0000));
+    r.ok(&job(2, &[op(OpKind::Read, 0, va, 8, 0)]));
+    assert_eq!(r.stats().violations_no_direct_map, 1);
+}
+
 #[test]
 fn checker_off_checks_nothing() {
     let mut r = Rig::new(CheckerMode::Off);

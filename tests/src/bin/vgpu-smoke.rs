@@ -91,6 +91,10 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         "the SVM fault window is invisible: guard pages, EOF, sparse files and private file pages are left alone",
         check_fault_window_invisible,
     ),
+    (
+        "negative control: a driver that mirrors memfd_secret memory is caught by the device (no-direct-map violations)",
+        check_secretmem_caught_by_device,
+    ),
 ];
 
 /// One READ op of `len` bytes at `src`.
@@ -428,6 +432,43 @@ fn check_stats_privacy(_dev: &Device) -> Result<String, String> {
         return Err(format!("privileged STATS: {} accesses checked: not device-wide", all.accesses_checked));
     }
     Ok(format!("device-wide {} accesses; the child saw only its own", all.accesses_checked))
+}
+
+const MIRROR_SECRETMEM_KNOB: &str = "/sys/kernel/debug/vgpu_svm/mirror_secretmem";
+
+/// The oracle must catch memory no device may reach without knowing the VMA type: with the
+/// `mirror_secretmem` knob (unsafe_debug only) the driver mirrors memfd_secret memory as
+/// 7.2's hmm_range_fault would let it, and the device's checker must flag every access, since
+/// those frames are missing from the guest kernel's direct map.
+fn check_secretmem_caught_by_device(_dev: &Device) -> Result<String, String> {
+    use vgpu_tests::mem::Mapping;
+    if std::fs::metadata(MIRROR_SECRETMEM_KNOB).is_err() {
+        return Err(format!("{MIRROR_SECRETMEM_KNOB} is missing"));
+    }
+    // SAFETY: memfd_secret(flags) takes no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, 0) } as i32;
+    // SAFETY: our fd.
+    if fd < 0 || unsafe { libc::ftruncate(fd, 4096) } != 0 {
+        return Err(format!("memfd_secret: {}", std::io::Error::last_os_error()));
+    }
+    let secret = Mapping::file_shared(fd, 4096).map_err(|e| e.to_string())?;
+    // SAFETY: the mapping keeps the file alive.
+    unsafe { libc::close(fd) };
+    secret.fill(0, 4096, 0x5a);
+    let ctx = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+    ctx.config(true).map_err(|e| e.to_string())?;
+    let before = ctx.stats().map_err(|e| e.to_string())?;
+    std::fs::write(MIRROR_SECRETMEM_KNOB, "1").map_err(|e| format!("{MIRROR_SECRETMEM_KNOB}: {e}"))?;
+    let r = ctx.submit_readonly(&vgpu::Job::new().hash(secret.addr(), 4096));
+    let off = std::fs::write(MIRROR_SECRETMEM_KNOB, "0");
+    r.map_err(|e| format!("HASH of the secret with the knob on: {e} (want it mirrored)"))?;
+    off.map_err(|e| format!("{MIRROR_SECRETMEM_KNOB}: {e}"))?;
+    let after = ctx.stats().map_err(|e| e.to_string())?;
+    let bad = after.violations - before.violations;
+    if bad == 0 {
+        return Err("the device checked the secret pages and reported no violation".into());
+    }
+    Ok(format!("{bad} violations for one page of secret memory"))
 }
 
 /// A memfd of `len` bytes (sparse: nothing allocated).

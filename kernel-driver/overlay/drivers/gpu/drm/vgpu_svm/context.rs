@@ -113,15 +113,20 @@ impl Shared {
         )
     }
 
-    /// Guest-physical address of the mm's top-level page table and its level count, for the
+    /// Guest-physical address of the mm's top-level page table, its level count, and the
+    /// virtual address where the kernel's direct map starts (`page_offset_base`), for the
     /// device's checker.
-    pub(crate) fn cpu_page_table(&self) -> (u64, u32) {
-        // SAFETY: `mm` is grabbed, so `pgd` stays allocated; the direct-map address converts
-        // to physical.
-        let phys = unsafe { bindings::virt_to_phys((*self.mm.as_raw()).__bindgen_anon_1.pgd.cast()) };
+    pub(crate) fn cpu_page_table(&self) -> (u64, u32, u64) {
+        // SAFETY: `mm` is grabbed, so `pgd` stays allocated.
+        let pgd = unsafe { (*self.mm.as_raw()).__bindgen_anon_1.pgd };
+        // SAFETY: `pgd` is a page-allocator page, in the direct map: it converts to physical.
+        let phys = unsafe { bindings::virt_to_phys(pgd.cast()) };
         // SAFETY: No preconditions.
         let levels = if unsafe { bindings::pgtable_l5_enabled() } { 5 } else { 4 };
-        (phys, levels)
+        // The direct map is linear: its base is any direct-map address minus its physical
+        // address (this holds with KASLR's randomized base too).
+        let direct_map_base = (pgd as u64).wrapping_sub(phys);
+        (phys, levels, direct_map_base)
     }
 
     /// The invalidation protocol, for a notifier whose CPU range `[cpu_start, cpu_end)` is

@@ -144,11 +144,13 @@ impl File {
             let id = dev.next_ctx_id.fetch_add(1, Ordering::Relaxed);
             let shared = Shared::new(id, dev.ctrl.clone(), self.mm.clone(), &context::DEVICE_EVENTS)?;
             shared.ctrl.ctx_create(id)?;
-            let (cpu_root, levels) = shared.cpu_page_table();
+            let (cpu_root, levels, direct_map_base) = shared.cpu_page_table();
             let root = shared.pt.root_phys();
             let body = core::mem::size_of::<uapi::vgpu_svm_cmd_set_as>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
             let set_as = shared.ctrl.submit(id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS, body, gpu::CMD_TIMEOUT_MS, |w| {
-                w.u64(root).u64(cpu_root).u32(levels).u32(0);
+                // direct_map_base: the device also checks that every frame it touches is in the
+                // kernel's direct map (memfd_secret memory is not).
+                w.u64(root).u64(cpu_root).u32(levels).u32(0).u64(direct_map_base);
             });
             let ok = set_as.and_then(|r| match gpu::parse_resp(&r)? {
                 gpu::Resp::Ok { .. } => Ok(()),

@@ -840,7 +840,7 @@ impl Virtqueue {
     pub fn exchange(&self, request: &[u8], response_len: usize, timeout_ms: u32, wait: Wait) -> Result<KVec<u8>> {
         let x = Exchange::new(request.len(), response_len)?;
         x.fill(|buf| buf.copy_from_slice(request))?;
-        self.start(&x, timeout_ms)?;
+        self.start_as(&x, timeout_ms, wait)?;
         self.wait_as(&x, timeout_ms, wait)?;
         let mut out = KVec::new();
         x.with_response(|r| out.extend_from_slice(r, GFP_KERNEL))??;
@@ -867,6 +867,12 @@ impl Virtqueue {
     /// nothing with reclaim (see [`Self::send`] for the ring's `GFP_ATOMIC` indirect table)
     /// and does not sleep unless the queue is full.
     pub fn start(&self, x: &Arc<Exchange>, timeout_ms: u32) -> Result {
+        self.start_as(x, timeout_ms, Wait::Uninterruptible)
+    }
+
+    /// [`Self::start`]; with [`Wait::Killable`] a fatal signal also ends the wait for room in
+    /// the queue ([`EINTR`]).
+    pub fn start_as(&self, x: &Arc<Exchange>, timeout_ms: u32, wait: Wait) -> Result {
         use core::sync::atomic::Ordering;
         if x.state.compare_exchange(X_IDLE, X_IN_FLIGHT, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(EBUSY);
@@ -930,6 +936,10 @@ impl Virtqueue {
                 tries += 1;
                 if tries > timeout_ms {
                     return fail(EBUSY);
+                }
+                // SAFETY: `get_current()` is the running task.
+                if wait == Wait::Killable && unsafe { bindings::fatal_signal_pending(bindings::get_current()) } {
+                    return fail(EINTR);
                 }
                 crate::time::delay::fsleep(crate::time::Delta::from_millis(1));
                 continue;

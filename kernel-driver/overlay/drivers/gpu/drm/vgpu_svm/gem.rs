@@ -191,6 +191,7 @@ pub(crate) fn create_userptr(
         stale.push(AtomicU64::new(bits), GFP_KERNEL_ACCOUNT)?;
     }
     let obj = Object::new(dev, size as usize, UserptrArgs)?;
+    // The object's kernel memory is the caller's: charged to its memcg.
     let n = KBox::pin_init(
         IntervalNotifier::insert(
             mm,
@@ -205,7 +206,7 @@ pub(crate) fn create_userptr(
                 stale,
             },
         ),
-        GFP_KERNEL,
+        GFP_KERNEL_ACCOUNT,
     )?;
     if !obj.notifier.populate(n) {
         return Err(EBUSY);

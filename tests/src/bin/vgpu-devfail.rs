@@ -23,7 +23,7 @@ const KNOB: &str = "/sys/kernel/debug/vgpu_svm/fail_invalidate";
 /// it from reading them after mm freed them. 4096 page accesses: seconds with the delay.
 const JOB_PAGES: usize = 64;
 const JOB_OPS: usize = 64;
-const BEFORE_MUNMAP: Duration = Duration::from_millis(1500);
+const BEFORE_MUNMAP: Duration = Duration::from_millis(1000);
 
 fn run(tap: &mut Tap) -> Result<(), String> {
     let ctx = Context::open_default().map_err(|e| e.to_string())?;
@@ -33,7 +33,15 @@ fn run(tap: &mut Tap) -> Result<(), String> {
     let (addr, len) = (m.addr(), m.len() as u64);
     let job = std::thread::scope(|s| -> Result<_, String> {
         let job = (0..JOB_OPS).fold(Job::new(), |j, _| j.read(addr, len));
-        let h = s.spawn(move || ctx.submit_readonly(&job));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = s.spawn(move || {
+            // SAFETY: gettid takes no arguments.
+            let _ = tx.send(unsafe { libc::gettid() });
+            ctx.submit_readonly(&job)
+        });
+        let tid = rx.recv().map_err(|_| "the submitting thread did not start".to_string())?;
+        vgpu_tests::sysutil::wait_in_ioctl(&format!("/proc/self/task/{tid}/syscall"), vgpu::uapi::DRM_IOCTL_VGPU_SVM_SUBMIT, Duration::from_secs(120))?;
+        // In the SUBMIT: let the device read M into its TLB.
         std::thread::sleep(BEFORE_MUNMAP);
         std::fs::write(KNOB, "1").map_err(|e| format!("{KNOB}: {e}"))?;
         let t0 = Instant::now();

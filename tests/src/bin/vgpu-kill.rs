@@ -18,8 +18,8 @@ use vgpu_tests::tap::Tap;
 
 /// Pages the killed job reads: with the daemon's delay per page access, tens of seconds.
 const JOB_PAGES: usize = 8192;
-/// How long the job is given to start on the device before the kill.
-const BEFORE_KILL: Duration = Duration::from_millis(1500);
+/// How long the job is given on the device, once the child is in the ioctl, before the kill.
+const BEFORE_KILL: Duration = Duration::from_millis(1000);
 /// A killed SUBMIT must end well within this (the job itself would run for tens of seconds;
 /// the brief asks for 1 s on real hardware, TCG and a loaded host get slack).
 const KILL_BOUND: Duration = Duration::from_secs(5);
@@ -54,6 +54,8 @@ fn kill_during_job(tap: &mut Tap) -> Result<(), String> {
     if pid == 0 {
         child_job();
     }
+    vgpu_tests::sysutil::wait_in_ioctl(&format!("/proc/{pid}/syscall"), vgpu::uapi::DRM_IOCTL_VGPU_SVM_SUBMIT, Duration::from_secs(120))?;
+    // In the SUBMIT: let the device get going on the job.
     std::thread::sleep(BEFORE_KILL);
     let t0 = Instant::now();
     // SAFETY: our own child.

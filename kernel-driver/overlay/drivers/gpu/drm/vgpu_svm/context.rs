@@ -224,7 +224,15 @@ impl Shared {
         // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
         let align = if cleared.large { LARGE_PAGE } else { PAGE };
         let (fs, fe) = (gs & !(align - 1), ge.saturating_add(align - 1) & !(align - 1));
-        let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, fs, fe - fs) };
+        self.flush(fs, fe - fs)?;
+        Ok(cleared)
+    }
+
+    /// Has the device drop its translations of `[start, start + size)` (INVALIDATE, waiting
+    /// for accesses in flight). Under the update lock; allocates nothing. If the device does
+    /// not confirm, it is reset before this returns.
+    pub(crate) fn flush(&self, start: u64, size: u64) -> Result {
+        let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, start, size) };
         if let Err(e) = sent {
             // The device did not confirm that it dropped the translations: it may still use
             // the old pages, which mm frees as soon as we return. Reset it: when the reset
@@ -238,7 +246,7 @@ impl Shared {
             self.ctrl.reset_device();
             return Err(e);
         }
-        Ok(cleared)
+        Ok(())
     }
 }
 

@@ -81,6 +81,16 @@ impl Drop for Ctx {
     }
 }
 
+impl Ctx {
+    /// The GPU VA ranges `[start, end)` of the bound objects (stable under the state lock).
+    fn bindings(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.bound.iter().filter_map(|o| o.notifier.as_ref()).map(|b| {
+            let s = b.data().gpu_va.load(Ordering::Acquire);
+            (s, s.saturating_add(b.data().size))
+        })
+    }
+}
+
 struct FileState {
     ctx: Option<Ctx>,
 }
@@ -262,13 +272,8 @@ impl File {
         if m.gpu_va.load(Ordering::Acquire) != 0 {
             return Err(EBUSY);
         }
-        for o in ctx.bound.iter() {
-            if let Some(b) = o.notifier.as_ref() {
-                let (s, l) = (b.data().gpu_va.load(Ordering::Acquire), b.data().size);
-                if s < end && req.gpu_va < s + l {
-                    return Err(EBUSY);
-                }
-            }
+        if ctx.bindings().any(|(s, e)| s < end && req.gpu_va < e) {
+            return Err(EBUSY);
         }
         // Allocate before the device learns of the binding: nothing may fail after it did.
         ctx.bound.reserve(1, GFP_KERNEL)?;
@@ -384,11 +389,8 @@ impl File {
         let svm = ctx.svm.as_deref();
         // The bindings cannot change while the job runs (BIND/UNBIND take the state lock).
         let mut bindings = KVec::with_capacity(ctx.bound.len(), GFP_KERNEL)?;
-        for o in ctx.bound.iter() {
-            if let Some(b) = o.notifier.as_ref() {
-                let (s, l) = (b.data().gpu_va.load(Ordering::Acquire), b.data().size);
-                bindings.push((s, s.saturating_add(l)), GFP_KERNEL)?;
-            }
+        for r in ctx.bindings() {
+            bindings.push(r, GFP_KERNEL)?;
         }
         let mut tries = 0;
         let done = loop {

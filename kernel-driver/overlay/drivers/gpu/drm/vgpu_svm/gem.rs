@@ -40,10 +40,6 @@ pub(crate) struct UserptrMirror {
 /// Largest userptr object: 64 GiB (a 2 MiB stale bitmap, charged to the caller's memcg).
 pub(crate) const MAX_USERPTR_SIZE: u64 = 1 << 36;
 
-/// Pages mirrored per `hmm_range_fault` call when validating (one 2 MiB block, so a 2 MiB
-/// leaf is still possible): the pfn array is one page, however large the object.
-const VALIDATE_CHUNK_PAGES: usize = (crate::pagetable::LARGE_PAGE / PAGE) as usize;
-
 impl UserptrMirror {
     fn pages(&self) -> usize {
         (self.size / PAGE) as usize
@@ -255,19 +251,18 @@ pub(crate) fn validate<'a>(n: &'a UserptrNotifier, mm: &MmWithUser) -> Result<Va
             return Ok(Validated { n });
         }
         for &(first, pages) in runs.iter() {
-            // In chunks of at most one CPU-aligned 2 MiB block: one page of pfns per call,
-            // whatever the run's size (a 4 GiB run was a >4 MiB kmalloc: WARN and ENOMEM).
+            // In chunks of at most one CPU-aligned 2 MiB block (so a 2 MiB leaf is still
+            // possible): at most one page of pfns per hmm_range_fault call, whatever the
+            // run's size (a 4 GiB run was a >4 MiB kmalloc: WARN and ENOMEM).
             let mut at = first;
             let end = first + pages;
             while at < end {
                 let cpu = m.cpu + at as u64 * PAGE;
                 let block_left = ((crate::pagetable::LARGE_PAGE - cpu % crate::pagetable::LARGE_PAGE) / PAGE) as usize;
-                let n_pages = (end - at).min(block_left).min(VALIDATE_CHUNK_PAGES);
-                let off = at as u64 * PAGE;
-                let p = Placement { cpu, gpu: gpu + off, writable: !m.readonly, avoid: &[] };
-                let chunk = at;
+                let n_pages = (end - at).min(block_left);
+                let p = Placement { cpu, gpu: gpu + at as u64 * PAGE, writable: !m.readonly, avoid: &[] };
                 mirror::populate(&m.shared, n, mm, p, n_pages, !m.readonly, mirror::Fault::All, || {
-                    m.set_bits(chunk, chunk + n_pages, false)
+                    m.set_bits(at, at + n_pages, false)
                 })?;
                 at += n_pages;
             }

@@ -159,36 +159,27 @@ pub(crate) fn run(
                     // the fault is serviced (which allocates and may enter reclaim, whose
                     // invalidations of this context must not wait for this very job).
                     shared.update.lock().jobs_in_flight -= 1;
-                    let stop = if hmm::fatal_signal_pending() {
-                        Some(EINTR)
+                    let serviced = if hmm::fatal_signal_pending() {
+                        Err(EINTR)
                     } else if faults > MAX_FAULTS_PER_JOB {
-                        Some(EBUSY)
-                    } else {
-                        None
-                    };
-                    if let Some(e) = stop {
-                        abort(shared, job_id);
-                        shared.update.lock().jobs_in_flight += 1;
-                        return Err(e);
-                    }
-                    let serviced = if let Some(v) = validated.iter().find(|v| v.contains(f.va)) {
+                        Err(EBUSY)
+                    } else if let Some(v) = validated.iter().find(|v| v.contains(f.va)) {
                         // A userptr binding: re-mirror the object (semantic B).
                         match shared.mm.mmget_not_zero() {
                             Some(mm) => crate::gem::service_fault(v, &mm, f.va, f.write),
                             None => Err(EFAULT),
                         }
-                    } else if mirror::in_ranges(bindings, f.va) {
-                        // The binding of an object the job does not list: only the object may
-                        // back its range, and the job did not ask for it.
-                        Err(EFAULT)
                     } else {
                         match svm {
-                            // Outside any binding and without SVM there is nothing to mirror.
+                            // Outside any listed binding and without SVM there is nothing to
+                            // mirror.
                             None => Err(EFAULT),
+                            // (Refuses a fault inside the binding of an object the job does
+                            // not list: only that object may back its range.)
                             Some(n) => mirror::service_fault(shared, n, f.va, f.write, bindings),
                         }
                     };
-                    if let Err(e) = serviced {
+                    if let Err(e) = &serviced {
                         pr_debug!(
                             "vgpu_svm: ctx {} job {job_id}: fault at 0x{:x} ({}, op {}) not serviced: {e:?}\n",
                             shared.ctx_id,
@@ -197,10 +188,9 @@ pub(crate) fn run(
                             f.op_index
                         );
                         abort(shared, job_id);
-                        shared.update.lock().jobs_in_flight += 1;
-                        return Err(e);
                     }
                     shared.update.lock().jobs_in_flight += 1;
+                    serviced?;
                     resp = resume(shared, job_id).map_err(|e| abandoned(shared, job_id, e))?;
                 }
             }

@@ -212,10 +212,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             }
             if shared.pt.map_4k(&token, gva, phys, writable)? {
                 // A live 2 MiB leaf gave way to a table: the device may cache it.
-                if let Err(e) = shared.inval.send(&shared.ctrl, block, LARGE_PAGE) {
-                    shared.broken.store(true, Ordering::Release);
-                    return Err(e);
-                }
+                shared.flush(block, LARGE_PAGE)?;
             }
             written += 1;
             i += 1;
@@ -248,8 +245,8 @@ pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
     // snapshot that crosses into an unmapped hole would fail) and below the next binding.
     let end = {
         let mmap = mm.mmap_read_lock();
+        // (populate checks the VMA itself.)
         let vma = mmap.vma_lookup(va as usize).ok_or(EFAULT)?;
-        check_vma(vma)?;
         let next_binding = bindings.iter().filter(|&&(s, _)| s > va).map(|&(s, _)| s).min().unwrap_or(u64::MAX);
         (vma.end() as u64).min(va.saturating_add((WINDOW as u64) * PAGE)).min(next_binding)
     };

@@ -555,6 +555,32 @@ impl Drop for Knob {
     }
 }
 
+/// Waits until the task whose `/proc/.../syscall` file is `path` is blocked in `ioctl(2)`
+/// (syscall 16 on x86-64) with request number `request`, polling every 10 ms for at most
+/// `limit`: a test that must act while a SUBMIT runs knows it really does, instead of
+/// guessing with a sleep.
+pub fn wait_in_ioctl(path: &str, request: u32, limit: std::time::Duration) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
+    let want = format!("{request:#x}");
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(s) if {
+                let mut f = s.split_whitespace();
+                f.next() == Some("16") && f.nth(1) == Some(want.as_str())
+            } =>
+            {
+                return Ok(())
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("{path}: {e}")),
+        }
+        if t0.elapsed() > limit {
+            return Err(format!("the task never blocked in ioctl within {limit:?} ({path})"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,31 +638,5 @@ AnonHugePages:         0 kB
     fn meminfo_reads() {
         assert!(meminfo("MemTotal").unwrap() > 0);
         assert_eq!(meminfo("NoSuchField"), None);
-    }
-}
-
-/// Waits until the task whose `/proc/.../syscall` file is `path` is blocked in `ioctl(2)`
-/// (syscall 16 on x86-64) with request number `request`, polling every 10 ms for at most
-/// `limit`: a test that must act while a SUBMIT runs knows it really does, instead of
-/// guessing with a sleep.
-pub fn wait_in_ioctl(path: &str, request: u32, limit: std::time::Duration) -> Result<(), String> {
-    let t0 = std::time::Instant::now();
-    let want = format!("{request:#x}");
-    loop {
-        match std::fs::read_to_string(path) {
-            Ok(s) if {
-                let mut f = s.split_whitespace();
-                f.next() == Some("16") && f.nth(1) == Some(want.as_str())
-            } =>
-            {
-                return Ok(())
-            }
-            Ok(_) => {}
-            Err(e) => return Err(format!("{path}: {e}")),
-        }
-        if t0.elapsed() > limit {
-            return Err(format!("the task never blocked in ioctl within {limit:?} ({path})"));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

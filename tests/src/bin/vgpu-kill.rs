@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use vgpu::{Context, Job};
+use vgpu_tests::child::{fork_child, Exit};
 use vgpu_tests::mem::Mapping;
 use vgpu_tests::tap::Tap;
 
@@ -24,58 +25,32 @@ const BEFORE_KILL: Duration = Duration::from_millis(1000);
 /// the brief asks for 1 s on real hardware, TCG and a loaded host get slack).
 const KILL_BOUND: Duration = Duration::from_secs(5);
 
-fn child_job() -> ! {
-    let run = || -> Result<(), String> {
-        let ctx = Context::open_default().map_err(|e| e.to_string())?;
-        ctx.config(true).map_err(|e| e.to_string())?;
-        let m = Mapping::anon(JOB_PAGES * 4096).map_err(|e| e.to_string())?;
-        m.fill(0, m.len(), 0x5a);
-        println!("# child: submitting a READ of {JOB_PAGES} pages");
-        ctx.submit_readonly(&Job::new().read(m.addr(), m.len() as u64)).map_err(|e| e.to_string())?;
-        Ok(())
-    };
-    let code = match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            println!("# child: {e}");
-            1
-        }
-    };
-    // SAFETY: ending the forked child without running the parent's destructors.
-    unsafe { libc::_exit(code) }
+/// The child's part: one long device job.
+fn child_job() -> Result<(), String> {
+    let ctx = Context::open_default().map_err(|e| e.to_string())?;
+    ctx.config(true).map_err(|e| e.to_string())?;
+    let m = Mapping::anon(JOB_PAGES * 4096).map_err(|e| e.to_string())?;
+    m.fill(0, m.len(), 0x5a);
+    println!("# child: submitting a READ of {JOB_PAGES} pages");
+    ctx.submit_readonly(&Job::new().read(m.addr(), m.len() as u64)).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn kill_during_job(tap: &mut Tap) -> Result<(), String> {
-    // SAFETY: the child only opens the device, maps memory and submits, then _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        child_job();
-    }
+    let mut child = fork_child(|_| child_job()).map_err(|e| format!("fork: {e}"))?;
+    let pid = child.pid();
     vgpu_tests::sysutil::wait_in_ioctl(&format!("/proc/{pid}/syscall"), vgpu::uapi::DRM_IOCTL_VGPU_SVM_SUBMIT, Duration::from_secs(120))?;
     // In the SUBMIT: let the device get going on the job.
     std::thread::sleep(BEFORE_KILL);
     let t0 = Instant::now();
-    // SAFETY: our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    let mut status = 0;
-    loop {
-        // SAFETY: our own child; `status` is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(180) {
-            return Err("the killed child did not end within 180 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    child.kill(libc::SIGKILL);
+    let exit = child
+        .wait_exit(Duration::from_secs(180))
+        .map_err(|e| format!("the killed child: {e}"))?;
     let took = t0.elapsed();
     tap.diag(format!("killed child ended {:.2} s after SIGKILL", took.as_secs_f64()));
-    if !libc::WIFSIGNALED(status) {
-        return Err(format!("the child was not killed (status {status:#x}): did its job end before the kill?"));
+    if exit != Exit::Signal(libc::SIGKILL) {
+        return Err(format!("the child was not killed ({exit:?}): did its job end before the kill?"));
     }
     if took > KILL_BOUND {
         return Err(format!("the SUBMIT kept a SIGKILLed process alive for {:.1} s", took.as_secs_f64()));

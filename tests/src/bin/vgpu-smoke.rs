@@ -384,49 +384,31 @@ fn check_stats_privacy(_dev: &Device) -> Result<String, String> {
     use vgpu_tests::mem::Mapping;
     const PAGES: u64 = 4;
     let global = vgpu::Context::open_default().map_err(|e| e.to_string())?;
-    // SAFETY: the child only uses the device, drops privileges and _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        let run = || -> Result<(), String> {
-            let ctx = vgpu::Context::open_default().map_err(|e| e.to_string())?;
-            let bare = vgpu::Context::open_default().map_err(|e| e.to_string())?;
-            ctx.config(true).map_err(|e| e.to_string())?;
-            let m = Mapping::anon(PAGES as usize * 4096).map_err(|e| e.to_string())?;
-            m.fill(0, m.len(), 1);
-            ctx.submit_readonly(&vgpu::Job::new().hash(m.addr(), m.len() as u64)).map_err(|e| e.to_string())?;
-            // SAFETY: plain syscalls; from root to nobody, which drops every capability.
-            if unsafe { libc::setgid(65534) } != 0 || unsafe { libc::setuid(65534) } != 0 {
-                return Err(format!("setuid(nobody): {}", std::io::Error::last_os_error()));
-            }
-            let own = ctx.stats().map_err(|e| e.to_string())?;
-            if own.accesses_checked == 0 || own.accesses_checked > 4 * PAGES {
-                return Err(format!("unprivileged STATS: {} accesses checked, want 1..={} (this context's)", own.accesses_checked, 4 * PAGES));
-            }
-            let none = bare.stats().map_err(|e| e.to_string())?;
-            if none.accesses_checked != 0 || none.jobs != 0 || none.events.iter().any(|&e| e != 0) {
-                return Err(format!("STATS of a file without a context: {none:?}, want zeros"));
-            }
-            Ok(())
-        };
-        let code = match run() {
-            Ok(()) => 0,
-            Err(e) => {
-                println!("# stats child: {e}");
-                1
-            }
-        };
-        // SAFETY: ending the forked child.
-        unsafe { libc::_exit(code) }
-    }
-    let mut status = 0;
-    // SAFETY: our child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("the unprivileged child failed (status {status:#x})"));
-    }
+    // The child only uses the device and drops its privileges (never the parent's).
+    vgpu_tests::child::fork_child(|_| {
+        let ctx = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+        let bare = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+        ctx.config(true).map_err(|e| e.to_string())?;
+        let m = Mapping::anon(PAGES as usize * 4096).map_err(|e| e.to_string())?;
+        m.fill(0, m.len(), 1);
+        ctx.submit_readonly(&vgpu::Job::new().hash(m.addr(), m.len() as u64)).map_err(|e| e.to_string())?;
+        // SAFETY: plain syscalls; from root to nobody, which drops every capability.
+        if unsafe { libc::setgid(65534) } != 0 || unsafe { libc::setuid(65534) } != 0 {
+            return Err(format!("setuid(nobody): {}", std::io::Error::last_os_error()));
+        }
+        let own = ctx.stats().map_err(|e| e.to_string())?;
+        if own.accesses_checked == 0 || own.accesses_checked > 4 * PAGES {
+            return Err(format!("unprivileged STATS: {} accesses checked, want 1..={} (this context's)", own.accesses_checked, 4 * PAGES));
+        }
+        let none = bare.stats().map_err(|e| e.to_string())?;
+        if none.accesses_checked != 0 || none.jobs != 0 || none.events.iter().any(|&e| e != 0) {
+            return Err(format!("STATS of a file without a context: {none:?}, want zeros"));
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("fork: {e}"))?
+    .join()
+    .map_err(|e| format!("the unprivileged child: {e}"))?;
     let all = global.stats().map_err(|e| e.to_string())?;
     if all.accesses_checked <= PAGES {
         return Err(format!("privileged STATS: {} accesses checked: not device-wide", all.accesses_checked));

@@ -790,6 +790,28 @@ mod tests {
         assert_eq!(d.stats().errors.truncated_request, 1);
     }
 
+    /// QEMU stops the control queue when the guest resets the device (it never sends
+    /// RESET_DEVICE: the protocol feature is not offered). A reset device has no contexts:
+    /// a driver that probes it again starts from context id 1 (seen in the fault-injection
+    /// job: after a reset and a reload, every CTX_CREATE failed with INVALID_CONTEXT_ID).
+    #[test]
+    fn stopping_the_control_queue_drops_every_context() {
+        use crate::virtio_gpu::{build, ty, CtrlHdr};
+        let d = Arc::new(Mutex::new(dev()));
+        let b = VgpuBackend::new(d.clone(), None);
+        let create = |id| {
+            let r = d.lock().unwrap().handle_control(&build::ctx_create(id, vgpu_uapi::VGPU_SVM_CAPSET_ID, "t"), 4096);
+            CtrlHdr::parse(&r).unwrap().type_
+        };
+        assert_eq!(create(1), ty::RESP_OK_NODATA);
+        assert_eq!(create(2), ty::RESP_OK_NODATA);
+        b.stop_vring(u32::from(CURSOR_QUEUE)).unwrap();
+        assert_eq!(d.lock().unwrap().contexts().count(), 2, "the cursor queue is not the device");
+        b.stop_vring(u32::from(CONTROL_QUEUE)).unwrap();
+        assert_eq!(d.lock().unwrap().contexts().count(), 0);
+        assert_eq!(create(1), ty::RESP_OK_NODATA, "a re-probed driver starts again at id 1");
+    }
+
     #[test]
     fn config_space() {
         let b = VgpuBackend::new(Arc::new(Mutex::new(dev())), None);

@@ -447,11 +447,18 @@ impl VhostUserBackend for VgpuBackend {
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         if queue_index == u32::from(CONTROL_QUEUE) {
-            // Nobody will read the answers of jobs still running: end them,
-            // and drop any answer still on its way.
+            // QEMU stops the queues when the guest resets the device (it sends
+            // RESET_DEVICE only with that protocol feature, which we do not offer),
+            // and a reset device has no state: end every job (nobody will read their
+            // answers; drop any answer still on its way) and drop every context, so
+            // that the driver probing it next starts afresh. (QEMU also stops the
+            // queues when the VM is paused; vhost-user-gpu cannot be migrated, and a
+            // driver sees a paused-and-resumed device as reset. That is the price of
+            // never keeping guest-memory pointers of a driver that may be gone.)
             self.gate.bump();
-            self.lock_device().abort_all_jobs();
-            debug!("control queue stopped");
+            self.lock_device().reset();
+            self.flush_stats();
+            debug!("control queue stopped: device reset");
         }
         Ok(())
     }

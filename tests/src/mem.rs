@@ -390,9 +390,98 @@ impl Expect {
     }
 }
 
+/// A private fixed VA for [`Churn`]'s own test (others use their own).
+#[cfg(test)]
+const CHURN_TEST_VA: u64 = 0x2100_0000_0000;
+
+/// A thread that maps `[addr, addr + len)` (private anonymous, read-write), touches every
+/// page and unmaps it again, over and over, until dropped: memory appearing and vanishing
+/// next to memory a device mirrors. `MAP_FIXED_NOREPLACE`: it never maps over anything.
+/// Use a range far from where `mmap(NULL)` allocates (a private fixed VA): the kernel hands
+/// out the highest free gap that fits, so a hole near the others is soon someone's.
+pub struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl Churn {
+    /// Starts the thread.
+    pub fn start(addr: u64, len: usize) -> Churn {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut cycles, mut busy) = (0u64, 0u64);
+            while !s.load(Ordering::Relaxed) {
+                // SAFETY: maps only where nothing is mapped; unmaps only what it mapped.
+                unsafe {
+                    let p = libc::mmap(
+                        addr as *mut libc::c_void,
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                        -1,
+                        0,
+                    );
+                    if p == libc::MAP_FAILED {
+                        busy += 1;
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    if p as u64 != addr {
+                        // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+                        libc::munmap(p, len);
+                        busy += 1;
+                        continue;
+                    }
+                    std::ptr::write_bytes(p.cast::<u8>(), 1, len);
+                    libc::munmap(p, len);
+                }
+                cycles += 1;
+            }
+            (cycles, busy)
+        });
+        Churn { stop, thread: Some(thread) }
+    }
+
+    /// Stops the thread; returns (cycles done, attempts that found the range taken).
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or((0, 0), |t| t.join().unwrap_or((0, 0)))
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn churn_maps_and_unmaps_next_to_a_mapping() {
+        let whole = Mapping::anon_at(CHURN_TEST_VA, 8 * PAGE).unwrap();
+        let (a, _) = whole.leak();
+        let b = a + 2 * PAGE as u64;
+        // SAFETY: the tail of the mapping just leaked.
+        assert_eq!(unsafe { libc::munmap(b as *mut libc::c_void, 6 * PAGE) }, 0);
+        // SAFETY: the head of it.
+        let am = unsafe { Mapping::from_raw(a, 2 * PAGE) };
+        let c = Churn::start(b, 6 * PAGE);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        am.fill(0, am.len(), 3);
+        let (cycles, taken) = c.finish();
+        assert!(cycles > 0, "{taken} attempts found B taken");
+        // Gone again: B is free.
+        let again = Mapping::new(b, 6 * PAGE, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0);
+        assert_eq!(again.map(|m| m.addr()).ok(), Some(b));
+    }
 
     #[test]
     fn mapping_read_write_and_pattern() {

@@ -92,6 +92,10 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         check_fault_window_invisible,
     ),
     (
+        "an SVM fault is not failed by another thread unmapping memory next to it (the window shrinks, the fault is served)",
+        check_window_neighbour_unmapped,
+    ),
+    (
         "negative control: a driver that mirrors memfd_secret memory is caught by the device (no-direct-map violations)",
         check_secretmem_caught_by_device,
     ),
@@ -483,6 +487,56 @@ fn allocated(fd: i32) -> u64 {
 /// what the process sees or fail an access the CPU could make (DESIGN.md, "The fault window
 /// must be invisible"). Before the fix the driver faulted in (for write on a write fault)
 /// up to 64 pages, all or nothing.
+/// Found by the fault-injection stress: the fault window is computed from the VMA under one
+/// mmap lock and checked under the next; a neighbour that another thread unmaps in between
+/// left a hole in the window, and the whole fault failed with EFAULT although the faulting
+/// page was fine. A's pages are faulted again and again (MADV_DONTNEED before each job)
+/// while a thread maps and unmaps B right after A (the same flags: one merged VMA, so the
+/// window reaches into B). Every job must succeed.
+/// Where [`check_window_neighbour_unmapped`] puts A and B: far below mmap(NULL)'s range.
+const NEIGHBOUR_RACE_VA: u64 = 0x2200_0000_0000;
+
+fn check_window_neighbour_unmapped(_dev: &Device) -> Result<String, String> {
+    use vgpu_tests::mem::{Churn, Mapping};
+    const P: usize = 4096;
+    const A_PAGES: usize = 8;
+    const B_PAGES: usize = 48;
+    const JOBS: u32 = 1500;
+    let ctx = vgpu::Context::open_default().map_err(|e| e.to_string())?;
+    ctx.config(true).map_err(|e| e.to_string())?;
+    // Reserve A and B together at a private fixed VA (a hole next to mmap(NULL)'s
+    // allocations is soon reused), keep A.
+    let whole = Mapping::anon_at(NEIGHBOUR_RACE_VA, (A_PAGES + B_PAGES) * P).map_err(|e| format!("mmap at {NEIGHBOUR_RACE_VA:#x}: {e}"))?;
+    let (a, _) = whole.leak();
+    let b = a + (A_PAGES * P) as u64;
+    // SAFETY: B is the tail of the reservation just leaked: ours, unused.
+    if unsafe { libc::munmap(b as *mut libc::c_void, B_PAGES * P) } != 0 {
+        return Err(format!("munmap: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: A is the rest of that reservation, owned from here on by `am`.
+    let am = unsafe { Mapping::from_raw(a, A_PAGES * P) };
+    am.fill(0, am.len(), 0x42);
+    let churn = Churn::start(b, B_PAGES * P);
+    let mut failures = Vec::new();
+    for i in 0..JOBS {
+        let _ = am.madvise(0, am.len(), libc::MADV_DONTNEED);
+        if let Err(e) = ctx.submit_readonly(&vgpu::Job::new().read(a, am.len() as u64)) {
+            failures.push(format!("job {i}: {e}"));
+            if failures.len() >= 5 {
+                break;
+            }
+        }
+    }
+    let (cycles, taken) = churn.finish();
+    if !failures.is_empty() {
+        return Err(format!("{} READs of A failed while B was mapped and unmapped ({cycles} cycles): {}", failures.len(), failures.join("; ")));
+    }
+    if cycles == 0 {
+        return Err(format!("B was never mapped ({taken} attempts found it taken): the race was not run"));
+    }
+    Ok(format!("{JOBS} READs of A, each faulting, while B was mapped and unmapped {cycles} times"))
+}
+
 fn check_fault_window_invisible(_dev: &Device) -> Result<String, String> {
     use vgpu_tests::mem::Mapping;
     const P: usize = 4096;

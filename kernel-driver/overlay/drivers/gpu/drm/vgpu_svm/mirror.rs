@@ -74,18 +74,34 @@ fn check_vma(vma: &VmaRef) -> Result {
     Ok(())
 }
 
-/// Checks every VMA of `[start, end)` with [`check_vma`]; a hole is `EFAULT`. Bounded by the
-/// number of VMAs: each step moves past one.
-fn check_range(mmap: &kernel::mm::MmapReadGuard<'_>, start: u64, end: u64) -> Result {
+/// How much of `[start, end)` can be mirrored: the end of the run of VMAs from `start` that
+/// pass [`check_vma`], stopping at the first hole or refused VMA (at most `end`). `EFAULT` if
+/// the page at `start` itself cannot be mirrored. Bounded by the number of VMAs: each step
+/// moves past one.
+fn mirrorable_end(mmap: &kernel::mm::MmapReadGuard<'_>, start: u64, end: u64) -> Result<u64> {
     let mut a = start;
     while a < end {
-        let vma = mmap.vma_lookup(a as usize).ok_or(EFAULT)?;
-        check_vma(vma)?;
+        let Some(vma) = mmap.vma_lookup(a as usize) else { break };
+        if check_vma(vma).is_err() {
+            break;
+        }
         let next = vma.end() as u64;
         if next <= a {
-            return Err(EFAULT);
+            break;
         }
         a = next;
+    }
+    if a == start {
+        // Why the first page cannot be mirrored: no VMA, or a refused one.
+        return mmap.vma_lookup(start as usize).map_or(Err(EFAULT), check_vma).and(Err(EFAULT));
+    }
+    Ok(a.min(end))
+}
+
+/// Checks every VMA of `[start, end)` with [`check_vma`]; a hole is `EFAULT`.
+fn check_range(mmap: &kernel::mm::MmapReadGuard<'_>, start: u64, end: u64) -> Result {
+    if mirrorable_end(mmap, start, end)? < end {
+        return Err(EFAULT);
     }
     Ok(())
 }
@@ -130,18 +146,27 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         let seq: Seq = n.read_begin();
         let res = {
             let mmap = mm.mmap_read_lock();
-            check_range(&mmap, p.cpu, p.cpu + (npages as u64) * PAGE).and_then(|()| match what {
-                Fault::All => hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags),
+            let end = p.cpu + (npages as u64) * PAGE;
+            match what {
+                Fault::All => check_range(&mmap, p.cpu, end).and_then(|()| hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags)),
                 Fault::FirstOnly => {
-                    // Fault in the first page alone, then snapshot the window without faulting
-                    // anything (one sequence for both: a change in between is EBUSY). A single
-                    // call with per-page flags is not enough: where a whole page table is
-                    // missing, hmm_range_fault faults every page of the hole once one needs it.
-                    hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns[..1], flags)?; // npages >= 1
-                    pfns.iter_mut().for_each(|e| *e = 0);
-                    hmm::range_fault_per_page(&mmap, n, seq, p.cpu as usize, &mut pfns)
+                    // The window's neighbours are optional: it ends at the first hole or
+                    // refused VMA as the mm is now (another thread may have unmapped part of
+                    // it since the caller looked; only the first page must be there).
+                    mirrorable_end(&mmap, p.cpu, end).and_then(|wend| {
+                        pfns.iter_mut().for_each(|e| *e = 0);
+                        let window = &mut pfns[..((wend - p.cpu) / PAGE) as usize]; // >= 1 page
+                        // Fault in the first page alone, then snapshot the window without
+                        // faulting anything (one sequence for both: a change in between is
+                        // EBUSY). A single call with per-page flags is not enough: where a
+                        // whole page table is missing, hmm_range_fault faults every page of
+                        // the hole once one needs it.
+                        hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut window[..1], flags)?;
+                        window[0] = 0;
+                        hmm::range_fault_per_page(&mmap, n, seq, p.cpu as usize, window)
+                    })
                 }
-            })
+            }
         };
         match res {
             Err(e) if e == EBUSY => {

@@ -178,7 +178,7 @@ impl Shared {
                 return false;
             }
             let mut waited_ms = 0u32;
-            while guard.jobs_in_flight > 0 && waited_ms < crate::gpu::JOB_TIMEOUT_MS {
+            while guard.jobs_in_flight > 0 && waited_ms < crate::gpu::job_timeout_ms() {
                 drop(guard);
                 kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1));
                 waited_ms += 1;

@@ -93,6 +93,10 @@ impl VgpuDriver {
     /// Sets up the queues, reads the capset and registers the DRM device.
     fn bind_device(vdev: &virtio::Device<Core<'_>>) -> Result<ARef<drm::Device<VgpuDriver>>> {
         debug::set_unsafe_debug(*crate::module_parameters::unsafe_debug.value() == 1);
+        crate::gpu::set_timeouts(
+            *crate::module_parameters::cmd_timeout_ms.value(),
+            *crate::module_parameters::job_timeout_ms.value(),
+        );
 
         // virtio-gpu has a control queue and a cursor queue; we only use the first.
         // Without VIRTIO_GPU_F_CONTEXT_INIT (QEMU 10.0's vhost-user-gpu never offers it),

@@ -157,7 +157,7 @@ impl File {
             let (cpu_root, levels, direct_map_base) = shared.cpu_page_table();
             let root = shared.pt.root_phys();
             let body = core::mem::size_of::<uapi::vgpu_svm_cmd_set_as>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
-            let set_as = shared.ctrl.submit(id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS, body, gpu::CMD_TIMEOUT_MS, |w| {
+            let set_as = shared.ctrl.submit(id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS, body, gpu::cmd_timeout_ms(), |w| {
                 // direct_map_base: the device also checks that every frame it touches is in the
                 // kernel's direct map (memfd_secret memory is not).
                 w.u64(root).u64(cpu_root).u32(levels).u32(0).u64(direct_map_base);
@@ -286,7 +286,7 @@ impl File {
         }
         let body = core::mem::size_of::<uapi::vgpu_svm_cmd_bind>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
         let (gva, cva, size) = (req.gpu_va, m.cpu, m.size);
-        let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND, body, gpu::CMD_TIMEOUT_MS, |w| {
+        let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND, body, gpu::cmd_timeout_ms(), |w| {
             w.u64(gva).u64(cva).u64(size);
         });
         match r.and_then(|r| gpu::parse_resp(&r)) {
@@ -332,7 +332,7 @@ impl File {
                 m.gpu_va.store(0, Ordering::Release);
                 ctx.shared.clear_and_flush(&g, gva, gva + size)?;
             }
-            let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND, 16, gpu::CMD_TIMEOUT_MS, |w| {
+            let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND, 16, gpu::cmd_timeout_ms(), |w| {
                 w.u64(gva).u64(size);
             });
             if let Err(e) = r.and_then(|r| gpu::parse_resp(&r)) {
@@ -433,7 +433,7 @@ impl File {
         let query = if privileged { Some(0) } else { own };
         let d = match query {
             Some(ctx_id) => {
-                let r = dev.ctrl.submit(ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_STATS, 0, gpu::CMD_TIMEOUT_MS, |_| {})?;
+                let r = dev.ctrl.submit(ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_STATS, 0, gpu::cmd_timeout_ms(), |_| {})?;
                 parse_stats(&r)?
             }
             // No context yet: nothing of this file's to report.

@@ -4,6 +4,7 @@
 //! vgpu-svm device protocol carried in SUBMIT_3D (`include/uapi/linux/vgpu_svm_protocol.h`).
 
 use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::{prelude::*, sync::Arc, uapi, virtio, virtio::Wait};
 
 /// What the device said about the VGPU_SVM capset at probe time.
@@ -31,9 +32,35 @@ const SUBMIT_LEN: usize = size_of::<uapi::virtio_gpu_cmd_submit>();
 /// A SUBMIT_3D answer: a control header and a `vgpu_svm_resp`.
 pub(crate) const RESP_LEN: usize = HDR_LEN + size_of::<uapi::vgpu_svm_resp>();
 
-/// Jobs may run long (a device copy of many MiB under emulation); control commands not.
-pub(crate) const CMD_TIMEOUT_MS: u32 = virtio::EXCHANGE_TIMEOUT_MS;
-pub(crate) const JOB_TIMEOUT_MS: u32 = 120_000;
+/// How long the driver waits for the device: jobs may run long (a device copy of many MiB
+/// under emulation), control commands (and invalidations) not. Set once at probe from the
+/// module parameters `cmd_timeout_ms` and `job_timeout_ms` (clamped to
+/// [`TIMEOUT_RANGE_MS`]); the fault-injection tests shorten them to stall the device for
+/// longer than both without freezing the guest for minutes.
+static CMD_TIMEOUT: AtomicU32 = AtomicU32::new(virtio::EXCHANGE_TIMEOUT_MS);
+static JOB_TIMEOUT: AtomicU32 = AtomicU32::new(DEFAULT_JOB_TIMEOUT_MS);
+/// The default of `job_timeout_ms`.
+pub(crate) const DEFAULT_JOB_TIMEOUT_MS: u32 = 120_000;
+/// Accepted timeouts: long enough for a round trip under emulation, short enough that a dead
+/// device is noticed within minutes.
+pub(crate) const TIMEOUT_RANGE_MS: core::ops::RangeInclusive<u32> = 100..=600_000;
+
+/// Sets the timeouts (module parameters, at probe); out-of-range values are clamped.
+pub(crate) fn set_timeouts(cmd_ms: u32, job_ms: u32) {
+    let clamp = |v: u32| v.clamp(*TIMEOUT_RANGE_MS.start(), *TIMEOUT_RANGE_MS.end());
+    CMD_TIMEOUT.store(clamp(cmd_ms), Ordering::Relaxed);
+    JOB_TIMEOUT.store(clamp(job_ms), Ordering::Relaxed);
+}
+
+/// How long a control command (or an INVALIDATE) may take.
+pub(crate) fn cmd_timeout_ms() -> u32 {
+    CMD_TIMEOUT.load(Ordering::Relaxed)
+}
+
+/// How long a job (JOB or RESUME) may run.
+pub(crate) fn job_timeout_ms() -> u32 {
+    JOB_TIMEOUT.load(Ordering::Relaxed)
+}
 
 fn le32(bytes: &[u8], at: usize) -> Result<u32> {
     let b = bytes.get(at..at + 4).ok_or(EIO)?;
@@ -162,7 +189,7 @@ impl InvalidateMsg {
                 .u64(start)
                 .u64(size);
         })?;
-        q.vq.send(&self.x, CMD_TIMEOUT_MS)?;
+        q.vq.send(&self.x, cmd_timeout_ms())?;
         match self.x.with_response(parse_resp)?? {
             Resp::Ok { .. } => Ok(()),
             other => {
@@ -202,7 +229,7 @@ impl ControlQueue {
 
     /// A control command that is answered with OK_NODATA.
     fn call_nodata(&self, req: &[u8], wait: Wait) -> Result {
-        self.call(req, HDR_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, CMD_TIMEOUT_MS, wait)
+        self.call(req, HDR_LEN, uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA, cmd_timeout_ms(), wait)
             .map(|_| ())
     }
 
@@ -217,7 +244,7 @@ impl ControlQueue {
             &req,
             size_of::<uapi::virtio_gpu_resp_capset_info>(),
             uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_CAPSET_INFO,
-            CMD_TIMEOUT_MS,
+            cmd_timeout_ms(),
             Wait::Killable,
         )?;
         Ok((le32(&resp, HDR_LEN)?, le32(&resp, HDR_LEN + 4)?, le32(&resp, HDR_LEN + 8)?))
@@ -244,7 +271,7 @@ impl ControlQueue {
                 &req,
                 HDR_LEN + max_size as usize,
                 uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_CAPSET,
-                CMD_TIMEOUT_MS,
+                cmd_timeout_ms(),
                 Wait::Killable,
             )?;
             let body = resp.get(HDR_LEN..).ok_or(EIO)?;

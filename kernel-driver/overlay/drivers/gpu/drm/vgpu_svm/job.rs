@@ -70,7 +70,7 @@ const MAX_FAULTS_PER_JOB: u64 = 1 << 20;
 
 /// RESUMEs a faulted job: the wait for its next answer is killable (`EINTR`).
 fn resume(shared: &Shared, job_id: u64) -> Result<KVec<u8>> {
-    shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_RESUME, 8, gpu::JOB_TIMEOUT_MS, |w| {
+    shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_RESUME, 8, gpu::job_timeout_ms(), |w| {
         w.u64(job_id);
     })
 }
@@ -83,7 +83,7 @@ fn abort(shared: &Shared, job_id: u64) {
         shared.ctx_id,
         uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_ABORT,
         8,
-        gpu::CMD_TIMEOUT_MS,
+        gpu::cmd_timeout_ms(),
         kernel::virtio::Wait::Uninterruptible,
         |w| {
             w.u64(job_id);
@@ -145,7 +145,7 @@ pub(crate) fn run(
     }
     // SAFETY: No preconditions.
     let t0 = unsafe { kernel::bindings::ktime_get() };
-    let resp = shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_JOB, body, gpu::JOB_TIMEOUT_MS, build);
+    let resp = shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_JOB, body, gpu::job_timeout_ms(), build);
     let out = (|| {
         let mut resp = resp.map_err(|e| abandoned(shared, job_id, e))?;
         let mut faults = 0u64;

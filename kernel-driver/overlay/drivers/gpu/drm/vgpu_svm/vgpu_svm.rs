@@ -35,5 +35,13 @@ kernel::module_virtio_driver! {
             default: 0,
             description: "1: allow the debugfs knobs that break coherence on purpose (tests only)",
         },
+        cmd_timeout_ms: u32 {
+            default: 10000,
+            description: "how long to wait for the device to answer a command or invalidation (100..600000 ms)",
+        },
+        job_timeout_ms: u32 {
+            default: 120000,
+            description: "how long a job may run on the device (100..600000 ms)",
+        },
     },
 }

@@ -770,6 +770,7 @@ pub fn bench(o: &Opts) -> Result<()> {
         run_name: Some("bench-checker-off".into()),
         device_args: vec!["--checker".into(), "off".into()],
         extra_cmdline: format!("vgpu_bench={CHECKER_GROUPS}"),
+        ..Default::default()
     };
     match crate::run_job_with(o, "bench", &off).and_then(|oc| console_of(&oc)) {
         Ok(c) => {

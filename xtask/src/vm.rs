@@ -53,6 +53,8 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Copy the serial console to our stdout as it arrives.
     pub echo_console: bool,
+    /// Obey the guest's requests to stop or kill the daemon (see [`crate::devfault`]).
+    pub device_faults: bool,
 }
 
 impl VmConfig {
@@ -78,6 +80,7 @@ impl VmConfig {
             cpus: 2,
             timeout: Duration::from_secs(600),
             echo_console: true,
+            device_faults: false,
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct VmOutcome {
     /// Anything else means it failed; a warning with its log's tail has been printed.
     #[allow(dead_code)]
     pub device_status: Option<ExitStatus>,
+    /// What the host did to the daemon on the guest's request ([`VmConfig::device_faults`]).
+    pub device_faults: Vec<crate::devfault::FaultEvent>,
 }
 
 /// Run `cfg.job` in a VM attached to a fresh `vgpu-device` daemon.
@@ -247,14 +252,25 @@ pub(crate) fn launch(cfg: &VmConfig, with_device: bool) -> Result<VmOutcome> {
     // When the daemon went away by itself. It does so right after QEMU disconnects, i.e.
     // while QEMU shuts down; only a daemon gone for a while before QEMU is news.
     let mut device_gone: Option<(Instant, bool)> = None;
+    let mut faults = crate::devfault::Controller::default();
     let qemu_status = loop {
         check_interrupt(&mut kids);
-        console.poll(start);
+        let lines = console.poll(start);
+        if cfg.device_faults {
+            if let Some(d) = kids.device.as_mut().filter(|d| d.status.is_none()) {
+                let pid = d.child.id() as libc::pid_t;
+                faults.on_console(&lines, start.elapsed(), pid);
+                faults.tick(start.elapsed(), pid);
+            }
+        }
         match (&mut device_gone, kids.device.as_mut()) {
             (None, Some(d)) => {
                 if let Some(st) = d.poll() {
                     device_gone = Some((Instant::now(), false));
-                    if !normal_exit(st) {
+                    if faults.killed() {
+                        // Our doing, on the guest's request: not news.
+                        device_gone = Some((Instant::now(), true));
+                    } else if !normal_exit(st) {
                         eprintln!(
                             "xtask: warning: vgpu-device exited while the VM runs ({})",
                             describe(st)
@@ -342,7 +358,7 @@ pub(crate) fn launch(cfg: &VmConfig, with_device: bool) -> Result<VmOutcome> {
         );
     }
     let device_status = kids.device.as_ref().and_then(|d| d.status);
-    if let Some(st) = device_status.filter(|s| !normal_exit(*s)) {
+    if let Some(st) = device_status.filter(|s| !normal_exit(*s) && !faults.killed()) {
         eprintln!(
             "xtask: warning: vgpu-device failed ({}); last lines of {}:\n{}",
             describe(st),
@@ -357,6 +373,7 @@ pub(crate) fn launch(cfg: &VmConfig, with_device: bool) -> Result<VmOutcome> {
         qemu_log,
         elapsed,
         device_status,
+        device_faults: faults.events,
     })
 }
 
@@ -822,19 +839,20 @@ impl ConsoleTail {
         }
     }
 
-    fn poll(&mut self, start: Instant) {
+    /// Reads what QEMU wrote since the last call; returns the new complete lines.
+    fn poll(&mut self, start: Instant) -> Vec<u8> {
         if self.file.is_none() {
             self.file = File::open(&self.path).ok();
         }
-        let Some(f) = self.file.as_mut() else { return };
+        let Some(f) = self.file.as_mut() else { return Vec::new() };
         let mut buf = Vec::new();
         if f.read_to_end(&mut buf).is_err() || buf.is_empty() {
-            return;
+            return Vec::new();
         }
         self.bytes_seen += buf.len() as u64;
         self.partial.extend_from_slice(&buf);
         let Some(last_nl) = self.partial.iter().rposition(|&b| b == b'\n') else {
-            return;
+            return Vec::new();
         };
         let complete: Vec<u8> = self.partial.drain(..=last_nl).collect();
         if self.booted_at.is_none() && contains(&complete, BOOT_MARKER.as_bytes()) {
@@ -845,6 +863,7 @@ impl ConsoleTail {
             let _ = out.write_all(&complete);
             let _ = out.flush();
         }
+        complete
     }
 
     /// Echo what is left (a last line without a newline).

@@ -5,6 +5,8 @@ mod bench;
 mod cexample;
 mod cmd;
 mod coherence;
+mod devfault;
+mod faultinj;
 mod guest;
 mod initramfs;
 mod kernel;
@@ -27,6 +29,8 @@ commands:
                         (a script in tests/guest-jobs/)
   test                  host unit tests, then the in-VM tests (the README's test command)
   demo                  boot the VM with the device and show the handshake (the main job)
+  fault-injection       the fault-injection VM of `test` alone: the daemon is stopped, then
+                        killed, under load; writes target/vgpu/fault-injection.json
   bench                 the benchmarks: the guest bench in the VM, again with the device's
                         checker off, and the host-side device bench; writes
                         target/vgpu/bench.{md,json} and target/vgpu/bench-*.svg
@@ -83,6 +87,7 @@ fn main() {
             run_job(&o, &job).and_then(|out| job_verdict(&job, out.guest_status, &out.console_log))
         }
         "test" => test(&o),
+        "fault-injection" => fault_injection(&o),
         "demo" => demo(&o),
         "bench" => bench::bench(&o),
         "help" | "--help" | "-h" => {
@@ -133,25 +138,28 @@ fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
     run_job_with(o, job, &job_spec(job))
 }
 
-/// How a job's VM is set up: the hardening job's daemon delays every page access.
+/// How a job's VM is set up: the hardening job's daemon delays every page access; the
+/// fault-injection job's host stops and kills the daemon when the guest asks.
 fn job_spec(job: &str) -> JobRun {
     match job {
         "hardening" => JobRun {
-            run_name: None,
             device_args: vec!["--access-delay-us".into(), HARDENING_ACCESS_DELAY_US.into()],
-            extra_cmdline: String::new(),
+            ..JobRun::default()
         },
+        "faultinj" => JobRun { device_faults: true, ..JobRun::default() },
         _ => JobRun::default(),
     }
 }
 
 /// How [`run_job_with`] varies a run: the run directory's name (default: the job's), extra
-/// daemon arguments, extra kernel command line.
+/// daemon arguments, extra kernel command line, whether the guest may stop or kill the
+/// daemon ([`devfault`]).
 #[derive(Default)]
 struct JobRun {
     run_name: Option<String>,
     device_args: Vec<String>,
     extra_cmdline: String,
+    device_faults: bool,
 }
 
 /// [`run_job`] with a different run directory, device arguments or kernel command line.
@@ -168,6 +176,7 @@ fn run_job_with(o: &Opts, job: &str, spec: &JobRun) -> Result<vm::VmOutcome> {
     // The guest's job scripts can tell the kernel flavor (`$vgpu_flavor`).
     cfg.extra_cmdline = format!("vgpu_flavor={} {}", o.flavor.name(), spec.extra_cmdline).trim_end().to_string();
     cfg.timeout = o.timeout;
+    cfg.device_faults = spec.device_faults;
     let outcome = vm::run(&cfg)?;
     say!(
         "vm: job `{job}` finished in {:.1}s, guest status {}; logs in {}",
@@ -211,7 +220,34 @@ fn test(o: &Opts) -> Result<()> {
     if status != 0 || r.failed > 0 || r.passed == 0 || cases.is_empty() {
         bail!("in-VM tests failed (guest status {status}); console: {}", outcome.console_log.display());
     }
-    hardening(o)
+    hardening(o)?;
+    fault_injection(o)
+}
+
+/// The fault-injection job, in a VM of its own whose host stops, resumes and kills the
+/// daemon when the guest asks (`tests/guest-jobs/faultinj.sh`); writes
+/// target/vgpu/fault-injection.json.
+fn fault_injection(o: &Opts) -> Result<()> {
+    let outcome = run_job(o, "faultinj")?;
+    let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
+    // The daemon was killed: its stats file is what it wrote last (every 100 ms).
+    let stats = outcome.console_log.with_file_name("device-stats.json");
+    let device = std::fs::read_to_string(&stats).ok().and_then(|j| device_verdict(&j).ok());
+    let (doc, problems) = faultinj::verdict(&console, outcome.guest_status, &outcome.device_faults, device);
+    println!("\n== fault injection (daemon stopped, then killed)");
+    for f in doc["faults"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<5} munmap waited {} ms; workers ended with {}; device checked {} accesses before, {} violations",
+            f["fault"].as_str().unwrap_or("?"),
+            f["munmap_ms"],
+            f["by_errno"],
+            f["accesses_checked_before"],
+            f["violations_before"]
+        );
+    }
+    let path = paths::out().join("fault-injection.json");
+    println!("fault injection: {} ({})", doc["verdict"].as_str().unwrap_or("?"), path.display());
+    faultinj::write_and_check(&path, &doc, &problems)
 }
 
 /// The hardening job, in a VM of its own: the daemon delays every page access, so a job runs

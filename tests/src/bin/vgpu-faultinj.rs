@@ -1,0 +1,440 @@
+//! `vgpu-faultinj`: the device stalls or dies under a mixed load; the driver survives it.
+//!
+//! Run by the `faultinj` job (its own VM, whose host obeys `vgpu-host-request:` console
+//! lines, see xtask's `devfault.rs`), once per fault: `vgpu-faultinj stop STOP_MS` has the
+//! host SIGSTOP the daemon for STOP_MS (longer than the driver's timeouts, which the job
+//! shortens with the module parameters) and SIGCONT it; `vgpu-faultinj kill` has the host
+//! SIGKILL it. Meanwhile workers drive the device: SVM jobs over memory that is migrated
+//! between NUMA nodes and re-mapped, userptr jobs through a binding, fork/COW of mirrored
+//! memory, and a forked process with a context of its own. Every worker checks the data its
+//! jobs produced. Then the program munmaps memory the device has mirrored: the INVALIDATE
+//! goes unanswered, the driver must reset the device before munmap returns.
+//!
+//! Asserted (TAP): the workers made progress and the device saw 0 violations before the
+//! fault; munmap of mirrored memory waited for the INVALIDATE's timeout (the fault really
+//! happened); every worker's blocked or later ioctl ended, in bounded time, with a
+//! documented device-failure errno; a new context gets ENODEV. The kernel log, rmmod and
+//! the daemon's stats file are checked by the job script and the host. One line
+//! `vgpu-faultinj-result: {json}` carries the figures for `fault-injection.json`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use vgpu::{Context, Job};
+use vgpu_tests::child::{fork_child, Exit};
+use vgpu_tests::mem::Mapping;
+use vgpu_tests::tap::Tap;
+
+/// How long the workers run before the fault.
+const WARMUP: Duration = Duration::from_secs(3);
+/// Console to host: time for the request to be seen and acted on (bound).
+const REQUEST_LATENCY: Duration = Duration::from_secs(5);
+/// A worker inside one step for this long is stalled (steps take milliseconds).
+const STUCK: Duration = Duration::from_millis(1000);
+/// Slack on every bound (TCG on a loaded host).
+const SLACK: Duration = Duration::from_secs(10);
+/// Pages of each worker's buffer.
+const PAGES: usize = 32;
+/// The userptr worker's binding.
+const USERPTR_VA: u64 = 0x2000_0000_0000;
+
+/// What the device failure may look like to a SUBMIT (vgpu_svm_drm.h): the device did not
+/// answer (ETIMEDOUT), the context was disabled (EIO), the device is reset or gone (ENODEV).
+const DEVICE_FAILURE: [i32; 3] = [libc::ENODEV, libc::EIO, libc::ETIMEDOUT];
+/// Documented and expected under load without any fault: try again.
+const RETRY: [i32; 2] = [libc::EAGAIN, libc::EBUSY];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Stop(Duration),
+    Kill,
+}
+
+struct Args {
+    fault: Fault,
+    cmd_timeout: Duration,
+    job_timeout: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let ms = |s: Option<&String>, what: &str| -> Result<Duration, String> {
+        let v = s.ok_or(format!("missing {what}"))?;
+        v.parse::<u64>().map(Duration::from_millis).map_err(|_| format!("bad {what}: {v}"))
+    };
+    let usage = "usage: vgpu-faultinj (stop STOP_MS | kill) CMD_TIMEOUT_MS JOB_TIMEOUT_MS";
+    let (fault, rest) = match a.first().map(String::as_str) {
+        Some("stop") => (Fault::Stop(ms(a.get(1), "STOP_MS")?), &a[2..]),
+        Some("kill") => (Fault::Kill, &a[1..]),
+        _ => return Err(usage.into()),
+    };
+    if rest.len() != 2 {
+        return Err(usage.into());
+    }
+    Ok(Args { fault, cmd_timeout: ms(rest.first(), "CMD_TIMEOUT_MS")?, job_timeout: ms(rest.get(1), "JOB_TIMEOUT_MS")? })
+}
+
+/// How one worker ended.
+#[derive(Debug, Default)]
+struct Outcome {
+    kind: &'static str,
+    iterations: u64,
+    retries: u64,
+    /// The errno that ended it (None: stopped by the controller, or a data error).
+    end_errno: Option<i32>,
+    /// When it ended, since the fault was requested.
+    end_after: Option<Duration>,
+    /// How long the ioctl that failed took.
+    end_ioctl: Duration,
+    /// The errno of one more SUBMIT after the failure (later work).
+    later_errno: Option<i32>,
+    /// A wrong result, or a setup failure.
+    error: Option<String>,
+}
+
+/// One step of a worker: a device job and the check of what it did. `Err(Ok(errno))` is an
+/// ioctl failure, `Err(Err(msg))` a wrong result.
+type Step<'a> = Box<dyn FnMut(u64) -> Result<(), Result<i32, String>> + 'a>;
+
+/// Since when (ms after [`EPOCH`], +1) a worker is in its current step; 0: between steps.
+type Busy = AtomicU64;
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Waits until every worker has been inside one step for `stuck` (a step takes
+/// milliseconds while the device works): the proof that the fault took effect, whatever
+/// the console's latency. False after `limit`.
+fn wait_all_stuck(busy: &[Busy], stuck: Duration, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let now = now_ms();
+        if busy.iter().all(|b| {
+            let since = b.load(Ordering::Relaxed);
+            since != 0 && now.saturating_sub(since) >= stuck.as_millis() as u64
+        }) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Runs `step` until it fails with a device-failure errno, `stop` is set, or it goes wrong.
+fn drive(kind: &'static str, mut step: Step<'_>, stop: &AtomicBool, fault_at: &Arc<std::sync::OnceLock<Instant>>, busy: &Busy) -> Outcome {
+    let mut o = Outcome { kind, ..Outcome::default() };
+    while !stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        busy.store(now_ms(), Ordering::Relaxed);
+        let r = step(o.iterations);
+        busy.store(0, Ordering::Relaxed);
+        match r {
+            Ok(()) => o.iterations += 1,
+            Err(Ok(e)) if RETRY.contains(&e) => o.retries += 1,
+            Err(Ok(e)) => {
+                o.end_errno = Some(e);
+                o.end_ioctl = t0.elapsed();
+                o.end_after = fault_at.get().map(|t| t.elapsed());
+                o.later_errno = step(o.iterations).err().and_then(|r| r.ok());
+                return o;
+            }
+            Err(Err(msg)) => {
+                o.error = Some(format!("iteration {}: {msg}", o.iterations));
+                return o;
+            }
+        }
+    }
+    o
+}
+
+fn errno(e: vgpu::Error) -> Result<i32, String> {
+    Ok(e.errno())
+}
+
+/// SVM: write a pattern with the device, hash it back, compare with the CPU; every 4th
+/// iteration move the buffer to the other NUMA node, every 16th map it afresh.
+fn svm_worker(ctx: &Context) -> Step<'_> {
+    let mut m = Mapping::anon(PAGES * 4096).expect("mmap");
+    let nodes = vgpu_tests::sysutil::numa_nodes();
+    Box::new(move |i| {
+        if i % 16 == 15 {
+            m = Mapping::anon(PAGES * 4096).map_err(|e| Err(format!("mmap: {e}")))?;
+        }
+        if i % 4 == 3 && nodes.len() > 1 {
+            let node = nodes[(i / 4) as usize % nodes.len()];
+            let _ = vgpu_tests::sysutil::move_pages(&m.page_addrs(), Some(node));
+        }
+        let (a, len) = (m.addr(), m.len() as u64);
+        // SAFETY: the job writes only `m`, private anonymous memory of this worker.
+        let r = unsafe { ctx.submit(&Job::new().write_pattern(a, len, i).hash(a, len)) }.map_err(|e| errno(e))?;
+        let cpu = m.cpu_hash(0, m.len());
+        if r.result != cpu {
+            return Err(Err(format!("device hash {:#x} != CPU hash {cpu:#x}", r.result)));
+        }
+        Ok(())
+    })
+}
+
+/// Userptr: the device fills a bound object, the CPU checks the bytes.
+fn userptr_worker(ctx: &Context) -> Result<Step<'_>, String> {
+    let m = Mapping::anon(PAGES * 4096).map_err(|e| e.to_string())?;
+    let bo = ctx.userptr_raw(m.addr() as *const u8, m.len(), false).map_err(|e| e.to_string())?;
+    bo.bind(USERPTR_VA).map_err(|e| e.to_string())?;
+    Ok(Box::new(move |i| {
+        let byte = (i % 251) as u8 + 1;
+        // SAFETY: the job writes only the object, which covers `m`, memory of this worker.
+        unsafe { ctx.submit(&Job::new().fill(USERPTR_VA, m.len() as u64, byte).uses(&bo)) }.map_err(|e| errno(e))?;
+        let got = m.read(0, m.len());
+        if let Some(p) = got.iter().position(|&b| b != byte) {
+            return Err(Err(format!("byte {p} is {:#x} after a device fill with {byte:#x}", got[p])));
+        }
+        Ok(())
+    }))
+}
+
+/// Fork/COW: the device writes mirrored memory, a child writes it too (breaking COW), the
+/// device hashes the parent's copy, which must be the device's pattern.
+fn fork_worker(ctx: &Context) -> Step<'_> {
+    let m = Mapping::anon(PAGES * 4096).expect("mmap");
+    Box::new(move |i| {
+        let (a, len) = (m.addr(), m.len() as u64);
+        // SAFETY: the job writes only `m`, private anonymous memory of this worker.
+        unsafe { ctx.submit(&Job::new().write_pattern(a, len, i)) }.map_err(|e| errno(e))?;
+        let want = m.cpu_hash(0, m.len());
+        let mut child = fork_child(|_| {
+            m.fill(0, m.len(), 0xee);
+            Ok(())
+        })
+        .map_err(|e| Err(format!("fork: {e}")))?;
+        let exit = child.wait_exit(Duration::from_secs(60)).map_err(Err)?;
+        if exit != Exit::Code(0) {
+            return Err(Err(format!("COW child: {exit:?}")));
+        }
+        let r = ctx.submit_readonly(&Job::new().hash(a, len)).map_err(|e| errno(e))?;
+        if r.result != want {
+            return Err(Err(format!("after the child's COW writes the device hashes {:#x}, want {want:#x}", r.result)));
+        }
+        Ok(())
+    })
+}
+
+/// The child process with a context of its own: SVM jobs until the device fails. Its exit
+/// code: 0 if that failure was a device-failure errno, 1 otherwise.
+fn child_process(deadline: Duration) -> Result<(), String> {
+    let ctx = Context::open_default().map_err(|e| e.to_string())?;
+    ctx.config(true).map_err(|e| e.to_string())?;
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let mut step = svm_worker(&ctx);
+    let limited: Step<'_> = Box::new(move |i| {
+        if t0.elapsed() > deadline {
+            return Err(Err(format!("no device failure within {deadline:?}")));
+        }
+        step(i)
+    });
+    let o = drive("child", limited, &stop, &Arc::new(std::sync::OnceLock::new()), &Busy::new(0));
+    if let Some(e) = o.error {
+        return Err(e);
+    }
+    match o.end_errno {
+        Some(e) if DEVICE_FAILURE.contains(&e) => Ok(()),
+        other => Err(format!("the child's SUBMIT ended with {other:?}")),
+    }
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::ENODEV => "ENODEV".into(),
+        libc::EIO => "EIO".into(),
+        libc::ETIMEDOUT => "ETIMEDOUT".into(),
+        libc::EINTR => "EINTR".into(),
+        libc::EAGAIN => "EAGAIN".into(),
+        libc::EBUSY => "EBUSY".into(),
+        libc::EFAULT => "EFAULT".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::ENOMEM => "ENOMEM".into(),
+        e => format!("errno {e}"),
+    }
+}
+
+fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
+    let (fault_name, stop_for) = match args.fault {
+        Fault::Stop(d) => ("stop", d),
+        Fault::Kill => ("kill", Duration::ZERO),
+    };
+    // Everything a worker can wait for: the stop, then the driver's timeouts.
+    let bound = stop_for + args.cmd_timeout + args.job_timeout + SLACK;
+    let stop = AtomicBool::new(false);
+    let fault_at = Arc::new(std::sync::OnceLock::new());
+    let busy: [Busy; 4] = Default::default();
+    let mut child = fork_child(|_| child_process(WARMUP + REQUEST_LATENCY + bound)).map_err(|e| format!("fork: {e}"))?;
+
+    let (outcomes, munmap_took, munmap_done, before, stuck) = std::thread::scope(|s| -> Result<_, String> {
+        let (tx, rx) = mpsc::channel::<Outcome>();
+        type MakeWorker = fn(&Context) -> Result<Step<'_>, String>;
+        let kinds: [(&'static str, bool, MakeWorker); 4] = [
+            ("svm", true, |c| Ok(svm_worker(c))),
+            ("svm-migrate", true, |c| Ok(svm_worker(c))),
+            ("userptr", false, userptr_worker),
+            ("fork-cow", true, |c| Ok(fork_worker(c))),
+        ];
+        for ((kind, svm, make), busy) in kinds.into_iter().zip(&busy) {
+            let (tx, stop, fault_at) = (tx.clone(), &stop, fault_at.clone());
+            s.spawn(move || {
+                let o = (|| {
+                    let ctx = Context::open_default().map_err(|e| e.to_string())?;
+                    ctx.config(svm).map_err(|e| e.to_string())?;
+                    let step = make(&ctx)?;
+                    Ok::<_, String>(drive(kind, step, stop, &fault_at, busy))
+                })()
+                .unwrap_or_else(|e| Outcome { kind, error: Some(format!("setup: {e}")), ..Outcome::default() });
+                let _ = tx.send(o);
+            });
+        }
+        drop(tx);
+        std::thread::sleep(WARMUP);
+
+        // Before the fault: the device-wide counters (root), and memory the device mirrors.
+        let ctl = Context::open_default().map_err(|e| e.to_string())?;
+        ctl.config(true).map_err(|e| e.to_string())?;
+        let before = ctl.stats().map_err(|e| format!("STATS: {e}"))?;
+        let target = Mapping::anon(PAGES * 4096).map_err(|e| e.to_string())?;
+        target.fill(0, target.len(), 0x3c);
+        ctl.submit_readonly(&Job::new().read(target.addr(), target.len() as u64)).map_err(|e| format!("READ: {e}"))?;
+
+        let request = match args.fault {
+            Fault::Stop(d) => format!("stop-device {}", d.as_millis()),
+            Fault::Kill => "kill-device".into(),
+        };
+        println!("vgpu-host-request: {request}");
+        let _ = std::io::stdout().flush();
+        let _ = fault_at.set(Instant::now());
+        let stuck = wait_all_stuck(&busy, STUCK, REQUEST_LATENCY + STUCK);
+        let t0 = Instant::now();
+        target.unmap().map_err(|e| format!("munmap: {e}"))?;
+        let munmap_took = t0.elapsed();
+        let munmap_done = fault_at.get().map_or(Duration::ZERO, |t| t.elapsed());
+
+        // Every worker must end by itself (its device failed) within the bound.
+        let mut outcomes = Vec::new();
+        let deadline = Instant::now() + bound;
+        while outcomes.len() < kinds.len() {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(o) => outcomes.push(o),
+                Err(_) => break,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        Ok((outcomes, munmap_took, munmap_done, before, stuck))
+    })?;
+    let child_exit = child.wait_exit(bound + WARMUP).map_err(|e| format!("the child process: {e}"));
+
+    let mut by_errno: BTreeMap<String, u64> = BTreeMap::new();
+    for o in &outcomes {
+        if let Some(e) = o.end_errno {
+            *by_errno.entry(errno_name(e)).or_default() += 1;
+        }
+    }
+    tap.ok(outcomes.len() == 4 && outcomes.iter().all(|o| o.iterations > 0), "every worker ran device jobs before the fault");
+    for o in &outcomes {
+        tap.diag(format!(
+            "{}: {} jobs ({} retries), ended with {} after {:.2} s (that ioctl took {:.2} s), later work: {}",
+            o.kind,
+            o.iterations,
+            o.retries,
+            o.end_errno.map_or("-".into(), errno_name),
+            o.end_after.map_or(f64::NAN, |d| d.as_secs_f64()),
+            o.end_ioctl.as_secs_f64(),
+            o.later_errno.map_or("-".into(), errno_name),
+        ));
+    }
+    tap.eq("the device saw no violation before the fault (device-wide STATS)", before.violations, 0);
+    tap.ok(before.accesses_checked > 0, "the device checked accesses before the fault");
+    tap.ok(stuck, "after the request every worker's device job stalled (the host acted)");
+    tap.diag(format!(
+        "munmap of device-mirrored memory took {:.2} s, returned {:.2} s after the fault",
+        munmap_took.as_secs_f64(),
+        munmap_done.as_secs_f64()
+    ));
+    // No INVALIDATE sent after the fault can be confirmed: munmap may return only once one
+    // timed out (at least the command timeout after the fault) and the device was reset.
+    tap.ok(
+        munmap_done >= args.cmd_timeout,
+        "munmap of mirrored memory returned only after an unanswered INVALIDATE timed out (never \"done\" unconfirmed)",
+    );
+    let bad: Vec<String> = outcomes
+        .iter()
+        .filter(|o| {
+            o.error.is_some()
+                || !o.end_errno.is_some_and(|e| DEVICE_FAILURE.contains(&e))
+                || !o.end_after.is_some_and(|d| d <= bound)
+        })
+        .map(|o| format!("{}: {:?} {:?} {:?}", o.kind, o.end_errno.map(errno_name), o.end_after, o.error))
+        .collect();
+    let missing = 4 - outcomes.len();
+    tap.run("every worker's blocked ioctl ended with a device-failure errno in bounded time", || {
+        if missing > 0 {
+            return Err(format!("{missing} worker(s) still running {bound:?} after the fault"));
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+    });
+    tap.ok(
+        outcomes.len() == 4 && outcomes.iter().all(|o| o.later_errno.is_some_and(|e| e == libc::ENODEV || e == libc::EIO)),
+        "later work on the same context fails with ENODEV or EIO",
+    );
+    let fresh = Context::open_default().and_then(|c| c.config(true));
+    tap.run("a new context after the fault gets ENODEV", || match fresh {
+        Err(e) if e.errno() == libc::ENODEV => Ok(()),
+        Err(e) => Err(format!("got {e}")),
+        Ok(()) => Err("it works: the device was not reset".to_string()),
+    });
+    tap.run("the process with its own context ended on the device failure", || match child_exit {
+        Ok(Exit::Code(0)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    Ok(serde_json::json!({
+        "fault": fault_name,
+        "stop_ms": stop_for.as_millis() as u64,
+        "cmd_timeout_ms": args.cmd_timeout.as_millis() as u64,
+        "job_timeout_ms": args.job_timeout.as_millis() as u64,
+        "munmap_ms": munmap_took.as_millis() as u64,
+        "munmap_done_after_fault_ms": munmap_done.as_millis() as u64,
+        "accesses_checked_before": before.accesses_checked,
+        "violations_before": before.violations,
+        "by_errno": by_errno,
+        "workers": outcomes.iter().map(|o| serde_json::json!({
+            "kind": o.kind,
+            "jobs": o.iterations,
+            "retries": o.retries,
+            "end_errno": o.end_errno.map(errno_name),
+            "end_after_ms": o.end_after.map(|d| d.as_millis() as u64),
+            "end_ioctl_ms": o.end_ioctl.as_millis() as u64,
+            "later_errno": o.later_errno.map(errno_name),
+            "error": o.error,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vgpu-faultinj: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut tap = Tap::unplanned();
+    match run(&mut tap, &args) {
+        Ok(json) => println!("vgpu-faultinj-result: {json}"),
+        Err(e) => tap.fail("fault injection ran", e),
+    }
+    tap.finish().exit_code()
+}

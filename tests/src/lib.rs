@@ -15,5 +15,6 @@ pub mod cases;
 pub mod child;
 pub mod coherence;
 pub mod mem;
+pub mod stress;
 pub mod sysutil;
 pub mod tap;

@@ -13,6 +13,7 @@ mod kernel;
 mod paths;
 mod report;
 mod setup;
+mod soak;
 mod vm;
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,8 @@ commands:
                         (a script in tests/guest-jobs/)
   test                  host unit tests, then the in-VM tests (the README's test command)
   demo                  boot the VM with the device and show the handshake (the main job)
+  soak                  a stress run in the VM until the device checked 10^7 page accesses
+                        (0 violations allowed); writes target/vgpu/soak.json
   fault-injection       the fault-injection VM of `test` alone: the daemon is stopped, then
                         killed, under load; writes target/vgpu/fault-injection.json
   bench                 the benchmarks: the guest bench in the VM, again with the device's
@@ -88,6 +91,7 @@ fn main() {
         }
         "test" => test(&o),
         "fault-injection" => fault_injection(&o),
+        "soak" => soak::soak(&o),
         "demo" => demo(&o),
         "bench" => bench::bench(&o),
         "help" | "--help" | "-h" => {

@@ -20,13 +20,14 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use vgpu::{Context, Job};
 use vgpu_tests::child::{fork_child, Exit};
 use vgpu_tests::mem::Mapping;
+use vgpu_tests::stress::{drive, errno_name, fork_worker, svm_worker, userptr_worker, wait_all_stuck, Busy, Outcome, Step};
 use vgpu_tests::tap::Tap;
 
 /// How long the workers run before the fault.
@@ -45,8 +46,6 @@ const USERPTR_VA: u64 = 0x2000_0000_0000;
 /// What the device failure may look like to a SUBMIT (vgpu_svm_drm.h): the device did not
 /// answer (ETIMEDOUT), the context was disabled (EIO), the device is reset or gone (ENODEV).
 const DEVICE_FAILURE: [i32; 3] = [libc::ENODEV, libc::EIO, libc::ETIMEDOUT];
-/// Documented and expected under load without any fault: try again.
-const RETRY: [i32; 2] = [libc::EAGAIN, libc::EBUSY];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -78,153 +77,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args { fault, cmd_timeout: ms(rest.first(), "CMD_TIMEOUT_MS")?, job_timeout: ms(rest.get(1), "JOB_TIMEOUT_MS")? })
 }
 
-/// How one worker ended.
-#[derive(Debug, Default)]
-struct Outcome {
-    kind: &'static str,
-    iterations: u64,
-    retries: u64,
-    /// The errno that ended it (None: stopped by the controller, or a data error).
-    end_errno: Option<i32>,
-    /// When it ended, since the fault was requested.
-    end_after: Option<Duration>,
-    /// How long the ioctl that failed took.
-    end_ioctl: Duration,
-    /// The errno of one more SUBMIT after the failure (later work).
-    later_errno: Option<i32>,
-    /// A wrong result, or a setup failure.
-    error: Option<String>,
-}
-
-/// One step of a worker: a device job and the check of what it did. `Err(Ok(errno))` is an
-/// ioctl failure, `Err(Err(msg))` a wrong result.
-type Step<'a> = Box<dyn FnMut(u64) -> Result<(), Result<i32, String>> + 'a>;
-
-/// Since when (ms after [`EPOCH`], +1) a worker is in its current step; 0: between steps.
-type Busy = AtomicU64;
-
-static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
-fn now_ms() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
-
-/// Waits until every worker has been inside one step for `stuck` (a step takes
-/// milliseconds while the device works): the proof that the fault took effect, whatever
-/// the console's latency. False after `limit`.
-fn wait_all_stuck(busy: &[Busy], stuck: Duration, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        let now = now_ms();
-        if busy.iter().all(|b| {
-            let since = b.load(Ordering::Relaxed);
-            since != 0 && now.saturating_sub(since) >= stuck.as_millis() as u64
-        }) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// Runs `step` until it fails with a device-failure errno, `stop` is set, or it goes wrong.
-fn drive(kind: &'static str, mut step: Step<'_>, stop: &AtomicBool, fault_at: &Arc<std::sync::OnceLock<Instant>>, busy: &Busy) -> Outcome {
-    let mut o = Outcome { kind, ..Outcome::default() };
-    while !stop.load(Ordering::Relaxed) {
-        let t0 = Instant::now();
-        busy.store(now_ms(), Ordering::Relaxed);
-        let r = step(o.iterations);
-        busy.store(0, Ordering::Relaxed);
-        match r {
-            Ok(()) => o.iterations += 1,
-            Err(Ok(e)) if RETRY.contains(&e) => o.retries += 1,
-            Err(Ok(e)) => {
-                o.end_errno = Some(e);
-                o.end_ioctl = t0.elapsed();
-                o.end_after = fault_at.get().map(|t| t.elapsed());
-                o.later_errno = step(o.iterations).err().and_then(|r| r.ok());
-                return o;
-            }
-            Err(Err(msg)) => {
-                o.error = Some(format!("iteration {}: {msg}", o.iterations));
-                return o;
-            }
-        }
-    }
-    o
-}
-
-fn errno(e: vgpu::Error) -> Result<i32, String> {
-    Ok(e.errno())
-}
-
-/// SVM: write a pattern with the device, hash it back, compare with the CPU; every 4th
-/// iteration move the buffer to the other NUMA node, every 16th map it afresh.
-fn svm_worker(ctx: &Context) -> Step<'_> {
-    let mut m = Mapping::anon(PAGES * 4096).expect("mmap");
-    let nodes = vgpu_tests::sysutil::numa_nodes();
-    Box::new(move |i| {
-        if i % 16 == 15 {
-            m = Mapping::anon(PAGES * 4096).map_err(|e| Err(format!("mmap: {e}")))?;
-        }
-        if i % 4 == 3 && nodes.len() > 1 {
-            let node = nodes[(i / 4) as usize % nodes.len()];
-            let _ = vgpu_tests::sysutil::move_pages(&m.page_addrs(), Some(node));
-        }
-        let (a, len) = (m.addr(), m.len() as u64);
-        // SAFETY: the job writes only `m`, private anonymous memory of this worker.
-        let r = unsafe { ctx.submit(&Job::new().write_pattern(a, len, i).hash(a, len)) }.map_err(|e| errno(e))?;
-        let cpu = m.cpu_hash(0, m.len());
-        if r.result != cpu {
-            return Err(Err(format!("device hash {:#x} != CPU hash {cpu:#x}", r.result)));
-        }
-        Ok(())
-    })
-}
-
-/// Userptr: the device fills a bound object, the CPU checks the bytes.
-fn userptr_worker(ctx: &Context) -> Result<Step<'_>, String> {
-    let m = Mapping::anon(PAGES * 4096).map_err(|e| e.to_string())?;
-    let bo = ctx.userptr_raw(m.addr() as *const u8, m.len(), false).map_err(|e| e.to_string())?;
-    bo.bind(USERPTR_VA).map_err(|e| e.to_string())?;
-    Ok(Box::new(move |i| {
-        let byte = (i % 251) as u8 + 1;
-        // SAFETY: the job writes only the object, which covers `m`, memory of this worker.
-        unsafe { ctx.submit(&Job::new().fill(USERPTR_VA, m.len() as u64, byte).uses(&bo)) }.map_err(|e| errno(e))?;
-        let got = m.read(0, m.len());
-        if let Some(p) = got.iter().position(|&b| b != byte) {
-            return Err(Err(format!("byte {p} is {:#x} after a device fill with {byte:#x}", got[p])));
-        }
-        Ok(())
-    }))
-}
-
-/// Fork/COW: the device writes mirrored memory, a child writes it too (breaking COW), the
-/// device hashes the parent's copy, which must be the device's pattern.
-fn fork_worker(ctx: &Context) -> Step<'_> {
-    let m = Mapping::anon(PAGES * 4096).expect("mmap");
-    Box::new(move |i| {
-        let (a, len) = (m.addr(), m.len() as u64);
-        // SAFETY: the job writes only `m`, private anonymous memory of this worker.
-        unsafe { ctx.submit(&Job::new().write_pattern(a, len, i)) }.map_err(|e| errno(e))?;
-        let want = m.cpu_hash(0, m.len());
-        let mut child = fork_child(|_| {
-            m.fill(0, m.len(), 0xee);
-            Ok(())
-        })
-        .map_err(|e| Err(format!("fork: {e}")))?;
-        let exit = child.wait_exit(Duration::from_secs(60)).map_err(Err)?;
-        if exit != Exit::Code(0) {
-            return Err(Err(format!("COW child: {exit:?}")));
-        }
-        let r = ctx.submit_readonly(&Job::new().hash(a, len)).map_err(|e| errno(e))?;
-        if r.result != want {
-            return Err(Err(format!("after the child's COW writes the device hashes {:#x}, want {want:#x}", r.result)));
-        }
-        Ok(())
-    })
-}
-
 /// The child process with a context of its own: SVM jobs until the device fails. Its exit
 /// code: 0 if that failure was a device-failure errno, 1 otherwise.
 fn child_process(deadline: Duration) -> Result<(), String> {
@@ -232,35 +84,20 @@ fn child_process(deadline: Duration) -> Result<(), String> {
     ctx.config(true).map_err(|e| e.to_string())?;
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
-    let mut step = svm_worker(&ctx);
+    let mut step = svm_worker(&ctx, PAGES)?;
     let limited: Step<'_> = Box::new(move |i| {
         if t0.elapsed() > deadline {
             return Err(Err(format!("no device failure within {deadline:?}")));
         }
         step(i)
     });
-    let o = drive("child", limited, &stop, &Arc::new(std::sync::OnceLock::new()), &Busy::new(0));
+    let o = drive("child", limited, &stop, &OnceLock::new(), &Busy::new(0));
     if let Some(e) = o.error {
         return Err(e);
     }
     match o.end_errno {
         Some(e) if DEVICE_FAILURE.contains(&e) => Ok(()),
         other => Err(format!("the child's SUBMIT ended with {other:?}")),
-    }
-}
-
-fn errno_name(e: i32) -> String {
-    match e {
-        libc::ENODEV => "ENODEV".into(),
-        libc::EIO => "EIO".into(),
-        libc::ETIMEDOUT => "ETIMEDOUT".into(),
-        libc::EINTR => "EINTR".into(),
-        libc::EAGAIN => "EAGAIN".into(),
-        libc::EBUSY => "EBUSY".into(),
-        libc::EFAULT => "EFAULT".into(),
-        libc::EINVAL => "EINVAL".into(),
-        libc::ENOMEM => "ENOMEM".into(),
-        e => format!("errno {e}"),
     }
 }
 
@@ -272,7 +109,7 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
     // Everything a worker can wait for: the stop, then the driver's timeouts.
     let bound = stop_for + args.cmd_timeout + args.job_timeout + SLACK;
     let stop = AtomicBool::new(false);
-    let fault_at = Arc::new(std::sync::OnceLock::new());
+    let fault_at = OnceLock::new();
     let busy: [Busy; 4] = Default::default();
     let mut child = fork_child(|_| child_process(WARMUP + REQUEST_LATENCY + bound)).map_err(|e| format!("fork: {e}"))?;
 
@@ -280,19 +117,19 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
         let (tx, rx) = mpsc::channel::<Outcome>();
         type MakeWorker = fn(&Context) -> Result<Step<'_>, String>;
         let kinds: [(&'static str, bool, MakeWorker); 4] = [
-            ("svm", true, |c| Ok(svm_worker(c))),
-            ("svm-migrate", true, |c| Ok(svm_worker(c))),
-            ("userptr", false, userptr_worker),
-            ("fork-cow", true, |c| Ok(fork_worker(c))),
+            ("svm", true, |c| svm_worker(c, PAGES)),
+            ("svm-migrate", true, |c| svm_worker(c, PAGES)),
+            ("userptr", false, |c| userptr_worker(c, PAGES, USERPTR_VA)),
+            ("fork-cow", true, |c| fork_worker(c, PAGES)),
         ];
         for ((kind, svm, make), busy) in kinds.into_iter().zip(&busy) {
-            let (tx, stop, fault_at) = (tx.clone(), &stop, fault_at.clone());
+            let (tx, stop, fault_at) = (tx.clone(), &stop, &fault_at);
             s.spawn(move || {
                 let o = (|| {
                     let ctx = Context::open_default().map_err(|e| e.to_string())?;
                     ctx.config(svm).map_err(|e| e.to_string())?;
                     let step = make(&ctx)?;
-                    Ok::<_, String>(drive(kind, step, stop, &fault_at, busy))
+                    Ok::<_, String>(drive(kind, step, stop, fault_at, busy))
                 })()
                 .unwrap_or_else(|e| Outcome { kind, error: Some(format!("setup: {e}")), ..Outcome::default() });
                 let _ = tx.send(o);

@@ -73,6 +73,48 @@ pub fn wait_stuck(busy: &[Busy], stuck: Duration, limit: Duration) -> bool {
     false
 }
 
+/// One device job over all of `m` (private anonymous memory of the caller's worker): write
+/// the pattern of `seed`, hash it back; the hash must be the CPU's.
+fn write_and_hash(ctx: &Context, m: &Mapping, seed: u64) -> Result<(), Result<i32, String>> {
+    let (a, len) = (m.addr(), m.len() as u64);
+    // SAFETY: the job writes only `m`, which no one else uses (the caller's promise).
+    let r = unsafe { ctx.submit(&Job::new().write_pattern(a, len, seed).hash(a, len)) }.map_err(|e| errno(e))?;
+    let cpu = m.cpu_hash(0, m.len());
+    if r.result != cpu {
+        return Err(Err(format!("device hash {:#x} != CPU hash {cpu:#x}", r.result)));
+    }
+    Ok(())
+}
+
+/// A kind of worker: its name, whether its context is SVM, and how it is made.
+pub type Worker = (&'static str, bool, fn(&Context) -> Result<Step<'_>, String>);
+
+/// Starts `workers` in `scope`, each on a context of its own, driven by [`drive`] with its
+/// slot of `busy`; each sends its [`Outcome`] on `tx` when it ends (a failed setup is an
+/// outcome with `error`).
+pub fn spawn_workers<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    workers: &[Worker],
+    stop: &'scope AtomicBool,
+    fault_at: &'scope OnceLock<Instant>,
+    busy: &'scope [Busy],
+    tx: &std::sync::mpsc::Sender<Outcome>,
+) {
+    for (&(kind, svm, make), busy) in workers.iter().zip(busy) {
+        let tx = tx.clone();
+        scope.spawn(move || {
+            let o = (|| {
+                let ctx = Context::open_default().map_err(|e| e.to_string())?;
+                ctx.config(svm).map_err(|e| e.to_string())?;
+                let step = make(&ctx)?;
+                Ok::<_, String>(drive(kind, step, stop, fault_at, busy))
+            })()
+            .unwrap_or_else(|e| Outcome { kind, error: Some(format!("setup: {e}")), ..Outcome::default() });
+            let _ = tx.send(o);
+        });
+    }
+}
+
 /// Runs `step` until it fails with a device-failure errno, `stop` is set, or it goes wrong.
 pub fn drive(kind: &'static str, mut step: Step<'_>, stop: &AtomicBool, fault_at: &OnceLock<Instant>, busy: &Busy) -> Outcome {
     let mut o = Outcome { kind, ..Outcome::default() };
@@ -117,14 +159,7 @@ pub fn svm_worker(ctx: &Context, pages: usize) -> Result<Step<'_>, String> {
             let node = nodes[(i / 4) as usize % nodes.len()];
             let _ = crate::sysutil::move_pages(&m.page_addrs(), Some(node));
         }
-        let (a, len) = (m.addr(), m.len() as u64);
-        // SAFETY: the job writes only `m`, private anonymous memory of this worker.
-        let r = unsafe { ctx.submit(&Job::new().write_pattern(a, len, i).hash(a, len)) }.map_err(|e| errno(e))?;
-        let cpu = m.cpu_hash(0, m.len());
-        if r.result != cpu {
-            return Err(Err(format!("device hash {:#x} != CPU hash {cpu:#x}", r.result)));
-        }
-        Ok(())
+        write_and_hash(ctx, &m, i)
     }))
 }
 
@@ -207,13 +242,6 @@ pub fn thp_worker(ctx: &Context, huge_pages: usize) -> Result<Step<'_>, String> 
             m.mprotect(off, 4096, libc::PROT_READ).map_err(|e| Err(format!("mprotect: {e}")))?;
             m.mprotect(off, 4096, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| Err(format!("mprotect: {e}")))?;
         }
-        let (a, len) = (m.addr(), m.len() as u64);
-        // SAFETY: the job writes only `m`, private anonymous memory of this worker.
-        let r = unsafe { ctx.submit(&Job::new().write_pattern(a, len, i).hash(a, len)) }.map_err(|e| errno(e))?;
-        let cpu = m.cpu_hash(0, m.len());
-        if r.result != cpu {
-            return Err(Err(format!("device hash {:#x} != CPU hash {cpu:#x}", r.result)));
-        }
-        Ok(())
+        write_and_hash(ctx, &m, i)
     }))
 }

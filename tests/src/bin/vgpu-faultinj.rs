@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use vgpu::{Context, Job};
 use vgpu_tests::child::{fork_child, Exit};
 use vgpu_tests::mem::Mapping;
-use vgpu_tests::stress::{drive, errno_name, fork_worker, svm_worker, userptr_worker, wait_stuck, Busy, Outcome, Step};
+use vgpu_tests::stress::{drive, errno_name, fork_worker, spawn_workers, svm_worker, userptr_worker, wait_stuck, Busy, Outcome, Step, Worker};
 use vgpu_tests::tap::Tap;
 
 /// How long the workers run before the fault.
@@ -42,6 +42,13 @@ const SLACK: Duration = Duration::from_secs(10);
 const PAGES: usize = 32;
 /// The userptr worker's binding.
 const USERPTR_VA: u64 = 0x2000_0000_0000;
+
+const WORKERS: [Worker; 4] = [
+    ("svm", true, |c| svm_worker(c, PAGES)),
+    ("svm-migrate", true, |c| svm_worker(c, PAGES)),
+    ("userptr", false, |c| userptr_worker(c, PAGES, USERPTR_VA)),
+    ("fork-cow", true, |c| fork_worker(c, PAGES)),
+];
 
 /// What the device failure may look like to a SUBMIT (vgpu_svm_drm.h): the device did not
 /// answer (ETIMEDOUT), the context was disabled (EIO), the device is reset or gone (ENODEV).
@@ -115,26 +122,7 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
 
     let (outcomes, munmap_took, munmap_done, before, stuck) = std::thread::scope(|s| -> Result<_, String> {
         let (tx, rx) = mpsc::channel::<Outcome>();
-        type MakeWorker = fn(&Context) -> Result<Step<'_>, String>;
-        let kinds: [(&'static str, bool, MakeWorker); 4] = [
-            ("svm", true, |c| svm_worker(c, PAGES)),
-            ("svm-migrate", true, |c| svm_worker(c, PAGES)),
-            ("userptr", false, |c| userptr_worker(c, PAGES, USERPTR_VA)),
-            ("fork-cow", true, |c| fork_worker(c, PAGES)),
-        ];
-        for ((kind, svm, make), busy) in kinds.into_iter().zip(&busy) {
-            let (tx, stop, fault_at) = (tx.clone(), &stop, &fault_at);
-            s.spawn(move || {
-                let o = (|| {
-                    let ctx = Context::open_default().map_err(|e| e.to_string())?;
-                    ctx.config(svm).map_err(|e| e.to_string())?;
-                    let step = make(&ctx)?;
-                    Ok::<_, String>(drive(kind, step, stop, fault_at, busy))
-                })()
-                .unwrap_or_else(|e| Outcome { kind, error: Some(format!("setup: {e}")), ..Outcome::default() });
-                let _ = tx.send(o);
-            });
-        }
+        spawn_workers(s, &WORKERS, &stop, &fault_at, &busy, &tx);
         drop(tx);
         std::thread::sleep(WARMUP);
 
@@ -162,7 +150,7 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
         // Every worker must end by itself (its device failed) within the bound.
         let mut outcomes = Vec::new();
         let deadline = Instant::now() + bound;
-        while outcomes.len() < kinds.len() {
+        while outcomes.len() < WORKERS.len() {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(o) => outcomes.push(o),
                 Err(_) => break,

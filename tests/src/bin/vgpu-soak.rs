@@ -16,7 +16,7 @@ use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use vgpu::Context;
-use vgpu_tests::stress::{drive, errno_name, fork_worker, svm_worker, thp_worker, userptr_worker, Busy, Outcome, Step};
+use vgpu_tests::stress::{errno_name, fork_worker, spawn_workers, svm_worker, thp_worker, userptr_worker, Busy, Outcome, Worker};
 use vgpu_tests::tap::Tap;
 
 /// How often the controller reads the device's counters.
@@ -25,9 +25,7 @@ const POLL: Duration = Duration::from_secs(2);
 const STOP_BOUND: Duration = Duration::from_secs(120);
 const USERPTR_VA: u64 = 0x2000_0000_0000;
 
-type MakeWorker = fn(&Context) -> Result<Step<'_>, String>;
-
-const WORKERS: [(&str, bool, MakeWorker); 5] = [
+const WORKERS: [Worker; 5] = [
     ("svm", true, |c| svm_worker(c, 256)),
     ("svm-migrate", true, |c| svm_worker(c, 256)),
     ("thp-swap", true, |c| thp_worker(c, 2)),
@@ -58,19 +56,7 @@ fn run(tap: &mut Tap, target: u64, limit: Duration) -> Result<serde_json::Value,
     let t0 = Instant::now();
     let (outcomes, last) = std::thread::scope(|s| -> Result<_, String> {
         let (tx, rx) = mpsc::channel::<Outcome>();
-        for ((kind, svm, make), busy) in WORKERS.into_iter().zip(&busy) {
-            let (tx, stop, never) = (tx.clone(), &stop, &never);
-            s.spawn(move || {
-                let o = (|| {
-                    let ctx = Context::open_default().map_err(|e| e.to_string())?;
-                    ctx.config(svm).map_err(|e| e.to_string())?;
-                    let step = make(&ctx)?;
-                    Ok::<_, String>(drive(kind, step, stop, never, busy))
-                })()
-                .unwrap_or_else(|e| Outcome { kind, error: Some(format!("setup: {e}")), ..Outcome::default() });
-                let _ = tx.send(o);
-            });
-        }
+        spawn_workers(s, &WORKERS, &stop, &never, &busy, &tx);
         drop(tx);
         let mut outcomes = Vec::new();
         let mut last = start.clone();

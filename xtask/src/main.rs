@@ -5,6 +5,7 @@ mod bench;
 mod cexample;
 mod cmd;
 mod coherence;
+mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
@@ -35,6 +36,7 @@ options:
   --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)
   --timeout SECONDS        VM timeout (default 900)
   --host-only              `test`: only the host unit tests
+  --fuzz-seed N            the fuzz job's seed (else $VGPU_FUZZ_SEED, else random; printed)
 ";
 
 struct Opts {
@@ -42,6 +44,7 @@ struct Opts {
     job: Option<String>,
     timeout: Duration,
     host_only: bool,
+    fuzz_seed: Option<u64>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -50,6 +53,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         job: None,
         timeout: Duration::from_secs(900),
         host_only: false,
+        fuzz_seed: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +66,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 o.timeout = Duration::from_secs(s.parse().with_context(|| format!("bad --timeout `{s}`"))?);
             }
             "--host-only" => o.host_only = true,
+            "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),
             _ => bail!("unknown option `{a}`\n\n{USAGE}"),
         }
     }
@@ -80,6 +85,9 @@ fn main() {
         "guest" => build_guest_image(&o).map(|(_, p)| say!("initramfs: {}", p.display())),
         "vm" => {
             let job = o.job.clone().context("`vm` needs --job NAME")?;
+            if job == "fuzz" {
+                return fuzz::fuzz(&o);
+            }
             run_job(&o, &job).and_then(|out| job_verdict(&job, out.guest_status, &out.console_log))
         }
         "test" => test(&o),
@@ -130,17 +138,19 @@ fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
 /// Builds everything and runs one guest job (with the daemon options the job needs);
 /// returns the outcome.
 fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
-    run_job_with(o, job, &job_spec(job))
+    run_job_with(o, job, &job_spec(o, job))
 }
 
-/// How a job's VM is set up: the hardening job's daemon delays every page access.
-fn job_spec(job: &str) -> JobRun {
+/// How a job's VM is set up: the hardening job's daemon delays every page access; the fuzz
+/// job gets its seed on the kernel command line.
+fn job_spec(o: &Opts, job: &str) -> JobRun {
     match job {
         "hardening" => JobRun {
             run_name: None,
             device_args: vec!["--access-delay-us".into(), HARDENING_ACCESS_DELAY_US.into()],
             extra_cmdline: String::new(),
         },
+        "fuzz" => fuzz::job_run(o),
         _ => JobRun::default(),
     }
 }
@@ -211,7 +221,8 @@ fn test(o: &Opts) -> Result<()> {
     if status != 0 || r.failed > 0 || r.passed == 0 || cases.is_empty() {
         bail!("in-VM tests failed (guest status {status}); console: {}", outcome.console_log.display());
     }
-    hardening(o)
+    hardening(o)?;
+    fuzz::fuzz(o)
 }
 
 /// The hardening job, in a VM of its own: the daemon delays every page access, so a job runs

@@ -427,6 +427,10 @@ pub fn op_write_range(op: &Op) -> Option<(u64, u64)> {
     }
 }
 
+/// What creating the file's device context (on first use, before most checks) may fail
+/// with: the header lists these for every ioctl that creates it.
+pub const CTX_CREATE_ERRORS: ErrSet = ErrSet::of(&[ENOMEM, ENODEV, EIO, ETIMEDOUT]);
+
 /// The results the driver may give for the argument `v` (a kernel view) of `ioctl`.
 pub fn driver_expect(ioctl: Ioctl, v: &[u8], caller: Caller, arrays: Option<&SubmitArrays>) -> ErrSet {
     let doc = ioctl.documented();
@@ -448,15 +452,23 @@ pub fn driver_expect(ioctl: Ioctl, v: &[u8], caller: Caller, arrays: Option<&Sub
         }
         Ioctl::UserptrCreate => {
             let (addr, size, flags) = (u64_at(v, 0), u64_at(v, 8), u32_at(v, 16));
-            let bad = flags & !1 != 0 || size == 0 || addr % PAGE != 0 || size % PAGE != 0 || addr.checked_add(size).is_none();
-            (bad, if bad { ErrSet::only(EINVAL) } else { doc.without(EPERM).with(0) })
+            let bad_flags = flags & !1 != 0;
+            let bad = bad_flags || size == 0 || addr % PAGE != 0 || size % PAGE != 0 || addr.checked_add(size).is_none();
+            if bad_flags {
+                (true, ErrSet::only(EINVAL))
+            } else if bad {
+                // The range is checked after the context exists (the header gives no order).
+                (true, ErrSet::only(EINVAL).or(CTX_CREATE_ERRORS))
+            } else {
+                (false, doc.without(EPERM).with(0))
+            }
         }
         Ioctl::Bind => {
             let (pad, gva) = (u32_at(v, 4), u64_at(v, 8));
             if pad != 0 || gva == 0 || gva % PAGE != 0 {
                 (true, ErrSet::only(EINVAL))
             } else if gva >= VA_LIMIT {
-                (true, ErrSet::of(&[EINVAL, ENOENT]))
+                (true, ErrSet::of(&[EINVAL, ENOENT]).or(CTX_CREATE_ERRORS))
             } else {
                 (false, doc.without(EPERM).with(0))
             }

@@ -371,6 +371,29 @@ pub fn op(r: &mut Rng, l: &Layout, m: &Model) -> Op {
     o
 }
 
+/// An op that passes validation (a known kind, flags 0, in range) over the fuzzer's memory
+/// or its bindings, so that the job reaches the device (and its faults, the mirror, the
+/// checker); the memory may still be gone or protected by then.
+pub fn plausible_op(r: &mut Rng, l: &Layout, m: &Model) -> Op {
+    let at = |r: &mut Rng| -> u64 {
+        match (m.bindings.is_empty(), r.below(10)) {
+            (false, 0..=3) => {
+                let b = r.pick(&m.bindings);
+                b.gpu_va + (r.below(b.size.max(1)) & !7)
+            }
+            _ => arena_addr(r, l) & !7,
+        }
+    };
+    let kind = r.range(1, 6) as u32;
+    let len = match r.below(10) {
+        0..=5 => r.range(1, 512),
+        6..=8 => r.range(1, 16) * PAGE,
+        _ => r.range(1, 64 * 1024),
+    };
+    let (dst, src) = (at(r), at(r));
+    Op { kind, flags: 0, dst, src, len, value: r.next_u64() }
+}
+
 /// Makes an op harmless to the fuzzer: a write that would start outside write-safe
 /// territory becomes a READ of the same range.
 pub fn sanitize_op(l: &Layout, o: &mut Op) {
@@ -679,6 +702,8 @@ mod tests {
         }
         // Enough of both: validation is exercised and jobs reach the device.
         assert!(valid > 2000 && invalid > 2000, "valid {valid} invalid {invalid}");
+        let valid = (0..1000).filter(|_| !super::super::oracle::op_invalid(&plausible_op(&mut r, &l, &m))).count();
+        assert!(valid > 990, "plausible ops pass validation: {valid}");
         let reqs: Vec<u32> = (0..1000).map(|_| request(&mut r, Ioctl::Submit)).collect();
         assert!(reqs.iter().filter(|&&q| q == Ioctl::Submit.request()).count() > 850);
         assert!(reqs.iter().any(|&q| q != Ioctl::Submit.request()));

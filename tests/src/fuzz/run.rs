@@ -373,6 +373,20 @@ struct Global {
 }
 
 impl Global {
+    /// A new shared file: SVM configured on three of four (the first job freezes the
+    /// configuration, and the random calls rarely start with CTX_CONFIG).
+    fn open_slot(&self, r: &mut Rng) -> Result<i32, String> {
+        let fd = self.open()?;
+        if r.pct(75) {
+            let cfg = Bytes32::ctx_config(1);
+            let e = ioctl(fd, Ioctl::CtxConfig.request(), cfg.as_ptr() as u64);
+            if e != 0 {
+                return Err(format!("CTX_CONFIG(SVM) on a new file: {}", errno_name(e)));
+            }
+        }
+        Ok(fd)
+    }
+
     fn open(&self) -> Result<i32, String> {
         // SAFETY: a valid C string.
         let fd = unsafe { libc::open(self.node.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
@@ -537,7 +551,7 @@ impl<'a> Worker<'a> {
         let mut fd = slot.fd.write().unwrap();
         // SAFETY: our fd; no ioctl uses it (write lock).
         unsafe { libc::close(*fd) };
-        match self.g.open() {
+        match self.g.open_slot(&mut self.rng) {
             Ok(n) => *fd = n,
             Err(e) => {
                 self.c.fail(format!("seed {} {} step {}: reopen: {e}", self.g.cfg.seed, self.name, self.step));
@@ -599,7 +613,7 @@ impl<'a> Worker<'a> {
                     .collect();
                 let (handles, nr_h) = if plausible && r.pct(70) && !model.bindings.is_empty() {
                     // The objects whose bindings the ops may touch.
-                    let mut h: Vec<u32> = model.bindings.iter().map(|b| b.handle).collect();
+                    let mut h: Vec<u32> = model.bindings.iter().map(|b| b.handle).filter(|h| model.handle(*h).is_some()).collect();
                     h.sort_unstable();
                     h.dedup();
                     h.truncate(64);
@@ -903,7 +917,8 @@ fn spawn_child(g: &Global, index: u64) -> Result<RunningChild, String> {
 /// arena.
 fn child_main(g: &Global, index: u64) -> Counters {
     let foreign = render_fds(g.node_rdev);
-    let slots: Vec<Slot> = (0..1).filter_map(|_| g.open().ok()).map(|fd| Slot { fd: RwLock::new(fd), model: Mutex::new(Model::default()) }).collect();
+    let mut r = Rng::stream(g.cfg.seed, 500 + index);
+    let slots: Vec<Slot> = (0..1).filter_map(|_| g.open_slot(&mut r).ok()).map(|fd| Slot { fd: RwLock::new(fd), model: Mutex::new(Model::default()) }).collect();
     let mut c = match Worker::new(format!("child{index}"), g, 100 + index, &slots, foreign, g.cfg.child_ioctls) {
         Ok(mut w) => {
             w.in_child = true;
@@ -1052,7 +1067,8 @@ pub fn main(cfg: Config) -> i32 {
     }
 
     // 2. The random phase.
-    let slots: Vec<Slot> = match (0..cfg.files).map(|_| g.open()).collect::<Result<Vec<i32>, String>>() {
+    let mut r = Rng::stream(cfg.seed, 998);
+    let slots: Vec<Slot> = match (0..cfg.files).map(|_| g.open_slot(&mut r)).collect::<Result<Vec<i32>, String>>() {
         Ok(fds) => fds.into_iter().map(|fd| Slot { fd: RwLock::new(fd), model: Mutex::new(Model::default()) }).collect(),
         Err(e) => {
             tap.fail("open the shared files", e);

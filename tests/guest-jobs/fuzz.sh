@@ -8,13 +8,15 @@ status=0
 seed="$vgpu_fuzz_seed"
 [ -n "$seed" ] || seed=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vgpu_fuzz_seed=//p')
 [ -n "$seed" ] || seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
-# The time bound: reaching it before 10^5 ioctls is a failure (the fuzzer says so).
-if [ "$vgpu_flavor" = "debug" ]; then secs=600; else secs=300; fi
+# The count and the time bound (reaching the time bound first is a failure, the fuzzer says
+# so). Measured on 2 TCG vCPUs: ~5500 ioctls/s on the default kernel, ~1400/s on the debug
+# one (KASAN, lockdep); the default kernel gets 3x the minimum of 10^5.
+if [ "$vgpu_flavor" = "debug" ]; then n=100000; secs=600; else n=300000; secs=300; fi
 # VGPU_FUZZ_KNOWN_BUGS=1 on the host: also the reproducers of known, unfixed driver bugs.
 known=""
 [ "$vgpu_fuzz_known_bugs" = "1" ] && known="--known-bugs"
-echo "vgpu-guest: running vgpu-fuzz --seed $seed --seconds $secs $known"
-/bin/vgpu-fuzz --seed "$seed" --seconds "$secs" $known || status=1
+echo "vgpu-guest: running vgpu-fuzz --seed $seed --ioctls $n --seconds $secs $known"
+/bin/vgpu-fuzz --seed "$seed" --ioctls "$n" --seconds "$secs" $known || status=1
 echo "vgpu-guest: vgpu-fuzz done"
 
 . /etc/vgpu/jobs/kernel-log.sh

@@ -538,7 +538,7 @@ impl<'a> Worker<'a> {
     fn reopen(&mut self) {
         let s = self.rng.below(self.slots.len() as u64) as usize;
         let slot = &self.slots[s];
-        let (gate, _release) = if self.avoid() {
+        let (_gate, _release) = if self.avoid() {
             let gate = self.g.gate.lock().unwrap();
             if *gate > 0 {
                 return; // a fork child may hold the file: its exit would release it
@@ -547,7 +547,6 @@ impl<'a> Worker<'a> {
         } else {
             (None, None)
         };
-        let _ = gate;
         let mut fd = slot.fd.write().unwrap();
         // SAFETY: our fd; no ioctl uses it (write lock).
         unsafe { libc::close(*fd) };
@@ -983,7 +982,7 @@ fn vvar() -> Option<(u64, u64)> {
     maps().into_iter().find(|(_, _, n)| n == "[vvar]").map(|(s, e, _)| (s, e))
 }
 
-/// Sets up the memory; None with a reason if the zone is not free.
+/// Sets up the memory and reads the device's parameters (an error if the zone is not free).
 fn setup(cfg: &Config) -> Result<Global, String> {
     if let Some((s, e, n)) = maps().into_iter().find(|&(s, e, _)| s < gen::ZONE_HI && e > gen::SCRATCH_BASE) {
         return Err(format!("the fuzz zone is not free: {s:#x}-{e:#x} {n}"));

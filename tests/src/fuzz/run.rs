@@ -343,6 +343,15 @@ fn mem_op(r: &mut Rng, l: &Layout, shared_fd: i32) -> &'static str {
     }
 }
 
+/// Maps the whole arena afresh: every GPU entry of every context over it is cleared (and
+/// flushed) now, while the contexts are alive, so that an invalidation racing a file's
+/// release afterwards (the known bug, cases.rs) finds nothing mirrored to flush.
+fn scrub_arena(l: &Layout, shared_fd: i32) {
+    for reg in &l.regions {
+        let _ = map_arena(reg.kind, reg.base, reg.base, reg.len, shared_fd, false);
+    }
+}
+
 /// A file slot shared by the parent's workers: its fd (write-locked to close and reopen it)
 /// and what the fuzzer believes about it.
 struct Slot {
@@ -474,8 +483,11 @@ impl<'a> Worker<'a> {
         }
         if let Some(p) = self.private.take() {
             let _g = self.avoid().then(|| self.g.release.write().unwrap());
+            let fd = p.fd;
+            // Unmap the buffer first (its entries are flushed while the context lives).
+            drop(p);
             // SAFETY: our fd.
-            unsafe { libc::close(p.fd) };
+            unsafe { libc::close(fd) };
         }
         self.c
     }
@@ -548,6 +560,9 @@ impl<'a> Worker<'a> {
             (None, None)
         };
         let mut fd = slot.fd.write().unwrap();
+        if self.g.avoid_release_race {
+            scrub_arena(&self.g.layout, self.g.shared_fd);
+        }
         // SAFETY: our fd; no ioctl uses it (write lock).
         unsafe { libc::close(*fd) };
         match self.g.open_slot(&mut self.rng) {
@@ -1189,6 +1204,9 @@ pub fn main(cfg: Config) -> i32 {
             total.mem_ops += m.join().unwrap_or(0);
         }
     });
+    if g.avoid_release_race {
+        scrub_arena(&g.layout, g.shared_fd);
+    }
     for s in &slots {
         // SAFETY: our fds; no worker runs any more.
         unsafe { libc::close(*s.fd.read().unwrap()) };

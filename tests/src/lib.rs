@@ -8,12 +8,15 @@
 //! `vgpu-coherence` is the coherence suite: [`cases::CASES`] run by the
 //! machinery in [`coherence`] over test memory from [`mem`], with fork
 //! helpers in [`child`] and the guest's knobs in [`sysutil`].
+//!
+//! `vgpu-fuzz` is the structured ioctl fuzzer: [`fuzz`].
 
 #![warn(missing_docs)]
 
 pub mod cases;
 pub mod child;
 pub mod coherence;
+pub mod fuzz;
 pub mod mem;
 pub mod stress;
 pub mod sysutil;

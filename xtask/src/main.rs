@@ -7,6 +7,7 @@ mod cmd;
 mod coherence;
 mod devfault;
 mod faultinj;
+mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
@@ -42,6 +43,7 @@ options:
   --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)
   --timeout SECONDS        VM timeout (default 900)
   --host-only              `test`: only the host unit tests
+  --fuzz-seed N            the fuzz job's seed (else $VGPU_FUZZ_SEED, else random; printed)
 ";
 
 struct Opts {
@@ -49,6 +51,7 @@ struct Opts {
     job: Option<String>,
     timeout: Duration,
     host_only: bool,
+    fuzz_seed: Option<u64>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -57,6 +60,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         job: None,
         timeout: Duration::from_secs(900),
         host_only: false,
+        fuzz_seed: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -69,6 +73,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 o.timeout = Duration::from_secs(s.parse().with_context(|| format!("bad --timeout `{s}`"))?);
             }
             "--host-only" => o.host_only = true,
+            "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),
             _ => bail!("unknown option `{a}`\n\n{USAGE}"),
         }
     }
@@ -87,6 +92,9 @@ fn main() {
         "guest" => build_guest_image(&o).map(|(_, p)| say!("initramfs: {}", p.display())),
         "vm" => {
             let job = o.job.clone().context("`vm` needs --job NAME")?;
+            if job == "fuzz" {
+                return fuzz::fuzz(&o);
+            }
             run_job(&o, &job).and_then(|out| job_verdict(&job, out.guest_status, &out.console_log))
         }
         "test" => test(&o),
@@ -139,17 +147,19 @@ fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
 /// Builds everything and runs one guest job (with the daemon options the job needs);
 /// returns the outcome.
 fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
-    run_job_with(o, job, &job_spec(job))
+    run_job_with(o, job, &job_spec(o, job))
 }
 
-/// How a job's VM is set up: the hardening job's daemon delays every page access; the
-/// fault-injection job's host stops and kills the daemon when the guest asks.
-fn job_spec(job: &str) -> JobRun {
+/// How a job's VM is set up: the hardening job's daemon delays every page access; the fuzz
+/// job gets its seed on the kernel command line; the fault-injection job's host stops and
+/// kills the daemon when the guest asks.
+fn job_spec(o: &Opts, job: &str) -> JobRun {
     match job {
         "hardening" => JobRun {
             device_args: vec!["--access-delay-us".into(), HARDENING_ACCESS_DELAY_US.into()],
             ..JobRun::default()
         },
+        "fuzz" => fuzz::job_run(o),
         "faultinj" => JobRun { device_faults: true, ..JobRun::default() },
         _ => JobRun::default(),
     }
@@ -225,6 +235,7 @@ fn test(o: &Opts) -> Result<()> {
         bail!("in-VM tests failed (guest status {status}); console: {}", outcome.console_log.display());
     }
     hardening(o)?;
+    fuzz::fuzz(o)?;
     fault_injection(o)
 }
 

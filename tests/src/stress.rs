@@ -15,6 +15,15 @@ use vgpu::{Context, Job};
 use crate::child::{fork_child, Exit};
 use crate::mem::Mapping;
 
+/// When set, the workers stop changing their memory (no migration, re-mapping or fork):
+/// they only run jobs, so nothing invalidates while the device is stalled and the driver's
+/// job timeouts, not an INVALIDATE's, decide what happens.
+pub static QUIET: AtomicBool = AtomicBool::new(false);
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 /// Documented and expected under load without any fault: try again.
 pub const RETRY: [i32; 2] = [libc::EAGAIN, libc::EBUSY];
 
@@ -152,10 +161,10 @@ pub fn svm_worker(ctx: &Context, pages: usize) -> Result<Step<'_>, String> {
     let mut m = Mapping::anon(pages * 4096).map_err(|e| e.to_string())?;
     let nodes = crate::sysutil::numa_nodes();
     Ok(Box::new(move |i| {
-        if i % 16 == 15 {
+        if i % 16 == 15 && !quiet() {
             m = Mapping::anon(pages * 4096).map_err(|e| Err(format!("mmap: {e}")))?;
         }
-        if i % 4 == 3 && nodes.len() > 1 {
+        if i % 4 == 3 && nodes.len() > 1 && !quiet() {
             let node = nodes[(i / 4) as usize % nodes.len()];
             let _ = crate::sysutil::move_pages(&m.page_addrs(), Some(node));
         }
@@ -189,6 +198,9 @@ pub fn fork_worker(ctx: &Context, pages: usize) -> Result<Step<'_>, String> {
         // SAFETY: the job writes only `m`, private anonymous memory of this worker.
         unsafe { ctx.submit(&Job::new().write_pattern(a, len, i)) }.map_err(|e| errno(e))?;
         let want = m.cpu_hash(0, m.len());
+        if quiet() {
+            return Ok(());
+        }
         let mut child = fork_child(|_| {
             m.fill(0, m.len(), 0xee);
             Ok(())

@@ -7,12 +7,15 @@
 //! SIGKILL it. Meanwhile workers drive the device: SVM jobs over memory that is migrated
 //! between NUMA nodes and re-mapped, userptr jobs through a binding, fork/COW of mirrored
 //! memory, and a forked process with a context of its own. Every worker checks the data its
-//! jobs produced. Then the program munmaps memory the device has mirrored: the INVALIDATE
-//! goes unanswered, the driver must reset the device before munmap returns.
+//! jobs produced. The two faults take the two paths to a device reset: under the stop
+//! nothing invalidates while the workers wait, so their jobs time out and the unanswered
+//! ABORTs must make the driver reset the device (the jobs might still run there); after the
+//! kill the program munmaps memory the device mirrors, and the unanswered INVALIDATE must
+//! make the driver reset the device before munmap returns.
 //!
 //! Asserted (TAP): the workers made progress and the device saw 0 violations before the
-//! fault; munmap of mirrored memory waited for the INVALIDATE's timeout (the fault really
-//! happened); every worker's blocked or later ioctl ended, in bounded time, with a
+//! fault; a job stalled (the fault really happened); munmap of mirrored memory returned only
+//! after an INVALIDATE timed out; every worker's blocked or later ioctl ended, in bounded time, with a
 //! documented device-failure errno; a new context gets ENODEV. The kernel log, rmmod and
 //! the daemon's stats file are checked by the job script and the host. One line
 //! `vgpu-faultinj-result: {json}` carries the figures for `fault-injection.json`.
@@ -86,7 +89,9 @@ fn parse_args() -> Result<Args, String> {
 
 /// The child process with a context of its own: SVM jobs until the device fails. Its exit
 /// code: 0 if that failure was a device-failure errno, 1 otherwise.
-fn child_process(deadline: Duration) -> Result<(), String> {
+fn child_process(deadline: Duration, quiet: bool) -> Result<(), String> {
+    // (Its own copy of the flag: this is another process.)
+    vgpu_tests::stress::QUIET.store(quiet, Ordering::Relaxed);
     let ctx = Context::open_default().map_err(|e| e.to_string())?;
     ctx.config(true).map_err(|e| e.to_string())?;
     let stop = AtomicBool::new(false);
@@ -118,9 +123,9 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
     let stop = AtomicBool::new(false);
     let fault_at = OnceLock::new();
     let busy: [Busy; 4] = Default::default();
-    let mut child = fork_child(|_| child_process(WARMUP + REQUEST_LATENCY + bound)).map_err(|e| format!("fork: {e}"))?;
+    let mut child = fork_child(|_| child_process(WARMUP + REQUEST_LATENCY + bound, args.fault != Fault::Kill)).map_err(|e| format!("fork: {e}"))?;
 
-    let (outcomes, munmap_took, munmap_done, before, stuck) = std::thread::scope(|s| -> Result<_, String> {
+    let (outcomes, munmap_took, munmap_done, before, stuck, resident_before, munmap_cleared) = std::thread::scope(|s| -> Result<_, String> {
         let (tx, rx) = mpsc::channel::<Outcome>();
         spawn_workers(s, &WORKERS, &stop, &fault_at, &busy, &tx);
         drop(tx);
@@ -133,7 +138,19 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
         let target = Mapping::anon(PAGES * 4096).map_err(|e| e.to_string())?;
         target.fill(0, target.len(), 0x3c);
         ctl.submit_readonly(&Job::new().read(target.addr(), target.len() as u64)).map_err(|e| format!("READ: {e}"))?;
+        // The driver's view of the control context (fdinfo: no device round trip).
+        let fdinfo = |key: &str| -> u64 {
+            use std::os::fd::AsRawFd;
+            let t = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", ctl.device().as_raw_fd())).unwrap_or_default();
+            t.lines().find_map(|l| l.strip_prefix(key)?.trim().split_whitespace().next()?.parse().ok()).unwrap_or(0)
+        };
+        let resident_before = fdinfo("drm-resident-gpuvm:");
+        let cleared_before = fdinfo("vgpu_svm-invalidations:");
 
+        if args.fault != Fault::Kill {
+            // The stop takes the job path (see below): from now on the workers only run jobs.
+            vgpu_tests::stress::QUIET.store(true, Ordering::Relaxed);
+        }
         let request = match args.fault {
             Fault::Stop(d) => format!("stop-device {}", d.as_millis()),
             Fault::Kill => "kill-device".into(),
@@ -142,10 +159,18 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
         let _ = std::io::stdout().flush();
         let _ = fault_at.set(Instant::now());
         let stuck = wait_stuck(&busy, STUCK, REQUEST_LATENCY + STUCK);
-        let t0 = Instant::now();
-        target.unmap().map_err(|e| format!("munmap: {e}"))?;
-        let munmap_took = t0.elapsed();
-        let munmap_done = fault_at.get().map_or(Duration::ZERO, |t| t.elapsed());
+        // Two paths to the reset. The kill takes the invalidation path: munmap at once, its
+        // INVALIDATE goes unanswered. The stop takes the job path: nothing invalidates while
+        // the workers wait (they are stuck in SUBMIT), so their jobs time out, the ABORTs go
+        // unanswered and the driver must reset the device, since the jobs may still run
+        // there; munmap only afterwards.
+        let mut target = Some(target);
+        let mut munmap = || -> Result<(Duration, Duration), String> {
+            let t0 = Instant::now();
+            target.take().map_or(Ok(()), |t| t.unmap()).map_err(|e| format!("munmap: {e}"))?;
+            Ok((t0.elapsed(), fault_at.get().map_or(Duration::ZERO, |t| t.elapsed())))
+        };
+        let early = if args.fault == Fault::Kill { Some(munmap()?) } else { None };
 
         // Every worker must end by itself (its device failed) within the bound.
         let mut outcomes = Vec::new();
@@ -156,8 +181,13 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
                 Err(_) => break,
             }
         }
+        let (munmap_took, munmap_done) = match early {
+            Some(m) => m,
+            None => munmap()?,
+        };
+        let munmap_cleared = fdinfo("vgpu_svm-invalidations:") > cleared_before;
         stop.store(true, Ordering::Relaxed);
-        Ok((outcomes, munmap_took, munmap_done, before, stuck))
+        Ok((outcomes, munmap_took, munmap_done, before, stuck, resident_before, munmap_cleared))
     })?;
     let child_exit = child.wait_exit(bound + WARMUP).map_err(|e| format!("the child process: {e}"));
 
@@ -184,14 +214,19 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
     tap.ok(before.accesses_checked > 0, "the device checked accesses before the fault");
     tap.ok(stuck, "after the request a worker's device job stalled (the host acted)");
     tap.diag(format!(
-        "munmap of device-mirrored memory took {:.2} s, returned {:.2} s after the fault",
+        "munmap of device-mirrored memory took {:.2} s, returned {:.2} s after the fault ({} KiB mirrored before; {})",
         munmap_took.as_secs_f64(),
-        munmap_done.as_secs_f64()
+        munmap_done.as_secs_f64(),
+        resident_before,
+        if munmap_cleared { "it cleared GPU entries" } else { "it found no GPU entry left" },
     ));
-    // No INVALIDATE sent after the fault can be confirmed: munmap may return only once one
-    // timed out (at least the command timeout after the fault) and the device was reset.
+    tap.ok(resident_before > 0, "the control context mirrored memory before the fault");
+    // No INVALIDATE sent after the fault can be confirmed: a munmap that cleared GPU entries
+    // may return only once one timed out (at least the command timeout after the fault) and
+    // the device was reset. (One that found none left needs no device: another context's
+    // timeout may have reset it, and a reset clears nothing in our page table.)
     tap.ok(
-        munmap_done >= args.cmd_timeout,
+        !munmap_cleared || munmap_done >= args.cmd_timeout,
         "munmap of mirrored memory returned only after an unanswered INVALIDATE timed out (never \"done\" unconfirmed)",
     );
     let bad: Vec<String> = outcomes
@@ -232,6 +267,7 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
         "job_timeout_ms": args.job_timeout.as_millis() as u64,
         "munmap_ms": munmap_took.as_millis() as u64,
         "munmap_done_after_fault_ms": munmap_done.as_millis() as u64,
+        "munmap_cleared_entries": munmap_cleared,
         "accesses_checked_before": before.accesses_checked,
         "violations_before": before.violations,
         "by_errno": by_errno,

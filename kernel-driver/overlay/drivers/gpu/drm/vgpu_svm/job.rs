@@ -89,15 +89,20 @@ fn abort(shared: &Shared, job_id: u64) {
             w.u64(job_id);
         },
     );
-    if r.is_err() {
-        // The device did not confirm that the job is gone: nothing may run here any more.
+    if let Err(e) = r {
+        // The device did not confirm that the job is gone: it may still run there and touch
+        // memory that the caller, once the ioctl returned, may free (a userptr object closed,
+        // its range unmapped without a notifier left to ask the device). Reset the device:
+        // when that returns it touches no guest memory. Nothing runs on this context again.
+        pr_err!("vgpu_svm: ctx {}: job {job_id}: ABORT not confirmed ({e:?}); resetting the device\n", shared.ctx_id);
         shared.broken.store(true, Ordering::Release);
+        shared.ctrl.reset_device();
     }
 }
 
 /// A JOB or RESUME went unanswered (timeout or fatal signal): the job may still run on the
 /// device. Cancel it there (ABORT, answered once none of its accesses is in flight); if the
-/// device does not confirm, the context is out of service (`abort` marks it) and the file's
+/// device does not confirm, `abort` resets the device, the context is out of service and the file's
 /// release destroys it (CTX_DESTROY aborts every job too).
 fn abandoned(shared: &Shared, job_id: u64, e: Error) -> Error {
     if e == EINTR || e == ETIMEDOUT {

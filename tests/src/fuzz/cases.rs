@@ -43,6 +43,11 @@ pub const CASES: &[Case] = &[
         known_bug: RELEASE_RACE_KNOWN,
         run: release_vs_invalidate,
     },
+    Case {
+        name: "USERPTR_CREATE racing fork: no callback of a half-built notifier (found by the fuzzer: the notifier was live before its data was written, oops in the userptr callback)",
+        known_bug: false,
+        run: userptr_create_vs_fork,
+    },
 ];
 
 /// Driver bugs whose reproducers are `known_bug` cases: while one is listed, the random
@@ -273,4 +278,66 @@ fn release_vs_invalidate(env: &CaseEnv) -> Result<String, String> {
         }
     }
     Ok("200 closes raced with munmaps; the device stayed up".into())
+}
+
+/// The fuzzer's second find (seed 164733875509957, default kernel): `IntervalNotifier::insert`
+/// (rust/kernel/mmu_notifier.rs) inserted the notifier into the mm's interval tree before it
+/// wrote the owner's data, so a fork by another thread (dup_mmap -> copy_page_range ->
+/// invalidate_range_start) could call the new userptr object's callback on uninitialized
+/// memory: "BUG: kernel NULL pointer dereference" in `UserptrMirror::invalidate`. Here one
+/// thread creates and closes userptr objects over populated anonymous memory while another
+/// forks (each fork write-protects that memory: an invalidation over it) for a bounded time.
+/// The window is a few instructions wide, so this catches the old order only sometimes; the
+/// fix makes it impossible by construction (data first, insertion last).
+fn userptr_create_vs_fork(env: &CaseEnv) -> Result<String, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const LEN: usize = 16 * 4096;
+    const RUN: std::time::Duration = std::time::Duration::from_secs(2);
+    let f = File::svm(env)?;
+    let m = crate::mem::Mapping::anon(LEN).map_err(|e| e.to_string())?;
+    m.fill(0, LEN, 7);
+    let stop = AtomicBool::new(false);
+    let (created, forks) = std::thread::scope(|s| -> Result<(u64, u64), String> {
+        let forker = s.spawn(|| {
+            let mut forks = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: the child only calls _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: async-signal-safe.
+                    unsafe { libc::_exit(0) };
+                }
+                if pid > 0 {
+                    let mut st = 0;
+                    // SAFETY: our child.
+                    unsafe { libc::waitpid(pid, &mut st, 0) };
+                    forks += 1;
+                }
+            }
+            forks
+        });
+        let t0 = std::time::Instant::now();
+        let mut created = 0u64;
+        let mut result = Ok(());
+        while t0.elapsed() < RUN {
+            match f.userptr(m.addr(), LEN as u64) {
+                Ok(h) => {
+                    let mut c = [h, 0u32]; // struct drm_gem_close { handle, pad }
+                    if let Err(e) = want("GEM_CLOSE", ioctl(f.0, Ioctl::GemClose.request(), &mut c as *mut _ as u64), 0) {
+                        result = Err(e);
+                        break;
+                    }
+                    created += 1;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let forks = forker.join().map_err(|_| "the forking thread panicked".to_string())?;
+        result.map(|()| (created, forks))
+    })?;
+    Ok(format!("{created} objects created and closed during {forks} forks"))
 }

@@ -127,6 +127,8 @@ pub trait IntervalNotifierOps: Send + Sync + Sized {
 ///
 /// `raw` was successfully inserted with `mmu_interval_notifier_insert()` on an mm and with
 /// `Self::OPS`, and stays registered until `drop`, which removes it (waiting for callbacks).
+/// `data`, `start` and `length` were initialized before `raw` was inserted (a callback may
+/// run as soon as it is) and are dropped only after it was removed.
 #[pin_data(PinnedDrop)]
 pub struct IntervalNotifier<T: IntervalNotifierOps> {
     #[pin]
@@ -153,18 +155,26 @@ impl<T: IntervalNotifierOps> IntervalNotifier<T> {
     /// Watches `[start, start + length)` of `mm`. Sleeps (takes the mmap lock).
     pub fn insert(mm: &MmWithUser, start: usize, length: usize, data: T) -> impl PinInit<Self, Error> {
         let mm = mm.as_raw();
+        // (Inside the initializer, `start` and `length` name the fields once initialized.)
+        let (first, len) = (start, length);
+        // Fields are initialized in the order written: everything the callback reads comes
+        // before the insertion, which makes the notifier live at once (a fork or munmap by
+        // another thread may call it before `insert` returns). Were `data` written after it,
+        // that callback would read uninitialized memory (seen: an oops in a userptr callback
+        // during fork, found by vgpu-fuzz). On failure pin-init drops what it initialized.
         try_pin_init!(Self {
-            raw <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
-                // SAFETY: `slot` is valid, pinned memory for the notifier; `mm` has users
-                // (we were given a `MmWithUser`); `OPS` is static.
-                to_result(unsafe {
-                    bindings::mmu_interval_notifier_insert(slot, mm, start as _, length as _, &Self::OPS)
-                })
-            }),
             data,
             start,
             length,
             _pin: PhantomPinned,
+            raw <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
+                // SAFETY: `slot` is valid, pinned memory for the notifier; `mm` has users
+                // (we were given a `MmWithUser`); `OPS` is static. The other fields are
+                // initialized (above), so a callback that runs at once finds them.
+                to_result(unsafe {
+                    bindings::mmu_interval_notifier_insert(slot, mm, first as _, len as _, &Self::OPS)
+                })
+            }),
         }? Error)
     }
 
@@ -279,7 +289,8 @@ pub trait RangeNotifierOps: Send + Sync + Sized {
 ///
 /// # Invariants
 ///
-/// `raw` is registered on `mm` with `Self::OPS` until `drop` unregisters it.
+/// `raw` is registered on `mm` with `Self::OPS` until `drop` unregisters it; `data` was
+/// initialized before the registration and is dropped after the unregistration.
 #[pin_data(PinnedDrop)]
 pub struct RangeNotifier<T: RangeNotifierOps> {
     #[pin]
@@ -308,19 +319,21 @@ impl<T: RangeNotifierOps> RangeNotifier<T> {
     pub fn register(mm: &MmWithUser, data: T) -> impl PinInit<Self, Error> {
         let raw_mm = mm.as_raw();
         let grabbed: crate::sync::aref::ARef<crate::mm::Mm> = crate::sync::aref::ARef::from(&**mm);
+        // As for `IntervalNotifier::insert`: the callbacks' data first, registration last
+        // (a registered notifier is called at once by other threads' mm changes).
         try_pin_init!(Self {
+            data,
+            mm: grabbed,
+            _pin: PhantomPinned,
             raw <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_notifier| {
                 // SAFETY: `slot` is valid pinned memory; zero it, then set the ops.
                 unsafe {
                     slot.write(core::mem::zeroed());
                     (*slot).ops = &Self::OPS;
                 }
-                // SAFETY: `slot` is initialized; `raw_mm` has users.
+                // SAFETY: `slot` is initialized, and so is `data` (above); `raw_mm` has users.
                 to_result(unsafe { bindings::mmu_notifier_register(slot, raw_mm) })
             }),
-            data,
-            mm: grabbed,
-            _pin: PhantomPinned,
         }? Error)
     }
 

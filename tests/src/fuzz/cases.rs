@@ -58,8 +58,9 @@ pub fn avoid_release_race(known_bugs_enabled: bool) -> bool {
     RELEASE_RACE_KNOWN && !known_bugs_enabled
 }
 
-/// The release/invalidate race (see [`release_vs_invalidate`]) is not fixed yet.
-pub const RELEASE_RACE_KNOWN: bool = true;
+/// The release/invalidate race (see [`release_vs_invalidate`]): fixed (the release marks the
+/// context destroyed under the update lock; later invalidations skip the device).
+pub const RELEASE_RACE_KNOWN: bool = false;
 
 /// An open render node, closed on drop.
 struct File(i32);

@@ -62,6 +62,11 @@ pub(crate) struct Locked {
     /// Jobs of a non-faulting context in flight: the invalidation of a userptr range they
     /// use waits for them (amdgpu's semantic for contexts that cannot fault).
     pub(crate) jobs_in_flight: u32,
+    /// The device confirmed CTX_DESTROY (set under this lock, in the file's release): it
+    /// holds no translation of this context and runs none of its jobs, so an invalidation
+    /// needs no device round trip (an INVALIDATE would fail, and make the driver reset the
+    /// device, for a context the device no longer knows).
+    pub(crate) destroyed: bool,
 }
 
 /// The part of a context that notifier callbacks reach (shared with them through an `Arc`).
@@ -98,7 +103,7 @@ impl Shared {
         Arc::pin_init(
             try_pin_init!(Self {
                 ctx_id: id,
-                update <- new_mutex!(Locked { jobs_in_flight: 0 }),
+                update <- new_mutex!(Locked { jobs_in_flight: 0, destroyed: false }),
                 pt: PageTable::new()?,
                 ctrl,
                 inval: InvalidateMsg::new(id)?,
@@ -224,25 +229,30 @@ impl Shared {
         // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
         let align = if cleared.large { LARGE_PAGE } else { PAGE };
         let (fs, fe) = (gs & !(align - 1), ge.saturating_add(align - 1) & !(align - 1));
-        self.flush(fs, fe - fs)?;
+        self.flush(guard, fs, fe - fs)?;
         Ok(cleared)
     }
 
     /// Has the device drop its translations of `[start, start + size)` (INVALIDATE, waiting
     /// for accesses in flight). Under the update lock; allocates nothing. If the device does
     /// not confirm, it is reset before this returns.
-    pub(crate) fn flush(&self, start: u64, size: u64) -> Result {
+    pub(crate) fn flush(&self, guard: &Guard<'_, Locked, MutexBackend>, start: u64, size: u64) -> Result {
+        if guard.destroyed {
+            return Ok(());
+        }
         let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, start, size) };
         if let Err(e) = sent {
             // The device did not confirm that it dropped the translations: it may still use
             // the old pages, which mm frees as soon as we return. Reset it: when the reset
             // is done, it uses no guest memory at all. Every context of the device is gone
             // with it (ENODEV from now on); this one is also marked broken.
-            pr_err!(
-                "vgpu_svm: ctx {}: device INVALIDATE not confirmed ({e:?}); resetting the device\n",
-                self.ctx_id
-            );
-            self.broken.store(true, Ordering::Release);
+            // (Once per context: after the reset, its INVALIDATEs fail at once, EBUSY or ENODEV.)
+            if !self.broken.swap(true, Ordering::AcqRel) {
+                pr_err!(
+                    "vgpu_svm: ctx {}: device INVALIDATE not confirmed ({e:?}); resetting the device\n",
+                    self.ctx_id
+                );
+            }
             self.ctrl.reset_device();
             return Err(e);
         }

@@ -44,6 +44,11 @@ impl Drop for Ctx {
         // outlived its ioctl after a timeout or a fatal signal) and is answered once none of
         // its accesses is in flight. Only then may the notifiers go (until then they keep the
         // device's view coherent) and the page table be freed.
+        // Under the update lock, so that no INVALIDATE of this context is in flight or sent
+        // after it: the device would fail those for a context it no longer knows (and the
+        // callback would reset the device). Callbacks that come before the notifiers are
+        // removed below see `destroyed` and skip the round trip.
+        let mut guard = self.shared.update.lock();
         let destroyed = match self.shared.ctrl.ctx_destroy(self.shared.ctx_id) {
             // ENODEV: the queues are down because the device is being (or was) reset or
             // unbound. `reset_device` returns once that reset is complete (it serializes with
@@ -54,6 +59,8 @@ impl Drop for Ctx {
             }
             r => r,
         };
+        guard.destroyed = destroyed.is_ok();
+        drop(guard);
         if let Err(e) = destroyed {
             // The device may still walk the page table and touch the mirrored pages: keep the
             // page table, the notifiers and the objects' mirrors for good (a leak, logged),

@@ -237,7 +237,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             }
             if shared.pt.map_4k(&token, gva, phys, writable)? {
                 // A live 2 MiB leaf gave way to a table: the device may cache it.
-                shared.flush(block, LARGE_PAGE)?;
+                shared.flush(&guard, block, LARGE_PAGE)?;
             }
             written += 1;
             i += 1;

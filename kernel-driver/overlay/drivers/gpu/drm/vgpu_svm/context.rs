@@ -18,7 +18,7 @@ use kernel::{
 
 use crate::{
     debug,
-    gpu::{ControlQueue, InvalidateMsg},
+    gpu::{ControlQueue, DestroyMsg, InvalidateMsg},
     pagetable::{Cleared, PageTable, UpdateToken, LARGE_PAGE, PAGE, VA_LIMIT},
 };
 
@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) pt: PageTable,
     pub(crate) ctrl: ControlQueue,
     pub(crate) inval: InvalidateMsg,
+    /// The context's CTX_DESTROY, preallocated (sent under the update lock).
+    pub(crate) destroy: DestroyMsg,
     /// The context can take device faults (SVM).
     pub(crate) svm: AtomicBool,
     /// The device failed an invalidation: nothing may run on this context any more.
@@ -107,6 +109,7 @@ impl Shared {
                 pt: PageTable::new()?,
                 ctrl,
                 inval: InvalidateMsg::new(id)?,
+                destroy: DestroyMsg::new(id)?,
                 svm: AtomicBool::new(false),
                 broken: AtomicBool::new(false),
                 legacy_valid: AtomicBool::new(true),

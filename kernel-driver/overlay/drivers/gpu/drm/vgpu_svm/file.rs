@@ -49,7 +49,8 @@ impl Drop for Ctx {
         // callback would reset the device). Callbacks that come before the notifiers are
         // removed below see `destroyed` and skip the round trip.
         let mut guard = self.shared.update.lock();
-        let destroyed = match self.shared.ctrl.ctx_destroy(self.shared.ctx_id) {
+        // The message is preallocated: nothing allocates under the lock.
+        let destroyed = match self.shared.destroy.send(&self.shared.ctrl) {
             // ENODEV: the queues are down because the device is being (or was) reset or
             // unbound. `reset_device` returns once that reset is complete (it serializes with
             // both), and a reset device touches no memory: freeing is safe then.

@@ -164,6 +164,39 @@ pub(crate) fn parse_stats(bytes: &[u8]) -> Result<[u64; 12]> {
     Ok(out)
 }
 
+/// A preallocated CTX_DESTROY for one context: the file's release sends it under the update
+/// lock (so that no INVALIDATE of the context races it), where nothing may allocate with
+/// reclaim (reclaim runs notifier callbacks, which take that lock).
+pub(crate) struct DestroyMsg {
+    x: Arc<virtio::Exchange>,
+    ctx_id: u32,
+}
+
+impl DestroyMsg {
+    const CMD_LEN: usize = size_of::<uapi::virtio_gpu_ctx_destroy>();
+
+    pub(crate) fn new(ctx_id: u32) -> Result<Self> {
+        // Reserved queue slots: teardown never waits behind jobs stuck on the device.
+        Ok(Self { x: virtio::Exchange::new_reserved(Self::CMD_LEN, HDR_LEN)?, ctx_id })
+    }
+
+    /// Sends CTX_DESTROY and waits (uninterruptibly, bounded) for OK_NODATA: then the device
+    /// runs none of the context's jobs and holds none of its translations. Allocates nothing.
+    pub(crate) fn send(&self, q: &ControlQueue) -> Result {
+        let ctx_id = self.ctx_id;
+        self.x.fill(|buf| {
+            Writer::new(buf).hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_CTX_DESTROY, ctx_id);
+        })?;
+        q.vq.send(&self.x, cmd_timeout_ms())?;
+        let ty = self.x.with_response(|r| le32(r, 0))??;
+        if ty != uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA {
+            pr_err!("vgpu_svm: CTX_DESTROY {ctx_id}: device answered 0x{ty:x}\n");
+            return Err(EIO);
+        }
+        Ok(())
+    }
+}
+
 /// A preallocated INVALIDATE(range) for one context: sending it allocates nothing, so it can
 /// be used from the notifier callback (a memory-reclaim path).
 pub(crate) struct InvalidateMsg {

@@ -15,7 +15,7 @@ HUNG_TASK_SECS=30
 status=0
 if [ -w /proc/sys/kernel/hung_task_timeout_secs ]; then
     echo $HUNG_TASK_SECS > /proc/sys/kernel/hung_task_timeout_secs
-    echo "vgpu-guest: hung-task detector at $HUNG_TASK_SECS s"
+    echo "ok 8 - the kernel has the hung-task detector (CONFIG_DETECT_HUNG_TASK), set to $HUNG_TASK_SECS s"
 else
     echo "not ok 8 - the kernel has the hung-task detector (CONFIG_DETECT_HUNG_TASK)"; status=1
 fi

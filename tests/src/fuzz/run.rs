@@ -1041,6 +1041,21 @@ fn setup(cfg: &Config) -> Result<Global, String> {
     })
 }
 
+
+/// Collects the fork children that have ended: their counters go into `total`, and each
+/// frees its slot of `gate`.
+fn reap_children(running: &mut Vec<RunningChild>, total: &mut Counters, gate: &Mutex<usize>, seed: u64) {
+    let mut i = 0;
+    while i < running.len() {
+        if let Some(c) = running[i].poll(seed, false) {
+            total.merge(&c);
+            running.swap_remove(i);
+            *gate.lock().unwrap() -= 1;
+        } else {
+            i += 1;
+        }
+    }
+}
 /// The whole run; returns the exit status.
 pub fn main(cfg: Config) -> i32 {
     println!("# vgpu-fuzz: seed {} (replay: vgpu-fuzz --seed {})", cfg.seed, cfg.seed);
@@ -1144,16 +1159,7 @@ pub fn main(cfg: Config) -> i32 {
                 }
                 spawned += 1;
             }
-            let mut i = 0;
-            while i < running.len() {
-                if let Some(c) = running[i].poll(cfg.seed, false) {
-                    total.merge(&c);
-                    running.swap_remove(i);
-                    *g.gate.lock().unwrap() -= 1;
-                } else {
-                    i += 1;
-                }
-            }
+            reap_children(&mut running, &mut total, &g.gate, cfg.seed);
             if last_progress.elapsed() >= Duration::from_secs(10) {
                 last_progress = Instant::now();
                 let secs = started.elapsed().as_secs_f64();
@@ -1173,16 +1179,7 @@ pub fn main(cfg: Config) -> i32 {
         // Children stop at the flag; bounded wait, then SIGKILL (a failure).
         let end = Instant::now() + Duration::from_secs(120);
         while !running.is_empty() {
-            let mut i = 0;
-            while i < running.len() {
-                if let Some(c) = running[i].poll(cfg.seed, false) {
-                    total.merge(&c);
-                    running.swap_remove(i);
-                    *g.gate.lock().unwrap() -= 1;
-                } else {
-                    i += 1;
-                }
-            }
+            reap_children(&mut running, &mut total, &g.gate, cfg.seed);
             if Instant::now() >= end {
                 for c in &mut running {
                     // SAFETY: our child; SIGKILL ends that whole process.

@@ -39,6 +39,8 @@ const WARMUP: Duration = Duration::from_secs(3);
 const REQUEST_LATENCY: Duration = Duration::from_secs(5);
 /// A worker inside one step for this long is stalled (steps take milliseconds).
 const STUCK: Duration = Duration::from_millis(1000);
+/// READs of the control context's target until its GPU entries stay.
+const MIRROR_TRIES: u32 = 100;
 /// Slack on every bound (TCG on a loaded host).
 const SLACK: Duration = Duration::from_secs(10);
 /// Pages of each worker's buffer.
@@ -137,20 +139,30 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
         let before = ctl.stats().map_err(|e| format!("STATS: {e}"))?;
         let target = Mapping::anon(PAGES * 4096).map_err(|e| e.to_string())?;
         target.fill(0, target.len(), 0x3c);
-        ctl.submit_readonly(&Job::new().read(target.addr(), target.len() as u64)).map_err(|e| format!("READ: {e}"))?;
+        if args.fault != Fault::Kill {
+            // The stop takes the job path (see below): from now on the workers only run jobs.
+            vgpu_tests::stress::QUIET.store(true, Ordering::Relaxed);
+        }
         // The driver's view of the control context (fdinfo: no device round trip).
         let fdinfo = |key: &str| -> u64 {
             use std::os::fd::AsRawFd;
             let t = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", ctl.device().as_raw_fd())).unwrap_or_default();
             t.lines().find_map(|l| l.strip_prefix(key)?.trim().split_whitespace().next()?.parse().ok()).unwrap_or(0)
         };
-        let resident_before = fdinfo("drm-resident-gpuvm:");
+        // Mirror the target. A worker's fork write-protects all private memory of the process,
+        // which clears the target's GPU entries again (seen: 0 KiB mirrored right after the
+        // READ): repeat until they stay (bounded; under the stop's QUIET no fork follows).
+        let mut resident_before = 0;
+        for _ in 0..MIRROR_TRIES {
+            ctl.submit_readonly(&Job::new().read(target.addr(), target.len() as u64)).map_err(|e| format!("READ: {e}"))?;
+            resident_before = fdinfo("drm-resident-gpuvm:");
+            if resident_before > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let cleared_before = fdinfo("vgpu_svm-invalidations:");
 
-        if args.fault != Fault::Kill {
-            // The stop takes the job path (see below): from now on the workers only run jobs.
-            vgpu_tests::stress::QUIET.store(true, Ordering::Relaxed);
-        }
         let request = match args.fault {
             Fault::Stop(d) => format!("stop-device {}", d.as_millis()),
             Fault::Kill => "kill-device".into(),

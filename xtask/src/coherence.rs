@@ -11,7 +11,7 @@
 //! then `coherence::write_summary(&cases, &paths::out().join("coherence-summary.json"))?;` and
 //! `coherence::print_table(&cases);`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -60,21 +60,10 @@ impl CaseResult {
 /// kernel message can land in front of it on a shared serial console); text after the JSON
 /// object is ignored. A marker whose JSON does not parse is an error naming the line.
 pub fn summary_from_console(console: &str) -> Result<Vec<CaseResult>> {
-    let mut cases = Vec::new();
-    for (i, raw) in console.lines().enumerate() {
-        let line = raw.trim_end_matches('\r');
-        let Some(at) = line.find(CASE_PREFIX) else {
-            continue;
-        };
-        let json = &line[at + CASE_PREFIX.len()..];
-        let mut stream = serde_json::Deserializer::from_str(json).into_iter::<CaseResult>();
-        match stream.next() {
-            Some(Ok(c)) => cases.push(c),
-            Some(Err(e)) => bail!("console line {}: bad vgpu-case JSON ({e}): {line}", i + 1),
-            None => bail!("console line {}: vgpu-case without JSON: {line}", i + 1),
-        }
-    }
-    Ok(cases)
+    crate::report::marked_json::<CaseResult>(console, CASE_PREFIX)
+        .into_iter()
+        .map(|(n, c)| c.map_err(|e| anyhow::anyhow!("console line {n}: {e}")))
+        .collect()
 }
 
 /// Writes the cases as a pretty JSON array to `path` (creating its directory).

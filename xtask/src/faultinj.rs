@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 
+
 use crate::devfault::FaultEvent;
 use crate::report::Report;
 
@@ -16,11 +17,7 @@ const FAULTS: [&str; 2] = ["stop", "kill"];
 
 /// Each fault's figures, in console order.
 pub fn results_from_console(console: &str) -> Result<Vec<serde_json::Value>> {
-    console
-        .lines()
-        .filter_map(|l| l.find(RESULT).map(|at| l[at + RESULT.len()..].trim()))
-        .map(|j| serde_json::from_str(j).with_context(|| format!("bad {RESULT} line: {j}")))
-        .collect()
+    crate::report::marked_json(console, RESULT).into_iter().map(|(_, v)| v.map_err(anyhow::Error::msg)).collect()
 }
 
 /// The verdict: every TAP check passed, both faults ran and were really injected by the

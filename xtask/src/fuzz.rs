@@ -64,15 +64,9 @@ pub struct GuestResult {
 /// Reads the last summary and report-count lines of the console (a kernel message printed
 /// in the middle of the line after the JSON does not spoil it: the first JSON value wins).
 pub fn parse_console(console: &str) -> GuestResult {
-    let mut r = GuestResult { summary: None, kernel_reports: None };
+    let summary = crate::report::marked_json(console, SUMMARY_MARK).into_iter().filter_map(|(_, v)| v.ok()).next_back();
+    let mut r = GuestResult { summary, kernel_reports: None };
     for line in console.lines() {
-        if let Some(pos) = line.find(SUMMARY_MARK) {
-            let text = &line[pos + SUMMARY_MARK.len()..];
-            let mut it = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-            if let Some(Ok(v)) = it.next() {
-                r.summary = Some(v);
-            }
-        }
         if let Some(pos) = line.find(REPORTS_MARK) {
             let n: String = line[pos + REPORTS_MARK.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
             if let Ok(n) = n.parse() {
@@ -148,8 +142,7 @@ pub fn fuzz(o: &Opts) -> Result<()> {
     let outcome = crate::run_job(o, "fuzz")?;
     let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
     let r = report::Report::from_console(&console);
-    let stats = outcome.console_log.with_file_name("device-stats.json");
-    let device = std::fs::read_to_string(&stats).ok().and_then(|s| crate::device_verdict(&s).ok());
+    let device = crate::device_stats(&outcome);
     let g = parse_console(&console);
     let v = summary_json(&g, seed, o.flavor.name(), device, outcome.guest_status, outcome.elapsed.as_secs_f64());
     let path = paths::out().join("fuzz-summary.json");

@@ -246,8 +246,7 @@ fn fault_injection(o: &Opts) -> Result<()> {
     let outcome = run_job(o, "faultinj")?;
     let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
     // The daemon was killed: its stats file is what it wrote last (every 100 ms).
-    let stats = outcome.console_log.with_file_name("device-stats.json");
-    let device = std::fs::read_to_string(&stats).ok().and_then(|j| device_verdict(&j).ok());
+    let device = device_stats(&outcome);
     let (doc, problems) = faultinj::verdict(&console, outcome.guest_status, &outcome.device_faults, device);
     println!("\n== fault injection (daemon stopped, then killed)");
     for f in doc["faults"].as_array().into_iter().flatten() {
@@ -288,6 +287,12 @@ fn hardening(o: &Opts) -> Result<()> {
         bail!("hardening job: the device checked {checked} accesses with {violations} violations (want > 0 and 0)");
     }
     Ok(())
+}
+
+/// `(accesses_checked, violations)` from the run's daemon stats file, if it has a readable one.
+fn device_stats(outcome: &vm::VmOutcome) -> Option<(u64, u64)> {
+    let stats = outcome.console_log.with_file_name("device-stats.json");
+    std::fs::read_to_string(stats).ok().and_then(|j| device_verdict(&j).ok())
 }
 
 /// `(accesses_checked, violations)` of the daemon's stats file.

@@ -1,6 +1,28 @@
 //! Reading the guest console for test results: TAP lines (`ok N - ...`, `not ok N - ...`) from
 //! our guest programs, and the kselftest totals line of the kernel's hmm-tests.
 
+/// The JSON value after `marker` on each console line that carries it, with the line's
+/// number (1-based). The marker may sit anywhere in a line (a kernel message can land in
+/// front of it on the shared serial console); text after the JSON value is ignored (one can
+/// land behind it too). A marker without a parsable value gives `Err` with the reason.
+pub fn marked_json<T: serde::de::DeserializeOwned>(console: &str, marker: &str) -> Vec<(usize, Result<T, String>)> {
+    console
+        .lines()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let line = raw.trim_end_matches('\r');
+            let at = line.find(marker)?;
+            let mut values = serde_json::Deserializer::from_str(&line[at + marker.len()..]).into_iter::<T>();
+            let v = match values.next() {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(e)) => Err(format!("bad JSON after {marker} ({e}): {line}")),
+                None => Err(format!("{marker} without JSON: {line}")),
+            };
+            Some((i + 1, v))
+        })
+        .collect()
+}
+
 /// The kernel's hmm-tests totals (`# Totals: pass:38 fail:0 xfail:0 xpass:0 skip:38 error:0`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Kselftest {
@@ -102,6 +124,17 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marked_json_tolerates_text_around_the_value() {
+        let c = "boot\n[ 1.0] x m: {\"a\": 1}[ 1.1] kernel text\r\nm: 2\nm: {bad\nm:\n";
+        let v = marked_json::<serde_json::Value>(c, "m:");
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0], (2, Ok(serde_json::json!({"a": 1}))));
+        assert_eq!(v[1], (3, Ok(serde_json::json!(2))));
+        assert!(v[2].1.as_ref().is_err_and(|e| e.contains("bad JSON")), "{:?}", v[2]);
+        assert!(v[3].1.as_ref().is_err_and(|e| e.contains("without JSON")), "{:?}", v[3]);
+    }
 
     const CONSOLE: &str = "\
 vgpu-guest: booted 7.2.13

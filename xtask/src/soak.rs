@@ -11,13 +11,9 @@ pub const ACCESSES: u64 = 10_000_000;
 /// The console prefix of the guest's figures.
 const RESULT: &str = "vgpu-soak-result:";
 
-/// The guest's figures, if it printed them.
+/// The guest's figures, if it printed them (the last parsable line).
 pub fn result_from_console(console: &str) -> Option<serde_json::Value> {
-    console
-        .lines()
-        .filter_map(|l| l.find(RESULT).map(|at| l[at + RESULT.len()..].trim()))
-        .next_back()
-        .and_then(|j| serde_json::from_str(j).ok())
+    crate::report::marked_json(console, RESULT).into_iter().filter_map(|(_, v)| v.ok()).next_back()
 }
 
 /// The soak's verdict: the guest passed, checked at least `target` accesses with 0
@@ -62,8 +58,7 @@ pub fn soak(o: &Opts) -> Result<()> {
     say!("soak: until the device has checked {ACCESSES} accesses (at most {seconds} s)");
     let outcome = run_job_with(o, "soak", &spec)?;
     let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
-    let stats = outcome.console_log.with_file_name("device-stats.json");
-    let device = std::fs::read_to_string(&stats).ok().and_then(|j| crate::device_verdict(&j).ok());
+    let device = crate::device_stats(&outcome);
     let (doc, problems) = verdict(&console, outcome.guest_status, device, ACCESSES);
     let path = paths::out().join("soak.json");
     std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n").with_context(|| format!("write {}", path.display()))?;

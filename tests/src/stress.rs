@@ -61,17 +61,17 @@ fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Waits until some worker has been inside one step for `stuck` (a step takes milliseconds
-/// while the device works, so one stuck that long means the device stalled): the proof that
-/// the fault took effect, whatever the console's latency. (Not every worker: once one
-/// INVALIDATE times out, the driver resets the device, and QEMU holds the guest's vCPU until
-/// the stopped daemon answers, so the others may not be seen stuck before they fail.)
-/// False after `limit`.
+/// Waits until every worker has been inside one step for `stuck` at the same time (a step
+/// takes milliseconds while the device works; one slow step under load proves nothing: a
+/// single stuck worker once let the kill phase munmap before the daemon was dead): the proof
+/// that the fault took effect, whatever the console's latency. It comes before any reset
+/// (those wait for a timeout of at least the command timeout, and QEMU holds the vCPU
+/// during one, so the workers would not be seen stuck). False after `limit`.
 pub fn wait_stuck(busy: &[Busy], stuck: Duration, limit: Duration) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         let now = now_ms();
-        if busy.iter().any(|b| {
+        if busy.iter().all(|b| {
             let since = b.load(Ordering::Relaxed);
             since != 0 && now.saturating_sub(since) >= stuck.as_millis() as u64
         }) {

@@ -224,7 +224,7 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
     }
     tap.eq("the device saw no violation before the fault (device-wide STATS)", before.violations, 0);
     tap.ok(before.accesses_checked > 0, "the device checked accesses before the fault");
-    tap.ok(stuck, "after the request a worker's device job stalled (the host acted)");
+    tap.ok(stuck, "after the request every worker's device job stalled (the host acted)");
     tap.diag(format!(
         "munmap of device-mirrored memory took {:.2} s, returned {:.2} s after the fault ({} KiB mirrored before; {})",
         munmap_took.as_secs_f64(),

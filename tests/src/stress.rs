@@ -16,8 +16,9 @@ use crate::child::{fork_child, Exit};
 use crate::mem::Mapping;
 
 /// When set, the workers stop changing their memory (no migration, re-mapping or fork):
-/// they only run jobs, so nothing invalidates while the device is stalled and the driver's
-/// job timeouts, not an INVALIDATE's, decide what happens.
+/// they only run jobs, so nothing of theirs invalidates while the device is stalled or dead.
+/// Then the fault takes the path its test chose: the driver's job timeouts, or the test's own
+/// munmap of memory that stayed mirrored (a fork clears every private mirrored page).
 pub static QUIET: AtomicBool = AtomicBool::new(false);
 
 fn quiet() -> bool {

@@ -320,6 +320,44 @@ fn build_with_progress(tree: &Path, log: &Path, targets: &[&str]) -> Result<()> 
 
 /// Extracts, overlays, configures and builds; returns the artifacts.
 pub fn build(flavor: Flavor) -> Result<Built> {
+    build_variant(flavor, None)
+}
+
+/// Applies a driver mutant (a unified diff against the overlay's files, paths relative to
+/// the kernel tree) on top of the overlay in `tree`. The next [`apply_overlay`] undoes it:
+/// the files it changes are overlay files, rewritten when they differ from the overlay.
+fn apply_mutant(tree: &Path, mutant: &Path) -> Result<()> {
+    let text = fs::read_to_string(mutant).with_context(|| format!("read {}", mutant.display()))?;
+    let overlay = driver_dir().join("overlay");
+    let files = patched_files(&text);
+    if files.is_empty() {
+        bail!("mutant {} changes no file (no `+++ b/...` line)", mutant.display());
+    }
+    if let Some(f) = files.iter().find(|f| !overlay.join(f).is_file()) {
+        bail!("mutant {} changes {}, which is not an overlay file", mutant.display(), f.display());
+    }
+    let out = Command::new("patch")
+        .args(["-p1", "--batch", "--forward", "--fuzz=0", "--no-backup-if-mismatch", "-r", "-", "-s", "-d"])
+        .arg(tree)
+        .stdin(fs::File::open(mutant)?)
+        .output()?;
+    if !out.status.success() {
+        // Leave nothing half-applied: put the overlay's files back.
+        for f in &files {
+            cmd::write_if_changed(&tree.join(f), &fs::read(overlay.join(f))?)?;
+        }
+        bail!(
+            "mutant {} does not apply to the overlay (regenerate it):\n{}{}",
+            mutant.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// [`build`], with a driver mutant applied over the overlay if `mutant` names one.
+pub fn build_variant(flavor: Flavor, mutant: Option<&Path>) -> Result<Built> {
     let deb = setup::kernel_deb().context("no kernel source downloaded: run `cargo xtask setup` first")?;
     if !paths::bindgen().exists() {
         bail!("bindgen is missing: run `cargo xtask setup` first");
@@ -329,6 +367,10 @@ pub fn build(flavor: Flavor) -> Result<Built> {
     extract(&deb, &tree)?;
     let n = apply_overlay(&tree, &paths::kernel_orig(&version, flavor.name()))?;
     say!("kernel: linux {version} ({} flavor) in {}; overlay: {n} file(s) changed", flavor.name(), tree.display());
+    if let Some(m) = mutant {
+        apply_mutant(&tree, m)?;
+        say!("kernel: mutant {} applied", m.display());
+    }
     configure(&tree, flavor)?;
     fs::create_dir_all(paths::out())?;
     let log = paths::out().join(format!("kernel-build-{}.log", flavor.name()));

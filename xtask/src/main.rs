@@ -11,6 +11,7 @@ mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
+mod mutants;
 mod paths;
 mod report;
 mod setup;
@@ -35,6 +36,11 @@ commands:
                         (0 violations allowed); writes target/vgpu/soak.json
   fault-injection       the fault-injection VM of `test` alone: the daemon is stopped, then
                         killed, under load; writes target/vgpu/fault-injection.json
+  mutants               apply each driver mutant of kernel-driver/mutants/ in turn, rebuild,
+                        run the in-VM suite; a mutant must be killed (a check fails). Writes
+                        target/vgpu/mutants.{json,md}. Options: --only NAME[,NAME...],
+                        --runs N (each mutant N times), --no-baseline; VGPU_VM_LOCK=FILE
+                        serializes its VM runs with others on the machine (flock, per mutant)
   bench                 the benchmarks: the guest bench in the VM, again with the device's
                         checker off, and the host-side device bench; writes
                         target/vgpu/bench.{md,json} and target/vgpu/bench-*.svg
@@ -44,14 +50,24 @@ options:
   --timeout SECONDS        VM timeout (default 900)
   --host-only              `test`: only the host unit tests
   --fuzz-seed N            the fuzz job's seed (else $VGPU_FUZZ_SEED, else random; printed)
+  --only, --runs, --no-baseline   see `mutants`
 ";
 
+#[derive(Clone)]
 struct Opts {
     flavor: kernel::Flavor,
     job: Option<String>,
     timeout: Duration,
+    /// `--timeout` was given (else a command may pick its own bound).
+    timeout_given: bool,
     host_only: bool,
     fuzz_seed: Option<u64>,
+    /// `mutants`: the mutants to run (empty: all), runs per mutant, skip the baseline.
+    only: Vec<String>,
+    runs: u32,
+    no_baseline: bool,
+    /// A driver mutant to build instead of the driver (set by `mutants`, not a CLI option).
+    mutant: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -59,8 +75,13 @@ fn parse(args: &[String]) -> Result<Opts> {
         flavor: kernel::Flavor::Default,
         job: None,
         timeout: Duration::from_secs(900),
+        timeout_given: false,
         host_only: false,
         fuzz_seed: None,
+        only: Vec::new(),
+        runs: 1,
+        no_baseline: false,
+        mutant: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -71,7 +92,14 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--timeout" => {
                 let s = val("--timeout")?;
                 o.timeout = Duration::from_secs(s.parse().with_context(|| format!("bad --timeout `{s}`"))?);
+                o.timeout_given = true;
             }
+            "--only" => o.only = val("--only")?.split(',').filter(|n| !n.is_empty()).map(String::from).collect(),
+            "--runs" => {
+                let s = val("--runs")?;
+                o.runs = s.parse().ok().filter(|&n| (1..=100).contains(&n)).with_context(|| format!("bad --runs `{s}` (1..100)"))?;
+            }
+            "--no-baseline" => o.no_baseline = true,
             "--host-only" => o.host_only = true,
             "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),
             _ => bail!("unknown option `{a}`\n\n{USAGE}"),
@@ -100,6 +128,7 @@ fn main() {
         "test" => test(&o),
         "fault-injection" => fault_injection(&o),
         "soak" => soak::soak(&o),
+        "mutants" => mutants::mutants(&o),
         "demo" => demo(&o),
         "bench" => bench::bench(&o),
         "help" | "--help" | "-h" => {
@@ -128,7 +157,7 @@ fn build_device() -> Result<PathBuf> {
 /// Kernel + guest programs + hmm-tests + job scripts -> initramfs; returns the kernel build
 /// and the initramfs' path.
 fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
-    let built = kernel::build(o.flavor)?;
+    let built = kernel::build_variant(o.flavor, o.mutant.as_deref())?;
     let mut binaries = guest::build_programs()?;
     say!("guest: building the C example against libvgpu.a");
     let c_example = cexample::build_c_example(&paths::workspace(), &paths::guest_target(), &paths::out())?;
@@ -150,6 +179,11 @@ fn run_job(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
     run_job_with(o, job, &job_spec(o, job))
 }
 
+/// [`run_job`] without echoing the guest console (it is in the run's console.log).
+fn run_job_quiet(o: &Opts, job: &str) -> Result<vm::VmOutcome> {
+    run_job_with(o, job, &JobRun { quiet: true, ..job_spec(o, job) })
+}
+
 /// How a job's VM is set up: the hardening job's daemon delays every page access; the fuzz
 /// job gets its seed on the kernel command line; the fault-injection job's host stops and
 /// kills the daemon when the guest asks.
@@ -167,13 +201,14 @@ fn job_spec(o: &Opts, job: &str) -> JobRun {
 
 /// How [`run_job_with`] varies a run: the run directory's name (default: the job's), extra
 /// daemon arguments, extra kernel command line, whether the guest may stop or kill the
-/// daemon ([`devfault`]).
+/// daemon ([`devfault`]), whether the console is echoed.
 #[derive(Default)]
 struct JobRun {
     run_name: Option<String>,
     device_args: Vec<String>,
     extra_cmdline: String,
     device_faults: bool,
+    quiet: bool,
 }
 
 /// [`run_job`] with a different run directory, device arguments or kernel command line.
@@ -191,6 +226,7 @@ fn run_job_with(o: &Opts, job: &str, spec: &JobRun) -> Result<vm::VmOutcome> {
     cfg.extra_cmdline = format!("vgpu_flavor={} {}", o.flavor.name(), spec.extra_cmdline).trim_end().to_string();
     cfg.timeout = o.timeout;
     cfg.device_faults = spec.device_faults;
+    cfg.echo_console &= !spec.quiet;
     let outcome = vm::run(&cfg)?;
     say!(
         "vm: job `{job}` finished in {:.1}s, guest status {}; logs in {}",

@@ -1,0 +1,20 @@
+#!/bin/sh
+# The job `cargo xtask mutants` runs on each mutated driver (its first VM; the hardening and
+# fault-injection VMs follow while the mutant lives): the test job without the kernel's own
+# hmm-tests (they test the kernel, not our driver), then a short fuzzer run with a fixed
+# seed (the ownership and argument checks), a clean kernel log and rmmod.
+status=0
+VGPU_NO_HMM_TESTS=1 sh /etc/vgpu/jobs/test.sh || status=1
+
+echo "vgpu-guest: running vgpu-fuzz --seed 1 --ioctls 30000 --seconds 120"
+/bin/vgpu-fuzz --seed 1 --ioctls 30000 --seconds 120 || status=1
+echo "vgpu-guest: vgpu-fuzz done"
+
+. /etc/vgpu/jobs/kernel-log.sh
+check_kernel_log 5 "during the mutant job" || status=1
+if rmmod vgpu_svm; then
+    echo "ok 6 - rmmod vgpu_svm at the end of the mutant job"
+else
+    echo "not ok 6 - rmmod vgpu_svm at the end of the mutant job"; status=1
+fi
+exit $status

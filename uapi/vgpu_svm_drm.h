@@ -59,8 +59,12 @@ struct drm_vgpu_svm_get_param {
  * @pad: must be zero
  *
  * May be called before the first job only (-EBUSY after). Other errors:
- * -EPERM (the caller's mm is not the file's), -ENOMEM, -ENODEV/-EIO/
- * -ETIMEDOUT (creating the device context failed).
+ * -EPERM (the caller's mm is not the file's), -ENOMEM, -ENOSPC (the device
+ * has no free context: all VGPU_SVM_PARAM_MAX_CONTEXTS are in use; retry
+ * after another file was closed), -ENODEV/-EIO/-ETIMEDOUT (creating the
+ * device context failed). The context is created by the first of
+ * CTX_CONFIG, USERPTR_CREATE and SUBMIT on the file: each of them may fail
+ * with these errors then (UNBIND on a file without a context: -ENOENT).
  */
 struct drm_vgpu_svm_ctx_config {
 	__u32 flags;

@@ -148,12 +148,12 @@ impl Ioctl {
     pub fn documented(self) -> ErrSet {
         match self {
             Ioctl::GetParam => ErrSet::of(&[EINVAL]),
-            Ioctl::CtxConfig => ErrSet::of(&[EINVAL, EBUSY, EPERM, ENOMEM, ENODEV, EIO, ETIMEDOUT]),
-            Ioctl::UserptrCreate => ErrSet::of(&[EINVAL, EPERM, ENOMEM, ENODEV, EIO, ETIMEDOUT]),
+            Ioctl::CtxConfig => ErrSet::of(&[EINVAL, EBUSY, EPERM, ENOMEM, ENOSPC, ENODEV, EIO, ETIMEDOUT]),
+            Ioctl::UserptrCreate => ErrSet::of(&[EINVAL, EPERM, ENOMEM, ENOSPC, ENODEV, EIO, ETIMEDOUT]),
             Ioctl::Bind => ErrSet::of(&[ENOENT, EINVAL, EBUSY, EPERM, EIO, ETIMEDOUT, ENODEV, ENOMEM]),
             Ioctl::Unbind => ErrSet::of(&[ENOENT, EINVAL, EPERM, EIO, ETIMEDOUT, ENODEV]),
             Ioctl::Submit => {
-                ErrSet::of(&[EINVAL, EFAULT, ENOENT, EPERM, EAGAIN, EBUSY, ETIMEDOUT, EIO, ENODEV, ENOMEM])
+                ErrSet::of(&[EINVAL, EFAULT, ENOENT, EPERM, EAGAIN, EBUSY, ETIMEDOUT, EIO, ENODEV, ENOMEM, ENOSPC])
             }
             Ioctl::Stats => ErrSet::of(&[EIO, ETIMEDOUT, ENODEV, ENOMEM]),
             Ioctl::GemClose => ErrSet::of(&[EINVAL, ENOENT]),
@@ -429,7 +429,7 @@ pub fn op_write_range(op: &Op) -> Option<(u64, u64)> {
 
 /// What creating the file's device context (on first use, before most checks) may fail
 /// with: the header lists these for every ioctl that creates it.
-pub const CTX_CREATE_ERRORS: ErrSet = ErrSet::of(&[ENOMEM, ENODEV, EIO, ETIMEDOUT]);
+pub const CTX_CREATE_ERRORS: ErrSet = ErrSet::of(&[ENOMEM, ENOSPC, ENODEV, EIO, ETIMEDOUT]);
 
 /// The results the driver may give for the argument `v` (a kernel view) of `ioctl`.
 pub fn driver_expect(ioctl: Ioctl, v: &[u8], caller: Caller, arrays: Option<&SubmitArrays>) -> ErrSet {

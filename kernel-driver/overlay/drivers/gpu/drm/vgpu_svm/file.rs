@@ -318,14 +318,15 @@ impl File {
     }
 
     /// DRM_IOCTL_VGPU_SVM_UNBIND.
-    pub(crate) fn unbind(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_bind, file: &drm::File<File>) -> Result<u32> {
+    pub(crate) fn unbind(_dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_bind, file: &drm::File<File>) -> Result<u32> {
         if req.pad != 0 {
             return Err(EINVAL);
         }
         let this = file.inner();
         owner_mm(&this)?;
         let mut st = this.state.lock();
-        let ctx = this.ctx(dev, &mut st)?;
+        // Nothing is bound on a file without a context: do not create one to find that out.
+        let ctx = st.ctx.as_mut().ok_or(ENOENT)?;
         let pos = ctx
             .bound
             .iter()

@@ -335,7 +335,9 @@ impl ControlQueue {
         Err(ENODEV)
     }
 
-    /// CTX_CREATE of a VGPU_SVM context.
+    /// CTX_CREATE of a VGPU_SVM context. `ENOSPC` if the device has no free context (it
+    /// answers ERR_OUT_OF_MEMORY when all of the capset's `max_contexts` are in use): a
+    /// state of the device, not a failure of it, so user space can tell it from `EIO`.
     pub(crate) fn ctx_create(&self, ctx_id: u32) -> Result {
         let mut req = [0u8; size_of::<uapi::virtio_gpu_ctx_create>()];
         let name = b"vgpu_svm";
@@ -344,7 +346,15 @@ impl ControlQueue {
             .u32(name.len() as u32)
             .u32(if self.context_init { uapi::VGPU_SVM_CAPSET_ID } else { 0 })
             .bytes(name);
-        self.call_nodata(&req, Wait::Killable)
+        let resp = self.vq.exchange(&req, HDR_LEN, cmd_timeout_ms(), Wait::Killable)?;
+        match le32(&resp, 0)? {
+            uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_NODATA => Ok(()),
+            uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY => Err(ENOSPC),
+            ty => {
+                pr_err!("vgpu_svm: CTX_CREATE {ctx_id}: device answered 0x{ty:x}\n");
+                Err(EIO)
+            }
+        }
     }
 
     /// CTX_DESTROY. Not interruptible: it runs when a file is released, often by a task that

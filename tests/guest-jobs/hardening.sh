@@ -18,9 +18,9 @@ echo "vgpu-guest: running vgpu-userptr-wait"
 echo "vgpu-guest: running vgpu-devfail"
 /bin/vgpu-devfail || status=1
 if rmmod vgpu_svm; then
-    echo "ok 3 - rmmod vgpu_svm after the device reset"
+    echo "ok 3 rmmod vgpu_svm after the device reset"
 else
-    echo "not ok 3 - rmmod vgpu_svm after the device reset"; status=1
+    echo "not ok 3 rmmod vgpu_svm after the device reset"; status=1
 fi
 . /etc/vgpu/jobs/kernel-log.sh
 check_kernel_log 4 "during the hardening job" || status=1

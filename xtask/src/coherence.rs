@@ -4,11 +4,12 @@
 //! `vgpu-case: {"scenario":"fork_cow","mode":"svm","accesses_checked":123,"violations":0,
 //! "expect_violations":false,"passed":true,"skipped":false,"duration_ms":42,
 //! "events":{"unmap":0,...},"detail":""}`. [`summary_from_console`] collects them,
-//! [`write_summary`] writes `target/vgpu/coherence-summary.json` (an array of those objects), and
+//! [`write_summary`] writes `target/vgpu/coherence-summary.json` (the kernel, flavor and commit
+//! that produced it, and `cases`, an array of those objects), and
 //! [`print_table`] shows them.
 //!
 //! Wiring (for `main.rs`): after a VM run, `let cases = coherence::summary_from_console(&console)?;`
-//! then `coherence::write_summary(&cases, &paths::out().join("coherence-summary.json"))?;` and
+//! then `coherence::write_summary(&cases, &provenance, &paths::out().join("coherence-summary.json"))?;` and
 //! `coherence::print_table(&cases);`.
 
 use anyhow::{Context, Result};
@@ -74,12 +75,32 @@ pub fn summary_from_console(console: &str) -> Result<Vec<CaseResult>> {
         .collect()
 }
 
-/// Writes the cases as a pretty JSON array to `path` (creating its directory).
-pub fn write_summary(cases: &[CaseResult], path: &Path) -> Result<()> {
+/// What produced a summary: the guest kernel release, the configuration flavor, the commit
+/// (and whether the tree differed from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub kernel: String,
+    pub flavor: String,
+    pub commit: String,
+    pub dirty: bool,
+}
+
+/// The document in coherence-summary.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub cases: Vec<CaseResult>,
+}
+
+/// Writes the summary (provenance and cases) as pretty JSON to `path` (creating its
+/// directory).
+pub fn write_summary(cases: &[CaseResult], provenance: &Provenance, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut text = serde_json::to_string_pretty(cases)?;
+    let doc = Summary { provenance: provenance.clone(), cases: cases.to_vec() };
+    let mut text = serde_json::to_string_pretty(&doc)?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
@@ -199,13 +220,15 @@ vgpu-case: {\"scenario\":\"neg_skip_invalidate\",\"mode\":\"svm\",\"accesses_che
         let cases = summary_from_console(CONSOLE).unwrap();
         let dir = std::env::temp_dir().join(format!("vgpu-coherence-test-{}", std::process::id()));
         let path = dir.join("sub/coherence-summary.json");
-        write_summary(&cases, &path).unwrap();
+        let p = Provenance { kernel: "7.2.13".into(), flavor: "debug".into(), commit: "abc123".into(), dirty: false };
+        write_summary(&cases, &p, &path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let back: Vec<CaseResult> = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, cases);
+        let back: Summary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.cases, cases);
+        assert_eq!(back.provenance, p);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert!(v.is_array());
-        assert_eq!(v[0]["scenario"], "fork_cow");
+        assert_eq!((v["kernel"].as_str(), v["flavor"].as_str(), v["commit"].as_str()), (Some("7.2.13"), Some("debug"), Some("abc123")));
+        assert_eq!(v["cases"][0]["scenario"], "fork_cow");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

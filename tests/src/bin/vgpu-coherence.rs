@@ -49,7 +49,7 @@ fn watchdog(w: Arc<Mutex<Watch>>) {
                     detail: format!("timed out after {CASE_TIMEOUT:?}"),
                     pattern: pattern.name().to_owned(),
                 };
-                println!("not ok {n} - {}", o.tap_desc());
+                println!("not ok {n} {}", o.tap_desc());
                 println!("#   timed out after {CASE_TIMEOUT:?}; ending the run");
                 println!("{}", o.case_line());
                 println!("# {} passed, {} failed", st.passed, st.failed + 1);

@@ -167,7 +167,9 @@ struct drm_vgpu_svm_op {
  *          memory or a READONLY object;
  * -EAGAIN: the objects kept being invalidated while being validated; retry;
  * -EBUSY:  the memory kept changing under the mirror (sequence retries
- *          exhausted), or no room in the device queue;
+ *          exhausted, or the device faulted at the same page more than 16
+ *          times in a row although it was mirrored), or no room in the
+ *          device queue;
  * -ETIMEDOUT: the device did not answer in time (the context is unusable
  *          afterwards: -EIO);
  * -EINTR:  a fatal signal, or the device aborted the job;

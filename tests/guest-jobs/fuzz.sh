@@ -26,8 +26,8 @@ echo "$log"
 echo "vgpu-fuzz-kernel-reports: $(echo "$log" | grep -c '^#   ')"
 
 if rmmod vgpu_svm; then
-    echo "ok 2 - rmmod vgpu_svm after the fuzzer"
+    echo "ok 2 rmmod vgpu_svm after the fuzzer"
 else
-    echo "not ok 2 - rmmod vgpu_svm after the fuzzer"; status=1
+    echo "not ok 2 rmmod vgpu_svm after the fuzzer"; status=1
 fi
 exit $status

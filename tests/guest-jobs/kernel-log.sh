@@ -5,9 +5,9 @@
 check_kernel_log() {
     reports=$(dmesg | grep -E 'BUG:|WARNING:|KASAN|circular locking|possible recursive locking|inconsistent lock state|sleeping function called|Oops|blocked for more than|detected stall')
     if [ -n "$reports" ]; then
-        echo "not ok $1 - no kernel BUG/WARNING/lockdep/KASAN/hung-task report $2"
+        echo "not ok $1 no kernel BUG/WARNING/lockdep/KASAN/hung-task report $2"
         echo "$reports" | sed 's/^/#   /'
         return 1
     fi
-    echo "ok $1 - no kernel BUG/WARNING/lockdep/KASAN/hung-task report $2"
+    echo "ok $1 no kernel BUG/WARNING/lockdep/KASAN/hung-task report $2"
 }

@@ -13,8 +13,8 @@ echo "vgpu-guest: vgpu-fuzz done"
 . /etc/vgpu/jobs/kernel-log.sh
 check_kernel_log 5 "during the mutant job" || status=1
 if rmmod vgpu_svm; then
-    echo "ok 6 - rmmod vgpu_svm at the end of the mutant job"
+    echo "ok 6 rmmod vgpu_svm at the end of the mutant job"
 else
-    echo "not ok 6 - rmmod vgpu_svm at the end of the mutant job"; status=1
+    echo "not ok 6 rmmod vgpu_svm at the end of the mutant job"; status=1
 fi
 exit $status

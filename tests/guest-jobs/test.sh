@@ -10,15 +10,15 @@ echo "vgpu-guest: module unload with and without a live context"
 holder=$!
 sleep 2
 if rmmod vgpu_svm 2>/dev/null; then
-    echo "not ok 1 - rmmod refuses while a GPU context is open"; status=1
+    echo "not ok 1 rmmod refuses while a GPU context is open"; status=1
 else
-    echo "ok 1 - rmmod refuses while a GPU context is open"
+    echo "ok 1 rmmod refuses while a GPU context is open"
 fi
 kill $holder; wait $holder 2>/dev/null
 if rmmod vgpu_svm; then
-    echo "ok 2 - rmmod succeeds once the context is closed"
+    echo "ok 2 rmmod succeeds once the context is closed"
 else
-    echo "not ok 2 - rmmod succeeds once the context is closed"; status=1
+    echo "not ok 2 rmmod succeeds once the context is closed"; status=1
 fi
 echo "vgpu-guest: reloading vgpu_svm with unsafe_debug=1 (negative controls)"
 insmod /lib/modules/vgpu/vgpu_svm.ko unsafe_debug=1 || status=1
@@ -46,7 +46,7 @@ if [ "$vgpu_flavor" = "debug" ]; then
     # use-after-free in its own device-private migration path (dmirror_device_evict_chunk
     # -> __migrate_device_finalize -> rmap_walk_anon) and benchmark_thp_migration times
     # out; the baseline runs on the default kernel.
-    echo "ok 4 - kernel hmm-tests # SKIP debug kernel: upstream test_hmm KASAN report, see test.sh"
+    echo "ok 4 kernel hmm-tests # SKIP debug kernel: upstream test_hmm KASAN report, see test.sh"
 elif [ "$VGPU_NO_HMM_TESTS" = "1" ]; then
     # Set by mutant.sh: a mutated driver is judged by our tests only (no TAP line: nothing
     # is counted for a test that did not run).

@@ -125,6 +125,9 @@ pub struct Options {
     pub iterations: u64,
     /// Print every check, not only failures.
     pub verbose: bool,
+    /// The execution patterns to run each case in (each case runs in those of them that
+    /// [`crate::patterns::patterns_for`] allows it).
+    pub patterns: Vec<crate::patterns::Pattern>,
 }
 
 impl Default for Options {
@@ -133,6 +136,7 @@ impl Default for Options {
             seconds: 5,
             iterations: 2000,
             verbose: false,
+            patterns: crate::patterns::Pattern::ALL.to_vec(),
         }
     }
 }
@@ -543,9 +547,29 @@ pub struct Outcome {
     pub events: Vec<(String, u64)>,
     /// Skip reason, or the failures joined.
     pub detail: String,
+    /// The execution pattern it ran in (`once`, `twice`, ...: [`crate::patterns`]).
+    pub pattern: String,
 }
 
 impl Outcome {
+    /// A failed run of `case` in `mode` (pattern `once`), with `detail`: the start of an
+    /// outcome that did not come from [`run_case`].
+    pub fn failed(case: &Case, mode: Mode, detail: &str) -> Outcome {
+        Outcome {
+            scenario: case.name.to_owned(),
+            mode: mode.name().to_owned(),
+            accesses_checked: 0,
+            violations: 0,
+            expect_violations: case.expect_violations,
+            passed: false,
+            skipped: false,
+            duration_ms: 0,
+            events: Vec::new(),
+            detail: detail.to_owned(),
+            pattern: "once".to_owned(),
+        }
+    }
+
     /// The `vgpu-case:` JSON object (one line).
     pub fn to_json(&self) -> String {
         let events: serde_json::Map<String, serde_json::Value> = self
@@ -564,6 +588,7 @@ impl Outcome {
             "duration_ms": self.duration_ms,
             "events": events,
             "detail": self.detail,
+            "pattern": self.pattern,
         })
         .to_string()
     }
@@ -573,9 +598,14 @@ impl Outcome {
         format!("{CASE_LINE_PREFIX}{}", self.to_json())
     }
 
-    /// The TAP description: `scenario [mode]`.
+    /// The TAP description: `scenario [mode]`, or `scenario [mode, pattern]` for a
+    /// pattern other than `once`.
     pub fn tap_desc(&self) -> String {
-        format!("{} [{}]", self.scenario, self.mode)
+        if self.pattern == "once" || self.pattern.is_empty() {
+            format!("{} [{}]", self.scenario, self.mode)
+        } else {
+            format!("{} [{}, {}]", self.scenario, self.mode, self.pattern)
+        }
     }
 }
 
@@ -709,6 +739,7 @@ pub fn run_case(
         duration_ms,
         events: event_map(&g),
         detail,
+        pattern: "once".to_owned(),
     };
     (outcome, diags)
 }
@@ -738,6 +769,8 @@ options:
   --seconds N       time budget of stress/race loops (default 5)
   --iterations N    iteration cap of stress/race loops (default 2000)
   --verbose         list passing checks too
+  --patterns LIST   execution patterns, comma-separated (default: all of once, twice,
+                    many, forked, busy-thread, busy-process, threads; --demo: once)
 ";
 
 /// Parses the arguments (without the program name) against `cases`.
@@ -746,6 +779,7 @@ pub fn parse_args(args: &[String], cases: &[Case]) -> Result<Command, String> {
     let mut picked: Vec<(&'static str, Option<Mode>)> = Vec::new();
     let mut demo = false;
     let mut exclude: Vec<String> = Vec::new();
+    let mut patterns_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> Result<u64, String> {
@@ -760,6 +794,14 @@ pub fn parse_args(args: &[String], cases: &[Case]) -> Result<Command, String> {
             "--seconds" => opts.seconds = num("--seconds")?,
             "--iterations" => opts.iterations = num("--iterations")?,
             "--exclude" => exclude.push(it.next().ok_or("--exclude needs a case")?.clone()),
+            "--patterns" => {
+                let list = it.next().ok_or("--patterns needs a list")?;
+                opts.patterns = list
+                    .split(',')
+                    .map(|p| crate::patterns::Pattern::parse(p).ok_or(format!("unknown pattern {p}")))
+                    .collect::<Result<_, _>>()?;
+                patterns_given = true;
+            }
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => {
                 let (name, mode) = match s.split_once(':') {
@@ -778,6 +820,9 @@ pub fn parse_args(args: &[String], cases: &[Case]) -> Result<Command, String> {
                 picked.push((case.name, mode));
             }
         }
+    }
+    if demo && !patterns_given {
+        opts.patterns = vec![crate::patterns::Pattern::Once];
     }
     for x in &exclude {
         if !cases.iter().any(|c| c.name == x) {
@@ -880,8 +925,18 @@ mod tests {
         assert_eq!(runs("a a"), vec![("a", Mode::Svm), ("a", Mode::Userptr)]);
         assert_eq!(parse_args(&args("--list"), CASES).unwrap(), Command::List);
         match parse_args(&args("--seconds 9 --iterations 3 -v"), CASES).unwrap() {
-            Command::Run(_, o) => assert_eq!((o.seconds, o.iterations, o.verbose), (9, 3, true)),
+            Command::Run(_, o) => {
+                assert_eq!((o.seconds, o.iterations, o.verbose), (9, 3, true));
+                assert_eq!(o.patterns, crate::patterns::Pattern::ALL.to_vec());
+            }
             c => panic!("{c:?}"),
+        }
+        use crate::patterns::Pattern;
+        for (a, want) in [("--demo", vec![Pattern::Once]), ("--patterns twice,forked", vec![Pattern::Twice, Pattern::Forked]), ("--demo --patterns many", vec![Pattern::Many])] {
+            match parse_args(&args(a), CASES).unwrap() {
+                Command::Run(_, o) => assert_eq!(o.patterns, want, "{a}"),
+                c => panic!("{c:?}"),
+            }
         }
     }
 
@@ -894,6 +949,7 @@ mod tests {
             ("--frobnicate", "unknown option"),
             ("--seconds x", "not a number"),
             ("--exclude nope", "unknown case nope"),
+            ("--patterns once,sometimes", "unknown pattern sometimes"),
         ] {
             let err = parse_args(&args(a), CASES).unwrap_err();
             assert!(err.contains(e), "{a}: {err}");
@@ -936,12 +992,15 @@ mod tests {
             duration_ms: 17,
             events: event_map(&d),
             detail: String::new(),
+            pattern: "twice".into(),
         };
+        assert_eq!(o.tap_desc(), "fork_cow [svm, twice]");
         let line = o.case_line();
         assert!(line.starts_with("vgpu-case: {"));
         assert!(!line.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&line[CASE_LINE_PREFIX.len()..]).unwrap();
         assert_eq!(v["scenario"], "fork_cow");
+        assert_eq!(v["pattern"], "twice");
         assert_eq!(v["mode"], "svm");
         assert_eq!(v["accesses_checked"], 42);
         assert_eq!(v["violations"], 0);
@@ -951,7 +1010,8 @@ mod tests {
         assert_eq!(v["events"]["unmap"], 3);
         assert_eq!(v["events"]["migrate"], 0);
         assert_eq!(v["events"]["event9"], 1);
-        assert_eq!(o.tap_desc(), "fork_cow [svm]");
+        let once = Outcome { pattern: "once".into(), ..o };
+        assert_eq!(once.tap_desc(), "fork_cow [svm]");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod child;
 pub mod coherence;
 pub mod fuzz;
 pub mod mem;
+pub mod patterns;
 pub mod stress;
 pub mod sysutil;
 pub mod tap;

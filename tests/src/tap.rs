@@ -1,4 +1,6 @@
-//! A small TAP (Test Anything Protocol) producer for guest test programs.
+//! A small KTAP producer for guest test programs: the kernel's TAP dialect
+//! (Documentation/dev-tools/ktap.rst, version 1), which kselftest runners and
+//! CI systems that read kernel test output parse.
 //!
 //! ```
 //! use vgpu_tests::tap::Tap;
@@ -13,8 +15,8 @@
 //! assert_eq!(summary.exit_status(), 1);
 //! assert_eq!(
 //!     String::from_utf8(out).unwrap(),
-//!     "TAP version 13\n1..3\nok 1 - arithmetic\nok 2 - answer\n\
-//!      not ok 3 - no error\n#   device on fire\n# 2 passed, 1 failed\n"
+//!     "KTAP version 1\n1..3\nok 1 arithmetic\nok 2 answer\n\
+//!      not ok 3 no error\n#   device on fire\n# 2 passed, 1 failed\n"
 //! );
 //! ```
 //!
@@ -98,7 +100,7 @@ impl<W: Write> Tap<W> {
             failed: 0,
             skipped: 0,
         };
-        tap.line("TAP version 13");
+        tap.line("KTAP version 1");
         if let Some(n) = plan {
             tap.line(&format!("1..{n}"));
         }
@@ -114,7 +116,7 @@ impl<W: Write> Tap<W> {
     pub fn pass(&mut self, desc: &str) {
         let n = self.next_number();
         self.passed += 1;
-        self.line(&format!("ok {n} - {}", escape(desc)));
+        self.line(&format!("ok {n} {}", escape(desc)));
     }
 
     /// Reports a failing test, with `diag` (may be multi-line, may be empty)
@@ -122,7 +124,7 @@ impl<W: Write> Tap<W> {
     pub fn fail(&mut self, desc: &str, diag: impl Display) {
         let n = self.next_number();
         self.failed += 1;
-        self.line(&format!("not ok {n} - {}", escape(desc)));
+        self.line(&format!("not ok {n} {}", escape(desc)));
         let diag = diag.to_string();
         for l in diag.lines() {
             self.line(&format!("#   {l}"));
@@ -136,7 +138,7 @@ impl<W: Write> Tap<W> {
         self.passed += 1;
         self.skipped += 1;
         self.line(&format!(
-            "ok {n} - {} # SKIP {}",
+            "ok {n} {} # SKIP {}",
             escape(desc),
             reason.replace(['\n', '\r'], " ")
         ));
@@ -150,7 +152,7 @@ impl<W: Write> Tap<W> {
         self.passed += 1;
         self.skipped += 1;
         self.line(&format!(
-            "not ok {n} - {} # TODO {}",
+            "not ok {n} {} # TODO {}",
             escape(desc),
             reason.replace(['\n', '\r'], " ")
         ));
@@ -267,7 +269,7 @@ mod tests {
         });
         assert_eq!(
             out,
-            "TAP version 13\n1..2\nok 1 - one\nok 2 - two\n# 2 passed, 0 failed\n"
+            "KTAP version 1\n1..2\nok 1 one\nok 2 two\n# 2 passed, 0 failed\n"
         );
         assert_eq!(
             s,
@@ -290,8 +292,8 @@ mod tests {
         });
         assert_eq!(
             out,
-            "TAP version 13\n1..2\nnot ok 1 - broken\n#   line a\n#   line b\n\
-             not ok 2 - false\n# 0 passed, 2 failed\n"
+            "KTAP version 1\n1..2\nnot ok 1 broken\n#   line a\n#   line b\n\
+             not ok 2 false\n# 0 passed, 2 failed\n"
         );
         assert_eq!(s.exit_status(), 1);
     }
@@ -304,7 +306,7 @@ mod tests {
         });
         assert_eq!(
             out,
-            "TAP version 13\nok 1 - ok\nnot ok 2 - err\n#   EINVAL\n1..2\n# 1 passed, 1 failed\n"
+            "KTAP version 1\nok 1 ok\nnot ok 2 err\n#   EINVAL\n1..2\n# 1 passed, 1 failed\n"
         );
         assert_eq!(s.ran(), 2);
         assert!(!s.success());
@@ -316,9 +318,9 @@ mod tests {
             assert!(t.eq("same", 48u64, 48));
             assert!(!t.eq("differs", 39u64, 48));
         });
-        assert!(out.contains("ok 1 - same\n"), "{out}");
+        assert!(out.contains("ok 1 same\n"), "{out}");
         assert!(
-            out.contains("not ok 2 - differs\n#   got:  39\n#   want: 48\n"),
+            out.contains("not ok 2 differs\n#   got:  39\n#   want: 48\n"),
             "{out}"
         );
     }
@@ -329,7 +331,7 @@ mod tests {
             assert!(t.run("fine", || Ok::<(), String>(())));
             assert!(!t.run("bad", || Err("boom")));
         });
-        assert!(out.contains("not ok 2 - bad\n#   boom\n"), "{out}");
+        assert!(out.contains("not ok 2 bad\n#   boom\n"), "{out}");
         assert_eq!((s.passed, s.failed), (1, 1));
     }
 
@@ -338,11 +340,11 @@ mod tests {
         let (out, s) = run(None, |t| t.pass("a"));
         assert_eq!(
             out,
-            "TAP version 13\nok 1 - a\n1..1\n# 1 passed, 0 failed\n"
+            "KTAP version 1\nok 1 a\n1..1\n# 1 passed, 0 failed\n"
         );
         assert!(s.success());
         let (out, _) = run(None, |_| {});
-        assert_eq!(out, "TAP version 13\n1..0\n# 0 passed, 0 failed\n");
+        assert_eq!(out, "KTAP version 1\n1..0\n# 0 passed, 0 failed\n");
     }
 
     #[test]
@@ -359,7 +361,7 @@ mod tests {
     fn not_run_counts_as_failure() {
         let (out, s) = run(Some(1), |t| t.not_run("needs device", "open failed"));
         assert!(
-            out.contains("not ok 1 - needs device\n#   not run: open failed\n"),
+            out.contains("not ok 1 needs device\n#   not run: open failed\n"),
             "{out}"
         );
         assert_eq!(s.failed, 1);
@@ -372,7 +374,7 @@ mod tests {
             t.pass("has # hash\nand newline");
         });
         assert!(out.contains("# hello\n# world\n"), "{out}");
-        assert!(out.contains("ok 1 - has \\# hash and newline\n"), "{out}");
+        assert!(out.contains("ok 1 has \\# hash and newline\n"), "{out}");
     }
 
     #[test]
@@ -382,7 +384,7 @@ mod tests {
             t.pass("other");
         });
         assert!(
-            out.contains("ok 1 - ext2 writeback # SKIP needs CONFIG_EXT2_FS=y (guest kernel)\n"),
+            out.contains("ok 1 ext2 writeback # SKIP needs CONFIG_EXT2_FS=y (guest kernel)\n"),
             "{out}"
         );
         assert!(
@@ -399,7 +401,7 @@ mod tests {
             t.todo("known bug", "not fixed yet");
             t.pass("next");
         });
-        assert!(out.contains("not ok 1 - known bug # TODO not fixed yet\nok 2 - next\n"), "{out}");
+        assert!(out.contains("not ok 1 known bug # TODO not fixed yet\nok 2 next\n"), "{out}");
         assert!(s.success());
     }
 
@@ -411,6 +413,6 @@ mod tests {
             t.eq("c", 1, 1);
             assert_eq!(t.next_number(), 4);
         });
-        assert!(out.contains("ok 1 - a\nnot ok 2 - b\nok 3 - c\n"), "{out}");
+        assert!(out.contains("ok 1 a\nnot ok 2 b\nok 3 c\n"), "{out}");
     }
 }

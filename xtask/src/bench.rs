@@ -638,14 +638,7 @@ pub fn machine(console: &str) -> Vec<(String, String)> {
                 .ok()
         })
         .unwrap_or(0);
-    let guest_kernel = console
-        .lines()
-        .find_map(|l| {
-            l.split("vgpu-guest: booted ")
-                .nth(1)
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let guest_kernel = crate::report::guest_kernel(console);
     let kvm = std::env::var("VGPU_KVM").is_ok_and(|v| v == "1");
     vec![
         (

@@ -4,11 +4,12 @@
 //! `vgpu-case: {"scenario":"fork_cow","mode":"svm","accesses_checked":123,"violations":0,
 //! "expect_violations":false,"passed":true,"skipped":false,"duration_ms":42,
 //! "events":{"unmap":0,...},"detail":""}`. [`summary_from_console`] collects them,
-//! [`write_summary`] writes `target/vgpu/coherence-summary.json` (an array of those objects), and
+//! [`write_summary`] writes `target/vgpu/coherence-summary.json` (the kernel, flavor and commit
+//! that produced it, and `cases`, an array of those objects), and
 //! [`print_table`] shows them.
 //!
 //! Wiring (for `main.rs`): after a VM run, `let cases = coherence::summary_from_console(&console)?;`
-//! then `coherence::write_summary(&cases, &paths::out().join("coherence-summary.json"))?;` and
+//! then `coherence::write_summary(&cases, &provenance, &paths::out().join("coherence-summary.json"))?;` and
 //! `coherence::print_table(&cases);`.
 
 use anyhow::{Context, Result};
@@ -41,6 +42,14 @@ pub struct CaseResult {
     /// Skip reason or failures.
     #[serde(default)]
     pub detail: String,
+    /// The execution pattern (`once`, `twice`, `many`, `forked`, `busy-thread`,
+    /// `busy-process`, `threads`; tests/src/patterns.rs).
+    #[serde(default = "once")]
+    pub pattern: String,
+}
+
+fn once() -> String {
+    "once".into()
 }
 
 impl CaseResult {
@@ -66,17 +75,39 @@ pub fn summary_from_console(console: &str) -> Result<Vec<CaseResult>> {
         .collect()
 }
 
-/// Writes the cases as a pretty JSON array to `path` (creating its directory).
-pub fn write_summary(cases: &[CaseResult], path: &Path) -> Result<()> {
+/// What produced a summary: the guest kernel release, the configuration flavor, the commit
+/// (and whether the tree differed from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub kernel: String,
+    pub flavor: String,
+    pub commit: String,
+    pub dirty: bool,
+}
+
+/// The document in coherence-summary.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub cases: Vec<CaseResult>,
+}
+
+/// Writes the summary (provenance and cases) as pretty JSON to `path` (creating its
+/// directory).
+pub fn write_summary(cases: &[CaseResult], provenance: &Provenance, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut text = serde_json::to_string_pretty(cases)?;
+    let doc = Summary { provenance: provenance.clone(), cases: cases.to_vec() };
+    let mut text = serde_json::to_string_pretty(&doc)?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The table [`print_table`] prints.
+/// The table [`print_table`] prints: one row per scenario and mode run once (accesses,
+/// violations, result), then, if the suite ran in other patterns, one row per scenario and
+/// mode with a column per pattern, the failed pattern runs with their detail, and the totals.
 pub fn format_table(cases: &[CaseResult]) -> String {
     let mut s = String::new();
     let w = cases.iter().map(|c| c.scenario.len()).max().unwrap_or(8).max(8);
@@ -84,7 +115,7 @@ pub fn format_table(cases: &[CaseResult]) -> String {
         "  {:<w$}  {:<7}  {:>16}  {:>10}  {}\n",
         "scenario", "mode", "accesses checked", "violations", "result"
     ));
-    for c in cases {
+    for c in cases.iter().filter(|c| c.pattern == "once") {
         let mut result = c.status().to_string();
         if c.expect_violations {
             result.push_str(" (negative control)");
@@ -98,10 +129,41 @@ pub fn format_table(cases: &[CaseResult]) -> String {
             c.scenario, c.mode, c.accesses_checked, c.violations, result
         ));
     }
+    let mut patterns: Vec<&str> = Vec::new();
+    for c in cases.iter().filter(|c| c.pattern != "once") {
+        if !patterns.contains(&c.pattern.as_str()) {
+            patterns.push(&c.pattern);
+        }
+    }
+    if !patterns.is_empty() {
+        s.push_str(&format!("\n  {:<w$}  {:<7}", "patterns", ""));
+        for p in &patterns {
+            s.push_str(&format!("  {p:>12}"));
+        }
+        s.push('\n');
+        let mut rows: Vec<(&str, &str)> = Vec::new();
+        for c in cases.iter().filter(|c| c.pattern != "once") {
+            if !rows.contains(&(c.scenario.as_str(), c.mode.as_str())) {
+                rows.push((&c.scenario, &c.mode));
+            }
+        }
+        for (sc, mode) in rows {
+            s.push_str(&format!("  {sc:<w$}  {mode:<7}"));
+            for p in &patterns {
+                let st = cases.iter().find(|c| c.scenario == sc && c.mode == mode && c.pattern == *p).map_or("-", |c| c.status());
+                s.push_str(&format!("  {st:>12}"));
+            }
+            s.push('\n');
+        }
+        for c in cases.iter().filter(|c| c.pattern != "once" && c.status() == "FAIL") {
+            let d: String = c.detail.chars().take(160).collect();
+            s.push_str(&format!("  FAIL {} [{}, {}]: {d}\n", c.scenario, c.mode, c.pattern));
+        }
+    }
     let pass = cases.iter().filter(|c| c.status() == "PASS").count();
     let fail = cases.iter().filter(|c| c.status() == "FAIL").count();
     let skip = cases.iter().filter(|c| c.status() == "SKIP").count();
-    s.push_str(&format!("  coherence: {pass} passed, {fail} failed, {skip} skipped\n"));
+    s.push_str(&format!("  coherence: {pass} passed, {fail} failed, {skip} skipped ({} runs)\n", cases.len()));
     s
 }
 
@@ -158,13 +220,15 @@ vgpu-case: {\"scenario\":\"neg_skip_invalidate\",\"mode\":\"svm\",\"accesses_che
         let cases = summary_from_console(CONSOLE).unwrap();
         let dir = std::env::temp_dir().join(format!("vgpu-coherence-test-{}", std::process::id()));
         let path = dir.join("sub/coherence-summary.json");
-        write_summary(&cases, &path).unwrap();
+        let p = Provenance { kernel: "7.2.13".into(), flavor: "debug".into(), commit: "abc123".into(), dirty: false };
+        write_summary(&cases, &p, &path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let back: Vec<CaseResult> = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, cases);
+        let back: Summary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.cases, cases);
+        assert_eq!(back.provenance, p);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert!(v.is_array());
-        assert_eq!(v[0]["scenario"], "fork_cow");
+        assert_eq!((v["kernel"].as_str(), v["flavor"].as_str(), v["commit"].as_str()), (Some("7.2.13"), Some("debug"), Some("abc123")));
+        assert_eq!(v["cases"][0]["scenario"], "fork_cow");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -178,6 +242,25 @@ vgpu-case: {\"scenario\":\"neg_skip_invalidate\",\"mode\":\"svm\",\"accesses_che
         assert!(lines[1].contains("fork_cow") && lines[1].contains("4096") && lines[1].ends_with("PASS"));
         assert!(lines[2].contains("SKIP: needs CONFIG_EXT2_FS=y"), "{t}");
         assert!(lines[3].contains("FAIL (negative control)"), "{t}");
-        assert_eq!(lines[4], "  coherence: 1 passed, 1 failed, 1 skipped");
+        assert_eq!(lines[4], "  coherence: 1 passed, 1 failed, 1 skipped (3 runs)");
+    }
+
+    #[test]
+    fn patterns_get_a_column_each_and_failures_a_line() {
+        let mut cases = summary_from_console(CONSOLE).unwrap();
+        assert!(cases.iter().all(|c| c.pattern == "once"), "lines without a pattern ran once");
+        let mut twice = cases[0].clone();
+        twice.pattern = "twice".into();
+        let mut forked = cases[0].clone();
+        forked.pattern = "forked".into();
+        forked.passed = false;
+        forked.detail = "run 2 of 2: stale".into();
+        cases.extend([twice, forked]);
+        let t = format_table(&cases);
+        assert!(t.contains("patterns") && t.contains("twice") && t.contains("forked"), "{t}");
+        let row = t.lines().find(|l| l.trim_start().starts_with("fork_cow") && !l.contains("4096")).unwrap();
+        assert!(row.contains("PASS") && row.contains("FAIL"), "{row}");
+        assert!(t.contains("FAIL fork_cow [svm, forked]: run 2 of 2: stale"), "{t}");
+        assert!(t.ends_with("coherence: 2 passed, 2 failed, 1 skipped (5 runs)\n"), "{t}");
     }
 }

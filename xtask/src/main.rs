@@ -263,7 +263,7 @@ fn test(o: &Opts) -> Result<()> {
     }
     let outcome = run_job(o, "test")?;
     let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
-    let cases = coherence_summary(&console)?;
+    let cases = coherence_summary(o, &console)?;
     let r = report::Report::from_console(&console);
     r.print();
     let status = outcome.guest_status.context("the guest never reported a status (see console.log)")?;
@@ -343,10 +343,12 @@ const HARDENING_ACCESS_DELAY_US: &str = "2000";
 
 /// Reads the coherence cases from the console, writes target/vgpu/coherence-summary.json
 /// and prints the table.
-fn coherence_summary(console: &str) -> Result<Vec<coherence::CaseResult>> {
+fn coherence_summary(o: &Opts, console: &str) -> Result<Vec<coherence::CaseResult>> {
     let cases = coherence::summary_from_console(console)?;
     let path = paths::out().join("coherence-summary.json");
-    coherence::write_summary(&cases, &path)?;
+    let (commit, dirty) = report::commit();
+    let provenance = coherence::Provenance { kernel: report::guest_kernel(console), flavor: o.flavor.name().into(), commit, dirty };
+    coherence::write_summary(&cases, &provenance, &path)?;
     coherence::print_table(&cases);
     println!("  ({} cases; summary: {})", cases.len(), path.display());
     Ok(cases)
@@ -361,7 +363,7 @@ fn demo(o: &Opts) -> Result<()> {
         println!("  {l}");
     }
     let console = String::from_utf8_lossy(&std::fs::read(&outcome.console_log)?).into_owned();
-    coherence_summary(&console)?;
+    coherence_summary(o, &console)?;
     if outcome.guest_status != Some(0) {
         bail!("the demo job failed; console: {}", outcome.console_log.display());
     }

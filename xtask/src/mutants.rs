@@ -203,17 +203,6 @@ impl VmLock {
     }
 }
 
-fn git(args: &[&str]) -> String {
-    std::process::Command::new("git")
-        .current_dir(paths::workspace())
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 /// `cargo xtask mutants [--only NAME,...] [--runs N] [--no-baseline]`.
 pub fn mutants(o: &Opts) -> Result<()> {
     let dir = paths::workspace().join("kernel-driver/mutants");
@@ -275,9 +264,10 @@ pub fn mutants(o: &Opts) -> Result<()> {
         let _lock = VmLock::take()?;
         crate::kernel::build(o.flavor)?;
     }
+    let commit = crate::report::commit();
     let doc = serde_json::json!({
-        "commit": git(&["rev-parse", "--short", "HEAD"]),
-        "dirty": !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+        "commit": commit.0,
+        "dirty": commit.1,
         "flavor": o.flavor.name(),
         "suite": JOBS,
         "runs_per_mutant": runs,

@@ -23,6 +23,33 @@ pub fn marked_json<T: serde::de::DeserializeOwned>(console: &str, marker: &str) 
         .collect()
 }
 
+/// The kernel release the guest booted (`vgpu-guest: booted <release>` from its /init), or
+/// `unknown`.
+pub fn guest_kernel(console: &str) -> String {
+    console
+        .lines()
+        .find_map(|l| l.split("vgpu-guest: booted ").nth(1).map(|v| v.trim().to_string()))
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The workspace's commit (short hash, empty outside git) and whether tracked files differ
+/// from it: which code produced a result.
+pub fn commit() -> (String, bool) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(crate::paths::workspace())
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let hash = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    (hash, dirty)
+}
+
 /// The kernel's hmm-tests totals (`# Totals: pass:38 fail:0 xfail:0 xpass:0 skip:38 error:0`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Kselftest {
@@ -124,6 +151,20 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ktap_and_tap_lines_count_alike() {
+        let c = "KTAP version 1\n1..4\nok 1 render node\nnot ok 2 name # with text\nok 3 x # SKIP no ext2\nnot ok 4 known # TODO later\nTAP version 13\nok 1 - old style\nnot ok 2 - old failure\n";
+        let r = Report::from_console(c);
+        assert_eq!((r.passed, r.failed, r.skipped), (2, 2, 1));
+        assert_eq!(r.failures, vec!["2 name # with text".to_string(), "2 - old failure".to_string()]);
+    }
+
+    #[test]
+    fn guest_kernel_from_the_boot_line() {
+        assert_eq!(guest_kernel("x\nvgpu-guest: booted 7.2.13\r\n"), "7.2.13");
+        assert_eq!(guest_kernel("no boot line"), "unknown");
+    }
 
     #[test]
     fn marked_json_tolerates_text_around_the_value() {

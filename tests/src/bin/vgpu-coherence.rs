@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use vgpu::Context;
 use vgpu_tests::cases::CASES;
-use vgpu_tests::coherence::{parse_args, run_case, Command, Outcome, USAGE};
+use vgpu_tests::coherence::{parse_args, Command, Outcome, USAGE};
+use vgpu_tests::patterns::{patterns_for, run_in_pattern, Pattern};
 use vgpu_tests::sysutil;
 use vgpu_tests::tap::Tap;
 
@@ -24,7 +25,7 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(900);
 
 #[derive(Default)]
 struct Watch {
-    current: Option<(usize, String, String, Instant)>, // number, scenario, mode, deadline
+    current: Option<(usize, String, String, Pattern, Instant)>, // number, scenario, mode, pattern, deadline
     passed: usize,
     failed: usize,
 }
@@ -33,7 +34,7 @@ fn watchdog(w: Arc<Mutex<Watch>>) {
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(1));
         let st = w.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((n, scenario, mode, deadline)) = &st.current {
+        if let Some((n, scenario, mode, pattern, deadline)) = &st.current {
             if Instant::now() > *deadline {
                 let o = Outcome {
                     scenario: scenario.clone(),
@@ -46,8 +47,9 @@ fn watchdog(w: Arc<Mutex<Watch>>) {
                     duration_ms: CASE_TIMEOUT.as_millis() as u64,
                     events: Vec::new(),
                     detail: format!("timed out after {CASE_TIMEOUT:?}"),
+                    pattern: pattern.name().to_owned(),
                 };
-                println!("not ok {n} - {}", o.tap_desc());
+                println!("not ok {n} {}", o.tap_desc());
                 println!("#   timed out after {CASE_TIMEOUT:?}; ending the run");
                 println!("{}", o.case_line());
                 println!("# {} passed, {} failed", st.passed, st.failed + 1);
@@ -84,7 +86,18 @@ fn main() -> ExitCode {
         }
     };
 
-    let mut tap = Tap::with_writer(std::io::stdout(), Some(runs.len()));
+    // Every (case, mode) in each pattern it may run in, pattern by pattern: first the whole
+    // suite once, then again twice in a row, and so on.
+    let mut plan: Vec<(&'static str, vgpu_tests::coherence::Mode, Pattern)> = Vec::new();
+    for &p in &opts.patterns {
+        for &(name, mode) in &runs {
+            let case = CASES.iter().find(|c| c.name == name).expect("parsed case");
+            if patterns_for(case, &[p]).contains(&p) {
+                plan.push((name, mode, p));
+            }
+        }
+    }
+    let mut tap = Tap::with_writer(std::io::stdout(), Some(plan.len()));
     let monitor = match Context::open_default() {
         Ok(ctx) => {
             if let Ok(v) = ctx.device().version() {
@@ -98,16 +111,18 @@ fn main() -> ExitCode {
         }
     };
     tap.diag(format!(
-        "NUMA nodes {:?}; {} runs; loops bounded by {} s / {} iterations",
+        "NUMA nodes {:?}; {} runs ({} cases in {} patterns); loops bounded by {} s / {} iterations",
         sysutil::numa_nodes(),
+        plan.len(),
         runs.len(),
+        opts.patterns.len(),
         opts.seconds,
         opts.iterations
     ));
 
     let watch = Arc::new(Mutex::new(Watch::default()));
     watchdog(watch.clone());
-    for (name, mode) in runs {
+    for (name, mode, pattern) in plan {
         let case = CASES.iter().find(|c| c.name == name).expect("parsed case");
         {
             let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,10 +130,11 @@ fn main() -> ExitCode {
                 tap.next_number(),
                 name.to_owned(),
                 mode.name().to_owned(),
+                pattern,
                 Instant::now() + CASE_TIMEOUT,
             ));
         }
-        let (o, diags) = run_case(case, mode, &opts, monitor.clone());
+        let (o, diags) = run_in_pattern(case, mode, pattern, &opts, monitor.clone());
         let desc = o.tap_desc();
         let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
         w.current = None;

@@ -32,7 +32,7 @@ static void report(int ok, const char *desc, const char *fmt, ...)
 {
 	va_list ap;
 
-	printf("%s %d - %s\n", ok ? "ok" : "not ok", passed + failed + 1, desc);
+	printf("%s %d %s\n", ok ? "ok" : "not ok", passed + failed + 1, desc);
 	if (ok) {
 		passed++;
 	} else {
@@ -159,7 +159,7 @@ int main(void)
 	struct vgpu_stats before, after;
 	int have_stats;
 
-	printf("TAP version 13\n");
+	printf("KTAP version 1\n");
 
 	if (!check_ret(vgpu_open(&svm), "vgpu_open (SVM context)") ||
 	    !check_ret(vgpu_open(&uptr), "vgpu_open (userptr context)"))

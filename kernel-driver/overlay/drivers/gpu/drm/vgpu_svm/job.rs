@@ -68,6 +68,33 @@ fn device_error(code: u32) -> Error {
 /// fewer): the fault/RESUME loop is bounded.
 const MAX_FAULTS_PER_JOB: u64 = 1 << 20;
 
+/// Times in a row the device may fault at the same page with the same access after the
+/// driver serviced it: one more is a driver/device disagreement (or an invalidation storm
+/// on that very page) and the job ends with `EBUSY` at once, instead of after
+/// [`MAX_FAULTS_PER_JOB`] round trips (minutes).
+const MAX_SAME_FAULT: u32 = 16;
+
+/// Counts faults in a row at one page with one access.
+#[derive(Default)]
+struct Progress {
+    last: Option<(u64, bool)>,
+    repeats: u32,
+}
+
+impl Progress {
+    /// Records a fault; false if it is one too many in a row at the same page and access.
+    fn record(&mut self, va: u64, write: bool) -> bool {
+        let key = (va & !(crate::pagetable::PAGE - 1), write);
+        if self.last == Some(key) {
+            self.repeats += 1;
+        } else {
+            self.last = Some(key);
+            self.repeats = 0;
+        }
+        self.repeats <= MAX_SAME_FAULT
+    }
+}
+
 /// RESUMEs a faulted job: the wait for its next answer is killable (`EINTR`).
 fn resume(shared: &Shared, job_id: u64) -> Result<KVec<u8>> {
     shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_RESUME, 8, gpu::job_timeout_ms(), |w| {
@@ -154,6 +181,7 @@ pub(crate) fn run(
     let out = (|| {
         let mut resp = resp.map_err(|e| abandoned(shared, job_id, e))?;
         let mut faults = 0u64;
+        let mut progress = Progress::default();
         loop {
             match parse_resp(&resp)? {
                 Resp::Ok { result } => return Ok(Done { result, faults }),
@@ -166,7 +194,7 @@ pub(crate) fn run(
                     shared.update.lock().jobs_in_flight -= 1;
                     let serviced = if hmm::fatal_signal_pending() {
                         Err(EINTR)
-                    } else if faults > MAX_FAULTS_PER_JOB {
+                    } else if faults > MAX_FAULTS_PER_JOB || !progress.record(f.va, f.write) {
                         Err(EBUSY)
                     } else if let Some(v) = validated.iter().find(|v| v.contains(f.va)) {
                         // A userptr binding: re-mirror the object (semantic B).

@@ -84,9 +84,10 @@ const ONCE_ONLY: &[&str] = &["gup_ro_race", "stress", "oom_two_contexts"];
 /// device, the ext2 mount they remount, the hugetlb pool they size, a job killed with its
 /// whole process; and scenarios that assert a device access to an address they unmapped
 /// fails, which the other thread's next mmap may legitimately reuse (seen: `basic` and
-/// `mremap` in two threads, "a read of unmapped memory succeeded").
+/// `mremap` in two threads, "a read of unmapped memory succeeded"; `munmap` asserts the same).
 const NOT_THREADED: &[&str] = &[
     "basic",
+    "munmap",
     "mremap",
     "numa_migrate_pages",
     "soft_dirty",
@@ -379,10 +380,11 @@ mod tests {
     fn negative_controls_and_long_cases_run_once() {
         assert_eq!(patterns_for(&case("neg_x", true), Pattern::ALL), vec![Pattern::Once]);
         assert_eq!(patterns_for(&case("stress", false), Pattern::ALL), vec![Pattern::Once]);
-        assert_eq!(patterns_for(&case("basic", false), Pattern::ALL), Pattern::ALL.to_vec());
+        assert_eq!(patterns_for(&case("fork_cow", false), Pattern::ALL), Pattern::ALL.to_vec());
         let ksm = patterns_for(&case("ksm", false), Pattern::ALL);
         assert!(!ksm.contains(&Pattern::Threads) && ksm.contains(&Pattern::Forked));
-        assert_eq!(patterns_for(&case("basic", false), &[Pattern::Twice]), vec![Pattern::Twice]);
+        assert_eq!(patterns_for(&case("fork_cow", false), &[Pattern::Twice]), vec![Pattern::Twice]);
+        assert!(!patterns_for(&case("munmap", false), Pattern::ALL).contains(&Pattern::Threads));
     }
 
     fn outcome(passed: bool, detail: &str, a: u64) -> (Outcome, Vec<String>) {

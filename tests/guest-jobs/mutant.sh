@@ -1,10 +1,12 @@
 #!/bin/sh
 # The job `cargo xtask mutants` runs on each mutated driver (its first VM; the hardening and
 # fault-injection VMs follow while the mutant lives): the test job without the kernel's own
-# hmm-tests (they test the kernel, not our driver), then a short fuzzer run with a fixed
+# hmm-tests (they test the kernel, not our driver) and in two execution patterns, then a short fuzzer run with a fixed
 # seed (the ownership and argument checks), a clean kernel log and rmmod.
 status=0
-VGPU_NO_HMM_TESTS=1 sh /etc/vgpu/jobs/test.sh || status=1
+# The coherence suite once and twice in a row (VA and context reuse), not in all of its
+# execution patterns: a campaign runs this job once per mutant.
+VGPU_NO_HMM_TESTS=1 VGPU_COHERENCE_ARGS="--patterns once,twice" sh /etc/vgpu/jobs/test.sh || status=1
 
 echo "vgpu-guest: running vgpu-fuzz --seed 1 --ioctls 30000 --seconds 120"
 /bin/vgpu-fuzz --seed 1 --ioctls 30000 --seconds 120 || status=1

@@ -30,7 +30,8 @@ echo "vgpu-guest: running vgpu-smoke"
 /bin/vgpu-smoke || status=1
 
 echo "vgpu-guest: running vgpu-coherence"
-/bin/vgpu-coherence || status=1
+# VGPU_COHERENCE_ARGS: extra arguments (mutant.sh runs fewer execution patterns).
+/bin/vgpu-coherence $VGPU_COHERENCE_ARGS || status=1
 echo "vgpu-guest: vgpu-coherence done"
 
 echo "vgpu-guest: running vgpu-c-copy (the C example)"

@@ -270,6 +270,9 @@ fn test(o: &Opts) -> Result<()> {
     if status != 0 || r.failed > 0 || r.passed == 0 || cases.is_empty() {
         bail!("in-VM tests failed (guest status {status}); console: {}", outcome.console_log.display());
     }
+    if cases.len() < MIN_CASES {
+        bail!("the coherence suite ran {} cases, fewer than {MIN_CASES}: a scenario or pattern went missing", cases.len());
+    }
     hardening(o)?;
     fuzz::fuzz(o)?;
     fault_injection(o)
@@ -337,6 +340,10 @@ fn device_verdict(json: &str) -> Result<(u64, u64)> {
     let get = |k: &str| v["svm"][k].as_u64().with_context(|| format!("device stats file lacks svm.{k}"));
     Ok((get("accesses_checked")?, get("violations")?))
 }
+
+/// The coherence suite's runs (scenarios x modes x execution patterns) `test` expects at
+/// least: 28 scenarios, most in two modes and seven patterns (tests/src/patterns.rs).
+const MIN_CASES: usize = 300;
 
 /// The daemon's delay per page access in the hardening job: 8192 pages take about 16 s.
 const HARDENING_ACCESS_DELAY_US: &str = "2000";

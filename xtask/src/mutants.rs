@@ -147,14 +147,27 @@ fn run_suite(o: &Opts) -> Result<Vec<String>> {
     for job in JOBS {
         let failures = match crate::run_job_quiet(o, job) {
             Ok(outcome) => job_failures(job, &outcome)?,
-            // A VM that timed out or crashed the host side: the mutant hung the guest.
-            Err(e) => vec![format!("VM: {}", format!("{e:#}").lines().next().unwrap_or(""))],
+            // A VM that timed out or crashed the host side: the mutant hung the guest. Say
+            // where: the last program the guest started and its last TAP line.
+            Err(e) => {
+                let console = std::fs::read(paths::out().join("runs").join(job).join("console.log")).unwrap_or_default();
+                vec![format!("VM: {} ({})", format!("{e:#}").lines().next().unwrap_or(""), last_steps(&String::from_utf8_lossy(&console)))]
+            }
         };
         if !failures.is_empty() {
             return Ok(failures.into_iter().take(5).map(|f| format!("{job}: {f}")).collect());
         }
     }
     Ok(Vec::new())
+}
+
+/// Where a guest was when it stopped reporting: its last `vgpu-guest: running ...` line and
+/// its last TAP result line.
+pub fn last_steps(console: &str) -> String {
+    let last = |f: &dyn Fn(&str) -> bool| console.lines().rev().map(|l| l.trim_end_matches('\r').trim()).find(|l| f(l)).unwrap_or("-").to_string();
+    let running = last(&|l| l.starts_with("vgpu-guest: running"));
+    let tap = last(&|l| l.starts_with("ok ") || l.starts_with("not ok "));
+    format!("last: `{running}`, then `{tap}`")
 }
 
 /// The failures of one job's run, judged as `cargo xtask test` judges it.
@@ -342,6 +355,13 @@ mod tests {
 
     fn res(v: Verdict) -> MutantResult {
         MutantResult { name: "m".into(), area: "a".into(), verdict: v, killed_by: vec![], seconds: 1.0, runs: 1, kills: 0 }
+    }
+
+    #[test]
+    fn last_steps_names_the_program_and_the_tap_line() {
+        let c = "vgpu-guest: running vgpu-smoke\nok 1 a\nvgpu-guest: running vgpu-coherence\r\nok 5 fork_cow [svm]\n[ 9.1] INFO: task blocked\n";
+        assert_eq!(last_steps(c), "last: `vgpu-guest: running vgpu-coherence`, then `ok 5 fork_cow [svm]`");
+        assert_eq!(last_steps(""), "last: `-`, then `-`");
     }
 
     #[test]

@@ -32,6 +32,8 @@ impl Mode {
     pub const BOTH: &'static [Mode] = &[Mode::Svm, Mode::Userptr];
     /// SVM only.
     pub const SVM: &'static [Mode] = &[Mode::Svm];
+    /// Userptr only.
+    pub const USERPTR: &'static [Mode] = &[Mode::Userptr];
 
     /// `"svm"` or `"userptr"`.
     pub fn name(self) -> &'static str {

@@ -206,6 +206,10 @@ struct VmLock {
 impl VmLock {
     fn take() -> Result<Self> {
         let Some(p) = std::env::var_os("VGPU_VM_LOCK") else { return Ok(Self { _held: None }) };
+        // flock(2) is not fair: a campaign that takes the lock again right after releasing
+        // it starves a waiting user (seen: a helper's VM waited 6 minutes). A pause first
+        // lets a waiter, woken by the release, get it.
+        std::thread::sleep(Duration::from_millis(1500));
         let f = std::fs::OpenOptions::new().create(true).append(true).open(&p).with_context(|| format!("open {}", PathBuf::from(&p).display()))?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
@@ -270,6 +274,8 @@ pub fn mutants(o: &Opts) -> Result<()> {
             None => (verdict(m, runs, kills), killed_by),
         };
         results.push(MutantResult { name: m.name.clone(), area: m.area.clone(), verdict, killed_by, seconds: t0.elapsed().as_secs_f64(), runs, kills });
+        // After every mutant: an interrupted campaign keeps what it learned.
+        write_results(&o, runs, baseline_seconds, started, &results, false)?;
     }
     // Leave the cache with the driver as it is.
     o.mutant = None;
@@ -277,23 +283,9 @@ pub fn mutants(o: &Opts) -> Result<()> {
         let _lock = VmLock::take()?;
         crate::kernel::build(o.flavor)?;
     }
-    let commit = crate::report::commit();
-    let doc = serde_json::json!({
-        "commit": commit.0,
-        "dirty": commit.1,
-        "flavor": o.flavor.name(),
-        "suite": JOBS,
-        "runs_per_mutant": runs,
-        "baseline_seconds": baseline_seconds,
-        "seconds": started.elapsed().as_secs_f64(),
-        "score": score(&results),
-        "mutants": results,
-    });
-    std::fs::create_dir_all(paths::out())?;
-    let json = paths::out().join("mutants.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&doc)? + "\n")?;
-    let table = render_table(&results, &all);
+    let json = write_results(&o, runs, baseline_seconds, started, &results, true)?;
     let md = paths::out().join("mutants.md");
+    let table = render_table(&results, &all);
     std::fs::write(&md, &table)?;
     println!("\n{table}");
     let count = |v: Verdict| results.iter().filter(|r| r.verdict == v).count();
@@ -314,6 +306,28 @@ pub fn mutants(o: &Opts) -> Result<()> {
         bail!("{bad} mutant(s) flaky, survived or invalid (see the table)");
     }
     Ok(())
+}
+
+/// Writes target/vgpu/mutants.json (`finished`: false while the campaign runs); returns its
+/// path.
+fn write_results(o: &Opts, runs: u32, baseline_seconds: Option<f64>, started: Instant, results: &[MutantResult], finished: bool) -> Result<PathBuf> {
+    let commit = crate::report::commit();
+    let doc = serde_json::json!({
+        "commit": commit.0,
+        "dirty": commit.1,
+        "flavor": o.flavor.name(),
+        "suite": JOBS,
+        "runs_per_mutant": runs,
+        "baseline_seconds": baseline_seconds,
+        "seconds": started.elapsed().as_secs_f64(),
+        "finished": finished,
+        "score": score(results),
+        "mutants": results,
+    });
+    std::fs::create_dir_all(paths::out())?;
+    let json = paths::out().join("mutants.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&doc)? + "\n")?;
+    Ok(json)
 }
 
 /// The Markdown table: name, area, verdict (kills/runs), what killed it, seconds.

@@ -3,6 +3,7 @@
 
 mod mm;
 mod process;
+mod userptr;
 mod vma;
 
 use crate::coherence::{Case, Mode};
@@ -48,6 +49,13 @@ pub const CASES: &[Case] = &[
         Mode::BOTH,
         false,
         vma::basic,
+    ),
+    case(
+        "userptr_revalidate",
+        "userptr semantic B: SUBMIT re-mirrors what an invalidation marked, with no device fault",
+        Mode::USERPTR,
+        false,
+        userptr::userptr_revalidate,
     ),
     case(
         "fork_cow",

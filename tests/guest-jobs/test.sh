@@ -5,6 +5,23 @@
 # it from the console and collects the `vgpu-case:` lines into coherence-summary.json.
 status=0
 
+# The module is loaded without unsafe_debug: every debug knob must refuse writes with EPERM
+# (and read 0: off).
+knobs_bad=""
+for k in skip_invalidate legacy_valid_flag legacy_delay_us mirror_secretmem fail_invalidate \
+         fault_to_lock_delay_us clear_to_invalidate_delay_us force_ebusy pair_notifiers; do
+    f=/sys/kernel/debug/vgpu_svm/$k
+    err=$( (echo 1 > "$f") 2>&1 )
+    if [ ! -e "$f" ] || ! echo "$err" | grep -q "not permitted" || [ "$(cat "$f")" != "0" ]; then
+        knobs_bad="$knobs_bad $k"
+    fi
+done
+if [ -z "$knobs_bad" ]; then
+    echo "ok 5 - every debug knob refuses writes with EPERM without unsafe_debug=1"
+else
+    echo "not ok 5 - every debug knob refuses writes with EPERM without unsafe_debug=1 (failed:$knobs_bad)"; status=1
+fi
+
 echo "vgpu-guest: module unload with and without a live context"
 /bin/vgpu-smoke --hold 60 &
 holder=$!

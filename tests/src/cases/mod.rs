@@ -1,6 +1,7 @@
 //! The coherence suite's case table: one entry per scenario of DESIGN.md
 //! ("The coherence suite"), each run in the modes it supports.
 
+mod contract;
 mod mm;
 mod process;
 mod userptr;
@@ -231,6 +232,41 @@ pub const CASES: &[Case] = &[
         Mode::SVM,
         false,
         process::oom_two_contexts,
+    ),
+    case(
+        "seq_window",
+        "fault_to_lock_delay_us: DONTNEED+rewrite, fork/COW, migration inside the snapshot-to-lock window are retried",
+        Mode::BOTH,
+        false,
+        contract::seq_window,
+    ),
+    case(
+        "retry_ebusy",
+        "force_ebusy: the populate loop retries hmm_range_fault's EBUSY, and gives up (EBUSY) after its bound",
+        Mode::BOTH,
+        false,
+        contract::retry_ebusy,
+    ),
+    case(
+        "inval_window",
+        "clear_to_invalidate_delay_us: device jobs race DONTNEED while callbacks sleep before INVALIDATE",
+        Mode::BOTH,
+        false,
+        contract::inval_window,
+    ),
+    case(
+        "nonblock_reap",
+        "process_mrelease of a killed child: non-blockable callbacks refuse mirrored ranges (EAGAIN), handle the rest",
+        Mode::SVM,
+        false,
+        contract::nonblock_reap,
+    ),
+    case(
+        "pair_start_end",
+        "2019 scenario: classic notifier A's starts all get ends when B fails non-blocking (process_mrelease)",
+        Mode::SVM,
+        false,
+        contract::pair_start_end,
     ),
     negative(
         "neg_skip_invalidate",

@@ -274,8 +274,15 @@ impl<T: IntervalNotifierOps> PinnedDrop for IntervalNotifier<T> {
 
 /// What a [`RangeNotifier`]'s owner implements: the classic start/end callbacks.
 pub trait RangeNotifierOps: Send + Sync + Sized {
+    /// Whether [`Self::end`] is registered. A notifier whose `start` may fail (`EAGAIN` on a
+    /// non-blockable range) must have none: mm calls every notifier's start even after one
+    /// failed, then backs out by calling the end of every notifier that has one, so a failed
+    /// start cannot be told apart from a successful one (`mm/mmu_notifier.c` warns).
+    const HAS_END: bool = true;
+
     /// Before CPU page-table entries in `range` change. Return `Err(EAGAIN)` only when the
-    /// range is not blockable and the callback would have to sleep.
+    /// range is not blockable and the callback would have to sleep (and only if
+    /// [`Self::HAS_END`] is false).
     fn start(&self, range: &Range<'_>) -> Result;
     /// After they changed.
     fn end(&self, range: &Range<'_>);
@@ -285,7 +292,8 @@ pub trait RangeNotifierOps: Send + Sync + Sized {
 ///
 /// New code mirrors with [`IntervalNotifier`] and its sequence count. This type exists so
 /// that tests can reproduce the pre-2019 "valid flag" scheme, which the start/end pair
-/// cannot make correct on its own.
+/// cannot make correct on its own, and the 2019 "unpaired start/end with non-blocking
+/// notifiers" scenario.
 ///
 /// # Invariants
 ///
@@ -311,7 +319,9 @@ impl<T: RangeNotifierOps> RangeNotifier<T> {
         // SAFETY: All-zeroes (no callbacks) is a valid `mmu_notifier_ops`.
         let mut ops: bindings::mmu_notifier_ops = unsafe { core::mem::zeroed() };
         ops.invalidate_range_start = Some(Self::start_callback);
-        ops.invalidate_range_end = Some(Self::end_callback);
+        if T::HAS_END {
+            ops.invalidate_range_end = Some(Self::end_callback);
+        }
         ops
     };
 

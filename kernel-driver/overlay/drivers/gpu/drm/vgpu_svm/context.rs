@@ -42,6 +42,13 @@ pub(crate) struct Stats {
     pub(crate) busy_ns: AtomicU64,
     /// The notifier sequence of the last commit (for debugfs).
     pub(crate) last_seq: AtomicU64,
+    /// Non-blockable callbacks (OOM reaper, `process_mrelease`) on this context's notifiers.
+    pub(crate) nonblock_calls: AtomicU64,
+    /// ... that returned true: handled without sleeping (nothing valid in the range).
+    pub(crate) nonblock_handled: AtomicU64,
+    /// ... that returned false: mm got -EAGAIN and backed off (contended lock, mirrored
+    /// entries whose flush would sleep, or jobs to wait for).
+    pub(crate) nonblock_eagain: AtomicU64,
     pub(crate) events: [AtomicU64; EVENTS],
 }
 
@@ -157,6 +164,35 @@ impl Shared {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let blockable = range.blockable();
+        let done = self.invalidate_locked(n, range, cur_seq, map, mark_stale, waits_for_jobs, blockable);
+        if !blockable {
+            // Atomics only: this path must neither sleep nor allocate.
+            let d = &debug::COUNTERS;
+            self.stats.nonblock_calls.fetch_add(1, Ordering::Relaxed);
+            d.nonblock_calls.fetch_add(1, Ordering::Relaxed);
+            let (mine, all) = if done {
+                (&self.stats.nonblock_handled, &d.nonblock_handled)
+            } else {
+                (&self.stats.nonblock_eagain, &d.nonblock_eagain)
+            };
+            mine.fetch_add(1, Ordering::Relaxed);
+            all.fetch_add(1, Ordering::Relaxed);
+        }
+        done
+    }
+
+    /// [`Self::invalidate`] after the counting: the protocol itself.
+    #[allow(clippy::too_many_arguments)]
+    fn invalidate_locked<T: IntervalNotifierOps<Locked = Locked>>(
+        &self,
+        n: &IntervalNotifier<T>,
+        range: &Range<'_>,
+        cur_seq: CurSeq,
+        map: impl Fn(u64, u64) -> Option<(u64, u64)>,
+        mark_stale: impl Fn(u64, u64),
+        waits_for_jobs: bool,
+        blockable: bool,
+    ) -> bool {
         let mut guard = if blockable {
             self.update.lock()
         } else {
@@ -203,7 +239,7 @@ impl Shared {
         }
         // On failure the device was reset (it touches no guest memory any more): only then may
         // mm go on and free the pages.
-        let _ = self.clear_and_flush(&guard, gs, ge);
+        let _ = self.clear_then_flush(&guard, gs, ge, debug::clear_to_invalidate_delay_us());
         drop(guard);
         true
     }
@@ -221,12 +257,25 @@ impl Shared {
     /// translations (INVALIDATE, waiting for accesses in flight). Under the update lock;
     /// allocates nothing.
     pub(crate) fn clear_and_flush(&self, guard: &Guard<'_, Locked, MutexBackend>, gs: u64, ge: u64) -> Result<Cleared> {
+        self.clear_then_flush(guard, gs, ge, 0)
+    }
+
+    /// [`Self::clear_and_flush`], sleeping `delay_us` between clearing and the INVALIDATE
+    /// when entries were cleared (debug only: `clear_to_invalidate_delay_us`; callers in a
+    /// non-blockable context pass 0, and none reaches here).
+    fn clear_then_flush(&self, guard: &Guard<'_, Locked, MutexBackend>, gs: u64, ge: u64, delay_us: u32) -> Result<Cleared> {
         let token = self.token(guard)?;
         let cleared = self.pt.clear(&token, gs, ge);
         self.stats.pages_cleared.fetch_add(cleared.pages, Ordering::Relaxed);
         if cleared.entries == 0 {
             // The device caches only valid entries: nothing to flush.
             return Ok(cleared);
+        }
+        if delay_us > 0 {
+            // The device may still use its cached translations here (the INVALIDATE is not
+            // sent yet): the callback must not return before it is.
+            debug::COUNTERS.inval_delays.fetch_add(1, Ordering::Relaxed);
+            kernel::time::delay::fsleep(kernel::time::Delta::from_micros(delay_us.into()));
         }
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
@@ -318,6 +367,78 @@ pub(crate) fn legacy_notifier(
     KBox::pin_init(RangeNotifier::register(mm, LegacyFlag { shared }), GFP_KERNEL)
 }
 
+/// Debug only (`pair_notifiers`): notifier A of the 2019 "unpaired
+/// invalidate_range_start/end with non-blocking notifiers" scenario. It keeps a paired count:
+/// every start opens, every end closes; an end without an open start is counted apart. mm
+/// must call A's end for every start that returned 0, also when a later notifier (B) failed
+/// a non-blockable start: 7.2's `mn_hlist_invalidate_range_start` then calls the end of
+/// every notifier that has one (the back-out), and `zap_vma_for_reaping` gives up on the VMA.
+pub(crate) struct PairA;
+
+impl RangeNotifierOps for PairA {
+    fn start(&self, range: &Range<'_>) -> Result {
+        // Atomics only: this runs in non-blockable context too.
+        let c = &debug::COUNTERS;
+        c.pair_a_starts.fetch_add(1, Ordering::Relaxed);
+        if !range.blockable() {
+            c.pair_a_nonblock_starts.fetch_add(1, Ordering::Relaxed);
+        }
+        c.pair_a_open.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn end(&self, range: &Range<'_>) {
+        let c = &debug::COUNTERS;
+        c.pair_a_ends.fetch_add(1, Ordering::Relaxed);
+        if !range.blockable() {
+            c.pair_a_nonblock_ends.fetch_add(1, Ordering::Relaxed);
+        }
+        if c.pair_a_open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
+            c.pair_a_unmatched_ends.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Debug only (`pair_notifiers`): notifier B of the 2019 scenario. It cannot handle a
+/// non-blockable range (as a driver whose trylock fails): it returns `EAGAIN` for every one.
+/// It has no end callback: mm calls every start even after one failed, and cannot tell a
+/// notifier that its own start failed, so one that may fail must not have an end (7.2 warns
+/// otherwise).
+pub(crate) struct PairB;
+
+impl RangeNotifierOps for PairB {
+    const HAS_END: bool = false;
+
+    fn start(&self, range: &Range<'_>) -> Result {
+        let c = &debug::COUNTERS;
+        if !range.blockable() {
+            c.pair_b_eagain.fetch_add(1, Ordering::Relaxed);
+            return Err(EAGAIN);
+        }
+        c.pair_b_starts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn end(&self, _range: &Range<'_>) {}
+}
+
+/// The pair notifiers of a context (debug only), unregistered when dropped.
+pub(crate) struct PairNotifiers {
+    pub(crate) _a: Pin<KBox<RangeNotifier<PairA>>>,
+    pub(crate) _b: Pin<KBox<RangeNotifier<PairB>>>,
+}
+
+/// Registers B, then A, on `mm`. `mmu_notifier_register` adds at the head of the mm's list,
+/// so A (the newest) is called first: its start has returned 0 when B's fails, which is the
+/// order of the 2019 report. (7.2 calls every start whatever the order, and backs out every
+/// end, so the case holds either way; this order is the one that needs the back-out most
+/// plainly.)
+pub(crate) fn pair_notifiers(mm: &kernel::mm::MmWithUser) -> Result<PairNotifiers> {
+    let b = KBox::pin_init(RangeNotifier::register(mm, PairB), GFP_KERNEL)?;
+    let a = KBox::pin_init(RangeNotifier::register(mm, PairA), GFP_KERNEL)?;
+    Ok(PairNotifiers { _a: a, _b: b })
+}
+
 impl Shared {
     /// Writes the context's state for debugfs and fdinfo.
     pub(crate) fn describe(&self, out: &mut dyn core::fmt::Write, fdinfo: bool) -> core::fmt::Result {
@@ -340,6 +461,9 @@ impl Shared {
         writeln!(out, "{p}faults-serviced:\t{}", ld(&s.faults_serviced))?;
         writeln!(out, "{p}retries:\t{}", ld(&s.retries))?;
         writeln!(out, "{p}invalidations:\t{}", ld(&s.invalidations))?;
+        writeln!(out, "{p}nonblock-callbacks:\t{}", ld(&s.nonblock_calls))?;
+        writeln!(out, "{p}nonblock-handled:\t{}", ld(&s.nonblock_handled))?;
+        writeln!(out, "{p}nonblock-eagain:\t{}", ld(&s.nonblock_eagain))?;
         for (i, name) in EVENT_NAMES.iter().enumerate() {
             writeln!(out, "{p}events-{name}:\t{}", ld(&s.events[i]))?;
         }

@@ -33,6 +33,8 @@ struct Ctx {
     svm: Option<Pin<KBox<SvmNotifier>>>,
     /// Debug only: the legacy valid-flag notifier (see `debug.rs`).
     legacy: Option<Pin<KBox<kernel::mmu_notifier::RangeNotifier<context::LegacyFlag>>>>,
+    /// Debug only: the 2019 scenario's pair of classic notifiers (`pair_notifiers`).
+    pair: Option<context::PairNotifiers>,
     /// Bound userptr objects.
     bound: KVec<ARef<Object>>,
     next_job: u64,
@@ -73,6 +75,7 @@ impl Drop for Ctx {
             self.shared.broken.store(true, Ordering::Release);
             core::mem::forget(self.svm.take());
             core::mem::forget(self.legacy.take());
+            core::mem::forget(self.pair.take());
             core::mem::forget(core::mem::replace(&mut self.bound, KVec::new()));
             core::mem::forget(self.shared.clone());
             return;
@@ -80,6 +83,7 @@ impl Drop for Ctx {
         // Stop the callbacks (removal waits for running ones).
         self.svm = None;
         self.legacy = None;
+        self.pair = None;
         for o in self.bound.iter() {
             if let Some(n) = o.notifier.as_ref() {
                 n.data().gpu_va.store(0, Ordering::Release);
@@ -181,7 +185,7 @@ impl File {
             let name = kernel::str::CString::try_from_fmt(fmt!("ctx{id}"))?;
             let debugfs = KBox::pin_init(dev.debugfs.read_callback_file(&name, shared.clone(), &show_ctx), GFP_KERNEL)?;
             *self.shared.lock() = Some(shared.clone());
-            st.ctx = Some(Ctx { shared, _debugfs: debugfs, svm: None, legacy: None, bound: KVec::new(), next_job: 1 });
+            st.ctx = Some(Ctx { shared, _debugfs: debugfs, svm: None, legacy: None, pair: None, bound: KVec::new(), next_job: 1 });
         }
         st.ctx.as_mut().ok_or(EINVAL)
     }
@@ -224,6 +228,21 @@ impl File {
             return Err(EBUSY);
         }
         let want = req.flags & uapi::VGPU_SVM_CTX_SVM != 0;
+        let hold_us = crate::debug::pair_notifiers();
+        if hold_us > 0 {
+            // Debug only (see `debug.rs`): not with an interval notifier on the same mm.
+            if want || ctx.svm.is_some() {
+                return Err(EINVAL);
+            }
+            if ctx.pair.is_none() {
+                ctx.pair = Some(context::pair_notifiers(&mm)?);
+            }
+            let c = &crate::debug::COUNTERS;
+            c.delays_active.fetch_add(1, Ordering::Relaxed);
+            kernel::time::delay::fsleep(kernel::time::Delta::from_micros(hold_us.into()));
+            c.delays_active.fetch_sub(1, Ordering::Relaxed);
+            return Ok(0);
+        }
         if want && ctx.svm.is_none() {
             ctx.svm = Some(context::svm_notifier(&mm, ctx.shared.clone())?);
             if crate::debug::legacy_valid_flag() {

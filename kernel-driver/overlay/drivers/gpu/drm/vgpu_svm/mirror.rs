@@ -144,7 +144,10 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             return Err(EINTR);
         }
         let seq: Seq = n.read_begin();
-        let res = {
+        // Debug only (`force_ebusy`): this call fails as if an invalidation had raced it.
+        let res = if debug::take_forced_ebusy() {
+            Err(EBUSY)
+        } else {
             let mmap = mm.mmap_read_lock();
             let end = p.cpu + (npages as u64) * PAGE;
             match what {
@@ -181,11 +184,18 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             Ok(()) => {}
         }
         shared.pt.grow(p.gpu, gpu_end)?;
-        if debug::legacy_valid_flag() {
-            let d = debug::legacy_delay_us();
-            if d > 0 {
-                fsleep(Delta::from_micros(d.into()));
-            }
+        // Debug only: widen the window between the snapshot and the lock, in which an
+        // invalidation makes the snapshot stale (`fault_to_lock_delay_us`, any mode, and
+        // `legacy_delay_us` in legacy mode). No lock is held here; the sleep is bounded by the
+        // knobs' limit (1 s each).
+        let d = debug::fault_to_lock_delay_us()
+            + if debug::legacy_valid_flag() { debug::legacy_delay_us() } else { 0 };
+        if d > 0 {
+            let c = &debug::COUNTERS;
+            c.fault_delays.fetch_add(1, Ordering::Relaxed);
+            c.delays_active.fetch_add(1, Ordering::Relaxed);
+            fsleep(Delta::from_micros(d.into()));
+            c.delays_active.fetch_sub(1, Ordering::Relaxed);
         }
         let guard = shared.update.lock();
         let stale = if debug::legacy_valid_flag() {

@@ -1,0 +1,527 @@
+//! Cases that make the mirror protocol's races happen every time, with the driver's
+//! injection points (debugfs knobs, `unsafe_debug=1` only): the window between
+//! `hmm_range_fault` and the update lock, forced `EBUSY`, the window between clearing the GPU
+//! entries and the device INVALIDATE, the non-blocking reap (`process_mrelease(2)`) and the
+//! 2019 "unpaired invalidate_range_start/end with non-blocking notifiers" scenario.
+//!
+//! A driver that breaks the sequence protocol must fail these in every run, not by luck: each
+//! case opens the window, waits until the driver reports a thread in it
+//! (`notifier_stats: delays-active`), and only then changes the memory.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use vgpu::reference::{fnv1a64, pattern};
+
+use crate::child::{fork_child, Exit};
+use crate::coherence::{CaseResult, Cx, Gpu, Mode, Step, Stop};
+use crate::mem::{Expect, Mapping, PAGE};
+use crate::sysutil::{move_pages, numa_nodes, read_file, Knob, DEBUGFS};
+
+fn knob(cx: &Cx, name: &str, value: &str) -> Result<Knob, Stop> {
+    Knob::set(name, value, "0").or_else(|e| cx.skip(e))
+}
+
+/// `key:\tvalue` lines (fdinfo, debugfs) as a map of numbers (the first word of the value).
+fn parse_keys(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let n = v.split_whitespace().next()?.parse().ok()?;
+            Some((k.trim().to_owned(), n))
+        })
+        .collect()
+}
+
+/// The driver's device-wide counters (`notifier_stats`).
+#[derive(Debug, Clone, Default)]
+struct Counters(HashMap<String, u64>);
+
+impl Counters {
+    fn read() -> Result<Counters, Stop> {
+        let path = format!("{DEBUGFS}/notifier_stats");
+        let t = read_file(&path).map_err(|e| Stop::Fail(format!("{path}: {e}")))?;
+        Ok(Counters(parse_keys(&t)))
+    }
+
+    fn get(&self, k: &str) -> u64 {
+        self.0.get(k).copied().unwrap_or(0)
+    }
+
+    /// `k` now minus `k` in `earlier`.
+    fn delta(&self, earlier: &Counters, k: &str) -> u64 {
+        self.get(k).wrapping_sub(earlier.get(k))
+    }
+}
+
+/// Waits (polling every millisecond, at most `limit`) until a thread sleeps in the
+/// `fault_to_lock_delay_us` window: it has a snapshot and does not hold the update lock.
+fn wait_in_window(limit: Duration) -> Result<(), String> {
+    let end = Instant::now() + limit;
+    loop {
+        match Counters::read() {
+            Ok(c) if c.get("delays-active") > 0 => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{e:?}")),
+        }
+        if Instant::now() >= end {
+            return Err(format!("no thread entered the fault-to-lock window within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The window: long enough for the other thread to act after it saw a thread in it (TCG).
+const WINDOW_US: &str = "100000";
+
+/// What the racing thread does to the memory while the mirroring thread is in the window.
+#[derive(Clone, Copy, Debug)]
+enum Race {
+    /// MADV_DONTNEED, then the CPU writes new data (new frames).
+    DontneedRewrite,
+    /// move_pages to the other NUMA node (same data, new frames; the old ones are freed).
+    Migrate,
+    /// fork (write-protects every private page; the page is now shared with the child): the
+    /// device's write must COW-break, not land in the child's page.
+    ForkCow,
+}
+
+/// The fault-to-lock window: one thread mirrors (the device's first access of the memory:
+/// an SVM fault, or a userptr validation) and sleeps between `hmm_range_fault` and the update
+/// lock; another changes the memory inside that window. The mirror must see the change
+/// (`read_retry` under the lock) and mirror again. A driver that commits the stale snapshot
+/// gives the device freed or COW-shared frames: the checker reports violations and the
+/// device's result is wrong, in every run (the change always lands in the window).
+pub fn seq_window(cx: &mut Cx) -> CaseResult {
+    let mut races = vec![Race::DontneedRewrite, Race::ForkCow];
+    let nodes = numa_nodes();
+    if nodes.len() > 1 {
+        races.push(Race::Migrate);
+    } else {
+        cx.note("one NUMA node: the migration race is not run");
+    }
+    for race in races {
+        seq_window_one(cx, race, &nodes)?;
+    }
+    Ok(())
+}
+
+fn seq_window_one(cx: &mut Cx, race: Race, nodes: &[u32]) -> CaseResult {
+    const N: usize = 16;
+    let len = N * PAGE;
+    let g = cx.gpu()?;
+    let m = Mapping::anon(len)?;
+    m.madvise(0, len, libc::MADV_NOHUGEPAGE).step("MADV_NOHUGEPAGE")?;
+    m.write_pattern(0, len, 1);
+    let r = g.map(&m)?;
+    let retries0 = g.driver_delta().retries;
+    let c0 = Counters::read()?;
+    let k = knob(cx, "fault_to_lock_delay_us", WINDOW_US)?;
+    let mut child = None;
+    let (dev, window) = std::thread::scope(|s| {
+        let t = s.spawn(|| match race {
+            // The device writes: the snapshot is writable, the fork write-protects it.
+            Race::ForkCow => g.write_pattern(&r, 0, len, 4).map(|()| 0),
+            _ => g.hash(&r, 0, len),
+        });
+        let window = wait_in_window(Duration::from_secs(20));
+        if window.is_ok() {
+            match race {
+                Race::DontneedRewrite => {
+                    let _ = m.madvise(0, len, libc::MADV_DONTNEED);
+                    m.write_pattern(0, len, 2);
+                }
+                Race::Migrate => {
+                    let cur = move_pages(&m.page_addrs(), None).unwrap_or_default();
+                    let to = if cur.first() == Some(&(nodes[0] as i32)) { nodes[1] } else { nodes[0] };
+                    let _ = move_pages(&m.page_addrs(), Some(to));
+                }
+                Race::ForkCow => {
+                    child = Some(fork_child(|side| {
+                        side.signal();
+                        side.wait()?;
+                        // The child's copy is what the parent had at the fork: pattern 1.
+                        let now = fnv1a64(&m.read(0, len));
+                        if now != fnv1a64(&pattern(1, len)) {
+                            return Err("the child's copy changed after the fork (a device write landed in it)".into());
+                        }
+                        Ok(())
+                    }));
+                }
+            }
+        }
+        (t.join().unwrap_or_else(|_| Err(vgpu::Error::new("thread", libc::EIO))), window)
+    });
+    drop(k);
+    let what = format!("{race:?}");
+    if let Err(e) = window {
+        cx.check(false, format!("{what}: {e}"));
+        return Ok(());
+    }
+    let c1 = Counters::read()?;
+    cx.check(
+        c1.delta(&c0, "fault-to-lock-delays") >= 2,
+        format!("{what}: the mirror went through the window again after the race (retried)"),
+    );
+    let retries = g.driver_delta().retries - retries0;
+    cx.check(retries >= 1, format!("{what}: the stale snapshot was retried ({retries} retries)"));
+    match race {
+        Race::DontneedRewrite => {
+            let want = fnv1a64(&pattern(2, len));
+            cx.check_eq(format!("{what}: the device hashed the new data"), dev.ok(), Some(want));
+        }
+        Race::Migrate => {
+            let want = fnv1a64(&pattern(1, len));
+            cx.check_eq(format!("{what}: the device hashed the data"), dev.ok(), Some(want));
+            cx.check_hash(format!("{what}: device hash after the migration"), &g, &r, 0, len, &Expect::pattern(len, 1));
+        }
+        Race::ForkCow => {
+            cx.check_ok(format!("{what}: the device write"), dev);
+            cx.check_mem(format!("{what}: the parent sees the device write"), &m, &Expect::pattern(len, 4));
+            match child {
+                Some(Ok(mut c)) => {
+                    let sig = c.wait_signal();
+                    cx.check_ok(format!("{what}: child started"), sig);
+                    c.go();
+                    cx.check_ok(format!("{what}: the child's copy is untouched"), c.join());
+                }
+                Some(Err(e)) => {
+                    cx.check(false, format!("{what}: fork: {e}"));
+                }
+                None => {
+                    cx.check(false, format!("{what}: no child"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forced `EBUSY` from `hmm_range_fault` (`force_ebusy`): the populate loop retries (the
+/// job succeeds and the driver counts the retries), and its bound holds: with more failures
+/// than the bound allows, the job fails with `EBUSY` instead of spinning.
+pub fn retry_ebusy(cx: &mut Cx) -> CaseResult {
+    let g = cx.gpu()?;
+    let len = 8 * PAGE;
+    let m = Mapping::anon(len)?;
+    m.write_pattern(0, len, 1);
+    let r = g.map(&m)?;
+    let c0 = Counters::read()?;
+    let retries0 = g.driver_delta().retries;
+    {
+        let _k = knob(cx, "force_ebusy", "3")?;
+        cx.check_hash("the device reads through three forced EBUSY", &g, &r, 0, len, &Expect::pattern(len, 1));
+        let left = read_file(format!("{DEBUGFS}/force_ebusy")).unwrap_or_default();
+        cx.check_eq("every forced EBUSY was used", left.trim(), "0");
+    }
+    let c1 = Counters::read()?;
+    cx.check_eq("forced EBUSY counted", c1.delta(&c0, "forced-ebusy"), 3);
+    let retries = g.driver_delta().retries - retries0;
+    cx.check(retries >= 3, format!("the driver retried each forced EBUSY ({retries} retries)"));
+
+    // More failures than the loop's bound (1000 restarts): EBUSY, after a bounded number.
+    let m2 = Mapping::anon(len)?;
+    m2.write_pattern(0, len, 2);
+    let r2 = g.map(&m2)?;
+    let c1 = Counters::read()?;
+    let res = {
+        let _k = knob(cx, "force_ebusy", "1000000")?;
+        g.hash(&r2, 0, len)
+    };
+    let used = Counters::read()?.delta(&c1, "forced-ebusy");
+    cx.check_errno("an endless EBUSY ends the job with EBUSY", res, &[libc::EBUSY]);
+    cx.check(
+        (1000..=100_000).contains(&used),
+        format!("the loop gave up after a bounded number of EBUSY ({used})"),
+    );
+    cx.check_hash("the device works once EBUSY stops", &g, &r2, 0, len, &Expect::pattern(len, 2));
+    Ok(())
+}
+
+/// The clear-to-invalidate window (`clear_to_invalidate_delay_us`): the notifier callback
+/// sleeps between clearing the GPU entries and the device INVALIDATE while device jobs read
+/// the memory and the CPU replaces it (MADV_DONTNEED and new data). The callback must not
+/// return before the device confirmed the INVALIDATE: 0 violations, the device then sees
+/// the CPU's data.
+pub fn inval_window(cx: &mut Cx) -> CaseResult {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const N: usize = 16;
+    let len = N * PAGE;
+    let g = cx.gpu()?;
+    let m = Mapping::anon(len)?;
+    m.madvise(0, len, libc::MADV_NOHUGEPAGE).step("MADV_NOHUGEPAGE")?;
+    m.write_pattern(0, len, 1);
+    let r = g.map(&m)?;
+    g.read(&r, 0, len).step("first device read")?;
+    let c0 = Counters::read()?;
+    let k = knob(cx, "clear_to_invalidate_delay_us", "20000")?;
+    let stop = AtomicBool::new(false);
+    let jobs = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = g.hash(&r, 0, len);
+                jobs.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for i in 0..10u64 {
+            let _ = m.madvise(0, len, libc::MADV_DONTNEED);
+            m.write_pattern(0, len, 10 + i);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    drop(k);
+    let c1 = Counters::read()?;
+    cx.check(
+        c1.delta(&c0, "clear-to-invalidate-delays") >= 1,
+        format!(
+            "callbacks slept between clearing and INVALIDATE ({} times, {} device jobs)",
+            c1.delta(&c0, "clear-to-invalidate-delays"),
+            jobs.load(Ordering::Relaxed)
+        ),
+    );
+    cx.check_hash("the device sees the CPU's last data", &g, &r, 0, len, &Expect::pattern(len, 19));
+    Ok(())
+}
+
+fn pidfd_open(pid: libc::pid_t) -> std::io::Result<i32> {
+    // SAFETY: pidfd_open(2) (434 on x86-64) takes a pid and flags; no memory is passed.
+    let fd = unsafe { libc::syscall(434, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd as i32)
+}
+
+/// `process_mrelease(2)` (448 on x86-64): reaps a dying process's memory now, with the OOM
+/// reaper's non-blocking `zap_vma_for_reaping`. `Err(EAGAIN)` when a notifier refused.
+fn process_mrelease(pidfd: i32) -> std::io::Result<()> {
+    // SAFETY: process_mrelease takes a pidfd and flags; no memory is passed.
+    let r = unsafe { libc::syscall(448, pidfd, 0) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The driver keys of the child's render-node file, from `/proc/<pid>/fdinfo`.
+fn child_fdinfo(pid: libc::pid_t) -> Option<HashMap<String, u64>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        if let Ok(t) = std::fs::read_to_string(e.path()) {
+            if t.contains("vgpu_svm-ctx:") {
+                return Some(parse_keys(&t));
+            }
+        }
+    }
+    None
+}
+
+/// What [`reap_in_window`] saw.
+struct Reap {
+    /// process_mrelease's result.
+    result: std::io::Result<()>,
+    /// Device-wide counters before and after it.
+    before: Counters,
+    after: Counters,
+    /// The child's context's fdinfo keys before the kill and after the reap (None if they
+    /// could not be read).
+    fd_before: Option<HashMap<String, u64>>,
+    fd_after: Option<HashMap<String, u64>>,
+    exit: Result<Exit, String>,
+}
+
+/// Runs the non-blocking reap over a dying child's mm, deterministically: a thread of the
+/// child sleeps uninterruptibly in the driver (so its mm stays alive although the process is
+/// dying) while the parent SIGKILLs it and calls `process_mrelease(2)` on it, which runs the
+/// OOM reaper's non-blocking reap (`__oom_reap_task_mm` -> `zap_vma_for_reaping` ->
+/// non-blockable notifier ranges).
+///
+/// `pair` false: the child opens an SVM context, mirrors `mirrored` pages (if any), then
+/// faults a fresh page from a device job, whose servicing sleeps in the fault-to-lock window
+/// (1 s). `pair` true: the child's CTX_CONFIG of a non-SVM context registers the pair
+/// notifiers and holds it 1 s (`pair_notifiers`); its mm has no interval notifier (see
+/// `debug.rs` on why it must not).
+fn reap_in_window(cx: &Cx, mirrored: usize, pair: bool) -> Result<Reap, Stop> {
+    let mut pair_knob = if pair { Some(knob(cx, "pair_notifiers", "1000000")?) } else { None };
+    let mut child = fork_child(move |side| {
+        if pair {
+            // Blocks in CTX_CONFIG until killed (or 1 s).
+            let _g = Gpu::open(Mode::Userptr, None).map_err(|e| format!("open: {e}"))?;
+            return Ok(());
+        }
+        let g = Gpu::open(Mode::Svm, None).map_err(|e| format!("open: {e}"))?;
+        let m = Mapping::anon(16 * PAGE).map_err(|e| format!("mmap: {e}"))?;
+        let r = g.map(&m).map_err(|e| format!("region: {e}"))?;
+        if mirrored > 0 {
+            g.write_pattern(&r, 0, mirrored * PAGE, 1).map_err(|e| format!("device write: {e}"))?;
+        }
+        let x = Mapping::anon(4 * PAGE).map_err(|e| format!("mmap: {e}"))?;
+        let rx = g.map(&x).map_err(|e| format!("region: {e}"))?;
+        side.signal();
+        side.wait()?;
+        // Faults the first page of x; the servicing sleeps in the window until killed.
+        let _ = g.write_pattern(&rx, 0, PAGE, 2);
+        let _ = (m.leak(), x.leak());
+        Ok(())
+    })?;
+    let mut k = None;
+    if !pair {
+        child.wait_signal()?;
+    }
+    let pidfd = pidfd_open(child.pid()).step("pidfd_open")?;
+    let fd_before = if pair { None } else { child_fdinfo(child.pid()) };
+    if !pair {
+        k = Some(knob(cx, "fault_to_lock_delay_us", "1000000")?);
+        child.go();
+    }
+    let window = wait_in_window(Duration::from_secs(20));
+    // Only the child's context had to register the pair notifiers.
+    pair_knob.take();
+    let before = Counters::read()?;
+    child.kill(libc::SIGKILL);
+    let result = if window.is_ok() {
+        process_mrelease(pidfd)
+    } else {
+        Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT))
+    };
+    let after = Counters::read()?;
+    let fd_after = if pair { None } else { child_fdinfo(child.pid()) };
+    let exit = child.wait_exit(Duration::from_secs(60));
+    drop(k);
+    // SAFETY: our own descriptor, closed once.
+    unsafe { libc::close(pidfd) };
+    if let Err(e) = window {
+        return Err(Stop::Fail(e));
+    }
+    Ok(Reap { result, before, after, fd_before, fd_after, exit })
+}
+
+fn fd_delta(r: &Reap, k: &str) -> Option<u64> {
+    Some(r.fd_after.as_ref()?.get(k)?.wrapping_sub(*r.fd_before.as_ref()?.get(k)?))
+}
+
+/// The non-blocking callback path, run deterministically with `process_mrelease(2)` on a
+/// dying child (see [`reap_in_window`]), and its two outcomes, counted device-wide
+/// (`notifier_stats`) and per context (the child's fdinfo):
+/// - the child's context mirrors pages: the callback for their VMA cannot flush without
+///   sleeping, so it must return false (process_mrelease fails with EAGAIN) and leave the
+///   entries in place (`drm-resident-gpuvm` unchanged); the other VMAs are handled;
+/// - nothing mirrored: every callback is handled without sleeping and the reap succeeds.
+pub fn nonblock_reap(cx: &mut Cx) -> CaseResult {
+    for mirrored in [8usize, 0] {
+        let what = if mirrored > 0 { "mirrored" } else { "nothing mirrored" };
+        let r = reap_in_window(cx, mirrored, false)?;
+        let (d, h, e) = (
+            r.after.delta(&r.before, "nonblock-callbacks"),
+            r.after.delta(&r.before, "nonblock-handled"),
+            r.after.delta(&r.before, "nonblock-eagain"),
+        );
+        cx.note(format!(
+            "{what}: process_mrelease {:?}; non-blockable callbacks {d} (handled {h}, eagain {e}); \
+             context: callbacks {:?} handled {:?} eagain {:?}, resident KiB {:?} -> {:?}",
+            r.result.as_ref().map_err(|e| e.raw_os_error()),
+            fd_delta(&r, "vgpu_svm-nonblock-callbacks"),
+            fd_delta(&r, "vgpu_svm-nonblock-handled"),
+            fd_delta(&r, "vgpu_svm-nonblock-eagain"),
+            r.fd_before.as_ref().and_then(|f| f.get("drm-resident-gpuvm").copied()),
+            r.fd_after.as_ref().and_then(|f| f.get("drm-resident-gpuvm").copied()),
+        ));
+        cx.check(d > 0, format!("{what}: the non-blockable callback path ran ({d} callbacks)"));
+        cx.check_eq(format!("{what}: every callback is handled or refused"), h + e, d);
+        cx.check(h > 0, format!("{what}: VMAs without mirrored pages are handled without sleeping"));
+        cx.check_eq(format!("{what}: child killed"), r.exit.clone(), Ok(Exit::Signal(libc::SIGKILL)));
+        let ctx_eagain = fd_delta(&r, "vgpu_svm-nonblock-eagain");
+        let ctx_handled = fd_delta(&r, "vgpu_svm-nonblock-handled");
+        cx.check(r.fd_after.is_some(), format!("{what}: the dying child's fdinfo was read after the reap"));
+        if mirrored > 0 {
+            cx.check(
+                r.result.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EAGAIN),
+                format!("{what}: process_mrelease backs off with EAGAIN ({:?})", r.result),
+            );
+            cx.check(e > 0, format!("{what}: a callback returned false"));
+            cx.check(ctx_eagain.is_some_and(|n| n > 0), format!("{what}: the context refused the range ({ctx_eagain:?})"));
+            let res = |f: &Option<HashMap<String, u64>>| f.as_ref().and_then(|f| f.get("drm-resident-gpuvm").copied());
+            let (rb, ra) = (res(&r.fd_before), res(&r.fd_after));
+            cx.check(
+                ra.is_some() && rb == ra && ra != Some(0),
+                format!("{what}: the refused callback left the mirror in place ({rb:?} -> {ra:?} KiB)"),
+            );
+        } else {
+            cx.check(r.result.is_ok(), format!("{what}: process_mrelease reaps ({:?})", r.result));
+            cx.check_eq(format!("{what}: no callback returned false"), e, 0);
+            cx.check(ctx_handled.is_some_and(|n| n > 0), format!("{what}: the context handled ranges ({ctx_handled:?})"));
+            cx.check_eq(format!("{what}: the context refused nothing"), ctx_eagain, Some(0));
+        }
+    }
+    // The device still works (and the verdict needs accesses).
+    let g = cx.gpu()?;
+    let m = Mapping::anon(8 * PAGE)?;
+    let r = g.map(&m)?;
+    cx.check_ok("the device works after the reaps", g.write_pattern(&r, 0, m.len(), 3));
+    cx.check_mem("the CPU sees it", &m, &Expect::pattern(m.len(), 3));
+    Ok(())
+}
+
+/// The 2019 "unpaired invalidate_range_start/end with non-blocking notifiers" scenario. The
+/// child's context registers two classic notifiers on its mm (`pair_notifiers`): A counts
+/// starts and ends, B fails every non-blockable start with EAGAIN (and has no end). The
+/// non-blocking reap (`process_mrelease`, see [`reap_in_window`]) then calls, for each VMA,
+/// A's start (which succeeds: A is first in the mm's list) and B's, which fails, so the zap
+/// of that VMA is abandoned.
+///
+/// Why this fails without the back-out: A's start returned 0, so A is entitled to an end;
+/// the only end it can get is the one `mn_hlist_invalidate_range_start` calls when a start
+/// failed, because `zap_vma_for_reaping` returns without calling
+/// `mmu_notifier_invalidate_range_end` when the start failed. Without that back-out, A's
+/// non-blockable ends stay below its non-blockable starts (one short per VMA B refused), and
+/// A's open count never returns to where it was: both are checked (a notifier like A would
+/// keep a range "in progress" for ever, and one like the legacy valid flag would never be set
+/// again).
+///
+/// The child's mm has no interval notifier: with one, 7.2 leaks the interval tree's
+/// invalidation when B fails (`__mmu_notifier_invalidate_range_start` returns B's error
+/// without `mn_itree_inv_end`), and the child then hangs for ever in exit, in
+/// `mmu_interval_notifier_remove` (seen with an SVM context; see `debug.rs`).
+pub fn pair_start_end(cx: &mut Cx) -> CaseResult {
+    let r = reap_in_window(cx, 0, true)?;
+    let d = |k: &str| r.after.delta(&r.before, k);
+    let (b_eagain, a_nb_starts, a_nb_ends) = (d("pair-b-eagain"), d("pair-a-nonblock-starts"), d("pair-a-nonblock-ends"));
+    cx.note(format!(
+        "process_mrelease {:?}; B refused {b_eagain}; A non-blockable starts {a_nb_starts}, ends {a_nb_ends}; \
+         A open {} -> {}, unmatched ends {}",
+        r.result.as_ref().map_err(|e| e.raw_os_error()),
+        r.before.get("pair-a-open"),
+        r.after.get("pair-a-open"),
+        d("pair-a-unmatched-ends"),
+    ));
+    cx.check(
+        r.result.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EAGAIN),
+        format!("process_mrelease backs off with EAGAIN when B refuses ({:?})", r.result),
+    );
+    cx.check(b_eagain > 0, format!("B refused non-blockable ranges ({b_eagain})"));
+    cx.check_eq(
+        "no interval-notifier callback on the child's mm (none may be there, see debug.rs)",
+        d("nonblock-callbacks"),
+        0,
+    );
+    cx.check_eq("A's start ran for every range B refused", a_nb_starts, b_eagain);
+    cx.check_eq("every non-blockable start of A was matched by an end (the back-out)", a_nb_ends, a_nb_starts);
+    cx.check_eq("A saw no end without a start", d("pair-a-unmatched-ends"), 0);
+    cx.check_eq("A's open ranges after the reap", r.after.get("pair-a-open"), r.before.get("pair-a-open"));
+    cx.check_eq("child killed", r.exit.clone(), Ok(Exit::Signal(libc::SIGKILL)));
+    // After the child is gone (exit_mmap: blockable starts and ends), A is balanced overall.
+    let end = Counters::read()?;
+    cx.check_eq(
+        "A's starts and ends balance after the child's exit",
+        end.delta(&r.before, "pair-a-starts"),
+        end.delta(&r.before, "pair-a-ends"),
+    );
+    let g = cx.gpu()?;
+    let m = Mapping::anon(8 * PAGE)?;
+    let rr = g.map(&m)?;
+    cx.check_ok("the device works after the reap", g.write_pattern(&rr, 0, m.len(), 3));
+    cx.check_mem("the CPU sees it", &m, &Expect::pattern(m.len(), 3));
+    Ok(())
+}

@@ -17,9 +17,9 @@ for k in skip_invalidate legacy_valid_flag legacy_delay_us mirror_secretmem fail
     fi
 done
 if [ -z "$knobs_bad" ]; then
-    echo "ok 5 - every debug knob refuses writes with EPERM without unsafe_debug=1"
+    echo "ok 5 every debug knob refuses writes with EPERM without unsafe_debug=1"
 else
-    echo "not ok 5 - every debug knob refuses writes with EPERM without unsafe_debug=1 (failed:$knobs_bad)"; status=1
+    echo "not ok 5 every debug knob refuses writes with EPERM without unsafe_debug=1 (failed:$knobs_bad)"; status=1
 fi
 
 echo "vgpu-guest: module unload with and without a live context"

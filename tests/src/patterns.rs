@@ -75,8 +75,19 @@ impl Pattern {
 }
 
 /// Scenarios that run only once: they already loop for the run's time budget (stress and
-/// races), or kill their own processes on purpose (OOM).
-const ONCE_ONLY: &[&str] = &["gup_ro_race", "stress", "oom_two_contexts"];
+/// races), kill their own processes on purpose (OOM), or set the driver's device-wide
+/// injection knobs (delays, forced EBUSY, the pair notifiers), which a busy load or a
+/// second thread would trip over (tests/src/cases/contract.rs).
+const ONCE_ONLY: &[&str] = &[
+    "gup_ro_race",
+    "stress",
+    "oom_two_contexts",
+    "seq_window",
+    "retry_ebusy",
+    "inval_window",
+    "nonblock_reap",
+    "pair_start_end",
+];
 
 /// Scenarios that change process-wide or machine-wide state another thread's copy would
 /// trip over, so they do not run in [`Pattern::Threads`]: migrating all of the process's

@@ -355,7 +355,12 @@ fn reap_in_window(cx: &Cx, mirrored: usize, pair: bool) -> Result<Reap, Stop> {
         let m = Mapping::anon(16 * PAGE).map_err(|e| format!("mmap: {e}"))?;
         let r = g.map(&m).map_err(|e| format!("region: {e}"))?;
         if mirrored > 0 {
-            g.write_pattern(&r, 0, mirrored * PAGE, 1).map_err(|e| format!("device write: {e}"))?;
+            // The last `mirrored` pages: the VMA's first entries stay empty, so a driver that
+            // judges "nothing mirrored here" from the first entry of the range alone says
+            // "handled" for a range with valid entries (seen: mutant
+            // any-valid-checks-first-entry survived when the mirrored pages came first).
+            let at = (16 - mirrored) * PAGE;
+            g.write_pattern(&r, at, mirrored * PAGE, 1).map_err(|e| format!("device write: {e}"))?;
         }
         let x = Mapping::anon(4 * PAGE).map_err(|e| format!("mmap: {e}"))?;
         let rx = g.map(&x).map_err(|e| format!("region: {e}"))?;

@@ -59,6 +59,13 @@ pub const CASES: &[Case] = &[
         userptr::userptr_revalidate,
     ),
     case(
+        "userptr_misaligned_thp",
+        "a userptr object over a THP bound at another 2 MiB offset: 4 KiB entries, right bytes",
+        Mode::USERPTR,
+        false,
+        userptr::userptr_misaligned_thp,
+    ),
+    case(
         "fork_cow",
         "fork of private memory: device and CPU writes after fork stay on their side of COW",
         Mode::BOTH,

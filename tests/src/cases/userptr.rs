@@ -3,8 +3,9 @@
 use vgpu::reference::fnv1a64;
 use vgpu::Job;
 
-use crate::coherence::{CaseResult, Cx, Step};
-use crate::mem::{Mapping, PAGE};
+use crate::coherence::{CaseResult, Cx, Region, Step, USERPTR_VA_BASE};
+use crate::mem::{Expect, Mapping, HPAGE, PAGE};
+use crate::sysutil::smaps_kb;
 
 /// Semantic B, revalidated at submit (uapi/vgpu_svm_drm.h, USERPTR_CREATE: "every submit
 /// that uses it revalidates what changed since it was last mirrored"): after part of the
@@ -38,5 +39,36 @@ pub fn userptr_revalidate(cx: &mut Cx) -> CaseResult {
         after.map(|j| j.faults),
         Some(0),
     );
+    Ok(())
+}
+
+/// A userptr object over a THP, bound at a GPU VA whose offset inside its 2 MiB block differs
+/// from the CPU VA's: the GPU and CPU 2 MiB blocks do not line up, so no 2 MiB entry can map
+/// the object (it would map the wrong 2 MiB of memory) and the driver must use 4 KiB entries.
+/// The device's hash and writes must match the CPU's view at every offset. (The suite's
+/// other userptr bindings keep the CPU's offset, so that 2 MiB entries are possible: a driver
+/// that forgot the offset check passed all of them; mutant large-leaf-misaligned.)
+pub fn userptr_misaligned_thp(cx: &mut Cx) -> CaseResult {
+    let len = 2 * HPAGE;
+    let g = cx.gpu()?;
+    let m = Mapping::anon_aligned(len, HPAGE)?;
+    m.madvise(0, len, libc::MADV_HUGEPAGE).step("MADV_HUGEPAGE")?;
+    m.write_pattern(0, len, 5);
+    let thp = smaps_kb(m.addr(), "AnonHugePages").unwrap_or(0);
+    if thp == 0 {
+        return cx.skip("no THP backs the buffer (transparent hugepages off?)");
+    }
+    cx.note(format!("{thp} KiB of THP"));
+    let bo = g.ctx().userptr_raw(m.addr() as *const u8, len, false).step("USERPTR_CREATE")?;
+    // 2 MiB aligned plus 3 pages: the CPU VA is 2 MiB aligned.
+    let gpu = USERPTR_VA_BASE + 64 * HPAGE as u64 + 3 * PAGE as u64;
+    bo.bind(gpu).step("BIND")?;
+    let r = Region { cpu: m.addr(), len, gpu, bo: Some(bo) };
+    let mut want = Expect::pattern(len, 5);
+    cx.check_hash("the device hashes the object as the CPU sees it", &g, &r, 0, len, &want);
+    cx.check_hash("and its second 2 MiB, from the middle of a GPU block", &g, &r, HPAGE, HPAGE, &want);
+    cx.check_ok("a device write across the object", g.write_pattern(&r, PAGE, len - 2 * PAGE, 6));
+    want.set_pattern(PAGE, len - 2 * PAGE, 6);
+    cx.check_mem("the CPU sees the device's write at the right offsets", &m, &want);
     Ok(())
 }

@@ -66,6 +66,13 @@ pub const CASES: &[Case] = &[
         userptr::userptr_misaligned_thp,
     ),
     case(
+        "userptr_small_in_thp",
+        "a small userptr object inside a THP: no 2 MiB entry maps beyond it (EFAULT next to it)",
+        Mode::USERPTR,
+        false,
+        userptr::userptr_small_in_thp,
+    ),
+    case(
         "fork_cow",
         "fork of private memory: device and CPU writes after fork stay on their side of COW",
         Mode::BOTH,

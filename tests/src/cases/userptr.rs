@@ -72,3 +72,33 @@ pub fn userptr_misaligned_thp(cx: &mut Cx) -> CaseResult {
     cx.check_mem("the CPU sees the device's write at the right offsets", &m, &want);
     Ok(())
 }
+
+/// A small userptr object inside a THP, bound at the CPU's 2 MiB offset (so a 2 MiB entry
+/// would map the object's frames right): the object's notifier watches only its own range,
+/// so the driver may not map the rest of the 2 MiB block. A job of the (non-SVM) context
+/// that touches the GPU VA just past the object, or just before it, must fail with EFAULT
+/// (it is outside every binding); a 2 MiB leaf would let it read memory no notifier
+/// protects (mutant large-leaf-beyond-notifier passed every other check).
+pub fn userptr_small_in_thp(cx: &mut Cx) -> CaseResult {
+    const OBJ: usize = 16 * PAGE;
+    const AT: usize = 4 * PAGE;
+    let g = cx.gpu()?;
+    let m = Mapping::anon_aligned(HPAGE, HPAGE)?;
+    m.madvise(0, HPAGE, libc::MADV_HUGEPAGE).step("MADV_HUGEPAGE")?;
+    m.write_pattern(0, HPAGE, 8);
+    if smaps_kb(m.addr(), "AnonHugePages").unwrap_or(0) == 0 {
+        return cx.skip("no THP backs the buffer (transparent hugepages off?)");
+    }
+    let bo = g.ctx().userptr_raw((m.addr() + AT as u64) as *const u8, OBJ, false).step("USERPTR_CREATE")?;
+    let gpu = USERPTR_VA_BASE + 128 * HPAGE as u64 + AT as u64;
+    bo.bind(gpu).step("BIND")?;
+    let r = Region { cpu: m.addr() + AT as u64, len: OBJ, gpu, bo: Some(bo) };
+    let mut want = Expect::zeros(OBJ);
+    want.bytes.copy_from_slice(&m.read(AT, OBJ));
+    cx.check_hash("the device hashes the object as the CPU sees it", &g, &r, 0, OBJ, &want);
+    let past = g.submit(&[&r], Job::new().read(gpu + OBJ as u64, PAGE as u64));
+    cx.check_errno("a job reading the page just past the object fails", past.map(|_| ()), &[libc::EFAULT]);
+    let before = g.submit(&[&r], Job::new().read(gpu - PAGE as u64, PAGE as u64));
+    cx.check_errno("a job reading the page just before the object fails", before.map(|_| ()), &[libc::EFAULT]);
+    Ok(())
+}

@@ -190,10 +190,7 @@ impl Cx {
 
     /// The device's global counters now (zero if there is no monitor).
     pub fn global(&self) -> Stats {
-        self.monitor
-            .as_ref()
-            .and_then(|m| m.stats().ok())
-            .unwrap_or_default()
+        monitor_stats(self.monitor.as_ref())
     }
 
     /// The driver counters of the contexts closed so far in this run.
@@ -325,6 +322,12 @@ impl Cx {
     pub fn deadline(&self) -> Instant {
         Instant::now() + Duration::from_secs(self.opts.seconds)
     }
+}
+
+/// The device's global counters through `monitor` now (zero without one, or if STATS
+/// fails).
+pub fn monitor_stats(monitor: Option<&Arc<Context>>) -> Stats {
+    monitor.and_then(|m| m.stats().ok()).unwrap_or_default()
 }
 
 /// First GPU VA handed out for userptr bindings (2 MiB aligned, below 2^48).

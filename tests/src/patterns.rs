@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vgpu::{Context, Job};
+use vgpu::Context;
 
 use crate::child::{fork_child, Exit};
 use crate::coherence::{run_case, Case, Mode, Options, Outcome};
@@ -167,7 +167,8 @@ fn combine(pattern: Pattern, parts: Vec<(Outcome, Vec<String>)>, t0: Instant) ->
 
 /// The device-wide counters (accesses checked, violations) now, from `monitor`.
 fn global(monitor: &Option<Arc<Context>>) -> (u64, u64) {
-    monitor.as_ref().and_then(|m| m.stats().ok()).map_or((0, 0), |s| (s.accesses_checked, s.violations))
+    let s = crate::coherence::monitor_stats(monitor.as_ref());
+    (s.accesses_checked, s.violations)
 }
 
 /// Runs `case` in `mode` in `pattern`; returns the outcome (with `pattern` set) and the
@@ -301,21 +302,16 @@ fn busy_load(stop: &AtomicBool, jobs: &AtomicU64) -> Result<u64, String> {
     let ctx = Context::open_default().map_err(|e| format!("busy load: open: {e}"))?;
     ctx.config(true).map_err(|e| format!("busy load: config: {e}"))?;
     let m = Mapping::anon(BUSY_PAGES * 4096).map_err(|e| format!("busy load: mmap: {e}"))?;
-    let (a, len) = (m.addr(), m.len() as u64);
     let mut seed = 0u64;
     while !stop.load(Ordering::Relaxed) {
         seed += 1;
-        // SAFETY: the job writes only `m`, private anonymous memory of this load.
-        match unsafe { ctx.submit(&Job::new().write_pattern(a, len, seed).hash(a, len)) } {
-            Ok(r) => {
-                let cpu = m.cpu_hash(0, m.len());
-                if r.result != cpu {
-                    return Err(format!("busy load: job {seed}: device hash {:#x} != CPU hash {cpu:#x}", r.result));
-                }
+        match crate::stress::write_and_hash(&ctx, &m, seed) {
+            Ok(()) => {
                 jobs.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if crate::stress::RETRY.contains(&e.errno()) => {}
-            Err(e) => return Err(format!("busy load: job {seed}: {e}")),
+            Err(Ok(e)) if crate::stress::RETRY.contains(&e) => {}
+            Err(Ok(e)) => return Err(format!("busy load: job {seed}: {}", crate::stress::errno_name(e))),
+            Err(Err(msg)) => return Err(format!("busy load: job {seed}: {msg}")),
         }
     }
     Ok(jobs.load(Ordering::Relaxed))

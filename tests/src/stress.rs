@@ -85,7 +85,7 @@ pub fn wait_stuck(busy: &[Busy], stuck: Duration, limit: Duration) -> bool {
 
 /// One device job over all of `m` (private anonymous memory of the caller's worker): write
 /// the pattern of `seed`, hash it back; the hash must be the CPU's.
-fn write_and_hash(ctx: &Context, m: &Mapping, seed: u64) -> Result<(), Result<i32, String>> {
+pub fn write_and_hash(ctx: &Context, m: &Mapping, seed: u64) -> Result<(), Result<i32, String>> {
     let (a, len) = (m.addr(), m.len() as u64);
     // SAFETY: the job writes only `m`, which no one else uses (the caller's promise).
     let r = unsafe { ctx.submit(&Job::new().write_pattern(a, len, seed).hash(a, len)) }.map_err(|e| errno(e))?;

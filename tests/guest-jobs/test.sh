@@ -9,7 +9,7 @@ status=0
 # (and read 0: off).
 knobs_bad=""
 for k in skip_invalidate legacy_valid_flag legacy_delay_us mirror_secretmem fail_invalidate \
-         fault_to_lock_delay_us clear_to_invalidate_delay_us force_ebusy pair_notifiers; do
+         fault_to_lock_delay_us clear_to_invalidate_delay_us locked_delay_us force_ebusy pair_notifiers; do
     f=/sys/kernel/debug/vgpu_svm/$k
     err=$( (echo 1 > "$f") 2>&1 )
     if [ ! -e "$f" ] || ! echo "$err" | grep -q "not permitted" || [ "$(cat "$f")" != "0" ]; then

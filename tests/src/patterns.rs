@@ -86,6 +86,7 @@ const ONCE_ONLY: &[&str] = &[
     "retry_ebusy",
     "inval_window",
     "nonblock_reap",
+    "killed_submit_aborted",
     "pair_start_end",
 ];
 

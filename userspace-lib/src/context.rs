@@ -202,6 +202,33 @@ impl Context {
         Ok(arg.handle)
     }
 
+    /// Gives the object `handle` a global name (`DRM_IOCTL_GEM_FLINK`), by which another
+    /// file of the device can open it ([`Context::gem_open`]). Only on the primary node
+    /// (`/dev/dri/cardN`, see [`Device::primary_node`]); a render node refuses with `EACCES`.
+    /// The driver does not let another context use the object: BIND and SUBMIT of a
+    /// foreign object fail with `EINVAL`.
+    pub fn gem_flink(&self, handle: u32) -> Result<u32> {
+        let mut arg = sys::drm_gem_flink { handle, name: 0 };
+        // SAFETY: the argument type of GEM_FLINK; no pointers inside.
+        unsafe {
+            self.dev
+                .ioctl("DRM_IOCTL_GEM_FLINK", sys::DRM_IOCTL_GEM_FLINK, &mut arg)?
+        };
+        Ok(arg.name)
+    }
+
+    /// Opens the object of global name `name` in this file (`DRM_IOCTL_GEM_OPEN`): its
+    /// handle here and its size. Closed with the file.
+    pub fn gem_open(&self, name: u32) -> Result<(u32, u64)> {
+        let mut arg = sys::drm_gem_open { name, handle: 0, size: 0 };
+        // SAFETY: the argument type of GEM_OPEN; no pointers inside.
+        unsafe {
+            self.dev
+                .ioctl("DRM_IOCTL_GEM_OPEN", sys::DRM_IOCTL_GEM_OPEN, &mut arg)?
+        };
+        Ok((arg.handle, arg.size))
+    }
+
     /// Closes a GEM handle (`DRM_IOCTL_GEM_CLOSE`).
     pub(crate) fn gem_close(&self, handle: u32) -> Result<()> {
         let mut arg = sys::drm_gem_close { handle, pad: 0 };

@@ -225,6 +225,25 @@ impl Device {
         ))
     }
 
+    /// The primary node (`/dev/dri/cardN`) of the DRM device this node belongs to, from
+    /// sysfs (`/sys/class/drm/<node>/device/drm/card*`). `ENOENT` if there is none.
+    pub fn primary_node(&self) -> Result<PathBuf> {
+        let node = self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let dir = Path::new("/sys/class/drm").join(node).join("device/drm");
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| Error::with_detail("primary_node", Error::from_io("read_dir", &e).errno(), dir.display().to_string()))?;
+        let mut cards: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.strip_prefix("card").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())))
+            .collect();
+        cards.sort();
+        match cards.first() {
+            Some(c) => Ok(Path::new(DRI_DIR).join(c)),
+            None => Err(Error::with_detail("primary_node", libc::ENOENT, format!("no card* in {}", dir.display()))),
+        }
+    }
+
     /// The path this device was opened from.
     pub fn path(&self) -> &Path {
         &self.path

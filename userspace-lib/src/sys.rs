@@ -100,6 +100,31 @@ pub(crate) struct drm_gem_close {
 pub(crate) const DRM_IOCTL_GEM_CLOSE: u32 =
     iow(DRM_IOCTL_BASE, 0x09, std::mem::size_of::<drm_gem_close>());
 
+/// `struct drm_gem_flink` from `drm.h`: the argument of `DRM_IOCTL_GEM_FLINK`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct drm_gem_flink {
+    pub handle: u32,
+    pub name: u32,
+}
+
+/// `DRM_IOCTL_GEM_FLINK` = `DRM_IOWR(0x0a, struct drm_gem_flink)`.
+pub(crate) const DRM_IOCTL_GEM_FLINK: u32 =
+    iowr(DRM_IOCTL_BASE, 0x0a, std::mem::size_of::<drm_gem_flink>());
+
+/// `struct drm_gem_open` from `drm.h`: the argument of `DRM_IOCTL_GEM_OPEN`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct drm_gem_open {
+    pub name: u32,
+    pub handle: u32,
+    pub size: u64,
+}
+
+/// `DRM_IOCTL_GEM_OPEN` = `DRM_IOWR(0x0b, struct drm_gem_open)`.
+pub(crate) const DRM_IOCTL_GEM_OPEN: u32 =
+    iowr(DRM_IOCTL_BASE, 0x0b, std::mem::size_of::<drm_gem_open>());
+
 // The driver's ioctl numbers, from the generated bindings (an anonymous C enum
 // there, whose Rust type is whatever bindgen picks: hence the casts).
 
@@ -225,6 +250,14 @@ mod tests {
             size_of::<u::drm_vgpu_svm_stats>() as u32
         );
         assert_eq!(stats & 0xff, u32::from(nr(u::DRM_VGPU_SVM_STATS)));
+    }
+
+    #[test]
+    fn gem_name_ioctls_match_drm_h() {
+        // The values libdrm's drm.h gives on x86-64.
+        assert_eq!(DRM_IOCTL_GEM_FLINK, 0xc008_640a);
+        assert_eq!(DRM_IOCTL_GEM_OPEN, 0xc010_640b);
+        assert_eq!(DRM_IOCTL_GEM_CLOSE, 0x4008_6409);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use vgpu::reference::{fnv1a64, pattern};
 
 use crate::child::{fork_child, Exit};
+use vgpu::Job;
+
 use crate::coherence::{CaseResult, Cx, Gpu, Mode, Step, Stop};
 use crate::mem::{Expect, Mapping, PAGE};
 use crate::sysutil::{move_pages, numa_nodes, read_file, Knob, DEBUGFS};
@@ -54,8 +56,8 @@ impl Counters {
     }
 }
 
-/// Waits (polling every millisecond, at most `limit`) until a thread sleeps in the
-/// `fault_to_lock_delay_us` window: it has a snapshot and does not hold the update lock.
+/// Waits (polling every millisecond, at most `limit`) until a thread sleeps in an injected
+/// window (`delays-active`: `fault_to_lock_delay_us`, `locked_delay_us`, `pair_notifiers`).
 fn wait_in_window(limit: Duration) -> Result<(), String> {
     let end = Instant::now() + limit;
     loop {
@@ -65,7 +67,7 @@ fn wait_in_window(limit: Duration) -> Result<(), String> {
             Err(e) => return Err(format!("{e:?}")),
         }
         if Instant::now() >= end {
-            return Err(format!("no thread entered the fault-to-lock window within {limit:?}"));
+            return Err(format!("no thread entered the injected window within {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -332,18 +334,31 @@ struct Reap {
     exit: Result<Exit, String>,
 }
 
+/// Where the dying child's thread sleeps in the driver while it is reaped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Hold {
+    /// Servicing a fault, between `hmm_range_fault` and the update lock
+    /// (`fault_to_lock_delay_us`): the lock is free.
+    FaultToLock,
+    /// Servicing a fault, holding the context's update lock (`locked_delay_us`).
+    Locked,
+    /// In CTX_CONFIG of a non-SVM context with the pair notifiers (`pair_notifiers`).
+    Pair,
+}
+
 /// Runs the non-blocking reap over a dying child's mm, deterministically: a thread of the
 /// child sleeps uninterruptibly in the driver (so its mm stays alive although the process is
 /// dying) while the parent SIGKILLs it and calls `process_mrelease(2)` on it, which runs the
 /// OOM reaper's non-blocking reap (`__oom_reap_task_mm` -> `zap_vma_for_reaping` ->
 /// non-blockable notifier ranges).
 ///
-/// `pair` false: the child opens an SVM context, mirrors `mirrored` pages (if any), then
-/// faults a fresh page from a device job, whose servicing sleeps in the fault-to-lock window
-/// (1 s). `pair` true: the child's CTX_CONFIG of a non-SVM context registers the pair
-/// notifiers and holds it 1 s (`pair_notifiers`); its mm has no interval notifier (see
-/// `debug.rs` on why it must not).
-fn reap_in_window(cx: &Cx, mirrored: usize, pair: bool) -> Result<Reap, Stop> {
+/// [`Hold::FaultToLock`] and [`Hold::Locked`]: the child opens an SVM context, mirrors
+/// `mirrored` pages (if any), then faults a fresh page from a device job, whose servicing
+/// sleeps 1 s in the chosen window. [`Hold::Pair`]: the child's CTX_CONFIG of a non-SVM
+/// context registers the pair notifiers and holds it 1 s (`pair_notifiers`); its mm has no
+/// interval notifier (see `debug.rs` on why it must not).
+fn reap_in_window(cx: &Cx, mirrored: usize, hold: Hold) -> Result<Reap, Stop> {
+    let pair = hold == Hold::Pair;
     let mut pair_knob = if pair { Some(knob(cx, "pair_notifiers", "1000000")?) } else { None };
     let mut child = fork_child(move |side| {
         if pair {
@@ -378,7 +393,8 @@ fn reap_in_window(cx: &Cx, mirrored: usize, pair: bool) -> Result<Reap, Stop> {
     let pidfd = pidfd_open(child.pid()).step("pidfd_open")?;
     let fd_before = if pair { None } else { child_fdinfo(child.pid()) };
     if !pair {
-        k = Some(knob(cx, "fault_to_lock_delay_us", "1000000")?);
+        let name = if hold == Hold::Locked { "locked_delay_us" } else { "fault_to_lock_delay_us" };
+        k = Some(knob(cx, name, "1000000")?);
         child.go();
     }
     let window = wait_in_window(Duration::from_secs(20));
@@ -408,16 +424,25 @@ fn fd_delta(r: &Reap, k: &str) -> Option<u64> {
 }
 
 /// The non-blocking callback path, run deterministically with `process_mrelease(2)` on a
-/// dying child (see [`reap_in_window`]), and its two outcomes, counted device-wide
+/// dying child (see [`reap_in_window`]), and its three outcomes, counted device-wide
 /// (`notifier_stats`) and per context (the child's fdinfo):
 /// - the child's context mirrors pages: the callback for their VMA cannot flush without
 ///   sleeping, so it must return false (process_mrelease fails with EAGAIN) and leave the
 ///   entries in place (`drm-resident-gpuvm` unchanged); the other VMAs are handled;
-/// - nothing mirrored: every callback is handled without sleeping and the reap succeeds.
+/// - nothing mirrored: every callback is handled without sleeping and the reap succeeds;
+/// - nothing mirrored, but the child's thread holds the context's update lock
+///   (`locked_delay_us`): the callback cannot even look without the lock, so it must refuse
+///   (`try_lock` fails, EAGAIN) instead of waiting for it. A callback that sleeps on the lock
+///   waits out the holder's second, then finds nothing mirrored and the reap succeeds (seen:
+///   mutant nonblock-takes-lock passed every other check).
 pub fn nonblock_reap(cx: &mut Cx) -> CaseResult {
-    for mirrored in [8usize, 0] {
-        let what = if mirrored > 0 { "mirrored" } else { "nothing mirrored" };
-        let r = reap_in_window(cx, mirrored, false)?;
+    for (mirrored, hold) in [(8usize, Hold::FaultToLock), (0, Hold::FaultToLock), (0, Hold::Locked)] {
+        let what = match (mirrored, hold) {
+            (0, Hold::Locked) => "nothing mirrored, lock held",
+            (0, _) => "nothing mirrored",
+            _ => "mirrored",
+        };
+        let r = reap_in_window(cx, mirrored, hold)?;
         let (d, h, e) = (
             r.after.delta(&r.before, "nonblock-callbacks"),
             r.after.delta(&r.before, "nonblock-handled"),
@@ -435,25 +460,25 @@ pub fn nonblock_reap(cx: &mut Cx) -> CaseResult {
         ));
         cx.check(d > 0, format!("{what}: the non-blockable callback path ran ({d} callbacks)"));
         cx.check_eq(format!("{what}: every callback is handled or refused"), h + e, d);
-        cx.check(h > 0, format!("{what}: VMAs without mirrored pages are handled without sleeping"));
         cx.check_eq(format!("{what}: child killed"), r.exit.clone(), Ok(Exit::Signal(libc::SIGKILL)));
         let ctx_eagain = fd_delta(&r, "vgpu_svm-nonblock-eagain");
         let ctx_handled = fd_delta(&r, "vgpu_svm-nonblock-handled");
         cx.check(r.fd_after.is_some(), format!("{what}: the dying child's fdinfo was read after the reap"));
-        if mirrored > 0 {
-            cx.check(
-                r.result.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EAGAIN),
-                format!("{what}: process_mrelease backs off with EAGAIN ({:?})", r.result),
-            );
+        let backed_off = r.result.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EAGAIN);
+        if mirrored > 0 || hold == Hold::Locked {
+            cx.check(backed_off, format!("{what}: process_mrelease backs off with EAGAIN ({:?})", r.result));
             cx.check(e > 0, format!("{what}: a callback returned false"));
             cx.check(ctx_eagain.is_some_and(|n| n > 0), format!("{what}: the context refused the range ({ctx_eagain:?})"));
+        }
+        if mirrored > 0 {
+            cx.check(h > 0, format!("{what}: VMAs without mirrored pages are handled without sleeping"));
             let res = |f: &Option<HashMap<String, u64>>| f.as_ref().and_then(|f| f.get("drm-resident-gpuvm").copied());
             let (rb, ra) = (res(&r.fd_before), res(&r.fd_after));
             cx.check(
                 ra.is_some() && rb == ra && ra != Some(0),
                 format!("{what}: the refused callback left the mirror in place ({rb:?} -> {ra:?} KiB)"),
             );
-        } else {
+        } else if hold == Hold::FaultToLock {
             cx.check(r.result.is_ok(), format!("{what}: process_mrelease reaps ({:?})", r.result));
             cx.check_eq(format!("{what}: no callback returned false"), e, 0);
             cx.check(ctx_handled.is_some_and(|n| n > 0), format!("{what}: the context handled ranges ({ctx_handled:?})"));
@@ -490,7 +515,7 @@ pub fn nonblock_reap(cx: &mut Cx) -> CaseResult {
 /// without `mn_itree_inv_end`), and the child then hangs for ever in exit, in
 /// `mmu_interval_notifier_remove` (seen with an SVM context; see `debug.rs`).
 pub fn pair_start_end(cx: &mut Cx) -> CaseResult {
-    let r = reap_in_window(cx, 0, true)?;
+    let r = reap_in_window(cx, 0, Hold::Pair)?;
     let d = |k: &str| r.after.delta(&r.before, k);
     let (b_eagain, a_nb_starts, a_nb_ends) = (d("pair-b-eagain"), d("pair-a-nonblock-starts"), d("pair-a-nonblock-ends"));
     cx.note(format!(
@@ -528,5 +553,106 @@ pub fn pair_start_end(cx: &mut Cx) -> CaseResult {
     let rr = g.map(&m)?;
     cx.check_ok("the device works after the reap", g.write_pattern(&rr, 0, m.len(), 3));
     cx.check_mem("the CPU sees it", &m, &Expect::pattern(m.len(), 3));
+    Ok(())
+}
+
+/// What the CLONE_VM sibling of [`killed_submit_aborted`] runs: one SUBMIT, then it leaves.
+struct SiblingSubmit {
+    fd: i32,
+    arg: vgpu::uapi::drm_vgpu_svm_submit,
+}
+
+/// The sibling's entry point. It shares the test process's memory, file table and TLS, so
+/// it makes raw system calls only (no libc function that could touch thread-local state).
+extern "C" fn sibling_submit(p: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `p` is the `SiblingSubmit` the parent keeps alive until this process is reaped.
+    let s = unsafe { &mut *(p as *mut SiblingSubmit) };
+    // SAFETY: SUBMIT with its argument type; the ops array lives in the shared memory. The
+    // job writes only memory the parent reaches through raw pointers (mappings).
+    unsafe {
+        libc::syscall(libc::SYS_ioctl, s.fd, vgpu::uapi::DRM_IOCTL_VGPU_SVM_SUBMIT as libc::c_ulong, &mut s.arg as *mut _);
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    0
+}
+
+/// A SUBMIT ended by a fatal signal ABORTs its job on the device (uapi header: "-EINTR:
+/// fatal signal; the job was aborted"), also when nothing else would: here the file and
+/// the mm outlive the killed submitter, so no CTX_DESTROY and no exit_mmap cleans up after
+/// it. The submitter is a CLONE_VM | CLONE_FILES sibling process of the test: it shares the
+/// test's mm (so it owns the SVM context) and its file table (so the file stays open), but
+/// a SIGKILL kills it alone. Its job faults at a fresh page, whose servicing sleeps in the
+/// fault-to-lock window; the sibling is killed there; then the driver RESUMEs the job and
+/// sees the signal. After the sibling is reaped, no job may complete on the device: the
+/// job's remaining 64 MiB of writes would take milliseconds, and the case watches for 2 s.
+/// (Mutant killed-job-not-aborted passed every other check: the file's release aborted the
+/// job in every other case.)
+pub fn killed_submit_aborted(cx: &mut Cx) -> CaseResult {
+    use std::os::fd::AsRawFd;
+    const B_LEN: usize = 16 << 20;
+    let g = Gpu::open(Mode::Svm, None).step("open")?;
+    let b = Mapping::anon(B_LEN)?;
+    let rb = g.map(&b)?;
+    g.write_pattern(&rb, 0, B_LEN, 1).step("mirror B (device write)")?;
+    let x = Mapping::anon(PAGE)?;
+    let rx = g.map(&x)?;
+    let job = (0..4).fold(Job::new().write_pattern(rx.va(0), PAGE as u64, 2), |j, _| j.write_pattern(rb.va(0), B_LEN as u64, 3));
+    let ops = job.raw_ops();
+    let mut s = SiblingSubmit {
+        fd: g.ctx().device().as_raw_fd(),
+        arg: vgpu::uapi::drm_vgpu_svm_submit { ops: ops.as_ptr() as u64, nr_ops: ops.len() as u32, ..Default::default() },
+    };
+    let k = knob(cx, "fault_to_lock_delay_us", "1000000")?;
+    let jobs = |g: &Gpu| g.ctx().stats().map(|s| s.jobs).map_err(|e| Stop::Fail(format!("STATS: {e}")));
+    let before = jobs(&g)?;
+    let mut stack = vec![0u8; 256 << 10];
+    // SAFETY: the sibling runs `sibling_submit` on `stack` (its top, 16-byte aligned), with `s`;
+    // both live until it is reaped below.
+    let pid = unsafe {
+        let top = (stack.as_mut_ptr().add(stack.len()) as usize & !15) as *mut libc::c_void;
+        libc::clone(sibling_submit, top, libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD, &mut s as *mut _ as *mut libc::c_void)
+    };
+    if pid < 0 {
+        return Err(Stop::Fail(format!("clone: {}", std::io::Error::last_os_error())));
+    }
+    let window = wait_in_window(Duration::from_secs(20));
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    let t0 = Instant::now();
+    let reaped = loop {
+        // SAFETY: waits for our own child; `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break true;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    drop(k);
+    if !reaped {
+        // The sibling still runs on our stack and memory: nothing may be freed.
+        std::mem::forget(stack);
+        std::mem::forget(s);
+        std::mem::forget(ops);
+        return Err(Stop::Fail("the killed submitter was not reaped within 60 s".into()));
+    }
+    drop(stack);
+    window.map_err(Stop::Fail)?;
+    cx.check(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        format!("the submitter was killed (wait status {status:#x})"),
+    );
+    let at_reap = jobs(&g)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let later = jobs(&g)?;
+    cx.note(format!("device jobs completed: {before} before the kill, {at_reap} when reaped, {later} 2 s later"));
+    cx.check_eq("no job completed on the device after its SUBMIT was killed", later - before, 0);
+    let done = b.read(0, B_LEN) == Expect::pattern(B_LEN, 3).bytes;
+    cx.check(!done, "the killed job did not write all of B");
+    cx.check_ok("the context still runs jobs", g.write_pattern(&rb, 0, B_LEN, 4));
+    cx.check_mem("the CPU sees them", &b, &Expect::pattern(B_LEN, 4));
     Ok(())
 }

@@ -73,6 +73,13 @@ pub const CASES: &[Case] = &[
         userptr::userptr_small_in_thp,
     ),
     case(
+        "foreign_object",
+        "another file's userptr object, opened by GEM name: BIND and SUBMIT of it fail with EINVAL",
+        Mode::BOTH,
+        false,
+        userptr::foreign_object,
+    ),
+    case(
         "fork_cow",
         "fork of private memory: device and CPU writes after fork stay on their side of COW",
         Mode::BOTH,
@@ -270,10 +277,17 @@ pub const CASES: &[Case] = &[
     ),
     case(
         "nonblock_reap",
-        "process_mrelease of a killed child: non-blockable callbacks refuse mirrored ranges (EAGAIN), handle the rest",
+        "process_mrelease of a killed child: non-blockable callbacks refuse mirrored ranges and a held update lock (EAGAIN), handle the rest",
         Mode::SVM,
         false,
         contract::nonblock_reap,
+    ),
+    case(
+        "killed_submit_aborted",
+        "a SUBMIT killed while its file and mm live on (CLONE_VM sibling): the job is aborted on the device",
+        Mode::SVM,
+        false,
+        contract::killed_submit_aborted,
     ),
     case(
         "pair_start_end",

@@ -102,3 +102,48 @@ pub fn userptr_small_in_thp(cx: &mut Cx) -> CaseResult {
     cx.check_errno("a job reading the page just before the object fails", before.map(|_| ()), &[libc::EFAULT]);
     Ok(())
 }
+
+/// Another file's object (the same process, so every per-process check passes): a GEM name
+/// (`GEM_FLINK` on the primary node) lets file 2 open file 1's userptr object, but it stays
+/// file 1's: BIND and SUBMIT of it in file 2's context fail with `EINVAL` (uapi header:
+/// "a handle of an object that is not bound" to this context), nothing is written, and file 1
+/// still uses it. A driver that validated a foreign object would mirror it under the other
+/// context's notifier and lock, not the job's (mutant submit-accepts-foreign-object passed
+/// every other check: no case had a foreign handle).
+pub fn foreign_object(cx: &mut Cx) -> CaseResult {
+    const LEN: usize = 4 * PAGE;
+    let svm = cx.mode == crate::coherence::Mode::Svm;
+    let render = vgpu::Device::open_default().step("open render node")?;
+    let card = match render.primary_node() {
+        Ok(p) => p,
+        Err(e) => return cx.skip(format!("no primary node for GEM names: {e}")),
+    };
+    let open = |what: &str| -> Result<vgpu::Context, crate::coherence::Stop> {
+        let c = vgpu::Context::open(&card).step(what)?;
+        c.config(svm).step("CTX_CONFIG")?;
+        Ok(c)
+    };
+    let (c1, c2) = (open("open primary node (file 1)")?, open("open primary node (file 2)")?);
+    let m = Mapping::anon(LEN)?;
+    m.fill(0, LEN, 0x5a);
+    let bo = c1.userptr_raw(m.addr() as *const u8, LEN, false).step("USERPTR_CREATE (file 1)")?;
+    let gpu = USERPTR_VA_BASE + 192 * HPAGE as u64;
+    bo.bind(gpu).step("BIND (file 1)")?;
+    let name = c1.gem_flink(bo.handle()).step("GEM_FLINK")?;
+    let (h2, size) = c2.gem_open(name).step("GEM_OPEN (file 2)")?;
+    cx.check_eq("GEM_OPEN gives the object's size", size, LEN as u64);
+    cx.check_errno("BIND of the foreign object in file 2", c2.bind_handle(h2, gpu + HPAGE as u64), &[libc::EINVAL]);
+    let job = Job::new().write_pattern(gpu, LEN as u64, 7).uses_handle(h2);
+    // SAFETY: the job may write only the mapping `m`, which nothing borrows.
+    let r = unsafe { c2.submit(&job) };
+    cx.check_errno("SUBMIT with the foreign object's handle in file 2", r.map(|_| ()), &[libc::EINVAL]);
+    let mut untouched = Expect::zeros(LEN);
+    untouched.bytes.fill(0x5a);
+    cx.check_mem("nothing was written", &m, &untouched);
+    let job = Job::new().write_pattern(gpu, LEN as u64, 7).uses(&bo);
+    // SAFETY: as above.
+    let r = unsafe { c1.submit(&job) };
+    cx.check_ok("file 1 still uses its object", r);
+    cx.check_mem("the CPU sees file 1's write", &m, &Expect::pattern(LEN, 7));
+    Ok(())
+}

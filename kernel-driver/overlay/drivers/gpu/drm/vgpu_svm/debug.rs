@@ -28,6 +28,10 @@
 //! - `clear_to_invalidate_delay_us` (0..=1000000): a blockable notifier callback sleeps this
 //!   long between clearing the GPU entries and sending the device INVALIDATE (never in the
 //!   non-blockable path, which must not sleep).
+//! - `locked_delay_us` (0..=1000000): populate sleeps this long right after it took the
+//!   update lock, before it checks the sequence (counted in `delays_active` too). A
+//!   non-blockable callback of that context meets a held lock: it must refuse the range
+//!   (`try_lock` fails, mm is told `EAGAIN`) instead of sleeping on the lock.
 //! - `force_ebusy` (0..=1000000): the next N snapshots of populate (each one or two
 //!   `hmm_range_fault` calls) fail with `EBUSY` without walking, as if an invalidation had
 //!   raced each; decremented per snapshot, so it reads 0 once they were used. Exercises the
@@ -59,6 +63,7 @@ static MIRROR_SECRETMEM: AtomicBool = AtomicBool::new(false);
 static FAIL_INVALIDATE: AtomicBool = AtomicBool::new(false);
 static FAULT_TO_LOCK_DELAY_US: AtomicU32 = AtomicU32::new(0);
 static CLEAR_TO_INVALIDATE_DELAY_US: AtomicU32 = AtomicU32::new(0);
+static LOCKED_DELAY_US: AtomicU32 = AtomicU32::new(0);
 static FORCE_EBUSY: AtomicU32 = AtomicU32::new(0);
 static PAIR_NOTIFIERS: AtomicU32 = AtomicU32::new(0);
 
@@ -71,12 +76,14 @@ pub(crate) struct Counters {
     pub(crate) nonblock_handled: AtomicU64,
     /// ... of which returned false (mm is told -EAGAIN and backs off).
     pub(crate) nonblock_eagain: AtomicU64,
-    /// Threads sleeping in the `fault_to_lock_delay_us` window right now.
+    /// Threads sleeping in the `fault_to_lock_delay_us` or `locked_delay_us` window right now.
     pub(crate) delays_active: AtomicU64,
     /// `fault_to_lock_delay_us` windows taken.
     pub(crate) fault_delays: AtomicU64,
     /// `clear_to_invalidate_delay_us` windows taken.
     pub(crate) inval_delays: AtomicU64,
+    /// `locked_delay_us` windows taken.
+    pub(crate) locked_delays: AtomicU64,
     /// `force_ebusy` failures injected.
     pub(crate) forced_ebusy: AtomicU64,
     /// Pair notifier A: starts, ends, and those of non-blockable ranges.
@@ -101,6 +108,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     delays_active: AtomicU64::new(0),
     fault_delays: AtomicU64::new(0),
     inval_delays: AtomicU64::new(0),
+    locked_delays: AtomicU64::new(0),
     forced_ebusy: AtomicU64::new(0),
     pair_a_starts: AtomicU64::new(0),
     pair_a_ends: AtomicU64::new(0),
@@ -120,6 +128,7 @@ fn show_counters(c: &&'static Counters, f: &mut core::fmt::Formatter<'_>) -> cor
     writeln!(f, "delays-active:\t{}", ld(&c.delays_active))?;
     writeln!(f, "fault-to-lock-delays:\t{}", ld(&c.fault_delays))?;
     writeln!(f, "clear-to-invalidate-delays:\t{}", ld(&c.inval_delays))?;
+    writeln!(f, "locked-delays:\t{}", ld(&c.locked_delays))?;
     writeln!(f, "forced-ebusy:\t{}", ld(&c.forced_ebusy))?;
     writeln!(f, "pair-a-starts:\t{}", ld(&c.pair_a_starts))?;
     writeln!(f, "pair-a-ends:\t{}", ld(&c.pair_a_ends))?;
@@ -172,6 +181,11 @@ pub(crate) fn fault_to_lock_delay_us() -> u32 {
 /// `clear_to_invalidate_delay_us`: the delay between clearing and INVALIDATE (blockable only).
 pub(crate) fn clear_to_invalidate_delay_us() -> u32 {
     CLEAR_TO_INVALIDATE_DELAY_US.load(Ordering::Relaxed)
+}
+
+/// `locked_delay_us`: the delay holding the update lock before the sequence check.
+pub(crate) fn locked_delay_us() -> u32 {
+    LOCKED_DELAY_US.load(Ordering::Relaxed)
 }
 
 /// Consumes one forced `EBUSY` (`force_ebusy`): true if this `hmm_range_fault` call must fail.
@@ -247,6 +261,8 @@ pub(crate) struct Knobs {
     #[pin]
     _inval_delay: kernel::debugfs::File<&'static AtomicU32>,
     #[pin]
+    _locked_delay: kernel::debugfs::File<&'static AtomicU32>,
+    #[pin]
     _force_ebusy: kernel::debugfs::File<&'static AtomicU32>,
     #[pin]
     _pair: kernel::debugfs::File<&'static AtomicU32>,
@@ -265,6 +281,7 @@ impl Knobs {
             _fail_inval <- dir.read_write_callback_file(c"fail_invalidate", &FAIL_INVALIDATE, &show_bool, &store_bool),
             _fault_delay <- dir.read_write_callback_file(c"fault_to_lock_delay_us", &FAULT_TO_LOCK_DELAY_US, &show_u32, &store_u32),
             _inval_delay <- dir.read_write_callback_file(c"clear_to_invalidate_delay_us", &CLEAR_TO_INVALIDATE_DELAY_US, &show_u32, &store_u32),
+            _locked_delay <- dir.read_write_callback_file(c"locked_delay_us", &LOCKED_DELAY_US, &show_u32, &store_u32),
             _force_ebusy <- dir.read_write_callback_file(c"force_ebusy", &FORCE_EBUSY, &show_u32, &store_u32),
             _pair <- dir.read_write_callback_file(c"pair_notifiers", &PAIR_NOTIFIERS, &show_u32, &store_u32),
             _counters <- dir.read_callback_file(c"notifier_stats", &COUNTERS, &show_counters),

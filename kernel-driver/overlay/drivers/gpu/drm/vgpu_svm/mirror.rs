@@ -198,6 +198,17 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             c.delays_active.fetch_sub(1, Ordering::Relaxed);
         }
         let guard = shared.update.lock();
+        // Debug only: hold the lock a while (`locked_delay_us`), so that a non-blockable
+        // callback of this context meets it held. Sleeping under this mutex is allowed (it is
+        // not the lock a non-blockable path may wait for; those only try it).
+        let d = debug::locked_delay_us();
+        if d > 0 {
+            let c = &debug::COUNTERS;
+            c.locked_delays.fetch_add(1, Ordering::Relaxed);
+            c.delays_active.fetch_add(1, Ordering::Relaxed);
+            fsleep(Delta::from_micros(d.into()));
+            c.delays_active.fetch_sub(1, Ordering::Relaxed);
+        }
         let stale = if debug::legacy_valid_flag() {
             // The 2019 scheme, on purpose: trust a flag instead of the sequence.
             !shared.legacy_valid.load(Ordering::Acquire)

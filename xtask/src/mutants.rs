@@ -35,6 +35,10 @@ pub struct Mutant {
     pub breaks: String,
     /// The argument that it is equivalent, if its author made one.
     pub equivalent: Option<String>,
+    /// Runs it gets at least, whatever `--runs` says (`Runs: N` header; 1 without one): a
+    /// mutant whose kill must not be luck, such as every sequence-protocol mutant (killed
+    /// in 5 of 5 runs), says so in its file.
+    pub min_runs: u32,
     pub path: PathBuf,
 }
 
@@ -64,7 +68,21 @@ pub fn parse_mutant(path: &Path, text: &str) -> Result<Mutant> {
     if !text.lines().any(|l| l.starts_with("+++ ")) {
         bail!("{}: no diff (`+++ b/...` line)", path.display());
     }
-    Ok(Mutant { name: need("Mutant")?, area: need("Area")?, breaks: need("Breaks")?, equivalent: get("Equivalent"), path: path.to_path_buf() })
+    let min_runs = match get("Runs") {
+        None => 1,
+        Some(v) => match v.split_whitespace().next().and_then(|n| n.parse::<u32>().ok()) {
+            Some(n) if (1..=100).contains(&n) => n,
+            _ => bail!("{}: `Runs:` must start with a number of runs in 1..=100, got {v:?}", path.display()),
+        },
+    };
+    Ok(Mutant {
+        name: need("Mutant")?,
+        area: need("Area")?,
+        breaks: need("Breaks")?,
+        equivalent: get("Equivalent"),
+        min_runs,
+        path: path.to_path_buf(),
+    })
 }
 
 /// Every mutant in `dir`, in file-name order; names must be unique.
@@ -254,6 +272,7 @@ pub fn mutants(o: &Opts) -> Result<()> {
     for (i, m) in all.iter().enumerate() {
         let t0 = Instant::now();
         let (mut kills, mut killed_by, mut invalid) = (0, Vec::new(), None);
+        let runs = runs.max(m.min_runs);
         for run in 0..runs {
             let _lock = VmLock::take()?;
             say!("mutants: [{}/{}] {} (run {}/{runs}): {}", i + 1, all.len(), m.name, run + 1, m.breaks);
@@ -353,6 +372,27 @@ mod tests {
         let m = parse_mutant(Path::new("m.patch"), M).unwrap();
         assert_eq!((m.name.as_str(), m.area.as_str(), m.breaks.as_str()), ("skip-read-retry", "sequence protocol", "commits a stale snapshot."));
         assert_eq!(m.equivalent, None);
+        assert_eq!(m.min_runs, 1);
+    }
+
+    #[test]
+    fn runs_header_sets_the_minimum_runs() {
+        let t = "Mutant: a\nArea: b\nBreaks: c\nRuns: 5 (must not be luck)\n+++ b/x\n";
+        assert_eq!(parse_mutant(Path::new("m"), t).unwrap().min_runs, 5);
+        for bad in ["Runs: five", "Runs: 0", "Runs: 1000"] {
+            let t = format!("Mutant: a\nArea: b\nBreaks: c\n{bad}\n+++ b/x\n");
+            assert!(parse_mutant(Path::new("m"), &t).unwrap_err().to_string().contains("Runs:"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_sequence_protocol_mutant_gets_five_runs() {
+        let all = load_mutants(&paths::workspace().join("kernel-driver/mutants")).unwrap();
+        let seq: Vec<_> = all.iter().filter(|m| m.area == "sequence protocol").collect();
+        assert!(seq.len() >= 4);
+        for m in seq {
+            assert!(m.min_runs >= 5, "{}: a sequence-protocol mutant must be killed in 5 of 5 runs", m.name);
+        }
     }
 
     #[test]

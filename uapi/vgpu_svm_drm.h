@@ -196,7 +196,9 @@ struct drm_vgpu_svm_submit {
  * CAP_SYS_ADMIN, the device-wide counters (every context of every process)
  * and the module-wide notifier events; otherwise only this file's own
  * context's device counters and events (all zero before the file has a
- * context; STATS never creates one). Errors: -EIO, -ETIMEDOUT, -ENODEV (the
+ * context; STATS never creates one). The ctx_* fields are this file's own
+ * context's device counters for every reader, so a privileged one can judge
+ * its own context too. Errors: -EIO, -ETIMEDOUT, -ENODEV (the
  * device did not answer), -EINTR (fatal signal), -ENOMEM. */
 struct drm_vgpu_svm_stats {
 	/* device (device-wide or this context's, see above) */
@@ -223,6 +225,15 @@ struct drm_vgpu_svm_stats {
 	 * context of the device, so that a context's RELEASE (its process
 	 * exiting) is visible to others; else this context's. */
 	__u64 events[16];
+	/* this file's own context's device counters, for every reader (for an
+	 * unprivileged one they equal the device fields above); zero before the
+	 * file has a context. A privileged reader pays a second device round trip
+	 * for them. (Added after events[]: the DRM core zero-fills and truncates,
+	 * so a caller built with the shorter struct still works.) */
+	__u64 ctx_accesses_checked;
+	__u64 ctx_violations;
+	__u64 ctx_device_faults;
+	__u64 ctx_jobs;
 };
 
 #define DRM_VGPU_SVM_GET_PARAM     0x00

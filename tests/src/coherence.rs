@@ -143,9 +143,43 @@ impl Default for Options {
     }
 }
 
-/// Driver counters summed over the GPU contexts a case opened (deltas from
-/// each context's open to its close).
-pub type Acc = Arc<Mutex<Stats>>;
+/// One GPU context's own device verdict: the device's counters for that context alone
+/// (STATS `ctx_*`), from its open to its close.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextVerdict {
+    /// Pages the device checked for this context.
+    pub accesses_checked: u64,
+    /// Coherence violations in this context.
+    pub violations: u64,
+    /// Device faults this context's jobs raised.
+    pub faults: u64,
+    /// Jobs of this context completed.
+    pub jobs: u64,
+}
+
+impl ContextVerdict {
+    fn of(d: &Stats) -> ContextVerdict {
+        ContextVerdict {
+            accesses_checked: d.ctx_accesses_checked,
+            violations: d.ctx_violations,
+            faults: d.ctx_device_faults,
+            jobs: d.ctx_jobs,
+        }
+    }
+}
+
+/// What the GPU contexts a case opened (through [`Cx::gpu`]) left when they closed: their
+/// driver counters summed, and each one's own device verdict.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    /// The driver counters, summed.
+    pub driver: Stats,
+    /// Each context's own device verdict, in the order they closed.
+    pub contexts: Vec<ContextVerdict>,
+}
+
+/// Shared by a case's contexts (deltas from each context's open to its close).
+pub type Acc = Arc<Mutex<Totals>>;
 
 /// What a running case works with.
 pub struct Cx {
@@ -171,7 +205,7 @@ impl Cx {
             name,
             opts,
             monitor,
-            acc: Arc::new(Mutex::new(Stats::default())),
+            acc: Arc::new(Mutex::new(Totals::default())),
             failures: Vec::new(),
             notes: Vec::new(),
             checks: 0,
@@ -195,7 +229,12 @@ impl Cx {
 
     /// The driver counters of the contexts closed so far in this run.
     pub fn driver_totals(&self) -> Stats {
-        *self.acc.lock().unwrap_or_else(|e| e.into_inner())
+        self.acc.lock().unwrap_or_else(|e| e.into_inner()).driver
+    }
+
+    /// The own device verdicts of the contexts closed so far in this run.
+    pub fn context_verdicts(&self) -> Vec<ContextVerdict> {
+        self.acc.lock().unwrap_or_else(|e| e.into_inner()).contexts.clone()
     }
 
     /// Records a check; a failed one fails the case. Returns `ok`.
@@ -502,7 +541,8 @@ impl Drop for Gpu {
             if self.ctx.is_owner() {
                 let d = self.driver_delta();
                 let mut a = acc.lock().unwrap_or_else(|e| e.into_inner());
-                *a = a.sum(&d);
+                a.driver = a.driver.sum(&d);
+                a.contexts.push(ContextVerdict::of(&d));
             }
         }
     }
@@ -554,6 +594,10 @@ pub struct Outcome {
     pub detail: String,
     /// The execution pattern it ran in (`once`, `twice`, ...: [`crate::patterns`]).
     pub pattern: String,
+    /// Each GPU context the case opened through [`Cx::gpu`]: the device's verdict on that
+    /// context alone (a positive case fails if any of them saw a violation, whatever the
+    /// device-wide counters say).
+    pub contexts: Vec<ContextVerdict>,
 }
 
 impl Outcome {
@@ -572,6 +616,7 @@ impl Outcome {
             events: Vec::new(),
             detail: detail.to_owned(),
             pattern: "once".to_owned(),
+            contexts: Vec::new(),
         }
     }
 
@@ -594,6 +639,12 @@ impl Outcome {
             "events": events,
             "detail": self.detail,
             "pattern": self.pattern,
+            "contexts": self.contexts.iter().map(|c| json!({
+                "accesses_checked": c.accesses_checked,
+                "violations": c.violations,
+                "faults": c.faults,
+                "jobs": c.jobs,
+            })).collect::<Vec<_>>(),
         })
         .to_string()
     }
@@ -636,6 +687,7 @@ pub fn verdict(
     expect_violations: bool,
     accesses: u64,
     violations: u64,
+    contexts: &[ContextVerdict],
 ) -> (bool, bool, String) {
     match result {
         Err(Stop::Skip(why)) => (false, true, why.clone()),
@@ -660,6 +712,14 @@ pub fn verdict(
                 }
                 if accesses == 0 {
                     problems.push("the device checked no accesses".into());
+                }
+                for (i, c) in contexts.iter().enumerate().filter(|(_, c)| c.violations != 0) {
+                    problems.push(format!(
+                        "context {} of {}: the device reported {} violation(s) in it",
+                        i + 1,
+                        contexts.len(),
+                        c.violations
+                    ));
                 }
             }
             (problems.is_empty(), false, problems.join("; "))
@@ -688,12 +748,14 @@ pub fn run_case(
         });
     let duration_ms = t0.elapsed().as_millis() as u64;
     let g = cx.global().delta_since(&g0);
+    let contexts = cx.context_verdicts();
     let (passed, skipped, detail) = verdict(
         &result,
         cx.failures(),
         case.expect_violations,
         g.accesses_checked,
         g.violations,
+        &contexts,
     );
     let drv = cx.driver_totals();
     let mut diags = Vec::new();
@@ -725,6 +787,10 @@ pub fn run_case(
         if !ev.is_empty() {
             diags.push(format!("notifier events: {}", ev.join(" ")));
         }
+        if !contexts.is_empty() {
+            let each: Vec<String> = contexts.iter().map(|c| format!("{}/{}", c.accesses_checked, c.violations)).collect();
+            diags.push(format!("contexts (accesses/violations, each its own device verdict): {}", each.join(" ")));
+        }
     }
     diags.extend(cx.notes.iter().cloned());
     if !passed && !skipped {
@@ -745,6 +811,7 @@ pub fn run_case(
         events: event_map(&g),
         detail,
         pattern: "once".to_owned(),
+        contexts,
     };
     (outcome, diags)
 }
@@ -965,18 +1032,22 @@ mod tests {
     fn verdicts() {
         let none: Vec<String> = vec![];
         assert_eq!(
-            verdict(&Ok(()), &none, false, 10, 0),
+            verdict(&Ok(()), &none, false, 10, 0, &[]),
             (true, false, String::new())
         );
-        let (p, s, d) = verdict(&Ok(()), &none, false, 10, 2);
+        let (p, s, d) = verdict(&Ok(()), &none, false, 10, 2, &[]);
         assert!(!p && !s && d.contains("2 coherence violation"), "{d}");
-        let (p, _, d) = verdict(&Ok(()), &none, false, 0, 0);
+        let (p, _, d) = verdict(&Ok(()), &none, false, 0, 0, &[]);
         assert!(!p && d.contains("checked no accesses"));
-        assert!(verdict(&Ok(()), &none, true, 5, 1).0);
-        assert!(!verdict(&Ok(()), &none, true, 5, 0).0);
-        let (p, s, d) = verdict(&Err(Stop::Skip("no ext2".into())), &none, false, 0, 0);
+        assert!(verdict(&Ok(()), &none, true, 5, 1, &[]).0);
+        assert!(!verdict(&Ok(()), &none, true, 5, 0, &[]).0);
+        let bad = [ContextVerdict { accesses_checked: 4, ..Default::default() }, ContextVerdict { accesses_checked: 3, violations: 2, ..Default::default() }];
+        let (p, _, d) = verdict(&Ok(()), &none, false, 7, 0, &bad);
+        assert!(!p && d.contains("context 2 of 2") && d.contains("2 violation"), "{d}");
+        assert!(verdict(&Ok(()), &none, false, 7, 0, &bad[..1]).0);
+        let (p, s, d) = verdict(&Err(Stop::Skip("no ext2".into())), &none, false, 0, 0, &[]);
         assert_eq!((p, s, d.as_str()), (false, true, "no ext2"));
-        let (p, _, d) = verdict(&Err(Stop::Fail("mmap".into())), &["x".into()], false, 1, 0);
+        let (p, _, d) = verdict(&Err(Stop::Fail("mmap".into())), &["x".into()], false, 1, 0, &[]);
         assert!(!p);
         assert_eq!(d, "x; stopped: mmap");
     }
@@ -998,6 +1069,7 @@ mod tests {
             events: event_map(&d),
             detail: String::new(),
             pattern: "twice".into(),
+            contexts: vec![ContextVerdict { accesses_checked: 40, violations: 0, faults: 1, jobs: 2 }],
         };
         assert_eq!(o.tap_desc(), "fork_cow [svm, twice]");
         let line = o.case_line();
@@ -1007,6 +1079,8 @@ mod tests {
         assert_eq!(v["scenario"], "fork_cow");
         assert_eq!(v["pattern"], "twice");
         assert_eq!(v["mode"], "svm");
+        assert_eq!(v["contexts"][0]["accesses_checked"], 40);
+        assert_eq!(v["contexts"][0]["jobs"], 2);
         assert_eq!(v["accesses_checked"], 42);
         assert_eq!(v["violations"], 0);
         assert_eq!(v["expect_violations"], false);

@@ -138,6 +138,7 @@ fn combine(pattern: Pattern, parts: Vec<(Outcome, Vec<String>)>, t0: Instant) ->
     out.duration_ms = t0.elapsed().as_millis() as u64;
     out.accesses_checked = parts.iter().map(|(o, _)| o.accesses_checked).sum();
     out.violations = parts.iter().map(|(o, _)| o.violations).sum();
+    out.contexts = parts.iter().flat_map(|(o, _)| o.contexts.iter().copied()).collect();
     out.skipped = parts[0].0.skipped;
     out.passed = !out.skipped && parts.iter().all(|(o, _)| o.passed);
     let mut events: Vec<(String, u64)> = Vec::new();

@@ -69,7 +69,7 @@ struct vgpu_job_result {
 
 /* Same layout as struct drm_vgpu_svm_stats. */
 struct vgpu_stats {
-	/* device (global) */
+	/* device (device-wide for a privileged caller, else this context) */
 	uint64_t accesses_checked;
 	uint64_t violations;
 	uint64_t violations_no_page;
@@ -88,6 +88,12 @@ struct vgpu_stats {
 	uint64_t invalidations;
 	uint64_t pages_mapped;
 	uint64_t events[VGPU_EVENT_SLOTS];
+	/* device, this context only (the fields above are device-wide for a
+	 * privileged caller) */
+	uint64_t ctx_accesses_checked;
+	uint64_t ctx_violations;
+	uint64_t ctx_device_faults;
+	uint64_t ctx_jobs;
 };
 
 /* Open the first vgpu_svm render node (/dev/dri/renderD128..191): a new

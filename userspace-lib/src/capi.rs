@@ -561,7 +561,7 @@ pub extern "C" fn vgpu_event_name(event: c_int) -> *const c_char {
 const _: () = {
     assert!(std::mem::size_of::<VgpuOp>() == 40);
     assert!(std::mem::size_of::<VgpuJobResult>() == 16);
-    assert!(std::mem::size_of::<VgpuStats>() == (16 + EVENT_SLOTS) * 8);
+    assert!(std::mem::size_of::<VgpuStats>() == (16 + EVENT_SLOTS + 4) * 8);
 };
 
 #[cfg(test)]
@@ -626,7 +626,9 @@ mod tests {
             .iter()
             .map(|(n, _)| *n)
             .collect();
-        want.push("events");
+        // The ABI order: events[] before the ctx_* fields added after it.
+        let at = want.iter().position(|n| n.starts_with("ctx_")).unwrap_or(want.len());
+        want.insert(at, "events");
         assert_eq!(fields, want);
     }
 

@@ -209,6 +209,14 @@ stats_struct! {
     invalidations,
     /// Driver (this context): GPU PTEs written (4 KiB units).
     pages_mapped,
+    /// Device, this file's own context (for every reader): pages checked.
+    ctx_accesses_checked,
+    /// Device, this file's own context: coherence violations.
+    ctx_violations,
+    /// Device, this file's own context: faults raised.
+    ctx_device_faults,
+    /// Device, this file's own context: jobs completed.
+    ctx_jobs,
 }
 
 impl Stats {
@@ -315,7 +323,7 @@ mod tests {
         assert_eq!(s.event(MmuEvent::Release), 7);
         let back = drm_vgpu_svm_stats::from(&s);
         assert_eq!(Stats::from(&back), s);
-        assert_eq!(s.counters().len(), 16);
+        assert_eq!(s.counters().len(), 20);
         assert_eq!(
             s.event_counts(),
             vec![("release".to_string(), 7), ("event15".to_string(), 9)]

@@ -48,6 +48,7 @@ fn watchdog(w: Arc<Mutex<Watch>>) {
                     events: Vec::new(),
                     detail: format!("timed out after {CASE_TIMEOUT:?}"),
                     pattern: pattern.name().to_owned(),
+                    contexts: Vec::new(),
                 };
                 println!("not ok {n} {}", o.tap_desc());
                 println!("#   timed out after {CASE_TIMEOUT:?}; ending the run");

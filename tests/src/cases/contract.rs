@@ -597,7 +597,7 @@ extern "C" fn sibling_submit(p: *mut libc::c_void) -> libc::c_int {
 pub fn killed_submit_aborted(cx: &mut Cx) -> CaseResult {
     use std::os::fd::AsRawFd;
     const B_LEN: usize = 16 << 20;
-    let g = Gpu::open(Mode::Svm, None).step("open")?;
+    let g = cx.gpu_in(Mode::Svm)?;
     let b = Mapping::anon(B_LEN)?;
     let rb = g.map(&b)?;
     g.write_pattern(&rb, 0, B_LEN, 1).step("mirror B (device write)")?;

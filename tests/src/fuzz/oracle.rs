@@ -131,7 +131,7 @@ impl Ioctl {
             Ioctl::UserptrCreate => 24,
             Ioctl::Bind | Ioctl::Unbind => 16,
             Ioctl::Submit => 48,
-            Ioctl::Stats => 256,
+            Ioctl::Stats => 288,
             Ioctl::GemClose => 8,
             Ioctl::Unknown => 0,
         }

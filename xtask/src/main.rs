@@ -49,6 +49,9 @@ options:
   --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)
   --timeout SECONDS        VM timeout (default 900)
   --host-only              `test`: only the host unit tests
+  --verbose, -v            echo the whole guest console, boot log included (by default a
+                           run shows the handshake, the guest's steps, failed tests and
+                           totals; everything is in target/vgpu/runs/<job>/console.log)
   --fuzz-seed N            the fuzz job's seed (else $VGPU_FUZZ_SEED, else random; printed)
   --only, --runs, --no-baseline   see `mutants`
 ";
@@ -68,6 +71,8 @@ struct Opts {
     no_baseline: bool,
     /// A driver mutant to build instead of the driver (set by `mutants`, not a CLI option).
     mutant: Option<PathBuf>,
+    /// `--verbose`: echo the whole guest console (boot log included), not only its progress.
+    verbose: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -82,6 +87,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         runs: 1,
         no_baseline: false,
         mutant: None,
+        verbose: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -101,6 +107,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "--no-baseline" => o.no_baseline = true,
             "--host-only" => o.host_only = true,
+            "--verbose" | "-v" => o.verbose = true,
             "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),
             _ => bail!("unknown option `{a}`\n\n{USAGE}"),
         }
@@ -199,6 +206,9 @@ fn job_spec(o: &Opts, job: &str) -> JobRun {
     }
 }
 
+/// Console lines shown when a guest job fails and only its progress was echoed.
+const CONSOLE_TAIL_ON_FAILURE: usize = 40;
+
 /// How [`run_job_with`] varies a run: the run directory's name (default: the job's), extra
 /// daemon arguments, extra kernel command line, whether the guest may stop or kill the
 /// daemon ([`devfault`]), whether the console is echoed.
@@ -226,8 +236,22 @@ fn run_job_with(o: &Opts, job: &str, spec: &JobRun) -> Result<vm::VmOutcome> {
     cfg.extra_cmdline = format!("vgpu_flavor={} {}", o.flavor.name(), spec.extra_cmdline).trim_end().to_string();
     cfg.timeout = o.timeout;
     cfg.device_faults = spec.device_faults;
-    cfg.echo_console &= !spec.quiet;
+    cfg.echo = match (spec.quiet, o.verbose) {
+        (true, _) => vm::Echo::Nothing,
+        (false, true) => vm::Echo::Everything,
+        (false, false) => vm::Echo::Progress,
+    };
     let outcome = vm::run(&cfg)?;
+    if cfg.echo == vm::Echo::Progress && outcome.guest_status != Some(0) {
+        // The progress lines may not say why: show the end of the console as it was.
+        let text = std::fs::read_to_string(&outcome.console_log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().filter(|l| !l.contains(coherence::CASE_PREFIX)).collect();
+        let from = tail.len().saturating_sub(CONSOLE_TAIL_ON_FAILURE);
+        eprintln!("xtask: the guest job failed; the last {} console lines:", tail.len() - from);
+        for l in &tail[from..] {
+            eprintln!("  | {}", l.trim_end_matches('\r'));
+        }
+    }
     say!(
         "vm: job `{job}` finished in {:.1}s, guest status {}; logs in {}",
         outcome.elapsed.as_secs_f64(),

@@ -51,15 +51,16 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Wall-clock limit for the VM (from QEMU's start to its exit).
     pub timeout: Duration,
-    /// Copy the serial console to our stdout as it arrives.
-    pub echo_console: bool,
+    /// What of the serial console goes to our stdout as it arrives (all of it is in
+    /// `console.log`).
+    pub echo: Echo,
     /// Obey the guest's requests to stop or kill the daemon (see [`crate::devfault`]).
     pub device_faults: bool,
 }
 
 impl VmConfig {
     /// A configuration with the defaults: `qemu-system-x86_64`, 2 nodes x 1024 MiB,
-    /// 2 vCPUs, a 10 minute timeout, console echoed.
+    /// 2 vCPUs, a 10 minute timeout, the console's progress lines echoed.
     pub fn new(
         kernel: PathBuf,
         initrd: PathBuf,
@@ -79,7 +80,7 @@ impl VmConfig {
             mem_per_node_mib: 1024,
             cpus: 2,
             timeout: Duration::from_secs(600),
-            echo_console: true,
+            echo: Echo::Progress,
             device_faults: false,
         }
     }
@@ -125,6 +126,53 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(50);
 const EXIT_MARKER: &str = "vgpu-guest-exit:";
 const BOOT_MARKER: &str = "vgpu-guest: booted";
+
+/// How much of the guest's console a run prints while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Every line, boot log included (`--verbose`).
+    Everything,
+    /// What a person follows ([`Progress::wants`]): the device handshake, the guest's
+    /// `vgpu-guest:` steps, failed tests with their diagnostics, TAP totals. The cases come
+    /// as a table at the end; the boot log stays in `console.log`.
+    Progress,
+    /// Nothing (a caller that prints its own summary).
+    Nothing,
+}
+
+/// The filter behind [`Echo::Progress`], one console line at a time.
+#[derive(Debug, Default)]
+pub struct Progress {
+    booted: bool,
+    /// Inside the diagnostics of a failed test (the `#` lines after `not ok`).
+    in_failure: bool,
+}
+
+impl Progress {
+    /// Whether `line` (without its newline) is shown.
+    pub fn wants(&mut self, line: &str) -> bool {
+        let l = line.trim_end_matches('\r');
+        if !self.booted {
+            self.booted = l.contains(BOOT_MARKER);
+            return self.booted;
+        }
+        if l.starts_with("not ok ") {
+            self.in_failure = true;
+            return true;
+        }
+        if l.starts_with('#') && self.in_failure {
+            return true;
+        }
+        self.in_failure = false;
+        l.starts_with("vgpu-guest:")
+            || l.contains("capset")
+            || l.starts_with("Bail out!")
+            // TAP/KTAP totals: `# 23 passed, 0 failed`, kselftest's `# Totals: pass:..`.
+            || (l.starts_with("# ") && (l.contains(" passed, ") || l.contains("Totals:")))
+            // Kernel reports the job scripts fail on.
+            || ["BUG:", "WARNING:", "Oops", "KASAN", "lockdep", "INFO: task", "Kernel panic"].iter().any(|k| l.contains(k))
+    }
+}
 
 /// [`run`], with the daemon optional (`with_device == false`: no daemon, no vhost-user
 /// device; for testing the VM plumbing alone).
@@ -248,7 +296,7 @@ pub(crate) fn launch(cfg: &VmConfig, with_device: bool) -> Result<VmOutcome> {
         .with_context(|| format!("starting QEMU ({})", cfg.qemu.display()))?;
     kids.qemu = Some(Proc::new("QEMU", child));
 
-    let mut console = ConsoleTail::new(console_log.clone(), cfg.echo_console);
+    let mut console = ConsoleTail::new(console_log.clone(), cfg.echo);
     // When the daemon went away by itself. It does so right after QEMU disconnects, i.e.
     // while QEMU shuts down; only a daemon gone for a while before QEMU is news.
     let mut device_gone: Option<(Instant, bool)> = None;
@@ -822,18 +870,20 @@ struct ConsoleTail {
     path: PathBuf,
     file: Option<File>,
     partial: Vec<u8>,
-    echo: bool,
+    echo: Echo,
+    progress: Progress,
     booted_at: Option<Duration>,
     bytes_seen: u64,
 }
 
 impl ConsoleTail {
-    fn new(path: PathBuf, echo: bool) -> Self {
+    fn new(path: PathBuf, echo: Echo) -> Self {
         ConsoleTail {
             path,
             file: None,
             partial: Vec::new(),
             echo,
+            progress: Progress::default(),
             booted_at: None,
             bytes_seen: 0,
         }
@@ -858,17 +908,30 @@ impl ConsoleTail {
         if self.booted_at.is_none() && contains(&complete, BOOT_MARKER.as_bytes()) {
             self.booted_at = Some(start.elapsed());
         }
-        if self.echo {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&complete);
-            let _ = out.flush();
+        match self.echo {
+            Echo::Everything => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&complete);
+                let _ = out.flush();
+            }
+            Echo::Progress => {
+                let mut out = std::io::stdout().lock();
+                for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let text = String::from_utf8_lossy(line);
+                    if self.progress.wants(&text) {
+                        let _ = writeln!(out, "{}", text.trim_end_matches('\r'));
+                    }
+                }
+                let _ = out.flush();
+            }
+            Echo::Nothing => {}
         }
         complete
     }
 
     /// Echo what is left (a last line without a newline).
     fn finish(&mut self) {
-        if self.echo && !self.partial.is_empty() {
+        if self.echo == Echo::Everything && !self.partial.is_empty() {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(&self.partial);
             let _ = out.write_all(b"\n");
@@ -930,6 +993,42 @@ fn tail_lines(path: &Path, n: usize) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn progress_hides_the_boot_log_and_passing_detail() {
+        let console = "\
+[    0.000000] Linux version 7.2.13\r
+Run /init as init process\r
+vgpu-guest: booted 7.2.13\r
+vgpu_svm virtio0: VGPU_SVM capset 0x53: protocol 0.4, 16 contexts\r
+[drm] Initialized vgpu_svm 0.1.0 for virtio0 on minor 0\r
+vgpu-guest: running vgpu-coherence\r
+ok 1 fork_cow [svm]\r
+#   12 checks; device: 4096 accesses checked\r
+vgpu-case: {\"scenario\":\"fork_cow\"}\r
+not ok 2 munmap [svm]\r
+#   FAILED: the device saw a stale page\r
+vgpu-case: {\"scenario\":\"munmap\"}\r
+#   a note after the JSON is not the failure's\r
+# 1 passed, 1 failed\r
+[   12.3] BUG: kernel NULL pointer dereference\r
+";
+        let mut p = Progress::default();
+        let shown: Vec<&str> = console.lines().filter(|l| p.wants(l)).map(|l| l.trim_end_matches('\r')).collect();
+        assert_eq!(
+            shown,
+            [
+                "vgpu-guest: booted 7.2.13",
+                "vgpu_svm virtio0: VGPU_SVM capset 0x53: protocol 0.4, 16 contexts",
+                "vgpu-guest: running vgpu-coherence",
+                "not ok 2 munmap [svm]",
+                "#   FAILED: the device saw a stale page",
+                "# 1 passed, 1 failed",
+                "[   12.3] BUG: kernel NULL pointer dereference",
+            ]
+        );
+    }
+
+
     fn cfg(dir: &Path) -> VmConfig {
         let mut c = VmConfig::new(
             dir.join("bzImage"),
@@ -938,7 +1037,7 @@ mod tests {
             "hello",
             dir.join("run"),
         );
-        c.echo_console = false;
+        c.echo = Echo::Nothing;
         c
     }
 

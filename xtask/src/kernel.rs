@@ -201,7 +201,7 @@ pub fn apply_overlay(tree: &Path, orig: &Path, extra: &[PathBuf]) -> Result<usiz
             // One line: the user reads it, and the tree is left as it was.
             let why = String::from_utf8_lossy(&out.stdout);
             let first = why.lines().find(|l| l.contains("FAILED") || l.contains("failed")).or_else(|| why.lines().next()).unwrap_or("patch failed");
-            bail!("kernel patch {} does not apply to linux {}: {}", p.display(), tree.file_name().unwrap_or_default().to_string_lossy(), first.trim());
+            bail!("kernel patch {} does not apply to {}: {}", p.display(), tree.file_name().unwrap_or_default().to_string_lossy(), first.trim());
         }
         if !out.status.success() {
             bail!(

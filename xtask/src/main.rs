@@ -124,7 +124,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--verbose" | "-v" => o.verbose = true,
             "--kernel-patch" => {
                 let f = PathBuf::from(val("--kernel-patch")?);
-                let abs = std::fs::canonicalize(&f).with_context(|| format!("--kernel-patch {}: no such file", f.display()))?;
+                let abs = std::fs::canonicalize(&f).with_context(|| format!("--kernel-patch {}", f.display()))?;
                 o.kernel_patches.push(abs);
             }
             "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),

@@ -133,9 +133,12 @@ pub fn patched_files(patch: &str) -> Vec<PathBuf> {
 }
 
 /// Applies the overlay: copies new files, installs the UAPI headers, and applies the patches
-/// to pristine copies of the files they touch. Only files whose content changes are written,
-/// so an unchanged overlay costs nothing in the next `make`.
-pub fn apply_overlay(tree: &Path, orig: &Path) -> Result<usize> {
+/// (the overlay's, then `extra`: the user's `--kernel-patch` files, in the order given) to
+/// pristine copies of the files they touch. Only files whose content changes are written,
+/// so an unchanged overlay costs nothing in the next `make`, and a file no patch touches any
+/// more gets its pristine content back: a patch set stays applied (and built) until the set
+/// changes.
+pub fn apply_overlay(tree: &Path, orig: &Path, extra: &[PathBuf]) -> Result<usize> {
     let mut written = 0;
     // 1. New files.
     let overlay = driver_dir().join("overlay");
@@ -155,11 +158,24 @@ pub fn apply_overlay(tree: &Path, orig: &Path) -> Result<usize> {
     let mut patches: Vec<PathBuf> = files_under(&pdir)?
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+        .map(|p| pdir.join(p))
         .collect();
     patches.sort();
+    let ours = patches.len();
+    patches.extend(extra.iter().cloned());
     let mut touched = BTreeSet::new();
-    for p in &patches {
-        touched.extend(patched_files(&fs::read_to_string(pdir.join(p))?));
+    for (i, p) in patches.iter().enumerate() {
+        let text = fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+        let files = patched_files(&text);
+        if i >= ours {
+            if files.is_empty() {
+                bail!("kernel patch {} changes no file (no `+++ b/...` line)", p.display());
+            }
+            if let Some(f) = files.iter().find(|f| !tree.join(f).is_file() && !orig.join(f).is_file()) {
+                bail!("kernel patch {} creates {} (new files are not supported: change existing ones)", p.display(), f.display());
+            }
+        }
+        touched.extend(files);
     }
     let scratch = tree.parent().context("tree parent")?.join(format!(".patch-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
@@ -174,12 +190,19 @@ pub fn apply_overlay(tree: &Path, orig: &Path) -> Result<usize> {
         fs::create_dir_all(scratch.join(rel).parent().context("parent")?)?;
         fs::copy(&saved, scratch.join(rel))?;
     }
-    for p in &patches {
+    for (i, p) in patches.iter().enumerate() {
         let out = Command::new("patch")
-            .args(["-p1", "--batch", "--no-backup-if-mismatch", "-s", "-d"])
+            .args(["-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-r", "-", "-s", "-d"])
             .arg(&scratch)
-            .stdin(fs::File::open(pdir.join(p))?)
+            .stdin(fs::File::open(p)?)
             .output()?;
+        if !out.status.success() && i >= ours {
+            let _ = fs::remove_dir_all(&scratch);
+            // One line: the user reads it, and the tree is left as it was.
+            let why = String::from_utf8_lossy(&out.stdout);
+            let first = why.lines().find(|l| l.contains("FAILED") || l.contains("failed")).or_else(|| why.lines().next()).unwrap_or("patch failed");
+            bail!("kernel patch {} does not apply to {}: {}", p.display(), tree.file_name().unwrap_or_default().to_string_lossy(), first.trim());
+        }
         if !out.status.success() {
             bail!(
                 "patch {} does not apply to linux {}:\n{}{}",
@@ -320,7 +343,17 @@ fn build_with_progress(tree: &Path, log: &Path, targets: &[&str]) -> Result<()> 
 
 /// Extracts, overlays, configures and builds; returns the artifacts.
 pub fn build(flavor: Flavor) -> Result<Built> {
-    build_variant(flavor, None)
+    build_variant(flavor, &Variant::default())
+}
+
+/// What a build changes on top of the overlay.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Variant<'a> {
+    /// A driver mutant applied over the overlay (`cargo xtask mutants`).
+    pub mutant: Option<&'a Path>,
+    /// The user's patches to the kernel source (`--kernel-patch`), applied after the
+    /// overlay's, in this order.
+    pub kernel_patches: &'a [PathBuf],
 }
 
 /// Applies a driver mutant (a unified diff against the overlay's files, paths relative to
@@ -356,8 +389,9 @@ fn apply_mutant(tree: &Path, mutant: &Path) -> Result<()> {
     Ok(())
 }
 
-/// [`build`], with a driver mutant applied over the overlay if `mutant` names one.
-pub fn build_variant(flavor: Flavor, mutant: Option<&Path>) -> Result<Built> {
+/// [`build`], with the variant's kernel patches and driver mutant.
+pub fn build_variant(flavor: Flavor, v: &Variant<'_>) -> Result<Built> {
+    let mutant = v.mutant;
     let deb = setup::kernel_deb().context("no kernel source downloaded: run `cargo xtask setup` first")?;
     if !paths::bindgen().exists() {
         bail!("bindgen is missing: run `cargo xtask setup` first");
@@ -365,8 +399,11 @@ pub fn build_variant(flavor: Flavor, mutant: Option<&Path>) -> Result<Built> {
     let version = setup::kernel_version(&deb)?;
     let tree = paths::kernel_tree(&version, flavor.name());
     extract(&deb, &tree)?;
-    let n = apply_overlay(&tree, &paths::kernel_orig(&version, flavor.name()))?;
+    let n = apply_overlay(&tree, &paths::kernel_orig(&version, flavor.name()), v.kernel_patches)?;
     say!("kernel: linux {version} ({} flavor) in {}; overlay: {n} file(s) changed", flavor.name(), tree.display());
+    for p in v.kernel_patches {
+        say!("kernel: with kernel patch {}", p.display());
+    }
     if let Some(m) = mutant {
         apply_mutant(&tree, m)?;
         say!("kernel: mutant {} applied", m.display());

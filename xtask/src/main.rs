@@ -11,6 +11,7 @@ mod fuzz;
 mod guest;
 mod initramfs;
 mod kernel;
+mod mmregress;
 mod mutants;
 mod paths;
 mod report;
@@ -41,6 +42,11 @@ commands:
                         target/vgpu/mutants.{json,md}. Options: --only NAME[,NAME...],
                         --runs N (each mutant N times), --no-baseline; VGPU_VM_LOCK=FILE
                         serializes its VM runs with others on the machine (flock, per mutant)
+  mm-regressions        the zoo of historical mmu-notifier bugs (tests/mm-regressions/): each
+                        patch goes into the guest kernel's mm/ in turn; hmm-tests and every
+                        coherence case once run on it; a patch must be caught by a coherence
+                        case. Writes target/vgpu/mm-regressions.{json,md}. Options: --only,
+                        --no-baseline, --kernel-patch (under every zoo patch); VGPU_VM_LOCK
   bench                 the benchmarks: the guest bench in the VM, again with the device's
                         checker off, and the host-side device bench; writes
                         target/vgpu/bench.{md,json} and target/vgpu/bench-*.svg
@@ -49,11 +55,15 @@ options:
   --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)
   --timeout SECONDS        VM timeout (default 900)
   --host-only              `test`: only the host unit tests
+  --kernel-patch FILE      apply FILE (a -p1 unified diff, e.g. `git format-patch`) to the
+                           guest kernel source after the overlay; repeatable, in order. Works
+                           with vm, test, demo, bench, soak, mutants and both flavors; the
+                           patched files are restored when a later run does not ask for it
   --verbose, -v            echo the whole guest console, boot log included (by default a
                            run shows the handshake, the guest's steps, failed tests and
                            totals; everything is in target/vgpu/runs/<job>/console.log)
   --fuzz-seed N            the fuzz job's seed (else $VGPU_FUZZ_SEED, else random; printed)
-  --only, --runs, --no-baseline   see `mutants`
+  --only, --runs, --no-baseline   see `mutants` (--only, --no-baseline: also mm-regressions)
 ";
 
 #[derive(Clone)]
@@ -73,6 +83,9 @@ struct Opts {
     mutant: Option<PathBuf>,
     /// `--verbose`: echo the whole guest console (boot log included), not only its progress.
     verbose: bool,
+    /// `--kernel-patch FILE` (repeatable): patches to the guest kernel source, applied after
+    /// the overlay's (absolute paths).
+    kernel_patches: Vec<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -88,6 +101,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         no_baseline: false,
         mutant: None,
         verbose: false,
+        kernel_patches: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -108,6 +122,11 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--no-baseline" => o.no_baseline = true,
             "--host-only" => o.host_only = true,
             "--verbose" | "-v" => o.verbose = true,
+            "--kernel-patch" => {
+                let f = PathBuf::from(val("--kernel-patch")?);
+                let abs = std::fs::canonicalize(&f).with_context(|| format!("--kernel-patch {}", f.display()))?;
+                o.kernel_patches.push(abs);
+            }
             "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),
             _ => bail!("unknown option `{a}`\n\n{USAGE}"),
         }
@@ -123,7 +142,8 @@ fn main() {
     };
     let result = parse(&args[1..]).and_then(|o| match command.as_str() {
         "setup" => setup::setup(),
-        "kernel" => kernel::build(o.flavor).map(|b| say!("kernel: {}", b.bzimage.display())),
+        "kernel" => kernel::build_variant(o.flavor, &kernel::Variant { mutant: None, kernel_patches: &o.kernel_patches })
+            .map(|b| say!("kernel: {}", b.bzimage.display())),
         "guest" => build_guest_image(&o).map(|(_, p)| say!("initramfs: {}", p.display())),
         "vm" => {
             let job = o.job.clone().context("`vm` needs --job NAME")?;
@@ -136,6 +156,7 @@ fn main() {
         "fault-injection" => fault_injection(&o),
         "soak" => soak::soak(&o),
         "mutants" => mutants::mutants(&o),
+        "mm-regressions" => mmregress::mm_regressions(&o),
         "demo" => demo(&o),
         "bench" => bench::bench(&o),
         "help" | "--help" | "-h" => {
@@ -164,7 +185,7 @@ fn build_device() -> Result<PathBuf> {
 /// Kernel + guest programs + hmm-tests + job scripts -> initramfs; returns the kernel build
 /// and the initramfs' path.
 fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
-    let built = kernel::build_variant(o.flavor, o.mutant.as_deref())?;
+    let built = kernel::build_variant(o.flavor, &kernel::Variant { mutant: o.mutant.as_deref(), kernel_patches: &o.kernel_patches })?;
     let mut binaries = guest::build_programs()?;
     say!("guest: building the C example against libvgpu.a");
     let c_example = cexample::build_c_example(&paths::workspace(), &paths::guest_target(), &paths::out())?;
@@ -378,7 +399,13 @@ fn coherence_summary(o: &Opts, console: &str) -> Result<Vec<coherence::CaseResul
     let cases = coherence::summary_from_console(console)?;
     let path = paths::out().join("coherence-summary.json");
     let (commit, dirty) = report::commit();
-    let provenance = coherence::Provenance { kernel: report::guest_kernel(console), flavor: o.flavor.name().into(), commit, dirty };
+    let provenance = coherence::Provenance {
+        kernel: report::guest_kernel(console),
+        flavor: o.flavor.name().into(),
+        commit,
+        dirty,
+        kernel_patches: o.kernel_patches.iter().map(|p| p.display().to_string()).collect(),
+    };
     coherence::write_summary(&cases, &provenance, &path)?;
     coherence::print_table(&cases);
     println!("  ({} cases; summary: {})", cases.len(), path.display());

@@ -42,9 +42,9 @@ pub struct Mutant {
     pub path: PathBuf,
 }
 
-/// Reads the header of a mutant file (`Key: value` lines before the diff; a value may go on
-/// over indented lines). `Mutant`, `Area` and `Breaks` are required.
-pub fn parse_mutant(path: &Path, text: &str) -> Result<Mutant> {
+/// The header of a patch file with a header (a mutant, an mm regression): `Key: value` lines
+/// before the diff; a value goes on over lines indented by two spaces or a tab.
+pub fn header_fields(text: &str) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
         if line.starts_with("--- ") || line.starts_with("diff ") {
@@ -63,6 +63,13 @@ pub fn parse_mutant(path: &Path, text: &str) -> Result<Mutant> {
             }
         }
     }
+    fields
+}
+
+/// Reads the header of a mutant file ([`header_fields`]). `Mutant`, `Area` and `Breaks` are
+/// required.
+pub fn parse_mutant(path: &Path, text: &str) -> Result<Mutant> {
+    let fields = header_fields(text);
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
     let need = |k: &str| get(k).with_context(|| format!("{}: no `{k}:` header line", path.display()));
     if !text.lines().any(|l| l.starts_with("+++ ")) {
@@ -217,12 +224,13 @@ fn job_failures(job: &str, outcome: &crate::vm::VmOutcome) -> Result<Vec<String>
 /// Serializes the machine's VM runs with other users when `VGPU_VM_LOCK` names a lock file
 /// (`flock(2)`, held until dropped): a campaign takes it per mutant, so other work can run in
 /// between.
-struct VmLock {
+pub struct VmLock {
     _held: Option<std::fs::File>,
 }
 
 impl VmLock {
-    fn take() -> Result<Self> {
+    /// Takes the lock `VGPU_VM_LOCK` names (none if unset), after a short pause.
+    pub fn take() -> Result<Self> {
         let Some(p) = std::env::var_os("VGPU_VM_LOCK") else { return Ok(Self { _held: None }) };
         // flock(2) is not fair: a campaign that takes the lock again right after releasing
         // it starves a waiting user (seen: a helper's VM waited 6 minutes). A pause first

@@ -1,0 +1,321 @@
+//! `cargo xtask mm-regressions`: the zoo of historical mmu-notifier bugs
+//! (`tests/mm-regressions/*.patch`), each re-introduced into the guest kernel's `mm/` in
+//! turn, with the verdict of the coherence suite and of the kernel's own hmm-tests on that
+//! kernel.
+//!
+//! A zoo patch is a `-p1` diff against the 7.2 tree with a header (the format of
+//! [`crate::mutants::header_fields`]):
+//!
+//! ```text
+//! Regression: unpaired-start-end
+//! Upstream: the fix or thread it re-creates
+//! Breaks: what no longer notifies, and what a mirroring device sees
+//! Caught-by: pair_start_end
+//!
+//! --- a/mm/mmu_notifier.c
+//! +++ b/mm/mmu_notifier.c
+//! ```
+//!
+//! Each kernel is built incrementally from the one cached tree (the patch goes on after the
+//! overlay, as `--kernel-patch` does, and comes off at the next build), booted with the
+//! `mm-regression` guest job (hmm-tests, then every coherence case once), and judged: the
+//! patch is caught when a positive coherence case fails. An unpatched baseline must pass
+//! first, or no catch would mean anything.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::mutants::{header_fields, VmLock};
+use crate::{coherence, paths, say, Opts};
+
+/// One patch of the zoo, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regression {
+    pub name: String,
+    pub upstream: String,
+    pub breaks: String,
+    /// The cases its author expects to catch it (`Caught-by:`, comma or space separated).
+    pub expected: Vec<String>,
+    pub path: PathBuf,
+}
+
+/// Reads a zoo patch's header; `Regression`, `Upstream` and `Breaks` are required.
+pub fn parse_regression(path: &Path, text: &str) -> Result<Regression> {
+    let fields = header_fields(text);
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    let need = |k: &str| get(k).with_context(|| format!("{}: no `{k}:` header line", path.display()));
+    if !text.lines().any(|l| l.starts_with("+++ ")) {
+        bail!("{}: no diff (`+++ b/...` line)", path.display());
+    }
+    let expected = get("Caught-by")
+        .unwrap_or_default()
+        .split([',', ' '])
+        .map(|s| s.trim().trim_matches('`'))
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(String::from)
+        .collect();
+    Ok(Regression { name: need("Regression")?, upstream: need("Upstream")?, breaks: need("Breaks")?, expected, path: path.to_path_buf() })
+}
+
+/// Every zoo patch in `dir`, in file-name order; names must be unique.
+pub fn load(dir: &Path) -> Result<Vec<Regression>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "patch"))
+        .collect();
+    files.sort();
+    let mut out: Vec<Regression> = Vec::new();
+    for f in files {
+        let r = parse_regression(&f, &std::fs::read_to_string(&f)?)?;
+        if out.iter().any(|o| o.name == r.name) {
+            bail!("two zoo patches are named `{}`", r.name);
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// A coherence case that failed on a patched kernel.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Catch {
+    /// `scenario [mode]`.
+    pub case: String,
+    pub violations: u64,
+    pub detail: String,
+}
+
+/// The kernel's hmm-tests on the same kernel (kselftest's `# Totals:` line).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct HmmTests {
+    pub pass: u64,
+    pub fail: u64,
+    pub skip: u64,
+    /// A Totals line was found (false: the run ended before hmm-tests did).
+    pub ran: bool,
+}
+
+impl HmmTests {
+    /// `pass`, `FAIL (n)` or `did not finish`.
+    pub fn verdict(&self) -> String {
+        match (self.ran, self.fail) {
+            (false, _) => "did not finish".into(),
+            (true, 0) => "pass".into(),
+            (true, n) => format!("FAIL ({n})"),
+        }
+    }
+}
+
+/// The first `# Totals: pass:N fail:N ... skip:N` line after `vgpu-guest: running hmm-tests`.
+pub fn hmm_totals(console: &str) -> HmmTests {
+    let Some(at) = console.find("vgpu-guest: running hmm-tests") else { return HmmTests::default() };
+    let Some(line) = console[at..].lines().find(|l| l.trim_start_matches(['#', ' ']).starts_with("Totals:")) else {
+        return HmmTests::default();
+    };
+    let num = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    HmmTests { pass: num("pass:"), fail: num("fail:"), skip: num("skip:"), ran: true }
+}
+
+/// The positive coherence cases that failed (negative controls and skips are not catches).
+pub fn catches(cases: &[coherence::CaseResult]) -> Vec<Catch> {
+    cases
+        .iter()
+        .filter(|c| !c.expect_violations && !c.skipped && !c.passed)
+        .map(|c| Catch { case: format!("{} [{}]", c.scenario, c.mode), violations: c.violations, detail: c.detail.chars().take(200).collect() })
+        .collect()
+}
+
+/// One patch's result in `mm-regressions.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub name: String,
+    pub upstream: String,
+    pub expected: Vec<String>,
+    pub caught: bool,
+    pub caught_by: Vec<Catch>,
+    /// The guest did not finish (a hang or crash on the patched kernel): caught, by the VM.
+    pub vm_error: Option<String>,
+    pub hmm_tests: HmmTests,
+    pub seconds: f64,
+}
+
+/// The zoo patches live here.
+fn zoo_dir() -> PathBuf {
+    paths::workspace().join("tests/mm-regressions")
+}
+
+/// A broken mm can hang the guest; a clean run takes a few minutes.
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Builds the kernel with `patches` and runs the `mm-regression` job on it.
+fn run_one(o: &Opts, patches: Vec<PathBuf>) -> Result<(Vec<coherence::CaseResult>, HmmTests, Option<String>)> {
+    let mut o = o.clone();
+    o.kernel_patches = patches;
+    if !o.timeout_given {
+        o.timeout = TIMEOUT;
+    }
+    // A guest that fails its job is expected here (the zoo breaks things); only a VM that did
+    // not finish (timeout, crash) is an error, and it counts as caught.
+    let vm_error = crate::run_job_quiet(&o, "mm-regression").err().map(|e| format!("{e:#}").lines().next().unwrap_or("").to_string());
+    let console = std::fs::read(paths::out().join("runs/mm-regression/console.log")).unwrap_or_default();
+    let console = String::from_utf8_lossy(&console);
+    let cases = coherence::summary_from_console(&console)?;
+    Ok((cases, hmm_totals(&console), vm_error))
+}
+
+/// `cargo xtask mm-regressions [--only NAME,...] [--no-baseline]` (`--kernel-patch` files
+/// go under every zoo patch; `VGPU_VM_LOCK` as for `mutants`).
+pub fn mm_regressions(o: &Opts) -> Result<()> {
+    let dir = zoo_dir();
+    let mut all = load(&dir)?;
+    if !o.only.is_empty() {
+        if let Some(n) = o.only.iter().find(|n| !all.iter().any(|r| &r.name == *n)) {
+            bail!("no zoo patch named `{n}` in {}", dir.display());
+        }
+        all.retain(|r| o.only.contains(&r.name));
+    }
+    crate::setup::setup()?;
+    let started = Instant::now();
+    say!("mm-regressions: {} patch(es); each: build, hmm-tests, every coherence case once", all.len());
+    if !o.no_baseline {
+        let _lock = VmLock::take()?;
+        say!("mm-regressions: baseline (no zoo patch) must pass");
+        let (cases, hmm, err) = run_one(o, o.kernel_patches.clone())?;
+        let failed = catches(&cases);
+        if let Some(e) = err {
+            bail!("the baseline kernel's run failed: {e}");
+        }
+        if !failed.is_empty() || cases.is_empty() {
+            bail!("the baseline kernel fails coherence cases ({}), so no catch would mean anything", failed.iter().map(|c| c.case.as_str()).collect::<Vec<_>>().join(", "));
+        }
+        say!("mm-regressions: baseline: {} coherence runs pass; hmm-tests {}", cases.len(), hmm.verdict());
+    }
+    let mut results = Vec::new();
+    for (i, r) in all.iter().enumerate() {
+        let t0 = Instant::now();
+        let _lock = VmLock::take()?;
+        say!("mm-regressions: [{}/{}] {}: {}", i + 1, all.len(), r.name, r.breaks);
+        let mut patches = o.kernel_patches.clone();
+        patches.push(std::fs::canonicalize(&r.path)?);
+        let (cases, hmm, vm_error) = run_one(o, patches)?;
+        let caught_by = catches(&cases);
+        let caught = !caught_by.is_empty() || vm_error.is_some();
+        say!(
+            "mm-regressions: {}: {}; hmm-tests {}",
+            r.name,
+            match (&vm_error, caught_by.first()) {
+                (Some(e), _) => format!("caught: the guest did not finish ({e})"),
+                (None, Some(c)) => format!("caught by {} case(s), first {} ({} violations)", caught_by.len(), c.case, c.violations),
+                (None, None) => "NOT caught".into(),
+            },
+            hmm.verdict()
+        );
+        results.push(Outcome {
+            name: r.name.clone(),
+            upstream: r.upstream.clone(),
+            expected: r.expected.clone(),
+            caught,
+            caught_by,
+            vm_error,
+            hmm_tests: hmm,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        write_results(&results, started, false)?;
+    }
+    // Leave the cache as the project builds it.
+    {
+        let _lock = VmLock::take()?;
+        crate::kernel::build(o.flavor)?;
+    }
+    let json = write_results(&results, started, true)?;
+    let table = render_table(&results);
+    std::fs::write(paths::out().join("mm-regressions.md"), &table)?;
+    println!("\n{table}");
+    let missed = results.iter().filter(|r| !r.caught).count();
+    println!("mm-regressions: {} of {} caught; {:.0} s ({})", results.len() - missed, results.len(), started.elapsed().as_secs_f64(), json.display());
+    if missed > 0 {
+        bail!("{missed} zoo patch(es) not caught by any coherence case");
+    }
+    Ok(())
+}
+
+fn write_results(results: &[Outcome], started: Instant, finished: bool) -> Result<PathBuf> {
+    let (commit, dirty) = crate::report::commit();
+    let doc = serde_json::json!({
+        "commit": commit,
+        "dirty": dirty,
+        "finished": finished,
+        "seconds": started.elapsed().as_secs_f64(),
+        "patches": results,
+    });
+    let path = paths::out().join("mm-regressions.json");
+    std::fs::create_dir_all(paths::out())?;
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    Ok(path)
+}
+
+/// The table: patch, upstream reference, caught by (cases, violations), hmm-tests.
+pub fn render_table(results: &[Outcome]) -> String {
+    let mut s = String::from("| patch | upstream | caught by (violations) | hmm-tests on the same kernel | s |\n|---|---|---|---|---|\n");
+    for r in results {
+        let by = match (&r.vm_error, r.caught_by.is_empty()) {
+            (Some(e), _) => format!("the guest did not finish: {e}"),
+            (None, true) => "**not caught**".into(),
+            (None, false) => r.caught_by.iter().take(4).map(|c| format!("{} ({})", c.case, c.violations)).collect::<Vec<_>>().join(", ")
+                + &if r.caught_by.len() > 4 { format!(" and {} more", r.caught_by.len() - 4) } else { String::new() },
+        };
+        let up: String = r.upstream.chars().take(120).collect();
+        s += &format!("| {} | {} | {} | {} | {:.0} |\n", r.name, up, by, r.hmm_tests.verdict(), r.seconds);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "Regression: unpaired-start-end\nUpstream: mm/mmu_notifiers: ensure range_end() is paired\n  with range_start() (2019)\nBreaks: the back-out is gone.\nCaught-by: pair_start_end, `nonblock_reap`\n\n--- a/mm/mmu_notifier.c\n+++ b/mm/mmu_notifier.c\n@@ -1 +1 @@\n-a\n+b\n";
+
+    #[test]
+    fn parses_the_header() {
+        let r = parse_regression(Path::new("01.patch"), P).unwrap();
+        assert_eq!(r.name, "unpaired-start-end");
+        assert_eq!(r.upstream, "mm/mmu_notifiers: ensure range_end() is paired with range_start() (2019)");
+        assert_eq!(r.expected, ["pair_start_end", "nonblock_reap"]);
+        assert!(parse_regression(Path::new("x"), "Regression: a\nBreaks: b\n+++ b/x\n").unwrap_err().to_string().contains("Upstream:"));
+    }
+
+    #[test]
+    fn hmm_totals_come_from_the_hmm_tests_run() {
+        let c = "vgpu-guest: running vgpu-smoke\n# Totals: pass:9 fail:9\nvgpu-guest: running hmm-tests\nok 1 hmm.open\n# Totals: pass:37 fail:2 xfail:0 xpass:0 skip:3 error:0\n";
+        assert_eq!(hmm_totals(c), HmmTests { pass: 37, fail: 2, skip: 3, ran: true });
+        assert_eq!(hmm_totals(c).verdict(), "FAIL (2)");
+        assert!(!hmm_totals("vgpu-guest: running hmm-tests\nok 1\n").ran);
+    }
+
+    #[test]
+    fn only_failed_positive_cases_are_catches() {
+        let case = |name: &str, passed: bool, neg: bool, skipped: bool| coherence::CaseResult {
+            scenario: name.into(),
+            mode: "svm".into(),
+            accesses_checked: 1,
+            violations: if passed { 0 } else { 4 },
+            expect_violations: neg,
+            passed,
+            skipped,
+            duration_ms: 1,
+            events: Default::default(),
+            detail: String::new(),
+            pattern: "once".into(),
+        };
+        let cs = [case("fork_cow", false, false, false), case("munmap", true, false, false), case("neg_skip_invalidate", false, true, false), case("ksm", false, false, true)];
+        assert_eq!(catches(&cs), [Catch { case: "fork_cow [svm]".into(), violations: 4, detail: String::new() }]);
+    }
+}

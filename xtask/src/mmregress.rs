@@ -314,6 +314,7 @@ mod tests {
             events: Default::default(),
             detail: String::new(),
             pattern: "once".into(),
+            contexts: Vec::new(),
         };
         let cs = [case("fork_cow", false, false, false), case("munmap", true, false, false), case("neg_skip_invalidate", false, true, false), case("ksm", false, false, true)];
         assert_eq!(catches(&cs), [Catch { case: "fork_cow [svm]".into(), violations: 4, detail: String::new() }]);

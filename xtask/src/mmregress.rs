@@ -49,14 +49,31 @@ pub fn parse_regression(path: &Path, text: &str) -> Result<Regression> {
     if !text.lines().any(|l| l.starts_with("+++ ")) {
         bail!("{}: no diff (`+++ b/...` line)", path.display());
     }
-    let expected = get("Caught-by")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .map(|s| s.trim().trim_matches('`'))
-        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .map(String::from)
-        .collect();
+    let expected = case_names(&get("Caught-by").unwrap_or_default());
     Ok(Regression { name: need("Regression")?, upstream: need("Upstream")?, breaks: need("Breaks")?, expected, path: path.to_path_buf() })
+}
+
+/// The case names of a `Caught-by:` value: a list of names, each may be followed by an
+/// explanation in parentheses; the list ends at the first sentence end (`. `), after which
+/// prose may follow.
+pub fn case_names(v: &str) -> Vec<String> {
+    let mut bare = String::new();
+    let mut depth = 0u32;
+    for c in v.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => bare.push(c),
+            _ => {}
+        }
+    }
+    let list = bare.split(". ").next().unwrap_or("").trim_end_matches('.');
+    list.split([',', ' '])
+        .map(|w| w.trim().trim_matches('`'))
+        .filter(|w| !w.is_empty() && !["and", "or"].contains(w))
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .map(String::from)
+        .collect()
 }
 
 /// Every zoo patch in `dir`, in file-name order; names must be unique.
@@ -289,7 +306,24 @@ mod tests {
         assert_eq!(r.name, "unpaired-start-end");
         assert_eq!(r.upstream, "mm/mmu_notifiers: ensure range_end() is paired with range_start() (2019)");
         assert_eq!(r.expected, ["pair_start_end", "nonblock_reap"]);
+        assert_eq!(
+            case_names("a_b, c (why, with (nested) words), d (x). Needs e_f and g."),
+            ["a_b", "c", "d"]
+        );
         assert!(parse_regression(Path::new("x"), "Regression: a\nBreaks: b\n+++ b/x\n").unwrap_err().to_string().contains("Upstream:"));
+    }
+
+    #[test]
+    fn the_zoo_parses_and_names_known_cases() {
+        let zoo = load(&zoo_dir()).unwrap();
+        assert!(zoo.len() >= 6, "the issue asks for at least six patches");
+        let cases = std::fs::read_to_string(paths::workspace().join("tests/src/cases/mod.rs")).unwrap();
+        for r in &zoo {
+            assert!(!r.expected.is_empty(), "{}: no Caught-by", r.name);
+            for c in &r.expected {
+                assert!(cases.contains(&format!("\"{c}\"")), "{}: Caught-by names `{c}`, which is no case", r.name);
+            }
+        }
     }
 
     #[test]

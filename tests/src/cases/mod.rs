@@ -363,6 +363,13 @@ pub const CASES: &[Case] = &[
         false,
         promises::context_slots,
     ),
+    case(
+        "release_visible",
+        "a child exiting with its context open: a privileged STATS reader sees RELEASE go up; STATS creates no context",
+        Mode::BOTH,
+        false,
+        promises::release_visible,
+    ),
 ];
 
 #[cfg(test)]

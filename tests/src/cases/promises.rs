@@ -610,3 +610,39 @@ pub fn context_slots(cx: &mut Cx) -> CaseResult {
     drop(held);
     Ok(())
 }
+
+/// RELEASE seen by a privileged reader (STATS: "notifier callbacks by enum mmu_notifier_event
+/// ...; for a privileged reader counted over every context of the device, so that a context's
+/// RELEASE (its process exiting) is visible to others"). A fork child opens its own context,
+/// mirrors memory with a job and exits with the file still open (its mm is torn down before
+/// its files are closed: the context's notifiers see RELEASE). The parent, root, reads STATS
+/// on a file of its own that has no context: the device-wide RELEASE count went up, and the
+/// STATS call created no context (the parent's file still has none: UNBIND gives ENOENT).
+pub fn release_visible(cx: &mut Cx) -> CaseResult {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return cx.skip("needs root (CAP_SYS_ADMIN) for the device-wide STATS");
+    }
+    let reader = Context::open_default().step("open the reader's file")?;
+    let before = reader.stats().step("STATS before")?.event(vgpu::MmuEvent::Release);
+    let mode = cx.mode;
+    let child = fork_child(|_| {
+        let g = crate::coherence::Gpu::open(mode, None).map_err(|e| format!("child: open: {e}"))?;
+        let m = Mapping::anon(4 * PAGE).map_err(|e| format!("child: mmap: {e}"))?;
+        let r = g.map(&m).map_err(|e| format!("child: region: {e}"))?;
+        g.write_pattern(&r, 0, 4 * PAGE, 3).map_err(|e| format!("child: job: {e}"))?;
+        if Expect::pattern(4 * PAGE, 3).mismatch(&m).is_some() {
+            return Err("child: the CPU does not see its device's write".into());
+        }
+        // Exit with the file (and the mapping) still there: no destructor runs.
+        std::mem::forget(r);
+        std::mem::forget(g);
+        std::mem::forget(m);
+        Ok(())
+    })?;
+    cx.check_ok("the child mirrored memory and exited", child.join());
+    let after = reader.stats().step("STATS after")?.event(vgpu::MmuEvent::Release);
+    cx.check(after > before, format!("the device-wide RELEASE count went up ({before} -> {after})"));
+    cx.check_errno("the reader's STATS created no context (UNBIND: ENOENT)", reader.unbind(HAND_VA), &[ENOENT]);
+    Ok(())
+}

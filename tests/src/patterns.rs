@@ -88,6 +88,7 @@ const ONCE_ONLY: &[&str] = &[
     "nonblock_reap",
     "killed_submit_aborted",
     "pair_start_end",
+    "context_slots",
 ];
 
 /// Scenarios that change process-wide or machine-wide state another thread's copy would
@@ -110,6 +111,7 @@ const NOT_THREADED: &[&str] = &[
     "file_writeback",
     "hugetlbfs",
     "exit_mid_job",
+    "semantic_b_va_reuse",
 ];
 
 /// The patterns `case` runs in, of `wanted`: negative controls (they set the driver's

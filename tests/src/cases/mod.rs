@@ -4,6 +4,7 @@
 mod contract;
 mod mm;
 mod process;
+pub mod promises;
 mod userptr;
 mod vma;
 
@@ -305,6 +306,69 @@ pub const CASES: &[Case] = &[
         "neg_legacy_race",
         "debugfs legacy_valid_flag + delay: the race must be caught",
         process::neg_legacy_race,
+    ),
+    case(
+        "semantic_b_va_reuse",
+        "semantic B over one VA: hole, anon, shared file (pread sees device writes), THP, read-only file, half mapping",
+        Mode::BOTH,
+        false,
+        promises::semantic_b_va_reuse,
+    ),
+    case(
+        "readonly_objects",
+        "objects created over PROT_READ memory: READONLY reads, writable refuses with EPERM; RW again; PROT_NONE EFAULT",
+        Mode::USERPTR,
+        false,
+        promises::readonly_objects,
+    ),
+    case(
+        "ctx_config_window",
+        "CTX_CONFIG after USERPTR_CREATE and a refused SUBMIT works; after the first job EBUSY, configuration kept",
+        Mode::USERPTR,
+        false,
+        promises::ctx_config_window,
+    ),
+    case(
+        "submit_result",
+        "SUBMIT's result is the last HASH/ATOMIC_ADD's, ops run in order, 64 ops, SVM fault counts",
+        Mode::BOTH,
+        false,
+        promises::submit_result,
+    ),
+    case(
+        "bind_unbind",
+        "BIND of a bound object EBUSY; unbound object's handle EINVAL; UNBIND inside/twice ENOENT; rebind elsewhere",
+        Mode::USERPTR,
+        false,
+        promises::bind_unbind,
+    ),
+    case(
+        "closed_bound_object",
+        "GEM_CLOSE of a bound object: handle ENOENT, binding lives on (EBUSY) until UNBIND, then reusable",
+        Mode::USERPTR,
+        false,
+        promises::closed_bound_object,
+    ),
+    case(
+        "fork_child_objects",
+        "a fork child with the parent's objects: EPERM for every driver ioctl but STATS/GET_PARAM; parent unaffected",
+        Mode::USERPTR,
+        false,
+        promises::fork_child_objects,
+    ),
+    case(
+        "context_slots",
+        "every device context in use: ENOSPC from CTX_CONFIG/USERPTR_CREATE/SUBMIT, UNBIND ENOENT; retry after a close",
+        Mode::SVM,
+        false,
+        promises::context_slots,
+    ),
+    case(
+        "release_visible",
+        "a child exiting with its context open: a privileged STATS reader sees RELEASE go up; STATS creates no context",
+        Mode::BOTH,
+        false,
+        promises::release_visible,
     ),
 ];
 

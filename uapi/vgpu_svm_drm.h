@@ -41,9 +41,11 @@ struct drm_vgpu_svm_get_param {
 
 /*
  * The GPU context. Each open file of the render node is one GPU context bound
- * to the opener's mm (the process that opened it). Any ioctl other than
- * GET_PARAM and STATS from a process with another mm (e.g. a fork child using
- * the parent's fd) fails with -EPERM; the child opens its own file.
+ * to the opener's mm (the process that opened it). Any vgpu_svm ioctl other
+ * than GET_PARAM and STATS from a process with another mm (e.g. a fork child
+ * using the parent's fd) fails with -EPERM; the child opens its own file. The
+ * DRM core's ioctls act on the file whoever calls them: a fork child sharing
+ * the fd can GEM_CLOSE the parent's handles.
  */
 
 /* CTX_CONFIG flags. */
@@ -58,7 +60,9 @@ struct drm_vgpu_svm_get_param {
  * @flags: VGPU_SVM_CTX_*; unknown bits -> -EINVAL
  * @pad: must be zero
  *
- * May be called before the first job only (-EBUSY after). Other errors:
+ * May be called before the file's first job only (-EBUSY after; a SUBMIT that
+ * reached the device counts, even if the job failed; one refused for its
+ * arguments does not). Other errors:
  * -EPERM (the caller's mm is not the file's), -ENOMEM, -ENOSPC (the device
  * has no free context: all VGPU_SVM_PARAM_MAX_CONTEXTS are in use; retry
  * after another file was closed), -ENODEV/-EIO/-ETIMEDOUT (creating the
@@ -81,16 +85,26 @@ struct drm_vgpu_svm_ctx_config {
  * @flags: VGPU_SVM_USERPTR_*
  * @handle: out, the GEM handle
  *
- * Errors: -EINVAL (unknown flags, unaligned or zero size, a range that
- * overflows), -EPERM (the caller's mm is not the file's), -ENOMEM,
+ * Errors: -EINVAL (unknown flags, unaligned or zero size, a size above 64 GiB,
+ * a range that overflows or ends beyond 2^48), -EPERM (the caller's mm is not
+ * the file's), -ENOMEM,
  * -ENODEV/-EIO/-ETIMEDOUT (creating the file's device context failed).
  *
  * Semantic B: the object follows the VA range, not the pages. Every submit
  * that uses it revalidates it (hmm_range_fault) and maps what the process
  * sees at that moment; after munmap the next submit fails with -EFAULT; after
  * a new mapping at the same VA it sees the new memory. Ranges that are VM_IO or
- * VM_PFNMAP fail at submit with -EFAULT. A READONLY object over memory that
- * the process cannot write is fine; a writable one needs writable memory.
+ * VM_PFNMAP fail at submit with -EFAULT, PROT_NONE ones too. The object is
+ * validated whole: if part of its range is unmapped, every submit naming it
+ * fails with -EFAULT, even one touching only the mapped part. A READONLY object
+ * over memory that the process cannot write is fine; a writable one over such
+ * memory can be created and bound, but every submit naming it fails with
+ * -EPERM, even a job that only reads. In a context without SVM, an
+ * invalidation of an object's range (munmap, migration, ...) waits for the
+ * context's running jobs (at most the job timeout) before the pages go.
+ *
+ * GEM_CLOSE of a bound object's last handle keeps the binding (its GPU VA range
+ * stays taken: -EBUSY) until UNBIND or the file is closed.
  */
 struct drm_vgpu_svm_userptr_create {
 	__u64 userptr;
@@ -150,7 +164,8 @@ struct drm_vgpu_svm_op {
  *           nr_handles 0
  * @nr_handles: 0..1024
  * @pad: zero
- * @result: out: the result of the last HASH or ATOMIC_ADD op
+ * @result: out: the result of the last HASH or ATOMIC_ADD op (0 if there is
+ *          none)
  * @faults: out: device faults serviced while the job ran
  *
  * Returns 0 when every op completed, else one of:
@@ -160,8 +175,12 @@ struct drm_vgpu_svm_op {
  *          nonzero flags/pad, a handle of an object that is not bound or
  *          belongs to another file;
  * -EFAULT: the ops or handles array is unreadable; or an op touched memory
- *          that cannot be mirrored: unmapped, VM_IO/VM_PFNMAP,
+ *          that cannot be mirrored: unmapped, PROT_NONE, VM_IO/VM_PFNMAP,
  *          memfd_secret(2) memory, or (without SVM) outside every binding;
+ *          or it faulted inside the binding of an object the job does not
+ *          name (name every object a job uses: what an earlier job left
+ *          mirrored there is used, kept coherent by that object's notifier,
+ *          but nothing is mirrored for an object the job does not name);
  * -ENOENT: a handle names no object;
  * -EPERM:  the caller's mm is not the file's; or a write to read-only
  *          memory or a READONLY object;

@@ -366,6 +366,8 @@ pub fn submit_result(cx: &mut Cx) -> CaseResult {
         cx.check_eq("its result is the 64th ATOMIC_ADD's old value", j.result, 163);
     }
     cx.check_eq("all 64 ran", m.read_u64(16), 164);
+    let res = g.submit(&[&r], Job::new().fill(r.va(PAGE), 64, 3).read(r.va(0), 64)).ok().map(|j| j.result);
+    cx.check_eq("[FILL, READ]: result is 0 (no HASH or ATOMIC_ADD)", res, Some(0));
     Ok(())
 }
 

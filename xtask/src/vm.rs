@@ -501,7 +501,7 @@ fn cmdline(cfg: &VmConfig) -> String {
     // movablecore: a ZONE_MOVABLE on which user memory lands and whose memory blocks can be
     // offlined (the coherence case memory_offline migrates mirrored pages that way).
     let mut s = format!(
-        "console=ttyS0 panic=-1 movablecore=256M vgpu_job={}",
+        "console=ttyS0 panic=-1 movablecore=512M vgpu_job={}",
         cfg.job
     );
     let extra = cfg.extra_cmdline.trim();
@@ -984,7 +984,7 @@ mod tests {
         assert!(s.contains("-no-reboot"));
         assert_eq!(
             a.last().unwrap(),
-            "console=ttyS0 panic=-1 movablecore=256M vgpu_job=hello loglevel=4"
+            "console=ttyS0 panic=-1 movablecore=512M vgpu_job=hello loglevel=4"
         );
         assert!(strs(&qemu_args(&c, None, Path::new("/c"), true))
             .join(" ")

@@ -77,7 +77,10 @@ impl Pattern {
 /// Scenarios that run only once: they already loop for the run's time budget (stress and
 /// races), kill their own processes on purpose (OOM), or set the driver's device-wide
 /// injection knobs (delays, forced EBUSY, the pair notifiers), which a busy load or a
-/// second thread would trip over (tests/src/cases/contract.rs).
+/// second thread would trip over (tests/src/cases/contract.rs); and the mm-feature cases
+/// that turn a machine-wide mechanism on and wait for it to act (NUMA balancing's scanner,
+/// zswap, a kdamond, MGLRU eviction of every lruvec, offlining a memory block), which costs
+/// seconds each under TCG and would only repeat the same machine-wide event.
 const ONCE_ONLY: &[&str] = &[
     "gup_ro_race",
     "stress",
@@ -89,13 +92,20 @@ const ONCE_ONLY: &[&str] = &[
     "killed_submit_aborted",
     "pair_start_end",
     "context_slots",
+    "numa_balancing",
+    "zswap",
+    "damon_pageout",
+    "mglru_evict",
+    "memory_offline",
 ];
 
 /// Scenarios that change process-wide or machine-wide state another thread's copy would
 /// trip over, so they do not run in [`Pattern::Threads`]: migrating all of the process's
 /// pages, clearing its soft-dirty bits, compacting, KSM's run knob, the shared zram swap
 /// device, the ext2 mount they remount, the hugetlb pool they size, a job killed with its
-/// whole process; and scenarios that assert a device access to an address they unmapped
+/// whole process, the mm-feature cases' machine-wide knobs (tests/src/cases/features.rs:
+/// NUMA balancing, zswap, DAMON, lru_gen, THP sizes, memory blocks, the page_idle bitmap,
+/// userfaultfd ranges the other thread's writes would trip on); and scenarios that assert a device access to an address they unmapped
 /// fails, which the other thread's next mmap may legitimately reuse (seen: `basic` and
 /// `mremap` in two threads, "a read of unmapped memory succeeded"; `munmap` asserts the same).
 const NOT_THREADED: &[&str] = &[
@@ -112,6 +122,15 @@ const NOT_THREADED: &[&str] = &[
     "hugetlbfs",
     "exit_mid_job",
     "semantic_b_va_reuse",
+    "numa_balancing",
+    "zswap",
+    "damon_pageout",
+    "mglru_evict",
+    "uffd_wp",
+    "shmem_thp",
+    "mthp_anon",
+    "memory_offline",
+    "idle_page_tracking",
 ];
 
 /// The patterns `case` runs in, of `wanted`: negative controls (they set the driver's

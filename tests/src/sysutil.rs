@@ -39,9 +39,10 @@ pub struct Setting {
 
 impl Setting {
     /// Writes `value` to `path`, remembering the old value.
+    /// A choice file (`always [madvise] never`) remembers its selected word.
     pub fn set(path: impl AsRef<Path>, value: &str) -> io::Result<Setting> {
         let path = path.as_ref().to_owned();
-        let old = read_file(&path).ok();
+        let old = read_file(&path).ok().map(|s| selected(&s).to_owned());
         write_file(&path, value)?;
         Ok(Setting { path, old })
     }
@@ -53,6 +54,14 @@ impl Drop for Setting {
             let _ = write_file(&self.path, old);
         }
     }
+}
+
+/// The selected word of a sysfs choice file (`always [madvise] never` -> `madvise`), or the
+/// whole text when nothing is bracketed.
+pub fn selected(text: &str) -> &str {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+        .unwrap_or(text)
 }
 
 // ---------------------------------------------------------------------------
@@ -203,6 +212,25 @@ pub fn pagemap(addr: u64, pages: usize) -> io::Result<Vec<PagemapEntry>> {
         .chunks_exact(8)
         .map(|c| PagemapEntry(u64::from_ne_bytes(c.try_into().unwrap())))
         .collect())
+}
+
+/// How many of the `pages` pages at `addr` are swapped out (pagemap).
+pub fn swapped_pages(addr: u64, pages: usize) -> io::Result<usize> {
+    Ok(pagemap(addr, pages)?.iter().filter(|e| e.swapped()).count())
+}
+
+/// `MADV_PAGEOUT` of the whole of `m`, up to `tries` times until some page is swapped out;
+/// returns how many are.
+pub fn page_out(m: &crate::mem::Mapping, tries: usize) -> io::Result<usize> {
+    let mut swapped = 0;
+    for _ in 0..tries {
+        m.madvise(0, m.len(), libc::MADV_PAGEOUT)?;
+        swapped = swapped_pages(m.addr(), m.pages())?;
+        if swapped > 0 {
+            break;
+        }
+    }
+    Ok(swapped)
 }
 
 /// A `kB` field (e.g. `AnonHugePages`) of the `/proc/self/smaps` entry of
@@ -632,6 +660,13 @@ AnonHugePages:         0 kB
         assert!(e[0].present());
         assert!(!e[0].swapped());
         assert!(!e[1].present());
+    }
+
+    #[test]
+    fn choice_files() {
+        assert_eq!(selected("always [madvise] never"), "madvise");
+        assert_eq!(selected("always inherit madvise [never]"), "never");
+        assert_eq!(selected("0"), "0");
     }
 
     #[test]

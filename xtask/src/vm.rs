@@ -546,7 +546,12 @@ fn node_cpus(cpus: u32) -> [Option<String>; 2] {
 
 /// The kernel command line.
 fn cmdline(cfg: &VmConfig) -> String {
-    let mut s = format!("console=ttyS0 panic=-1 vgpu_job={}", cfg.job);
+    // movablecore: a ZONE_MOVABLE on which user memory lands and whose memory blocks can be
+    // offlined (the coherence case memory_offline migrates mirrored pages that way).
+    let mut s = format!(
+        "console=ttyS0 panic=-1 movablecore=512M vgpu_job={}",
+        cfg.job
+    );
     let extra = cfg.extra_cmdline.trim();
     if !extra.is_empty() {
         s.push(' ');
@@ -1078,7 +1083,7 @@ vgpu-case: {\"scenario\":\"munmap\"}\r
         assert!(s.contains("-no-reboot"));
         assert_eq!(
             a.last().unwrap(),
-            "console=ttyS0 panic=-1 vgpu_job=hello loglevel=4"
+            "console=ttyS0 panic=-1 movablecore=512M vgpu_job=hello loglevel=4"
         );
         assert!(strs(&qemu_args(&c, None, Path::new("/c"), true))
             .join(" ")

@@ -14,7 +14,7 @@ use crate::coherence::{CaseResult, Cx, Step};
 use crate::mem::{Expect, Mapping, HPAGE, PAGE};
 use crate::sysutil::{
     compact_memory, drop_caches, ensure_ext2, ensure_zram_swap, mbind, migrate_pages, move_pages,
-    numa_nodes, pagemap, remount_ext2, smaps_kb, HugePages, KsmRun, MPOL_MF_MOVE, MPOL_MF_STRICT,
+    numa_nodes, page_out, remount_ext2, smaps_kb, HugePages, KsmRun, MPOL_MF_MOVE, MPOL_MF_STRICT,
 };
 
 fn thp_kb(m: &Mapping) -> u64 {
@@ -399,18 +399,7 @@ pub fn swap_zram(cx: &mut Cx) -> CaseResult {
             .step("device write")?;
         want.set_pattern(p * PAGE, PAGE, 100 + p as u64);
     }
-    let mut swapped = 0;
-    for _ in 0..3 {
-        m.madvise(0, len, libc::MADV_PAGEOUT).step("MADV_PAGEOUT")?;
-        swapped = pagemap(m.addr(), n)
-            .step("pagemap")?
-            .iter()
-            .filter(|e| e.swapped())
-            .count();
-        if swapped > 0 {
-            break;
-        }
-    }
+    let swapped = page_out(&m, 3).step("MADV_PAGEOUT")?;
     cx.note(format!("{swapped} of {n} pages swapped out"));
     if swapped == 0 {
         return cx.skip("MADV_PAGEOUT swapped nothing out");

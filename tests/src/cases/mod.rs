@@ -2,6 +2,7 @@
 //! ("The coherence suite"), each run in the modes it supports.
 
 mod contract;
+mod features;
 mod mm;
 mod process;
 pub mod promises;
@@ -233,6 +234,69 @@ pub const CASES: &[Case] = &[
         Mode::BOTH,
         false,
         mm::hugetlbfs,
+    ),
+    case(
+        "numa_balancing",
+        "automatic NUMA balancing scans mirrored memory (PROTECTION_VMA) while CPU and device use it",
+        Mode::BOTH,
+        false,
+        features::numa_balancing,
+    ),
+    case(
+        "zswap",
+        "MADV_PAGEOUT of device-written pages into zswap (zswpout), device swap-in from it (zswpin)",
+        Mode::BOTH,
+        false,
+        features::zswap,
+    ),
+    case(
+        "damon_pageout",
+        "a DAMON vaddr DAMOS pageout scheme pages out mirrored memory while the device hashes it",
+        Mode::BOTH,
+        false,
+        features::damon_pageout,
+    ),
+    case(
+        "mglru_evict",
+        "multi-gen LRU aging and eviction (debugfs lru_gen) reclaim mirrored pages to swap",
+        Mode::BOTH,
+        false,
+        features::mglru_evict,
+    ),
+    case(
+        "uffd_wp",
+        "userfaultfd write-protect: device write fails with EFAULT (SIGBUS feature), read works, unprotect",
+        Mode::BOTH,
+        false,
+        features::uffd_wp,
+    ),
+    case(
+        "shmem_thp",
+        "memfd with shmem THP mirrored by the device, a punched hole splits a THP",
+        Mode::BOTH,
+        false,
+        features::shmem_thp,
+    ),
+    case(
+        "mthp_anon",
+        "64 KiB anonymous mTHP from device faults, partial MADV_DONTNEED, fork COW",
+        Mode::BOTH,
+        false,
+        features::mthp_anon,
+    ),
+    case(
+        "memory_offline",
+        "offlining the ZONE_MOVABLE block of a mirrored page migrates it while the device hashes",
+        Mode::BOTH,
+        false,
+        features::memory_offline,
+    ),
+    case(
+        "idle_page_tracking",
+        "page_idle bitmap marks mirrored pages idle without an invalidation; CPU access clears it",
+        Mode::BOTH,
+        false,
+        features::idle_page_tracking,
     ),
     case(
         "exit_mid_job",

@@ -27,7 +27,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::mutants::{header_fields, VmLock};
+use crate::mutants::{header_fields, load_patch_files, VmLock};
 use crate::{coherence, paths, say, Opts};
 
 /// One patch of the zoo, parsed.
@@ -78,21 +78,7 @@ pub fn case_names(v: &str) -> Vec<String> {
 
 /// Every zoo patch in `dir`, in file-name order; names must be unique.
 pub fn load(dir: &Path) -> Result<Vec<Regression>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "patch"))
-        .collect();
-    files.sort();
-    let mut out: Vec<Regression> = Vec::new();
-    for f in files {
-        let r = parse_regression(&f, &std::fs::read_to_string(&f)?)?;
-        if out.iter().any(|o| o.name == r.name) {
-            bail!("two zoo patches are named `{}`", r.name);
-        }
-        out.push(r);
-    }
-    Ok(out)
+    load_patch_files(dir, "zoo patches", parse_regression, |r| &r.name)
 }
 
 /// A coherence case that failed on a patched kernel.

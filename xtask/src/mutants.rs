@@ -92,23 +92,34 @@ pub fn parse_mutant(path: &Path, text: &str) -> Result<Mutant> {
     })
 }
 
-/// Every mutant in `dir`, in file-name order; names must be unique.
-pub fn load_mutants(dir: &Path) -> Result<Vec<Mutant>> {
+/// Every `*.patch` in `dir`, in file-name order, parsed by `parse`; `name` gives each one's
+/// name, which must be unique (`what` names the kind in the error).
+pub fn load_patch_files<T>(
+    dir: &Path,
+    what: &str,
+    parse: impl Fn(&Path, &str) -> Result<T>,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "patch"))
         .collect();
     files.sort();
-    let mut out: Vec<Mutant> = Vec::new();
+    let mut out: Vec<T> = Vec::new();
     for f in files {
-        let m = parse_mutant(&f, &std::fs::read_to_string(&f)?)?;
-        if out.iter().any(|o| o.name == m.name) {
-            bail!("two mutants are named `{}`", m.name);
+        let m = parse(&f, &std::fs::read_to_string(&f)?)?;
+        if out.iter().any(|o| name(o) == name(&m)) {
+            bail!("two {what} are named `{}`", name(&m));
         }
         out.push(m);
     }
     Ok(out)
+}
+
+/// Every mutant in `dir`, in file-name order; names must be unique.
+pub fn load_mutants(dir: &Path) -> Result<Vec<Mutant>> {
+    load_patch_files(dir, "mutants", parse_mutant, |m| &m.name)
 }
 
 /// What became of one mutant.

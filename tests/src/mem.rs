@@ -69,6 +69,17 @@ impl Mapping {
         )
     }
 
+    /// Private anonymous memory in 4 KiB pages only (`MADV_NOHUGEPAGE`: no THP backs it, so
+    /// a case's page-sized events stay page-sized), filled with `pattern(seed)`: how most
+    /// cases start.
+    pub fn anon_small(len: usize, seed: u64) -> io::Result<Mapping> {
+        let m = Self::anon(len)?;
+        m.madvise(0, len, libc::MADV_NOHUGEPAGE)
+            .map_err(|e| io::Error::new(e.kind(), format!("MADV_NOHUGEPAGE: {e}")))?;
+        m.write_pattern(0, len, seed);
+        Ok(m)
+    }
+
     /// Shared anonymous read-write memory (shmem; shared with fork children).
     pub fn anon_shared(len: usize) -> io::Result<Mapping> {
         Self::new(

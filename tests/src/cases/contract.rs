@@ -112,9 +112,7 @@ fn seq_window_one(cx: &mut Cx, race: Race, nodes: &[u32]) -> CaseResult {
     const N: usize = 16;
     let len = N * PAGE;
     let g = cx.gpu()?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE).step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let r = g.map(&m)?;
     let retries0 = g.driver_delta().retries;
     let c0 = Counters::read()?;
@@ -250,9 +248,7 @@ pub fn inval_window(cx: &mut Cx) -> CaseResult {
     const N: usize = 16;
     let len = N * PAGE;
     let g = cx.gpu()?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE).step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let r = g.map(&m)?;
     g.read(&r, 0, len).step("first device read")?;
     let c0 = Counters::read()?;

@@ -165,10 +165,7 @@ pub fn numa_balancing(cx: &mut Cx) -> CaseResult {
     let len = 2 << 20;
     let half = len / 2;
     let g = cx.gpu()?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE)
-        .step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let r = g.map(&m)?;
     let dev = g.region(m.addr(), half)?;
     let (seq0, prot0) = (sched_field("mm->numa_scan_seq"), g.events(MmuEvent::ProtectionVma));
@@ -520,10 +517,7 @@ pub fn uffd_wp(cx: &mut Cx) -> CaseResult {
     const N: usize = 16;
     let len = N * PAGE;
     let g = cx.gpu()?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE)
-        .step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let mut want = Expect::pattern(len, 1);
     let r = g.map(&m)?;
     let ro = g.region_ro(m.addr(), len)?;
@@ -938,10 +932,7 @@ pub fn idle_page_tracking(cx: &mut Cx) -> CaseResult {
     const N: usize = 32;
     let len = N * PAGE;
     let g = cx.gpu()?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE)
-        .step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let mut want = Expect::pattern(len, 1);
     let r = g.map(&m)?;
     g.write_pattern(&r, 0, len / 2, 2).step("device write")?;

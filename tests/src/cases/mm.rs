@@ -184,10 +184,7 @@ fn numa_common(cx: &mut Cx, how: Migrate) -> CaseResult {
     const N: usize = 64;
     let len = N * PAGE;
     let g = cx.gpu()?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE)
-        .step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let r = g.map(&m)?;
     g.write_pattern(&r, 0, len / 2, 2).step("device write")?;
     let mut want = Expect::pattern(len, 1);

@@ -355,10 +355,7 @@ pub fn neg_legacy_race(cx: &mut Cx) -> CaseResult {
     const N: usize = 32;
     let len = N * PAGE;
     let g = Gpu::open(Mode::Svm, None)?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE)
-        .step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let r = g.map(&m)?;
     let v0 = cx.global().violations;
     let stop = AtomicBool::new(false);

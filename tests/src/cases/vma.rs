@@ -280,10 +280,7 @@ pub fn gup_ro_race(cx: &mut Cx) -> CaseResult {
     const N: usize = 16;
     let len = N * PAGE;
     let g = cx.gpu()?;
-    let m = Mapping::anon(len)?;
-    m.madvise(0, len, libc::MADV_NOHUGEPAGE)
-        .step("MADV_NOHUGEPAGE")?;
-    m.write_pattern(0, len, 1);
+    let m = Mapping::anon_small(len, 1)?;
     let r = g.map_ro(&m)?;
     let stop = AtomicBool::new(false);
     let (reads, errors, writes) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));

@@ -672,7 +672,7 @@ impl<'a> Worker<'a> {
                     .0
             }
             Ioctl::Stats => {
-                let mut b = vec![0u8; 256];
+                let mut b = vec![0u8; Ioctl::Stats.size()];
                 r.fill(&mut b);
                 b
             }
@@ -998,7 +998,9 @@ impl RunningChild {
 /// root, so STATS is device-wide).
 fn device_stats(g: &Global) -> Result<(u64, u64), String> {
     let fd = g.open()?;
-    let mut b = vec![0u8; 256];
+    // The kernel writes the whole struct the request number names (a fixed 256 here
+    // overflowed the heap once the struct grew to 288 bytes).
+    let mut b = vec![0u8; Ioctl::Stats.size()];
     let r = ioctl(fd, Ioctl::Stats.request(), b.as_mut_ptr() as u64);
     // SAFETY: our fd.
     unsafe { libc::close(fd) };

@@ -48,6 +48,10 @@ const DEVICE_CHECKS: &[(&str, Check)] = &[
         check_nonzero_pad,
     ),
     (
+        "STATS with the pre-ctx_* struct size (256 bytes) works and writes no byte past it",
+        check_stats_old_size,
+    ),
+    (
         "GET_PARAM with a bad user pointer fails with EFAULT",
         check_bad_pointer,
     ),
@@ -628,6 +632,28 @@ fn raw_ioctl<T>(dev: &Device, request: u32, arg: &mut T) -> Result<(), i32> {
     } else {
         Ok(())
     }
+}
+
+/// The header: the ctx_* fields were "added after events[]: the DRM core zero-fills and
+/// truncates, so a caller built with the shorter struct still works". Such a caller's request
+/// number encodes 256 bytes; the kernel must copy back 256, not 288.
+fn check_stats_old_size(dev: &Device) -> Result<String, String> {
+    const OLD: usize = 256;
+    let full = std::mem::size_of::<uapi::drm_vgpu_svm_stats>();
+    if full <= OLD {
+        return Err(format!("struct drm_vgpu_svm_stats is {full} bytes: not grown past {OLD}"));
+    }
+    let request = (uapi::DRM_IOCTL_VGPU_SVM_STATS & !(0x3fff << 16)) | ((OLD as u32) << 16);
+    let mut buf = vec![0xa5u8; full];
+    // SAFETY: `buf` has room for the whole struct; the request asks for 256 bytes of it.
+    let ret = unsafe { libc::ioctl(dev.as_raw_fd(), request as libc::Ioctl, buf.as_mut_ptr()) };
+    if ret == -1 {
+        return Err(format!("STATS with size {OLD}: {}", std::io::Error::last_os_error()));
+    }
+    if let Some(i) = buf[OLD..].iter().position(|&b| b != 0xa5) {
+        return Err(format!("the kernel wrote byte {} of the buffer, past the {OLD} asked for", OLD + i));
+    }
+    Ok(format!("{OLD} of {full} bytes returned"))
 }
 
 fn check_fdinfo_debugfs(dev: &Device) -> Result<String, String> {

@@ -130,6 +130,8 @@ pub struct Options {
     /// The execution patterns to run each case in (each case runs in those of them that
     /// [`crate::patterns::patterns_for`] allows it).
     pub patterns: Vec<crate::patterns::Pattern>,
+    /// Stop after the first failed run (`cargo xtask mutants`: the first failure decides).
+    pub fail_fast: bool,
 }
 
 impl Default for Options {
@@ -139,6 +141,7 @@ impl Default for Options {
             iterations: 2000,
             verbose: false,
             patterns: crate::patterns::Pattern::ALL.to_vec(),
+            fail_fast: false,
         }
     }
 }
@@ -841,6 +844,7 @@ options:
   --seconds N       time budget of stress/race loops (default 5)
   --iterations N    iteration cap of stress/race loops (default 2000)
   --verbose         list passing checks too
+  --fail-fast       stop after the first failed run
   --patterns LIST   execution patterns, comma-separated (default: all of once, twice,
                     many, forked, busy-thread, busy-process, threads; --demo: once)
 ";
@@ -863,6 +867,7 @@ pub fn parse_args(args: &[String], cases: &[Case]) -> Result<Command, String> {
             "--help" | "-h" => return Ok(Command::Help),
             "--demo" => demo = true,
             "--verbose" | "-v" => opts.verbose = true,
+            "--fail-fast" => opts.fail_fast = true,
             "--seconds" => opts.seconds = num("--seconds")?,
             "--iterations" => opts.iterations = num("--iterations")?,
             "--exclude" => exclude.push(it.next().ok_or("--exclude needs a case")?.clone()),

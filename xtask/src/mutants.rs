@@ -175,7 +175,7 @@ const JOBS: [&str; 3] = ["mutant", "hardening", "faultinj"];
 
 /// A clean run's VM bound is a few minutes; a mutant that hangs the guest is killed by this
 /// timeout (reported as such) unless `--timeout` says otherwise.
-const MUTANT_TIMEOUT: Duration = Duration::from_secs(420);
+const MUTANT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs the suite's VMs on whatever driver is built in; returns what failed first (empty:
 /// everything passed).

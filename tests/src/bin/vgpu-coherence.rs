@@ -154,6 +154,10 @@ fn main() -> ExitCode {
             tap.diag(format!("  {d}"));
         }
         println!("{}", o.case_line());
+        if opts.fail_fast && !o.passed && !o.skipped {
+            tap.diag("--fail-fast: stopping after the first failed run");
+            break;
+        }
     }
     sysutil::swapoff_zram();
     tap.finish().exit_code()

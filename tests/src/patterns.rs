@@ -97,6 +97,10 @@ const ONCE_ONLY: &[&str] = &[
     "damon_pageout",
     "mglru_evict",
     "memory_offline",
+    // The page_idle bitmap is machine-wide: with another process busy on the device and the
+    // mm, 7 of 32 freshly marked pages once read back not idle (busy-process pattern; the
+    // cause is not understood yet: no migration was counted). Alone it is exact.
+    "idle_page_tracking",
 ];
 
 /// Scenarios that change process-wide or machine-wide state another thread's copy would

@@ -98,8 +98,11 @@ const ONCE_ONLY: &[&str] = &[
     "mglru_evict",
     "memory_offline",
     // The page_idle bitmap is machine-wide: with another process busy on the device and the
-    // mm, 7 of 32 freshly marked pages once read back not idle (busy-process pattern; the
-    // cause is not understood yet: no migration was counted). Alone it is exact.
+    // mm, 7 of 32 freshly marked pages once read back not idle (busy-process pattern; no
+    // migration was counted). Likely cause, not verified: page_idle marks only folios on the
+    // LRU, and freshly faulted folios wait in a CPU's lru_add batch (up to 15) until it is
+    // drained; a drain (lru_add_drain_all, e.g. mlock) before marking would fix it. Alone
+    // the case is exact.
     "idle_page_tracking",
 ];
 

@@ -393,6 +393,13 @@ pub fn bind_unbind(cx: &mut Cx) -> CaseResult {
     cx.check_errno("a job naming an object that was never bound", unbound, &[EINVAL]);
     bo.bind(va).step("BIND")?;
     cx.check_errno("BIND of the bound object at another VA", c.bind_handle(bo.handle(), va + HPAGE as u64), &[EBUSY]);
+    // Another object whose range covers the binding's start (it starts before it) or the
+    // whole binding: each overlaps it, so EBUSY (seen: mutant bind-overlap-start-only, which
+    // checks only whether the new range starts inside an existing one, passed everything).
+    let other = c.userptr_raw(m.addr() as *const u8, len + 2 * PAGE, true).step("USERPTR_CREATE (other)")?;
+    for (what, at) in [("covering the binding's start", va - 2 * PAGE as u64), ("covering the whole binding", va - PAGE as u64)] {
+        cx.check_errno(format!("BIND of another object {what}"), c.bind_handle(other.handle(), at), &[EBUSY]);
+    }
     cx.check_errno("UNBIND inside the binding (not its start)", c.unbind(va + PAGE as u64), &[ENOENT]);
     let h = unsafe { c.submit(&Job::new().hash(va, len as u64).uses(&bo)) };
     cx.check_eq("the binding survived the refused UNBIND", h.ok().map(|j| j.result), Some(want.hash(0, len)));

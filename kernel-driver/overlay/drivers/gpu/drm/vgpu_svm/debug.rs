@@ -140,6 +140,21 @@ fn show_counters(c: &&'static Counters, f: &mut core::fmt::Formatter<'_>) -> cor
     writeln!(f, "pair-b-eagain:\t{}", ld(&c.pair_b_eagain))
 }
 
+/// An injected window: sleeps `us` microseconds (0: returns at once), counted in `taken` if
+/// given and in `delays_active` while it lasts, so that a test knows a thread is in it.
+/// Uninterruptible and bounded by the knobs' limit (1 s); never from a non-blockable path.
+pub(crate) fn hold(us: u32, taken: Option<&AtomicU64>) {
+    if us == 0 {
+        return;
+    }
+    if let Some(t) = taken {
+        t.fetch_add(1, Ordering::Relaxed);
+    }
+    COUNTERS.delays_active.fetch_add(1, Ordering::Relaxed);
+    kernel::time::delay::fsleep(kernel::time::Delta::from_micros(us.into()));
+    COUNTERS.delays_active.fetch_sub(1, Ordering::Relaxed);
+}
+
 /// Called at module load with the `unsafe_debug` parameter.
 pub(crate) fn set_unsafe_debug(on: bool) {
     UNSAFE_DEBUG.store(on, Ordering::Relaxed);

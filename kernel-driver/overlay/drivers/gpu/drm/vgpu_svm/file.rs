@@ -237,10 +237,7 @@ impl File {
             if ctx.pair.is_none() {
                 ctx.pair = Some(context::pair_notifiers(&mm)?);
             }
-            let c = &crate::debug::COUNTERS;
-            c.delays_active.fetch_add(1, Ordering::Relaxed);
-            kernel::time::delay::fsleep(kernel::time::Delta::from_micros(hold_us.into()));
-            c.delays_active.fetch_sub(1, Ordering::Relaxed);
+            crate::debug::hold(hold_us, None);
             return Ok(0);
         }
         if want && ctx.svm.is_none() {

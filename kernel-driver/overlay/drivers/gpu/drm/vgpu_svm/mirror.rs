@@ -21,7 +21,6 @@ use kernel::{
     mm::{virt::VmaRef, MmWithUser},
     mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Seq},
     prelude::*,
-    time::{delay::fsleep, Delta},
 };
 
 use crate::{
@@ -190,25 +189,12 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
         // knobs' limit (1 s each).
         let d = debug::fault_to_lock_delay_us()
             + if debug::legacy_valid_flag() { debug::legacy_delay_us() } else { 0 };
-        if d > 0 {
-            let c = &debug::COUNTERS;
-            c.fault_delays.fetch_add(1, Ordering::Relaxed);
-            c.delays_active.fetch_add(1, Ordering::Relaxed);
-            fsleep(Delta::from_micros(d.into()));
-            c.delays_active.fetch_sub(1, Ordering::Relaxed);
-        }
+        debug::hold(d, Some(&debug::COUNTERS.fault_delays));
         let guard = shared.update.lock();
         // Debug only: hold the lock a while (`locked_delay_us`), so that a non-blockable
         // callback of this context meets it held. Sleeping under this mutex is allowed (it is
         // not the lock a non-blockable path may wait for; those only try it).
-        let d = debug::locked_delay_us();
-        if d > 0 {
-            let c = &debug::COUNTERS;
-            c.locked_delays.fetch_add(1, Ordering::Relaxed);
-            c.delays_active.fetch_add(1, Ordering::Relaxed);
-            fsleep(Delta::from_micros(d.into()));
-            c.delays_active.fetch_sub(1, Ordering::Relaxed);
-        }
+        debug::hold(debug::locked_delay_us(), Some(&debug::COUNTERS.locked_delays));
         let stale = if debug::legacy_valid_flag() {
             // The 2019 scheme, on purpose: trust a flag instead of the sequence.
             !shared.legacy_valid.load(Ordering::Acquire)

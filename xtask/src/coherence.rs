@@ -101,6 +101,10 @@ pub struct Provenance {
     /// The `--kernel-patch` files the guest kernel was built with, in order.
     #[serde(default)]
     pub kernel_patches: Vec<String>,
+    /// `--kernel-tree`: the user's tree (`DIR at HEAD`, and whether it had uncommitted
+    /// changes) the guest kernel was built from; absent: Debian's linux-source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_tree: Option<String>,
 }
 
 /// The document in coherence-summary.json.
@@ -245,7 +249,7 @@ vgpu-case: {\"scenario\":\"neg_skip_invalidate\",\"mode\":\"svm\",\"accesses_che
         let cases = summary_from_console(CONSOLE).unwrap();
         let dir = std::env::temp_dir().join(format!("vgpu-coherence-test-{}", std::process::id()));
         let path = dir.join("sub/coherence-summary.json");
-        let p = Provenance { kernel: "7.2.13".into(), flavor: "debug".into(), commit: "abc123".into(), dirty: false, kernel_patches: vec!["/tmp/x.patch".into()] };
+        let p = Provenance { kernel: "7.2.13".into(), flavor: "debug".into(), commit: "abc123".into(), dirty: false, kernel_patches: vec!["/tmp/x.patch".into()], kernel_tree: None };
         write_summary(&cases, &p, &path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let back: Summary = serde_json::from_str(&text).unwrap();

@@ -1,7 +1,7 @@
 //! The guest kernel: extract linux-source, apply the overlay from `kernel-driver/`, configure
 //! (tinyconfig + fragments) and build incrementally in a cached tree outside the work tree.
 
-use crate::{cmd, paths, say, setup};
+use crate::{cmd, paths, say, setup, usertree};
 use anyhow::{bail, Context, Result};
 use std::{
     collections::BTreeSet,
@@ -140,18 +140,9 @@ pub fn patched_files(patch: &str) -> Vec<PathBuf> {
 /// changes.
 pub fn apply_overlay(tree: &Path, orig: &Path, extra: &[PathBuf]) -> Result<usize> {
     let mut written = 0;
-    // 1. New files.
-    let overlay = driver_dir().join("overlay");
-    for rel in files_under(&overlay)? {
-        written += cmd::write_if_changed(&tree.join(&rel), &fs::read(overlay.join(&rel))?)? as usize;
-    }
-    // 2. The canonical ABI headers.
-    let uapi = paths::workspace().join("uapi");
-    for (src, dst) in [
-        ("vgpu_svm_drm.h", "include/uapi/drm/vgpu_svm_drm.h"),
-        ("vgpu_svm_protocol.h", "include/uapi/linux/vgpu_svm_protocol.h"),
-    ] {
-        written += cmd::write_if_changed(&tree.join(dst), &fs::read(uapi.join(src))?)? as usize;
+    // 1. New files, and 2. the canonical ABI headers.
+    for (rel, src) in overlay_files()? {
+        written += cmd::write_if_changed(&tree.join(&rel), &fs::read(&src)?)? as usize;
     }
     // 3. Patches, applied in name order to pristine copies.
     let pdir = driver_dir().join("patches");
@@ -196,21 +187,17 @@ pub fn apply_overlay(tree: &Path, orig: &Path, extra: &[PathBuf]) -> Result<usiz
             .arg(&scratch)
             .stdin(fs::File::open(p)?)
             .output()?;
-        if !out.status.success() && i >= ours {
-            let _ = fs::remove_dir_all(&scratch);
-            // One line: the user reads it, and the tree is left as it was.
-            let why = String::from_utf8_lossy(&out.stdout);
-            let first = why.lines().find(|l| l.contains("FAILED") || l.contains("failed")).or_else(|| why.lines().next()).unwrap_or("patch failed");
-            bail!("kernel patch {} does not apply to {}: {}", p.display(), tree.file_name().unwrap_or_default().to_string_lossy(), first.trim());
-        }
         if !out.status.success() {
-            bail!(
-                "patch {} does not apply to linux {}:\n{}{}",
-                p.display(),
-                tree.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = fs::remove_dir_all(&scratch);
+            // One line: the user reads it, and the tree is left as it was; patch's whole
+            // answer goes to a log.
+            let why = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            fs::create_dir_all(paths::out())?;
+            let log = paths::out().join("kernel-patch-failure.log");
+            fs::write(&log, format!("patch -p1 < {}\nin a copy of {}:\n{why}", p.display(), tree.display()))?;
+            let first = why.lines().find(|l| l.contains("FAILED") || l.contains("failed")).or_else(|| why.lines().next()).unwrap_or("patch failed");
+            let whose = if i >= ours { "kernel patch" } else { "the vgpu-svm overlay's patch" };
+            bail!("{whose} {} does not apply to {}: {} (patch's output: {})", p.display(), tree.file_name().unwrap_or_default().to_string_lossy(), first.trim(), log.display());
         }
     }
     for rel in &touched {
@@ -226,6 +213,21 @@ pub fn apply_overlay(tree: &Path, orig: &Path, extra: &[PathBuf]) -> Result<usiz
     }
     let _ = fs::remove_dir_all(&scratch);
     Ok(written)
+}
+
+/// The files the overlay provides whole: (path in the kernel tree, the project's file). Its
+/// new files, and the canonical ABI headers from `uapi/`.
+pub fn overlay_files() -> Result<Vec<(PathBuf, PathBuf)>> {
+    let overlay = driver_dir().join("overlay");
+    let mut v: Vec<(PathBuf, PathBuf)> = files_under(&overlay)?.into_iter().map(|rel| (rel.clone(), overlay.join(rel))).collect();
+    let uapi = paths::workspace().join("uapi");
+    for (src, dst) in [
+        ("vgpu_svm_drm.h", "include/uapi/drm/vgpu_svm_drm.h"),
+        ("vgpu_svm_protocol.h", "include/uapi/linux/vgpu_svm_protocol.h"),
+    ] {
+        v.push((PathBuf::from(dst), uapi.join(src)));
+    }
+    Ok(v)
 }
 
 /// The options a fragment asks for: (name, value) with `n` for "is not set".
@@ -354,6 +356,8 @@ pub struct Variant<'a> {
     /// The user's patches to the kernel source (`--kernel-patch`), applied after the
     /// overlay's, in this order.
     pub kernel_patches: &'a [PathBuf],
+    /// The user's kernel tree (`--kernel-tree`) instead of Debian's linux-source.
+    pub kernel_tree: Option<&'a usertree::UserTree>,
 }
 
 /// Applies a driver mutant (a unified diff against the overlay's files, paths relative to
@@ -392,14 +396,26 @@ fn apply_mutant(tree: &Path, mutant: &Path) -> Result<()> {
 /// [`build`], with the variant's kernel patches and driver mutant.
 pub fn build_variant(flavor: Flavor, v: &Variant<'_>) -> Result<Built> {
     let mutant = v.mutant;
-    let deb = setup::kernel_deb().context("no kernel source downloaded: run `cargo xtask setup` first")?;
     if !paths::bindgen().exists() {
         bail!("bindgen is missing: run `cargo xtask setup` first");
     }
-    let version = setup::kernel_version(&deb)?;
-    let tree = paths::kernel_tree(&version, flavor.name());
-    extract(&deb, &tree)?;
-    let n = apply_overlay(&tree, &paths::kernel_orig(&version, flavor.name()), v.kernel_patches)?;
+    let (tree, orig, version) = match v.kernel_tree {
+        Some(user) => {
+            let (tree, orig) = usertree::build_dir(user, flavor.name());
+            let owned = overlay_files()?.into_iter().map(|(rel, _)| rel).collect();
+            let m = usertree::mirror(&user.dir, &tree, &orig, &owned)?;
+            say!("kernel: your tree {} ({} files; {} changed, {} removed since the last build)", user.describe(), m.files, m.written, m.removed);
+            (tree, orig, user.version.clone())
+        }
+        None => {
+            let deb = setup::kernel_deb().context("no kernel source downloaded: run `cargo xtask setup` first")?;
+            let version = setup::kernel_version(&deb)?;
+            let tree = paths::kernel_tree(&version, flavor.name());
+            extract(&deb, &tree)?;
+            (tree, paths::kernel_orig(&version, flavor.name()), version)
+        }
+    };
+    let n = apply_overlay(&tree, &orig, v.kernel_patches)?;
     say!("kernel: linux {version} ({} flavor) in {}; overlay: {n} file(s) changed", flavor.name(), tree.display());
     for p in v.kernel_patches {
         say!("kernel: with kernel patch {}", p.display());

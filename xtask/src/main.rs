@@ -17,6 +17,7 @@ mod paths;
 mod report;
 mod setup;
 mod soak;
+mod usertree;
 mod vm;
 
 use anyhow::{bail, Context, Result};
@@ -59,6 +60,10 @@ options:
                            guest kernel source after the overlay; repeatable, in order. Works
                            with vm, test, demo, bench, soak, mutants and both flavors; the
                            patched files are restored when a later run does not ask for it
+  --kernel-tree DIR        build the guest kernel from DIR, your git checkout of Linux 7.2 or
+                           later (committed and uncommitted changes), with the overlay, in a
+                           cached copy (DIR is only read; rebuilds are incremental). Works
+                           with the same commands as --kernel-patch, and together with it
   --verbose, -v            echo the whole guest console, boot log included (by default a
                            run shows the handshake, the guest's steps, failed tests and
                            totals; everything is in target/vgpu/runs/<job>/console.log)
@@ -86,6 +91,15 @@ struct Opts {
     /// `--kernel-patch FILE` (repeatable): patches to the guest kernel source, applied after
     /// the overlay's (absolute paths).
     kernel_patches: Vec<PathBuf>,
+    /// `--kernel-tree DIR`: the user's kernel tree, inspected.
+    kernel_tree: Option<usertree::UserTree>,
+}
+
+impl Opts {
+    /// What the guest kernel is built from, beyond the flavor.
+    fn variant(&self) -> kernel::Variant<'_> {
+        kernel::Variant { mutant: self.mutant.as_deref(), kernel_patches: &self.kernel_patches, kernel_tree: self.kernel_tree.as_ref() }
+    }
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -102,6 +116,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         mutant: None,
         verbose: false,
         kernel_patches: Vec::new(),
+        kernel_tree: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -127,6 +142,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 let abs = std::fs::canonicalize(&f).with_context(|| format!("--kernel-patch {}", f.display()))?;
                 o.kernel_patches.push(abs);
             }
+            "--kernel-tree" => o.kernel_tree = Some(usertree::inspect(std::path::Path::new(&val("--kernel-tree")?))?),
             "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),
             _ => bail!("unknown option `{a}`\n\n{USAGE}"),
         }
@@ -142,7 +158,7 @@ fn main() {
     };
     let result = parse(&args[1..]).and_then(|o| match command.as_str() {
         "setup" => setup::setup(),
-        "kernel" => kernel::build_variant(o.flavor, &kernel::Variant { mutant: None, kernel_patches: &o.kernel_patches })
+        "kernel" => kernel::build_variant(o.flavor, &o.variant())
             .map(|b| say!("kernel: {}", b.bzimage.display())),
         "guest" => build_guest_image(&o).map(|(_, p)| say!("initramfs: {}", p.display())),
         "vm" => {
@@ -185,7 +201,7 @@ fn build_device() -> Result<PathBuf> {
 /// Kernel + guest programs + hmm-tests + job scripts -> initramfs; returns the kernel build
 /// and the initramfs' path.
 fn build_guest_image(o: &Opts) -> Result<(kernel::Built, PathBuf)> {
-    let built = kernel::build_variant(o.flavor, &kernel::Variant { mutant: o.mutant.as_deref(), kernel_patches: &o.kernel_patches })?;
+    let built = kernel::build_variant(o.flavor, &o.variant())?;
     let mut binaries = guest::build_programs()?;
     say!("guest: building the C example against libvgpu.a");
     let c_example = cexample::build_c_example(&paths::workspace(), &paths::guest_target(), &paths::out())?;
@@ -405,6 +421,7 @@ fn coherence_summary(o: &Opts, console: &str) -> Result<Vec<coherence::CaseResul
         commit,
         dirty,
         kernel_patches: o.kernel_patches.iter().map(|p| p.display().to_string()).collect(),
+        kernel_tree: o.kernel_tree.as_ref().map(usertree::UserTree::describe),
     };
     coherence::write_summary(&cases, &provenance, &path)?;
     coherence::print_table(&cases);

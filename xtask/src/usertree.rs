@@ -74,7 +74,7 @@ fn git(dir: &Path, args: &[&str]) -> Result<std::process::Output> {
 /// Checks that `dir` is a git checkout of Linux 7.2 or later with what the overlay needs.
 /// Every refusal is one line naming the tree.
 pub fn inspect(dir: &Path) -> Result<UserTree> {
-    let dir = fs::canonicalize(dir).with_context(|| format!("--kernel-tree {}: no such directory", dir.display()))?;
+    let Ok(dir) = fs::canonicalize(dir) else { bail!("--kernel-tree {}: no such directory", dir.display()) };
     let makefile = fs::read_to_string(dir.join("Makefile")).ok();
     let Some((v, p, s, extra)) = makefile.as_deref().and_then(makefile_version) else {
         bail!("--kernel-tree {}: not a Linux source tree (no VERSION/PATCHLEVEL in its Makefile)", dir.display());

@@ -415,7 +415,10 @@ pub fn build_variant(flavor: Flavor, v: &Variant<'_>) -> Result<Built> {
             (tree, paths::kernel_orig(&version, flavor.name()), version)
         }
     };
-    let n = apply_overlay(&tree, &orig, v.kernel_patches)?;
+    let n = match v.kernel_tree {
+        Some(user) => apply_overlay(&tree, &orig, v.kernel_patches).map_err(|e| anyhow::anyhow!("--kernel-tree {}: {e}", user.dir.display()))?,
+        None => apply_overlay(&tree, &orig, v.kernel_patches)?,
+    };
     say!("kernel: linux {version} ({} flavor) in {}; overlay: {n} file(s) changed", flavor.name(), tree.display());
     for p in v.kernel_patches {
         say!("kernel: with kernel patch {}", p.display());

@@ -393,6 +393,14 @@ fn apply_mutant(tree: &Path, mutant: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The cached build tree of Debian's linux-source for `flavor`, and its saved-pristine
+/// directory.
+pub fn debian_tree(flavor: Flavor) -> Result<(PathBuf, PathBuf)> {
+    let deb = setup::kernel_deb().context("no kernel source downloaded: run `cargo xtask setup` first")?;
+    let version = setup::kernel_version(&deb)?;
+    Ok((paths::kernel_tree(&version, flavor.name()), paths::kernel_orig(&version, flavor.name())))
+}
+
 /// [`build`], with the variant's kernel patches and driver mutant.
 pub fn build_variant(flavor: Flavor, v: &Variant<'_>) -> Result<Built> {
     let mutant = v.mutant;
@@ -410,9 +418,9 @@ pub fn build_variant(flavor: Flavor, v: &Variant<'_>) -> Result<Built> {
         None => {
             let deb = setup::kernel_deb().context("no kernel source downloaded: run `cargo xtask setup` first")?;
             let version = setup::kernel_version(&deb)?;
-            let tree = paths::kernel_tree(&version, flavor.name());
+            let (tree, orig) = debian_tree(flavor)?;
             extract(&deb, &tree)?;
-            (tree, paths::kernel_orig(&version, flavor.name()), version)
+            (tree, orig, version)
         }
     };
     let n = match v.kernel_tree {

@@ -334,6 +334,11 @@ fn test(o: &Opts) -> Result<()> {
     if cases.len() < MIN_CASES {
         bail!("the coherence suite ran {} cases, fewer than {MIN_CASES}: a scenario or pattern went missing", cases.len());
     }
+    if o.kernel_tree.is_none() {
+        let (tree, orig) = kernel::debian_tree(o.flavor)?;
+        let n = mmregress::check_zoo_applies(&tree, &orig)?;
+        say!("test: the {n} zoo patches of tests/mm-regressions apply to the kernel (dry run; the zoo itself runs with `cargo xtask mm-regressions`)");
+    }
     hardening(o)?;
     fuzz::fuzz(o)?;
     fault_injection(o)

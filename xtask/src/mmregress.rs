@@ -149,6 +149,46 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
+/// Checks that every zoo patch still applies (dry run, no fuzz) to the pristine sources of
+/// `tree` (a file an overlay or `--kernel-patch` patch changed is taken from `orig`, its
+/// saved pristine copy). Cheap, so `test` runs it: a kernel update that breaks the zoo is
+/// found by CI, not at the next `mm-regressions`. Returns how many patches were checked.
+pub fn check_zoo_applies(tree: &Path, orig: &Path) -> Result<usize> {
+    let all = load(&zoo_dir())?;
+    check_applies(&all, tree, orig)?;
+    Ok(all.len())
+}
+
+fn check_applies(all: &[Regression], tree: &Path, orig: &Path) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("vgpu-zoo-check-{}", std::process::id()));
+    for r in all {
+        let _ = std::fs::remove_dir_all(&scratch);
+        let text = std::fs::read_to_string(&r.path)?;
+        for rel in crate::kernel::patched_files(&text) {
+            let src = if orig.join(&rel).is_file() { orig.join(&rel) } else { tree.join(&rel) };
+            std::fs::create_dir_all(scratch.join(&rel).parent().context("parent")?)?;
+            std::fs::copy(&src, scratch.join(&rel)).with_context(|| format!("zoo patch {}: the kernel has no {}", r.name, rel.display()))?;
+        }
+        let out = std::process::Command::new("patch")
+            .args(["-p1", "--dry-run", "--batch", "--forward", "--fuzz=0", "-s", "-d"])
+            .arg(&scratch)
+            .stdin(std::fs::File::open(&r.path)?)
+            .output()?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&scratch);
+            let why = String::from_utf8_lossy(&out.stdout);
+            bail!(
+                "zoo patch {} no longer applies to {}: {} (remake it as tests/mm-regressions/README.md says)",
+                r.path.display(),
+                tree.display(),
+                why.lines().next().unwrap_or("patch failed").trim()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
 /// The zoo patches live here.
 fn zoo_dir() -> PathBuf {
     paths::workspace().join("tests/mm-regressions")
@@ -230,14 +270,14 @@ pub fn mm_regressions(o: &Opts) -> Result<()> {
             hmm_tests: hmm,
             seconds: t0.elapsed().as_secs_f64(),
         });
-        write_results(&results, started, false)?;
+        write_results(&results, started, false, o.kernel_tree.as_ref().map(|t| t.describe()))?;
     }
-    // Leave the cache as the project builds it.
+    // Leave the cache as the project builds it (with the user's tree and patches, if any).
     {
         let _lock = VmLock::take()?;
-        crate::kernel::build(o.flavor)?;
+        crate::kernel::build_variant(o.flavor, &o.variant())?;
     }
-    let json = write_results(&results, started, true)?;
+    let json = write_results(&results, started, true, o.kernel_tree.as_ref().map(|t| t.describe()))?;
     let table = render_table(&results);
     std::fs::write(paths::out().join("mm-regressions.md"), &table)?;
     println!("\n{table}");
@@ -249,12 +289,13 @@ pub fn mm_regressions(o: &Opts) -> Result<()> {
     Ok(())
 }
 
-fn write_results(results: &[Outcome], started: Instant, finished: bool) -> Result<PathBuf> {
+fn write_results(results: &[Outcome], started: Instant, finished: bool, o_tree: Option<String>) -> Result<PathBuf> {
     let (commit, dirty) = crate::report::commit();
     let doc = serde_json::json!({
         "commit": commit,
         "dirty": dirty,
         "finished": finished,
+        "kernel_tree": o_tree,
         "seconds": started.elapsed().as_secs_f64(),
         "patches": results,
     });
@@ -338,5 +379,30 @@ mod tests {
         };
         let cs = [case("fork_cow", false, false, false), case("munmap", true, false, false), case("neg_skip_invalidate", false, true, false), case("ksm", false, false, true)];
         assert_eq!(catches(&cs), [Catch { case: "fork_cow [svm]".into(), violations: 4, detail: String::new() }]);
+    }
+
+    #[test]
+    fn zoo_check_uses_pristine_copies_and_names_the_patch() {
+        let d = std::env::temp_dir().join(format!("xtask-zoo-applies-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let (tree, orig) = (d.join("tree"), d.join("orig"));
+        std::fs::create_dir_all(tree.join("mm")).unwrap();
+        std::fs::create_dir_all(orig.join("mm")).unwrap();
+        std::fs::write(tree.join("mm/a.c"), "one\ntwo\nthree\n").unwrap();
+        // b.c is patched in the tree (by the overlay or a --kernel-patch); its pristine copy is in orig.
+        std::fs::write(tree.join("mm/b.c"), "changed by another patch\n").unwrap();
+        std::fs::write(orig.join("mm/b.c"), "alpha\nbeta\n").unwrap();
+        let patch = |name: &str, file: &str, old: &str, new: &str| {
+            let p = d.join(format!("{name}.patch"));
+            std::fs::write(&p, format!("Regression: {name}\nUpstream: x\nBreaks: y\n\n--- a/mm/{file}\n+++ b/mm/{file}\n@@ -1,2 +1,2 @@\n-{old}\n+{new}\n {}\n", if file == "a.c" { "two" } else { "beta" })).unwrap();
+            parse_regression(&p, &std::fs::read_to_string(&p).unwrap()).unwrap()
+        };
+        let good = [patch("a-good", "a.c", "one", "ONE"), patch("b-good", "b.c", "alpha", "ALPHA")];
+        check_applies(&good, &tree, &orig).unwrap();
+        assert_eq!(std::fs::read_to_string(tree.join("mm/a.c")).unwrap(), "one\ntwo\nthree\n", "a dry run");
+        let bad = [patch("a-stale", "a.c", "uno", "ONE")];
+        let e = check_applies(&bad, &tree, &orig).unwrap_err().to_string();
+        assert!(e.contains("a-stale.patch no longer applies") && !e.contains('\n'), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
     }
 }

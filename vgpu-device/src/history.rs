@@ -136,10 +136,12 @@ impl InvalHistory {
 impl fmt::Display for InvalContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.covering.is_empty() {
-            return if self.searched == self.invalidations {
+            return if self.invalidations == 0 {
+                f.write_str("no INVALIDATE covered this va: the context had none")
+            } else if self.searched == self.invalidations {
                 write!(
                     f,
-                    "no INVALIDATE covered this va (of all {} of the context)",
+                    "no INVALIDATE covered this va (none of the context's {})",
                     self.invalidations
                 )
             } else {
@@ -180,7 +182,7 @@ mod tests {
         let mut h = InvalHistory::new();
         assert_eq!(
             h.explain(0x1000, 10).to_string(),
-            "no INVALIDATE covered this va (of all 0 of the context)"
+            "no INVALIDATE covered this va: the context had none"
         );
         assert_eq!(h.record(InvalReason::Clear, 0x1000, 0x3000, 100), 1);
         h.record(InvalReason::Unmap, 0x5000, 0x6000, 110);
@@ -204,6 +206,10 @@ mod tests {
         );
         // End is exclusive.
         assert!(h.explain(0x3000, 200).covering.is_empty());
+        assert_eq!(
+            h.explain(0x3000, 200).to_string(),
+            "no INVALIDATE covered this va (none of the context's 3)"
+        );
         // Wrap: 100 more of another range push the old ones out; at most
         // COVERING_MAX are named.
         for i in 0..100u64 {

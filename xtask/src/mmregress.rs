@@ -415,7 +415,7 @@ mod tests {
             contexts: ctx_violations.iter().map(|&(v, ctx)| coherence::ContextVerdict { accesses_checked: 9, violations: v, faults: 0, jobs: 1, ctx }).collect(),
         };
         let log = "vgpu-device: info: ctx 3 SET_AS ...\n\
-            vgpu-device: warning: COHERENCE VIOLATION FrameMismatch: ctx 12 job 2 read gpu va 0x1000 cpu va 0x1000 G 0x5000 C 0x6000 (cpu entry 0x6025) at 1 us; hint: x; no INVALIDATE covered this va (of all 3 of the context) [violation 1 of ctx 12]\n\
+            vgpu-device: warning: COHERENCE VIOLATION FrameMismatch: ctx 12 job 2 read gpu va 0x1000 cpu va 0x1000 G 0x5000 C 0x6000 (cpu entry 0x6025) at 1 us; hint: x; no INVALIDATE covered this va (none of the context's 3) [violation 1 of ctx 12]\n\
             vgpu-device: warning: COHERENCE VIOLATION FrameMismatch: ctx 12 job 2 second [violation 2 of ctx 12]\n\
             vgpu-device: warning: COHERENCE VIOLATION NoCpuPage(Empty): ctx 7 job 1 first of 7 [violation 1 of ctx 7]\n";
         let m = first_violation_by_ctx(log);

@@ -30,9 +30,15 @@
  * 0.4: SET_AS carries direct_map_base (the 32-byte form of 0.3 is still
  *      accepted): the checker also flags device accesses to frames the
  *      guest kernel removed from its direct map (violations_no_direct_map
- *      in the stats, from the first reserved word). */
+ *      in the stats, from the first reserved word).
+ * 0.5: INVALIDATE carries its reason in hdr.flags (enum
+ *      vgpu_svm_inval_reason: the mmu_notifier_event, or the driver's own
+ *      cause), so that a violation the checker records can name the
+ *      invalidations that preceded it. 0 (what a 0.4 driver sends) is
+ *      "unknown"; a driver sends a non-zero reason only to a device of
+ *      0.5 or later (a 0.4 device answers ERR_MALFORMED to any flags). */
 #define VGPU_SVM_PROTOCOL_MAJOR 0
-#define VGPU_SVM_PROTOCOL_MINOR 4
+#define VGPU_SVM_PROTOCOL_MINOR 5
 #define VGPU_SVM_PROTOCOL_VERSION \
 	((VGPU_SVM_PROTOCOL_MAJOR << 16) | VGPU_SVM_PROTOCOL_MINOR)
 
@@ -171,7 +177,29 @@ enum vgpu_svm_cmd_type {
 
 struct vgpu_svm_cmd_hdr {
 	__le32 type;  /* enum vgpu_svm_cmd_type */
-	__le32 flags; /* zero */
+	__le32 flags; /* zero; INVALIDATE (0.5): enum vgpu_svm_inval_reason */
+};
+
+/* Why the driver sends an INVALIDATE (its hdr.flags, protocol 0.5). The
+ * device does not act on it: it keeps the last INVALIDATEs of each context
+ * with their reason and range, and a coherence violation's record names
+ * those that covered the violating address. Values 1..8 are the kernel's
+ * enum mmu_notifier_event plus one (the notifier callback that cleared GPU
+ * entries); 0x10.. are the driver's own. Any other flags value (unknown
+ * reason, other bits) is ERR_MALFORMED. */
+enum vgpu_svm_inval_reason {
+	VGPU_SVM_INVAL_UNKNOWN = 0,         /* not said (a 0.4 driver) */
+	VGPU_SVM_INVAL_UNMAP = 1,           /* MMU_NOTIFY_UNMAP: munmap, mremap away */
+	VGPU_SVM_INVAL_CLEAR = 2,           /* MMU_NOTIFY_CLEAR: zap, COW, madvise, ... */
+	VGPU_SVM_INVAL_PROTECTION_VMA = 3,  /* MMU_NOTIFY_PROTECTION_VMA: mprotect */
+	VGPU_SVM_INVAL_PROTECTION_PAGE = 4, /* MMU_NOTIFY_PROTECTION_PAGE: mkclean, wp */
+	VGPU_SVM_INVAL_SOFT_DIRTY = 5,      /* MMU_NOTIFY_SOFT_DIRTY */
+	VGPU_SVM_INVAL_RELEASE = 6,         /* MMU_NOTIFY_RELEASE: the mm goes away */
+	VGPU_SVM_INVAL_MIGRATE = 7,         /* MMU_NOTIFY_MIGRATE */
+	VGPU_SVM_INVAL_EXCLUSIVE = 8,       /* MMU_NOTIFY_EXCLUSIVE */
+	VGPU_SVM_INVAL_BIND = 0x10,         /* driver: SVM entries give way to a new userptr binding */
+	VGPU_SVM_INVAL_UNBIND = 0x11,       /* driver: a userptr binding goes */
+	VGPU_SVM_INVAL_SPLIT = 0x12,        /* driver: a 2 MiB leaf gives way to a 4 KiB table */
 };
 
 /* Paging levels of the CPU page table the checker walks. */

@@ -158,17 +158,30 @@ pub struct ContextVerdict {
     pub faults: u64,
     /// Jobs of this context completed.
     pub jobs: u64,
+    /// The device's id of the context (fdinfo `vgpu_svm-ctx`), which its violation log
+    /// lines name; `None` if fdinfo did not say.
+    pub ctx: Option<u32>,
 }
 
 impl ContextVerdict {
-    fn of(d: &Stats) -> ContextVerdict {
+    fn of(d: &Stats, ctx: Option<u32>) -> ContextVerdict {
         ContextVerdict {
             accesses_checked: d.ctx_accesses_checked,
             violations: d.ctx_violations,
             faults: d.ctx_device_faults,
             jobs: d.ctx_jobs,
+            ctx,
         }
     }
+}
+
+/// The device context id of the DRM file `fd` of this process, from its fdinfo
+/// (`vgpu_svm-ctx:\t<id>`, shown once the file has a context).
+fn device_ctx_id(fd: std::os::fd::RawFd) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("vgpu_svm-ctx:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What the GPU contexts a case opened (through [`Cx::gpu`]) left when they closed: their
@@ -545,7 +558,9 @@ impl Drop for Gpu {
                 let d = self.driver_delta();
                 let mut a = acc.lock().unwrap_or_else(|e| e.into_inner());
                 a.driver = a.driver.sum(&d);
-                a.contexts.push(ContextVerdict::of(&d));
+                use std::os::fd::AsRawFd;
+                let id = device_ctx_id(self.ctx.device().as_raw_fd());
+                a.contexts.push(ContextVerdict::of(&d, id));
             }
         }
     }
@@ -647,6 +662,7 @@ impl Outcome {
                 "violations": c.violations,
                 "faults": c.faults,
                 "jobs": c.jobs,
+                "ctx": c.ctx,
             })).collect::<Vec<_>>(),
         })
         .to_string()
@@ -1074,7 +1090,7 @@ mod tests {
             events: event_map(&d),
             detail: String::new(),
             pattern: "twice".into(),
-            contexts: vec![ContextVerdict { accesses_checked: 40, violations: 0, faults: 1, jobs: 2 }],
+            contexts: vec![ContextVerdict { accesses_checked: 40, violations: 0, faults: 1, jobs: 2, ctx: Some(7) }],
         };
         assert_eq!(o.tap_desc(), "fork_cow [svm, twice]");
         let line = o.case_line();
@@ -1086,6 +1102,7 @@ mod tests {
         assert_eq!(v["mode"], "svm");
         assert_eq!(v["contexts"][0]["accesses_checked"], 40);
         assert_eq!(v["contexts"][0]["jobs"], 2);
+        assert_eq!(v["contexts"][0]["ctx"], 7);
         assert_eq!(v["accesses_checked"], 42);
         assert_eq!(v["violations"], 0);
         assert_eq!(v["expect_violations"], false);

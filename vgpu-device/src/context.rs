@@ -32,11 +32,12 @@ use crate::checker::x86::Levels;
 use crate::checker::{AccessInfo, Checker, Verdict};
 use crate::counters::SvmCounters;
 use crate::engine::{self, Job, Outcome, StepError};
+use crate::history::InvalHistory;
 use crate::invalidate::AccessBarrier;
 use crate::layout::gpu;
 use crate::mmu::{Access, Mmu, MmuError, WalkError};
 use crate::pool::Pool;
-use crate::protocol::{ErrorCode, FaultInfo, Op, Status, SvmCommand, SvmResp};
+use crate::protocol::{ErrorCode, FaultInfo, InvalReason, Op, Status, SvmCommand, SvmResp};
 use crate::virtio_gpu::{ty, CtrlHdr};
 
 /// Guest memory as the transport provides it (swapped on SET_MEM_TABLE).
@@ -155,6 +156,9 @@ struct AddressSpace {
 struct SpaceState {
     space: Option<AddressSpace>,
     bindings: BTreeMap<u64, Binding>,
+    /// The context's recent INVALIDATEs (from its creation, across SET_AS),
+    /// for the violation records.
+    history: InvalHistory,
 }
 
 impl SpaceState {
@@ -251,6 +255,7 @@ impl Context {
             space: Mutex::new(SpaceState {
                 space: None,
                 bindings: BTreeMap::new(),
+                history: InvalHistory::new(),
             }),
             jobs: Mutex::new(HashMap::new()),
             work: Mutex::new(WorkQueue {
@@ -335,9 +340,9 @@ impl Context {
                 Ok(()) => self.answer_after_accesses(None, defer),
                 Err(code) => Answer::Now(SvmResp::error(code, 0)),
             },
-            SvmCommand::Invalidate { start, end } => {
-                self.drop_translations(start, end);
-                self.answer_after_accesses(Some((start, end)), defer)
+            SvmCommand::Invalidate { start, end, reason } => {
+                let seq = self.drop_translations(start, end, reason);
+                self.answer_after_accesses(Some((seq, reason, start, end)), defer)
             }
             SvmCommand::Bind {
                 gpu_va,
@@ -436,18 +441,19 @@ impl Context {
 
     /// OK once every access section in flight now has ended: at once if
     /// there is none, else from the worker that ends the last (the control
-    /// queue does not wait; see [`crate::invalidate`]). `inval`: the range
-    /// of an INVALIDATE (counted when answered).
+    /// queue does not wait; see [`crate::invalidate`]). `inval`: the
+    /// sequence number, reason and range of an INVALIDATE (counted when
+    /// answered).
     fn answer_after_accesses(
         &self,
-        inval: Option<(u64, u64)>,
+        inval: Option<(u64, InvalReason, u64, u64)>,
         defer: &mut dyn FnMut() -> Completion,
     ) -> Answer {
         let (counters, id) = (self.counters.clone(), self.id);
         let done = move || {
-            if let Some((start, end)) = inval {
+            if let Some((seq, reason, start, end)) = inval {
                 counters.inc(|s| &s.invalidations);
-                debug!("ctx {id} INVALIDATE [{start:#x}, {end:#x}) done");
+                debug!("ctx {id} INVALIDATE #{seq} {reason} [{start:#x}, {end:#x}) done");
             }
         };
         let parked = self.barrier.defer_until_drained(&mut || {
@@ -525,21 +531,27 @@ impl Context {
         Ok(())
     }
 
-    /// INVALIDATE, first half: drop the TLB entries of `[start, end)` (the
-    /// answer then waits for the accesses in flight).
-    fn drop_translations(&self, start: u64, end: u64) {
+    /// INVALIDATE, first half: record it in the context's history and drop
+    /// the TLB entries of `[start, end)` (the answer then waits for the
+    /// accesses in flight). Returns its sequence number in the context.
+    fn drop_translations(&self, start: u64, end: u64, reason: InvalReason) -> u64 {
+        let mut st = lock(&self.space);
+        let seq = st
+            .history
+            .record(reason, start, end, crate::checker::now_us());
         if start < end {
-            if let Some(s) = lock(&self.space).space.as_mut() {
+            if let Some(s) = st.space.as_mut() {
                 s.mmu.tlb.invalidate_range(start, end);
             }
         }
+        seq
     }
 
-    /// INVALIDATE on the calling thread: drop the TLB entries of
-    /// `[start, end)`, then wait until every access section in flight has
-    /// ended.
+    /// INVALIDATE on the calling thread (reason unknown): drop the TLB
+    /// entries of `[start, end)`, then wait until every access section in
+    /// flight has ended.
     pub fn invalidate(&self, start: u64, end: u64) {
-        self.drop_translations(start, end);
+        self.drop_translations(start, end, InvalReason::Unknown);
         self.barrier.wait_for_accesses();
         self.counters.inc(|s| &s.invalidations);
     }
@@ -882,6 +894,7 @@ impl Context {
                 ctx: self.id,
                 job,
                 gpu_va: va,
+                history: Some(&st.history),
             };
             c.inc(|s| &s.accesses_checked);
             let verdicts = [

@@ -13,6 +13,7 @@
 //!   the command semantics.
 //! - [`engine`]: job execution, one page-sized access at a time.
 //! - [`invalidate`]: the access barrier behind INVALIDATE's guarantee.
+//! - [`history`]: each context's recent INVALIDATEs, for violation records.
 //! - [`pool`]: the bounded pool of job worker threads.
 //! - [`ratelimit`]: rate limiting of guest-triggered warnings.
 //! - [`counters`]: the SVM counters shared by all threads.
@@ -32,6 +33,7 @@ pub mod mmu;
 pub mod context;
 pub mod counters;
 pub mod engine;
+pub mod history;
 pub mod invalidate;
 pub mod pool;
 pub mod protocol;

@@ -187,6 +187,96 @@ impl Op {
     }
 }
 
+/// `enum vgpu_svm_inval_reason` (INVALIDATE's `hdr.flags`, protocol 0.5):
+/// why the driver invalidates. The device only records it (for the
+/// violation records, [`crate::history`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalReason {
+    /// 0: not said (a driver of protocol 0.4 or before).
+    #[default]
+    Unknown,
+    Unmap,
+    Clear,
+    ProtectionVma,
+    ProtectionPage,
+    SoftDirty,
+    Release,
+    Migrate,
+    Exclusive,
+    /// The driver's own: SVM entries gave way to a userptr binding.
+    Bind,
+    /// The driver's own: a userptr binding went.
+    Unbind,
+    /// The driver's own: a 2 MiB leaf gave way to a 4 KiB table.
+    Split,
+}
+
+impl InvalReason {
+    pub const ALL: [InvalReason; 12] = [
+        InvalReason::Unknown,
+        InvalReason::Unmap,
+        InvalReason::Clear,
+        InvalReason::ProtectionVma,
+        InvalReason::ProtectionPage,
+        InvalReason::SoftDirty,
+        InvalReason::Release,
+        InvalReason::Migrate,
+        InvalReason::Exclusive,
+        InvalReason::Bind,
+        InvalReason::Unbind,
+        InvalReason::Split,
+    ];
+
+    pub fn code(self) -> u32 {
+        use InvalReason::*;
+        match self {
+            Unknown => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNKNOWN,
+            Unmap => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNMAP,
+            Clear => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_CLEAR,
+            ProtectionVma => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_PROTECTION_VMA,
+            ProtectionPage => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_PROTECTION_PAGE,
+            SoftDirty => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_SOFT_DIRTY,
+            Release => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_RELEASE,
+            Migrate => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_MIGRATE,
+            Exclusive => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_EXCLUSIVE,
+            Bind => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_BIND,
+            Unbind => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNBIND,
+            Split => u::vgpu_svm_inval_reason_VGPU_SVM_INVAL_SPLIT,
+        }
+    }
+
+    /// The reason a `flags` value names; `None` for anything else.
+    pub fn from_code(c: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == c)
+    }
+
+    /// Its name in logs (the kernel's event names, lower case).
+    pub fn name(self) -> &'static str {
+        use InvalReason::*;
+        match self {
+            Unknown => "unknown",
+            Unmap => "unmap",
+            Clear => "clear",
+            ProtectionVma => "protection_vma",
+            ProtectionPage => "protection_page",
+            SoftDirty => "soft_dirty",
+            Release => "release",
+            Migrate => "migrate",
+            Exclusive => "exclusive",
+            Bind => "driver_bind",
+            Unbind => "driver_unbind",
+            Split => "driver_split",
+        }
+    }
+}
+
+impl fmt::Display for InvalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A parsed VGPU_SVM command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SvmCommand {
@@ -204,6 +294,8 @@ pub enum SvmCommand {
     Invalidate {
         start: u64,
         end: u64,
+        /// `hdr.flags` (protocol 0.5; `Unknown` from older drivers).
+        reason: InvalReason,
     },
     Bind {
         gpu_va: u64,
@@ -331,12 +423,24 @@ pub fn parse(buf: &[u8]) -> Result<SvmCommand, Rejection> {
             format!("unknown command type {ty}"),
         ));
     }
-    if flags != 0 {
-        return Err(Rejection::new(
-            ErrorCode::Malformed,
-            format!("{name}: flags {flags:#x} (must be 0)"),
-        ));
-    }
+    // Only INVALIDATE has flags (its reason, protocol 0.5); 0 is always
+    // fine (what a 0.4 driver sends).
+    let reason = match (ty, InvalReason::from_code(flags)) {
+        (_, Some(InvalReason::Unknown)) => InvalReason::Unknown,
+        (u::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE, Some(r)) => r,
+        (u::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE, None) => {
+            return Err(Rejection::new(
+                ErrorCode::Malformed,
+                format!("INVALIDATE: flags {flags:#x} (not a vgpu_svm_inval_reason)"),
+            ))
+        }
+        _ => {
+            return Err(Rejection::new(
+                ErrorCode::Malformed,
+                format!("{name}: flags {flags:#x} (must be 0)"),
+            ))
+        }
+    };
     match ty {
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS => {
             type S = u::vgpu_svm_cmd_set_as;
@@ -412,6 +516,7 @@ pub fn parse(buf: &[u8]) -> Result<SvmCommand, Rejection> {
             Ok(SvmCommand::Invalidate {
                 start: start.min(end),
                 end,
+                reason,
             })
         }
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND => {
@@ -781,11 +886,19 @@ pub mod build {
         v
     }
 
+    /// INVALIDATE of protocol 0.4 (flags 0: reason unknown).
     pub fn invalidate(start: u64, size: u64) -> Vec<u8> {
-        u64s(
+        invalidate_for(start, size, InvalReason::Unknown)
+    }
+
+    /// INVALIDATE with a reason (protocol 0.5).
+    pub fn invalidate_for(start: u64, size: u64, reason: InvalReason) -> Vec<u8> {
+        let mut v = u64s(
             hdr(u::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE),
             &[start, size],
-        )
+        );
+        v[4..8].copy_from_slice(&reason.code().to_le_bytes());
+        v
     }
 
     pub fn bind(gpu_va: u64, cpu_va: u64, size: u64) -> Vec<u8> {
@@ -860,7 +973,7 @@ mod tests {
         assert_eq!(set_as(0, 0, 4).len(), 40);
         assert_eq!(set_as_v0_3(0, 0, 4).len(), SET_AS_SIZE_V0_3);
         assert_eq!(SET_AS_SIZE_V0_3, 32);
-        assert_eq!(u::VGPU_SVM_PROTOCOL_MINOR, 4, "direct_map_base is 0.4");
+        assert_eq!(u::VGPU_SVM_PROTOCOL_MINOR, 5, "INVALIDATE reasons are 0.5");
         assert_eq!(offset_of!(u::vgpu_svm_cmd_set_as, direct_map_base), 32);
         assert_eq!(offset_of!(u::vgpu_svm_stats, violations_no_direct_map), 112);
         assert_eq!(size_of::<u::vgpu_svm_stats>(), 128);
@@ -928,7 +1041,8 @@ mod tests {
             parse(&invalidate(0x1000, 0x2000)).unwrap(),
             SvmCommand::Invalidate {
                 start: 0x1000,
-                end: 0x3000
+                end: 0x3000,
+                reason: InvalReason::Unknown,
             }
         );
         // Clipped to the VA space; a range entirely above it is empty.
@@ -936,14 +1050,16 @@ mod tests {
             parse(&invalidate(0, !0xfffu64)).unwrap(),
             SvmCommand::Invalidate {
                 start: 0,
-                end: VA_LIMIT
+                end: VA_LIMIT,
+                reason: InvalReason::Unknown,
             }
         );
         assert_eq!(
             parse(&invalidate(1 << 50, 0x1000)).unwrap(),
             SvmCommand::Invalidate {
                 start: VA_LIMIT,
-                end: VA_LIMIT
+                end: VA_LIMIT,
+                reason: InvalReason::Unknown,
             }
         );
         assert_eq!(
@@ -1057,6 +1173,57 @@ mod tests {
         let mut j = job(1, &[op(OpKind::Fill, 0, 0, 1, 0)]);
         j[16] = 2;
         assert_eq!(code(&j), Malformed);
+    }
+
+    /// Protocol 0.5: INVALIDATE's `hdr.flags` is its reason. Every reason
+    /// parses (0 is a 0.4 driver's "unknown"); any other value, or a bit
+    /// beside a reason, is MALFORMED; other commands still need 0.
+    #[test]
+    fn invalidate_reasons() {
+        let codes: Vec<u32> = InvalReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 7, 8, 0x10, 0x11, 0x12]);
+        for r in InvalReason::ALL {
+            assert_eq!(
+                parse(&invalidate_for(0x1000, 0x1000, r)).unwrap(),
+                SvmCommand::Invalidate {
+                    start: 0x1000,
+                    end: 0x2000,
+                    reason: r
+                },
+                "{r}"
+            );
+            assert_eq!(InvalReason::from_code(r.code()), Some(r));
+        }
+        // The kernel's events, in enum mmu_notifier_event order, are 1..=8.
+        assert_eq!(InvalReason::Unmap.code(), 1);
+        assert_eq!(InvalReason::Exclusive.code(), 8);
+        let with_flags = |f: u32| {
+            let mut b = invalidate(0x1000, 0x1000);
+            b[4..8].copy_from_slice(&f.to_le_bytes());
+            b
+        };
+        assert!(matches!(
+            parse(&with_flags(0)).unwrap(),
+            SvmCommand::Invalidate {
+                reason: InvalReason::Unknown,
+                ..
+            }
+        ));
+        for bad in [9, 0xf, 0x13, 0xff, 0x100, 0x102, 1 << 31, 0x8000_0002, !0] {
+            let e = parse(&with_flags(bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Malformed, "{bad:#x}");
+            assert!(e.why.contains("vgpu_svm_inval_reason"), "{e}");
+        }
+        // A reason on any other command is not allowed.
+        for mut other in [unbind(0x1000, 0x1000), nop(), stats(), resume(1)] {
+            other[4..8].copy_from_slice(&2u32.to_le_bytes());
+            assert_eq!(code(&other), ErrorCode::Malformed);
+        }
+        // Still validated like before with a reason.
+        assert_eq!(
+            code(&invalidate_for(0x1001, 0x1000, InvalReason::Clear)),
+            ErrorCode::Misaligned
+        );
     }
 
     #[test]

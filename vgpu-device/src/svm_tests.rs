@@ -324,6 +324,137 @@ fn each_violation_kind_fires() {
     assert_eq!(j["svm"]["violations_recent"].as_array().unwrap().len(), 3);
 }
 
+/// A CPU page-table change with no INVALIDATE at all for its VA: the
+/// violation's record (the device's log line and `violations_recent`) says
+/// that none of the context's last INVALIDATEs covered the VA, and names
+/// the change ("CPU PTE cleared").
+#[test]
+fn violation_without_a_covering_invalidate_says_so() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x7000_0000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    t.gpu.map_4k(va, DATA, true);
+    let pte = t.cpu.map_4k(va, DATA, true);
+    let _ = t;
+    r.set_as();
+    r.ok(&job(1, &[op(OpKind::Read, 0, va, 8, 0)]));
+    assert_eq!(r.stats().violations, 0);
+    // 70 INVALIDATEs elsewhere (more than the ring holds), with reasons.
+    for i in 0..70u64 {
+        r.ok(&invalidate_for(
+            va + (1 + i) * 0x1000,
+            0x1000,
+            protocol::InvalReason::Clear,
+        ));
+    }
+    // The CPU PTE goes (a zap) and the device is not told.
+    put(&r.mem, pte, 0);
+    r.ok(&job(2, &[op(OpKind::Read, 0, va, 8, 0)]));
+    assert_eq!(r.stats().violations_no_page, 1);
+    let snap = r.dev.counters().snapshot();
+    let v = &snap.violations_recent[0];
+    let h = v
+        .invalidations
+        .as_ref()
+        .expect("the context's history is attached");
+    assert_eq!((h.invalidations, h.searched), (70, 64));
+    assert!(h.covering.is_empty());
+    let line = v.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains("hint: CPU PTE cleared (unmap/zap/reap) without a notifier"),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("; no INVALIDATE covered this va in the last 64 of 70"),
+        "{line}"
+    );
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    let jv = &j["svm"]["violations_recent"][0];
+    assert_eq!(jv["invalidations"]["invalidations"], 70);
+    assert_eq!(jv["invalidations"]["covering"].as_array().unwrap().len(), 0);
+    assert!(jv["hint"].as_str().unwrap().starts_with("CPU PTE cleared"));
+}
+
+/// INVALIDATEs with reasons (protocol 0.5), one of them covering the VA
+/// and one (CLEAR) of another range, then a CPU page replaced without a
+/// notifier: the record lists only the covering one, with its reason, and
+/// the hint names a page replacement. A 0.4 INVALIDATE (flags 0) is
+/// recorded as `unknown`.
+#[test]
+fn violation_names_only_the_covering_invalidates() {
+    use protocol::InvalReason;
+    let mut r = Rig::new(CheckerMode::Strict);
+    let va = 0x7000_0000_0000u64;
+    let mem = r.mem.clone();
+    let mut t = Tables::new(&mem);
+    t.gpu.map_4k(va, DATA, true);
+    t.cpu.map_4k(va, DATA, true);
+    r.set_as();
+    r.ok(&invalidate_for(va, 0x1000, InvalReason::Migrate)); // #1: covers
+    r.ok(&invalidate_for(va + 0x1000, 0x1000, InvalReason::Clear)); // #2: another range
+    r.ok(&invalidate(va - 0x10_0000, 0x20_0000)); // #3: 0.4 form, covers
+    r.ok(&invalidate_for(va + 0x2000, 0x3000, InvalReason::Clear)); // #4: another range
+                                                                    // The CPU now maps another frame (a COW, say) and nobody told the device.
+    t.cpu.map_4k(va, DATA + 0x5000, true);
+    let _ = t;
+    r.ok(&job(1, &[op(OpKind::Fill, va, 0, 8, 1)]));
+    assert_eq!(r.stats().violations_frame, 1);
+    let snap = r.dev.counters().snapshot();
+    let v = &snap.violations_recent[0];
+    let h = v.invalidations.as_ref().unwrap();
+    assert_eq!((h.invalidations, h.searched), (4, 4));
+    assert_eq!(
+        h.covering
+            .iter()
+            .map(|c| (c.seq, c.reason, c.start, c.end))
+            .collect::<Vec<_>>(),
+        [
+            (3, InvalReason::Unknown, va - 0x10_0000, va + 0x10_0000),
+            (1, InvalReason::Migrate, va, va + 0x1000),
+        ]
+    );
+    let line = v.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains("hint: CPU maps another frame: page replaced"),
+        "{line}"
+    );
+    assert!(
+        line.contains("last INVALIDATEs covering this va (of 4): #3 unknown ["),
+        "{line}"
+    );
+    assert!(
+        line.contains(", #1 migrate [0x700000000000, 0x700000001000) "),
+        "{line}"
+    );
+    assert!(!line.contains("clear"), "{line}");
+    let j = serde_json::to_value(r.dev.stats_doc()).unwrap();
+    let c = &j["svm"]["violations_recent"][0]["invalidations"]["covering"];
+    assert_eq!(c[1]["reason"], "migrate");
+    assert_eq!(c[1]["seq"], 1);
+    assert_eq!(c.as_array().unwrap().len(), 2);
+}
+
+/// Bad INVALIDATE flags (no reason, extra bits) are refused as MALFORMED
+/// and leave no trace in the history.
+#[test]
+fn invalidate_with_bad_flags_is_malformed() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    r.set_as();
+    for bad in [9u32, 0x13, 0x102, 1 << 31] {
+        let mut c = invalidate(0x1000, 0x1000);
+        c[4..8].copy_from_slice(&bad.to_le_bytes());
+        assert_eq!(r.err(&c), ErrorCode::Malformed, "{bad:#x}");
+    }
+    r.ok(&invalidate_for(
+        0x1000,
+        0x1000,
+        protocol::InvalReason::Split,
+    ));
+    assert_eq!(r.stats().invalidations, 1);
+}
+
 /// The guest kernel's direct map (SET_AS direct_map_base, protocol 0.4):
 /// RAM mapped with 2 MiB leaves at `base` in the same CPU root as the user
 /// half (its tables from a fresh area).

@@ -61,6 +61,10 @@ pub struct ContextVerdict {
     pub faults: u64,
     #[serde(default)]
     pub jobs: u64,
+    /// The device's id of the context (its violation log lines name it); absent in logs
+    /// of older guests.
+    #[serde(default)]
+    pub ctx: Option<u32>,
 }
 
 fn once() -> String {
@@ -274,8 +278,8 @@ vgpu-case: {\"scenario\":\"neg_skip_invalidate\",\"mode\":\"svm\",\"accesses_che
         assert_eq!(lines[4], "  coherence: 1 passed, 1 failed, 1 skipped (3 runs)");
         assert_eq!(lines[5], "  per-context device verdicts: 0 contexts in 0 of 3 runs, 0 with violations");
         let mut judged = cases.clone();
-        judged[0].contexts = vec![ContextVerdict { accesses_checked: 9, violations: 0, faults: 0, jobs: 1 }; 2];
-        judged[2].contexts = vec![ContextVerdict { accesses_checked: 9, violations: 3, faults: 0, jobs: 1 }];
+        judged[0].contexts = vec![ContextVerdict { accesses_checked: 9, violations: 0, faults: 0, jobs: 1, ctx: None }; 2];
+        judged[2].contexts = vec![ContextVerdict { accesses_checked: 9, violations: 3, faults: 0, jobs: 1, ctx: Some(4) }];
         assert!(format_table(&judged).ends_with("per-context device verdicts: 3 contexts in 2 of 3 runs, 1 with violations\n"));
     }
 

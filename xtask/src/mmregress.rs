@@ -88,6 +88,40 @@ pub struct Catch {
     pub case: String,
     pub violations: u64,
     pub detail: String,
+    /// The device's log line of the case's first violation (its kind, addresses, CPU entry,
+    /// a hint naming the CPU PTE change, and the INVALIDATEs that covered the VA), when the
+    /// device log could be matched to the cases ([`violation_lines`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_violation: Option<String>,
+}
+
+/// The marker of the device's violation log lines (`vgpu-device/src/checker`).
+const VIOLATION_MARK: &str = "COHERENCE VIOLATION ";
+
+/// The first violation line the device logged for each context, by context id.
+pub fn first_violation_by_ctx(device_log: &str) -> std::collections::BTreeMap<u32, String> {
+    let mut by_ctx = std::collections::BTreeMap::new();
+    for line in device_log.lines() {
+        let Some(at) = line.find(VIOLATION_MARK) else { continue };
+        let v = &line[at..];
+        let ctx = v.split_once(": ctx ").and_then(|(_, r)| r.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok());
+        if let Some(ctx) = ctx {
+            by_ctx.entry(ctx).or_insert_with(|| v.trim_end().to_string());
+        }
+    }
+    by_ctx
+}
+
+/// For each case run (console order), the device's first violation line of its first
+/// context with violations: the case names its contexts' device ids (`contexts[].ctx`, from
+/// fdinfo), the device's lines name the context. None for a case without such a context
+/// (negative controls open theirs outside the case framework, older guests give no ids).
+pub fn violation_lines(cases: &[coherence::CaseResult], device_log: &str) -> Vec<Option<String>> {
+    let firsts = first_violation_by_ctx(device_log);
+    cases
+        .iter()
+        .map(|c| c.contexts.iter().filter(|v| v.violations != 0).find_map(|v| v.ctx.and_then(|id| firsts.get(&id).cloned())))
+        .collect()
 }
 
 /// The kernel's hmm-tests on the same kernel (kselftest's `# Totals:` line).
@@ -126,12 +160,21 @@ pub fn hmm_totals(console: &str) -> HmmTests {
     HmmTests { pass: num("pass:"), fail: num("fail:"), skip: num("skip:"), ran: true }
 }
 
-/// The positive coherence cases that failed (negative controls and skips are not catches).
-pub fn catches(cases: &[coherence::CaseResult]) -> Vec<Catch> {
+/// The positive coherence cases that failed (negative controls and skips are not catches),
+/// each with its first violation's device log line if `device_log` can be matched
+/// ([`violation_lines`]).
+pub fn catches(cases: &[coherence::CaseResult], device_log: &str) -> Vec<Catch> {
+    let lines = violation_lines(cases, device_log);
     cases
         .iter()
-        .filter(|c| !c.expect_violations && !c.skipped && !c.passed)
-        .map(|c| Catch { case: format!("{} [{}]", c.scenario, c.mode), violations: c.violations, detail: c.detail.chars().take(200).collect() })
+        .zip(lines)
+        .filter(|(c, _)| !c.expect_violations && !c.skipped && !c.passed)
+        .map(|(c, first_violation)| Catch {
+            case: format!("{} [{}]", c.scenario, c.mode),
+            violations: c.violations,
+            detail: c.detail.chars().take(200).collect(),
+            first_violation,
+        })
         .collect()
 }
 
@@ -197,8 +240,9 @@ fn zoo_dir() -> PathBuf {
 /// A broken mm can hang the guest; a clean run takes a few minutes.
 const TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Builds the kernel with `patches` and runs the `mm-regression` job on it.
-fn run_one(o: &Opts, patches: Vec<PathBuf>) -> Result<(Vec<coherence::CaseResult>, HmmTests, Option<String>)> {
+/// Builds the kernel with `patches` and runs the `mm-regression` job on it: the cases, the
+/// hmm-tests totals, the VM's error if it did not finish, and the device's log.
+fn run_one(o: &Opts, patches: Vec<PathBuf>) -> Result<(Vec<coherence::CaseResult>, HmmTests, Option<String>, String)> {
     let mut o = o.clone();
     o.kernel_patches = patches;
     if !o.timeout_given {
@@ -210,7 +254,8 @@ fn run_one(o: &Opts, patches: Vec<PathBuf>) -> Result<(Vec<coherence::CaseResult
     let console = std::fs::read(paths::out().join("runs/mm-regression/console.log")).unwrap_or_default();
     let console = String::from_utf8_lossy(&console);
     let cases = coherence::summary_from_console(&console)?;
-    Ok((cases, hmm_totals(&console), vm_error))
+    let device_log = std::fs::read(paths::out().join("runs/mm-regression/device.log")).unwrap_or_default();
+    Ok((cases, hmm_totals(&console), vm_error, String::from_utf8_lossy(&device_log).into_owned()))
 }
 
 /// `cargo xtask mm-regressions [--only NAME,...] [--no-baseline]` (`--kernel-patch` files
@@ -230,8 +275,8 @@ pub fn mm_regressions(o: &Opts) -> Result<()> {
     if !o.no_baseline {
         let _lock = VmLock::take()?;
         say!("mm-regressions: baseline (no zoo patch) must pass");
-        let (cases, hmm, err) = run_one(o, o.kernel_patches.clone())?;
-        let failed = catches(&cases);
+        let (cases, hmm, err, log) = run_one(o, o.kernel_patches.clone())?;
+        let failed = catches(&cases, &log);
         if let Some(e) = err {
             bail!("the baseline kernel's run failed: {e}");
         }
@@ -247,8 +292,8 @@ pub fn mm_regressions(o: &Opts) -> Result<()> {
         say!("mm-regressions: [{}/{}] {}: {}", i + 1, all.len(), r.name, r.breaks);
         let mut patches = o.kernel_patches.clone();
         patches.push(std::fs::canonicalize(&r.path)?);
-        let (cases, hmm, vm_error) = run_one(o, patches)?;
-        let caught_by = catches(&cases);
+        let (cases, hmm, vm_error, log) = run_one(o, patches)?;
+        let caught_by = catches(&cases, &log);
         let caught = !caught_by.is_empty() || vm_error.is_some();
         say!(
             "mm-regressions: {}: {}; hmm-tests {}",
@@ -260,6 +305,9 @@ pub fn mm_regressions(o: &Opts) -> Result<()> {
             },
             hmm.verdict()
         );
+        if let Some(line) = caught_by.iter().find_map(|c| c.first_violation.as_ref()) {
+            say!("mm-regressions: {}: the device's first violation: {line}", r.name);
+        }
         results.push(Outcome {
             name: r.name.clone(),
             upstream: r.upstream.clone(),
@@ -317,6 +365,16 @@ pub fn render_table(results: &[Outcome]) -> String {
         };
         let up: String = r.upstream.chars().take(120).collect();
         s += &format!("| {} | {} | {} | {} | {:.0} |\n", r.name, up, by, r.hmm_tests.verdict(), r.seconds);
+    }
+    let firsts: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.caught_by.iter().find_map(|c| c.first_violation.as_ref().map(|l| (&r.name, &c.case, l))))
+        .collect();
+    if !firsts.is_empty() {
+        s += "\nThe device's first violation per caught patch (the case, then its log line):\n\n";
+        for (name, case, line) in firsts {
+            s += &format!("- {name}, {case}: `{line}`\n");
+        }
     }
     s
 }
@@ -378,7 +436,42 @@ mod tests {
             contexts: Vec::new(),
         };
         let cs = [case("fork_cow", false, false, false), case("munmap", true, false, false), case("neg_skip_invalidate", false, true, false), case("ksm", false, false, true)];
-        assert_eq!(catches(&cs), [Catch { case: "fork_cow [svm]".into(), violations: 4, detail: String::new() }]);
+        assert_eq!(catches(&cs, ""), [Catch { case: "fork_cow [svm]".into(), violations: 4, detail: String::new(), first_violation: None }]);
+    }
+
+    #[test]
+    fn violation_lines_follow_the_contexts_in_order() {
+        let case = |name: &str, neg: bool, ctx_violations: &[(u64, Option<u32>)]| coherence::CaseResult {
+            scenario: name.into(),
+            mode: "svm".into(),
+            accesses_checked: 1,
+            violations: ctx_violations.iter().map(|v| v.0).sum(),
+            expect_violations: neg,
+            passed: neg == ctx_violations.iter().any(|v| v.0 != 0),
+            skipped: false,
+            duration_ms: 1,
+            events: Default::default(),
+            detail: String::new(),
+            pattern: "once".into(),
+            contexts: ctx_violations.iter().map(|&(v, ctx)| coherence::ContextVerdict { accesses_checked: 9, violations: v, faults: 0, jobs: 1, ctx }).collect(),
+        };
+        let log = "vgpu-device: info: ctx 3 SET_AS ...\n\
+            vgpu-device: warning: COHERENCE VIOLATION FrameMismatch: ctx 12 job 2 read gpu va 0x1000 cpu va 0x1000 G 0x5000 C 0x6000 (cpu entry 0x6025) at 1 us; hint: x; no INVALIDATE covered this va (none of the context's 3) [violation 1 of ctx 12]\n\
+            vgpu-device: warning: COHERENCE VIOLATION FrameMismatch: ctx 12 job 2 second [violation 2 of ctx 12]\n\
+            vgpu-device: warning: COHERENCE VIOLATION NoCpuPage(Empty): ctx 7 job 1 first of 7 [violation 1 of ctx 7]\n";
+        let m = first_violation_by_ctx(log);
+        assert_eq!(m.len(), 2);
+        assert!(m[&12].starts_with("COHERENCE VIOLATION FrameMismatch: ctx 12 job 2 read") && m[&12].contains("[violation 1 of"));
+        // ctx 7 is the negative control's (which names no contexts); ctx 12 the caught case's
+        // second context.
+        let cs = [case("neg_skip_invalidate", true, &[]), case("basic", false, &[(0, Some(9))]), case("cow_zero_page", false, &[(0, Some(10)), (2, Some(12))])];
+        let c = catches(&cs, log);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].case, "cow_zero_page [svm]");
+        assert!(c[0].first_violation.as_deref().unwrap().contains("ctx 12 job 2 read"));
+        // No id (an older guest), or an id the log does not have: nothing.
+        let cs = [case("cow_zero_page", false, &[(2, None)]), case("fork_cow", false, &[(2, Some(13))])];
+        assert!(catches(&cs, log).iter().all(|c| c.first_violation.is_none()));
     }
 
     #[test]

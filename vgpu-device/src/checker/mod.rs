@@ -33,6 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::warn;
 use serde::Serialize;
 
+use crate::history::{InvalContext, InvalHistory};
 use crate::mem::PhysMem;
 use crate::mmu::Access;
 use x86::{CpuWalkError, Levels, NoPage};
@@ -80,6 +81,53 @@ pub struct Violation {
     pub direct_map_va: Option<u64>,
     /// Unix time in microseconds.
     pub time_us: u64,
+    /// The CPU page-table change that must have happened without the
+    /// device being told ([`hint`]).
+    pub hint: String,
+    /// The context's last INVALIDATEs that covered `gpu_va` (none when the
+    /// checker runs without a context's history, as in its unit tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalidations: Option<InvalContext>,
+}
+
+/// Swap types of the non-present x86-64 entries that are not swap-outs,
+/// counted down from the top of the 5-bit type (`__swp_type`: bits 59..63)
+/// for the project's guest config (CONFIG_MIGRATION=y,
+/// CONFIG_DEVICE_PRIVATE=y, CONFIG_MEMORY_FAILURE=n: MAX_SWAPFILES 25):
+/// 31 a PTE marker, 28..30 device-private/exclusive, 25..27 migration.
+fn swap_entry_kind(entry: u64) -> (u64, &'static str) {
+    let ty = entry >> 59;
+    let what = match ty {
+        31 => "a PTE marker (uffd-wp, guard region or poison)",
+        28..=30 => "a device-private or device-exclusive entry",
+        25..=27 => "a migration entry: page migrating",
+        _ => "a swap entry: page swapped out",
+    };
+    (ty, what)
+}
+
+/// A human reading of a violation: which CPU page-table change, done
+/// without a notifier reaching the device, explains what the checker saw.
+pub fn hint(kind: ViolationKind, cpu_entry: u64) -> String {
+    match kind {
+        ViolationKind::NoCpuPage(NoPage::Empty) => {
+            "CPU PTE cleared (unmap/zap/reap) without a notifier".into()
+        }
+        ViolationKind::NoCpuPage(NoPage::ProtNone) => {
+            "CPU PTE made PROT_NONE (mprotect or NUMA hinting) without a notifier".into()
+        }
+        ViolationKind::NoCpuPage(NoPage::SwapOrMigration) => {
+            let (ty, what) = swap_entry_kind(cpu_entry);
+            format!(
+                "CPU PTE non-present, swap type {ty}, {what} (page swapped out or migrating) without a notifier"
+            )
+        }
+        ViolationKind::FrameMismatch => "CPU maps another frame: page replaced (COW, migration, collapse, KSM, zero-page) without a notifier".into(),
+        ViolationKind::WriteNotWritable => "CPU PTE write-protected (mkclean, mprotect, COW/fork, KSM, uffd-wp) without a notifier".into(),
+        ViolationKind::NoDirectMap(_) => {
+            "frame not in the kernel's direct map (memfd_secret or otherwise unmappable)".into()
+        }
+    }
 }
 
 impl fmt::Display for Violation {
@@ -98,9 +146,13 @@ impl fmt::Display for Violation {
         }
         write!(
             f,
-            " (cpu entry {:#x}) at {} us",
-            self.cpu_entry, self.time_us
-        )
+            " (cpu entry {:#x}) at {} us; hint: {}",
+            self.cpu_entry, self.time_us, self.hint
+        )?;
+        if let Some(h) = &self.invalidations {
+            write!(f, "; {h}")?;
+        }
+        Ok(())
     }
 }
 
@@ -129,11 +181,14 @@ pub enum Verdict {
 
 /// Where the access came from, for the violation record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AccessInfo {
+pub struct AccessInfo<'a> {
     pub ctx: u32,
     pub job: u64,
     /// GPU VA of the access (for the record; the walk uses the CPU VA).
     pub gpu_va: u64,
+    /// The context's recent INVALIDATEs: read only if the access is a
+    /// violation, whose record then names those that covered `gpu_va`.
+    pub history: Option<&'a InvalHistory>,
 }
 
 /// Violations logged in full per checker before the log is thinned out to
@@ -153,7 +208,8 @@ pub struct Checker {
     recent: VecDeque<Violation>,
 }
 
-fn now_us() -> u64 {
+/// Unix time in microseconds (violation and INVALIDATE times).
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -213,6 +269,7 @@ impl Checker {
                 }
             }
         };
+        let time_us = now_us();
         self.violation(Violation {
             kind,
             ctx: info.ctx,
@@ -224,7 +281,9 @@ impl Checker {
             cpu_phys,
             cpu_entry,
             direct_map_va: None,
-            time_us: now_us(),
+            time_us,
+            hint: hint(kind, cpu_entry),
+            invalidations: info.history.map(|h| h.explain(info.gpu_va, time_us)),
         })
     }
 
@@ -255,6 +314,7 @@ impl Checker {
             Err(CpuWalkError::NoPage { kind, entry, .. }) => (kind, entry),
             Err(e) => return self.walk_error(info, dva, e),
         };
+        let time_us = now_us();
         self.violation(Violation {
             kind: ViolationKind::NoDirectMap(kind),
             ctx: info.ctx,
@@ -266,12 +326,14 @@ impl Checker {
             cpu_phys: None,
             cpu_entry: entry,
             direct_map_va: Some(dva),
-            time_us: now_us(),
+            time_us,
+            hint: hint(ViolationKind::NoDirectMap(kind), entry),
+            invalidations: info.history.map(|h| h.explain(info.gpu_va, time_us)),
         })
     }
 
     /// Counts and (rate limited) logs a CPU table that could not be walked.
-    fn walk_error(&mut self, info: AccessInfo, va: u64, e: CpuWalkError) -> Verdict {
+    fn walk_error(&mut self, info: AccessInfo<'_>, va: u64, e: CpuWalkError) -> Verdict {
         self.stats.cpu_walk_errors += 1;
         let n = self.stats.cpu_walk_errors;
         if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
@@ -319,6 +381,7 @@ mod tests {
         ctx: 1,
         job: 7,
         gpu_va: 0,
+        history: None,
     };
 
     #[test]
@@ -372,6 +435,22 @@ mod tests {
             (1, 1, 2)
         );
         assert_eq!(c.recent().count(), 4);
+    }
+
+    #[test]
+    fn hints_name_the_cpu_change() {
+        use ViolationKind::*;
+        assert!(hint(NoCpuPage(NoPage::Empty), 0).starts_with("CPU PTE cleared"));
+        assert!(hint(NoCpuPage(NoPage::ProtNone), 0x100).contains("PROT_NONE"));
+        // __swp_entry(type, offset): the type in bits 59..63.
+        let swp = |ty: u64| hint(NoCpuPage(NoPage::SwapOrMigration), ty << 59 | 0x3400);
+        assert!(swp(0).contains("swap type 0, a swap entry"));
+        assert!(swp(27).contains("swap type 27, a migration entry"));
+        assert!(swp(29).contains("device-private"));
+        assert!(swp(31).contains("PTE marker"));
+        assert!(hint(FrameMismatch, 0x8000_0025).contains("page replaced (COW, migration"));
+        assert!(hint(WriteNotWritable, 0x8000_0025).starts_with("CPU PTE write-protected (mkclean"));
+        assert!(hint(NoDirectMap(NoPage::Empty), 0).contains("direct map"));
     }
 
     #[test]

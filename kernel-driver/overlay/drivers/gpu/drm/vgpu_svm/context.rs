@@ -10,10 +10,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     bindings,
     mm::Mm,
-    mmu_notifier::{CurSeq, IntervalNotifier, IntervalNotifierOps, Range, RangeNotifier, RangeNotifierOps},
+    mmu_notifier::{event, CurSeq, IntervalNotifier, IntervalNotifierOps, Range, RangeNotifier, RangeNotifierOps},
     new_mutex,
     prelude::*,
     sync::{aref::ARef, lock::mutex::MutexBackend, lock::Guard, Arc, Mutex},
+    uapi,
 };
 
 use crate::{
@@ -63,6 +64,21 @@ pub(crate) const EVENT_NAMES: [&str; 8] = [
     "migrate",
     "exclusive",
 ];
+
+/// The INVALIDATE reason (`enum vgpu_svm_inval_reason`) for a notifier callback's event.
+fn event_reason(ev: u32) -> u32 {
+    match ev {
+        event::UNMAP => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNMAP,
+        event::CLEAR => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_CLEAR,
+        event::PROTECTION_VMA => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_PROTECTION_VMA,
+        event::PROTECTION_PAGE => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_PROTECTION_PAGE,
+        event::SOFT_DIRTY => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_SOFT_DIRTY,
+        event::RELEASE => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_RELEASE,
+        event::MIGRATE => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_MIGRATE,
+        event::EXCLUSIVE => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_EXCLUSIVE,
+        _ => uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNKNOWN,
+    }
+}
 
 /// What lives under the update lock.
 pub(crate) struct Locked {
@@ -239,7 +255,8 @@ impl Shared {
         }
         // On failure the device was reset (it touches no guest memory any more): only then may
         // mm go on and free the pages.
-        let _ = self.clear_then_flush(&guard, gs, ge, debug::clear_to_invalidate_delay_us());
+        let reason = event_reason(range.event());
+        let _ = self.clear_then_flush(&guard, gs, ge, reason, debug::clear_to_invalidate_delay_us());
         drop(guard);
         true
     }
@@ -254,16 +271,29 @@ impl Shared {
     }
 
     /// Clears the GPU entries of `[gs, ge)` and, if any were valid, has the device drop its
-    /// translations (INVALIDATE, waiting for accesses in flight). Under the update lock;
-    /// allocates nothing.
-    pub(crate) fn clear_and_flush(&self, guard: &Guard<'_, Locked, MutexBackend>, gs: u64, ge: u64) -> Result<Cleared> {
-        self.clear_then_flush(guard, gs, ge, 0)
+    /// translations (INVALIDATE for `reason`, an `enum vgpu_svm_inval_reason`, waiting for
+    /// accesses in flight). Under the update lock; allocates nothing.
+    pub(crate) fn clear_and_flush(
+        &self,
+        guard: &Guard<'_, Locked, MutexBackend>,
+        gs: u64,
+        ge: u64,
+        reason: u32,
+    ) -> Result<Cleared> {
+        self.clear_then_flush(guard, gs, ge, reason, 0)
     }
 
     /// [`Self::clear_and_flush`], sleeping `delay_us` between clearing and the INVALIDATE
     /// when entries were cleared (debug only: `clear_to_invalidate_delay_us`; callers in a
     /// non-blockable context pass 0, and none reaches here).
-    fn clear_then_flush(&self, guard: &Guard<'_, Locked, MutexBackend>, gs: u64, ge: u64, delay_us: u32) -> Result<Cleared> {
+    fn clear_then_flush(
+        &self,
+        guard: &Guard<'_, Locked, MutexBackend>,
+        gs: u64,
+        ge: u64,
+        reason: u32,
+        delay_us: u32,
+    ) -> Result<Cleared> {
         let token = self.token(guard)?;
         let cleared = self.pt.clear(&token, gs, ge);
         self.stats.pages_cleared.fetch_add(cleared.pages, Ordering::Relaxed);
@@ -281,18 +311,19 @@ impl Shared {
         // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
         let align = if cleared.large { LARGE_PAGE } else { PAGE };
         let (fs, fe) = (gs & !(align - 1), ge.saturating_add(align - 1) & !(align - 1));
-        self.flush(guard, fs, fe - fs)?;
+        self.flush(guard, fs, fe - fs, reason)?;
         Ok(cleared)
     }
 
-    /// Has the device drop its translations of `[start, start + size)` (INVALIDATE, waiting
-    /// for accesses in flight). Under the update lock; allocates nothing. If the device does
-    /// not confirm, it is reset before this returns.
-    pub(crate) fn flush(&self, guard: &Guard<'_, Locked, MutexBackend>, start: u64, size: u64) -> Result {
+    /// Has the device drop its translations of `[start, start + size)` (INVALIDATE for
+    /// `reason`, an `enum vgpu_svm_inval_reason`, waiting for accesses in flight). Under the
+    /// update lock; allocates nothing. If the device does not confirm, it is reset before
+    /// this returns.
+    pub(crate) fn flush(&self, guard: &Guard<'_, Locked, MutexBackend>, start: u64, size: u64, reason: u32) -> Result {
         if guard.destroyed {
             return Ok(());
         }
-        let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, start, size) };
+        let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, start, size, reason) };
         if let Err(e) = sent {
             // The device did not confirm that it dropped the translations: it may still use
             // the old pages, which mm frees as soon as we return. Reset it: when the reset

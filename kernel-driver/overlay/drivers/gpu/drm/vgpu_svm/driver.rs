@@ -111,8 +111,9 @@ impl VgpuDriver {
         let num_capsets = u32::from_le_bytes(num_capsets);
 
         queues.truncate(1);
-        let ctrl = ControlQueue::new(queues.pop().ok_or(ENODEV)?, context_init);
+        let mut ctrl = ControlQueue::new(queues.pop().ok_or(ENODEV)?, context_init);
         let capset = ctrl.discover(num_capsets)?;
+        ctrl.set_protocol(capset.protocol_version);
         dev_info!(
             vdev.as_ref(),
             "VGPU_SVM capset 0x{:x}: protocol {}.{}, {} contexts, {}-bit VA, features 0x{:x}\n",

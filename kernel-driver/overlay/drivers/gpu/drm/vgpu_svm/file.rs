@@ -306,7 +306,7 @@ impl File {
         // runs meanwhile (jobs hold the state lock), so nothing maps them again.
         {
             let g = ctx.shared.update.lock();
-            ctx.shared.clear_and_flush(&g, req.gpu_va, end)?;
+            ctx.shared.clear_and_flush(&g, req.gpu_va, end, uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_BIND)?;
         }
         let body = core::mem::size_of::<uapi::vgpu_svm_cmd_bind>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
         let (gva, cva, size) = (req.gpu_va, m.cpu, m.size);
@@ -355,7 +355,7 @@ impl File {
             {
                 let g = ctx.shared.update.lock();
                 m.gpu_va.store(0, Ordering::Release);
-                ctx.shared.clear_and_flush(&g, gva, gva + size)?;
+                ctx.shared.clear_and_flush(&g, gva, gva + size, uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNBIND)?;
             }
             let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND, 16, gpu::cmd_timeout_ms(), |w| {
                 w.u64(gva).u64(size);

@@ -23,7 +23,14 @@ pub(crate) struct ControlQueue {
     vq: Arc<virtio::Virtqueue>,
     /// VIRTIO_GPU_F_CONTEXT_INIT was negotiated: CTX_CREATE may name the context type.
     context_init: bool,
+    /// The device speaks protocol 0.5 or later: INVALIDATE may carry its reason in
+    /// `hdr.flags` (a 0.4 device answers ERR_MALFORMED to non-zero flags, and a failed
+    /// INVALIDATE resets the device).
+    inval_reasons: bool,
 }
+
+/// Protocol minor from which INVALIDATE carries a reason.
+const INVAL_REASONS_MINOR: u32 = 5;
 
 /// Size of `struct virtio_gpu_ctrl_hdr`, the start of every request and response.
 const HDR_LEN: usize = size_of::<uapi::virtio_gpu_ctrl_hdr>();
@@ -107,11 +114,16 @@ impl<'a> Writer<'a> {
 
     /// A SUBMIT_3D header for a command stream of `size` bytes, then the command header.
     pub(crate) fn submit(&mut self, ctx_id: u32, size: usize, cmd: u32) -> &mut Self {
+        self.submit_with_flags(ctx_id, size, cmd, 0)
+    }
+
+    /// [`Self::submit`] with the command header's `flags` (INVALIDATE's reason, 0.5).
+    pub(crate) fn submit_with_flags(&mut self, ctx_id: u32, size: usize, cmd: u32, flags: u32) -> &mut Self {
         self.hdr(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_SUBMIT_3D, ctx_id)
             .u32(size as u32)
             .u32(0)
             .u32(cmd)
-            .u32(0)
+            .u32(flags)
     }
 }
 
@@ -213,12 +225,15 @@ impl InvalidateMsg {
     }
 
     /// Sends INVALIDATE(start, size) and waits until the device confirms that no access to
-    /// the range is in flight and no translation of it is cached.
-    pub(crate) fn send(&self, q: &ControlQueue, start: u64, size: u64) -> Result {
+    /// the range is in flight and no translation of it is cached. `reason` (an `enum
+    /// vgpu_svm_inval_reason`) goes only to a device of protocol 0.5 or later; older ones
+    /// get 0 ("unknown").
+    pub(crate) fn send(&self, q: &ControlQueue, start: u64, size: u64, reason: u32) -> Result {
         let ctx_id = self.ctx_id;
+        let flags = if q.inval_reasons { reason } else { uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNKNOWN };
         self.x.fill(|buf| {
             Writer::new(buf)
-                .submit(ctx_id, Self::CMD_LEN, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE)
+                .submit_with_flags(ctx_id, Self::CMD_LEN, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE, flags)
                 .u64(start)
                 .u64(size);
         })?;
@@ -235,7 +250,12 @@ impl InvalidateMsg {
 
 impl ControlQueue {
     pub(crate) fn new(vq: Arc<virtio::Virtqueue>, context_init: bool) -> Self {
-        Self { vq, context_init }
+        Self { vq, context_init, inval_reasons: false }
+    }
+
+    /// Adapts to the device's protocol version (from [`Self::discover`]; same major).
+    pub(crate) fn set_protocol(&mut self, version: u32) {
+        self.inval_reasons = version & 0xffff >= INVAL_REASONS_MINOR;
     }
 
     /// Resets the device (see [`virtio::Virtqueue::reset_device`]): when it returns, the

@@ -21,6 +21,7 @@ use kernel::{
     mm::{virt::VmaRef, MmWithUser},
     mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Seq},
     prelude::*,
+    uapi,
 };
 
 use crate::{
@@ -244,7 +245,7 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             }
             if shared.pt.map_4k(&token, gva, phys, writable)? {
                 // A live 2 MiB leaf gave way to a table: the device may cache it.
-                shared.flush(&guard, block, LARGE_PAGE)?;
+                shared.flush(&guard, block, LARGE_PAGE, uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_SPLIT)?;
             }
             written += 1;
             i += 1;

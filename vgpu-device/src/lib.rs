@@ -13,6 +13,7 @@
 //!   the command semantics.
 //! - [`engine`]: job execution, one page-sized access at a time.
 //! - [`invalidate`]: the access barrier behind INVALIDATE's guarantee.
+//! - [`tlbgen`]: the TLB generation checked at JOB/RESUME (protocol 0.5).
 //! - [`pool`]: the bounded pool of job worker threads.
 //! - [`ratelimit`]: rate limiting of guest-triggered warnings.
 //! - [`counters`]: the SVM counters shared by all threads.
@@ -36,6 +37,7 @@ pub mod invalidate;
 pub mod pool;
 pub mod protocol;
 pub mod ratelimit;
+pub mod tlbgen;
 
 #[cfg(test)]
 mod svm_tests;

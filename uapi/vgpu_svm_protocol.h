@@ -36,7 +36,12 @@
  *      cause), so that a violation the checker records can name the
  *      invalidations that preceded it. 0 (what a 0.4 driver sends) is
  *      "unknown"; a driver sends a non-zero reason only to a device of
- *      0.5 or later (a 0.4 device answers ERR_MALFORMED to any flags). */
+ *      0.5 or later (a 0.4 device answers ERR_MALFORMED to any flags).
+ *      And SET_AS carries tlb_gen_gpa (the 32- and 40-byte forms are still
+ *      accepted): the device reloads a TLB generation from guest memory at
+ *      the start of every JOB and RESUME and drops the context's whole TLB
+ *      when it changed, so an invalidation while none of the context's jobs
+ *      runs needs no INVALIDATE round trip. */
 #define VGPU_SVM_PROTOCOL_MAJOR 0
 #define VGPU_SVM_PROTOCOL_MINOR 5
 #define VGPU_SVM_PROTOCOL_VERSION \
@@ -222,7 +227,23 @@ enum vgpu_svm_inval_reason {
  * 2^64 or is not canonical counts under stats.cpu_walk_errors, not as a
  * violation. 0, or the 32-byte form of protocol 0.3 (which ends at
  * padding; a device of 0.4 accepts both sizes), means unknown: no
- * direct-map check. */
+ * direct-map check.
+ *
+ * tlb_gen_gpa (protocol 0.5, offset 40; the command is 48 bytes): the
+ * guest-physical address of a little-endian u64 in guest RAM, the context's
+ * TLB generation, 8-byte aligned (else ERR_MISALIGNED; not inside guest RAM:
+ * ERR_BAD_ADDRESS). At the start of every JOB and RESUME of the context,
+ * before the job's first access, the device loads the u64 (after it read the
+ * command from the ring) and, if it differs from the value it loaded last
+ * for this context (none yet after SET_AS), drops every TLB entry of the
+ * context. The driver may then change GPU entries and, instead of an
+ * INVALIDATE, store a new generation -- but only while no JOB or RESUME of
+ * the context is unanswered (then no device access of the context is in
+ * flight, and the next JOB/RESUME it sends is ordered after the store by the
+ * virtqueue's publication barrier). The value means nothing else to the
+ * device (any u64; a load that fails drops the TLB). 0, or the 32/40-byte
+ * forms (a device of 0.5 accepts all three sizes), means none: the driver
+ * sends INVALIDATE for every change. */
 struct vgpu_svm_cmd_set_as {
 	struct vgpu_svm_cmd_hdr hdr;
 	__le64 gpu_pt_root;   /* guest-physical address of the GPU page table root */
@@ -230,10 +251,13 @@ struct vgpu_svm_cmd_set_as {
 	__le32 cpu_pt_levels; /* VGPU_SVM_CPU_LEVELS_4 or _5 */
 	__le32 padding;
 	__le64 direct_map_base; /* 0.4: the kernel's page_offset_base, or 0 (see above) */
+	__le64 tlb_gen_gpa;     /* 0.5: guest-physical address of the TLB generation, or 0 */
 };
 
 /* Size of SET_AS in protocol 0.3 and before (without direct_map_base). */
 #define VGPU_SVM_CMD_SET_AS_SIZE_V0_3 32
+/* Size of SET_AS in protocol 0.4 (without tlb_gen_gpa). */
+#define VGPU_SVM_CMD_SET_AS_SIZE_V0_4 40
 
 struct vgpu_svm_cmd_range {
 	struct vgpu_svm_cmd_hdr hdr;

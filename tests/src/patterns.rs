@@ -88,6 +88,7 @@ const ONCE_ONLY: &[&str] = &[
     "seq_window",
     "retry_ebusy",
     "inval_window",
+    "idle_litmus",
     "nonblock_reap",
     "killed_submit_aborted",
     "pair_start_end",

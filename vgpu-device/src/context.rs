@@ -38,6 +38,7 @@ use crate::layout::gpu;
 use crate::mmu::{Access, Mmu, MmuError, WalkError};
 use crate::pool::Pool;
 use crate::protocol::{ErrorCode, FaultInfo, InvalReason, Op, Status, SvmCommand, SvmResp};
+use crate::tlbgen::TlbGen;
 use crate::virtio_gpu::{ty, CtrlHdr};
 
 /// Guest memory as the transport provides it (swapped on SET_MEM_TABLE).
@@ -151,6 +152,9 @@ struct AddressSpace {
     /// None when the checker is off (`--checker off`; only then may the
     /// driver give no CPU table, 0).
     checker: Option<Checker>,
+    /// The TLB generation (SET_AS of protocol 0.5), synced at every JOB and
+    /// RESUME ([`Context::sync_tlb_gen`]).
+    tlb_gen: Option<TlbGen>,
 }
 
 struct SpaceState {
@@ -330,12 +334,14 @@ impl Context {
                 cpu_pt_root,
                 cpu_pt_levels,
                 direct_map_base,
+                tlb_gen_gpa,
             } => match self.set_as(
                 mem,
                 gpu_pt_root,
                 cpu_pt_root,
                 cpu_pt_levels,
                 direct_map_base,
+                tlb_gen_gpa,
             ) {
                 Ok(()) => self.answer_after_accesses(None, defer),
                 Err(code) => Answer::Now(SvmResp::error(code, 0)),
@@ -361,7 +367,7 @@ impl Context {
                 },
                 Err(code) => Answer::Now(SvmResp::error(code, job_id)),
             },
-            SvmCommand::Resume { job_id } => match self.take_faulted(job_id) {
+            SvmCommand::Resume { job_id } => match self.take_faulted(mem, job_id) {
                 Some(job) => {
                     debug!("ctx {} RESUME job {job_id}", self.id);
                     match self.push_work(job, defer) {
@@ -472,9 +478,34 @@ impl Context {
         }
     }
 
+    /// At the start of a JOB or RESUME (before the job is queued, so before
+    /// its first access): drop the TLB if the driver stored a new TLB
+    /// generation (see [`crate::tlbgen`]). Without guest memory the job
+    /// cannot run; the TLB goes anyway.
+    fn sync_tlb_gen(&self, mem: Option<&GuestMem>) {
+        let mut s = lock(&self.space);
+        let Some(space) = s.space.as_mut() else {
+            return; // JOB answers NO_AS, RESUME UNKNOWN_JOB
+        };
+        let Some(gen) = space.tlb_gen.as_mut() else {
+            return;
+        };
+        let flushed = match mem {
+            Some(mem) => gen.sync(&*mem.memory(), &mut space.mmu.tlb),
+            None => {
+                space.mmu.tlb.invalidate_all();
+                true
+            }
+        };
+        if flushed {
+            debug!("ctx {}: new TLB generation: TLB dropped", self.id);
+        }
+    }
+
     /// SET_AS: the new address spaces (the caller then waits for the
     /// accesses through the old ones). `direct_map`: the guest kernel's
     /// direct-map base, for the checker's direct-map check (none: no check).
+    /// `tlb_gen`: where the TLB generation is (none: no idle fast path).
     fn set_as(
         &self,
         mem: Option<&GuestMem>,
@@ -482,6 +513,7 @@ impl Context {
         cpu_root: u64,
         levels: u32,
         direct_map: Option<u64>,
+        tlb_gen: Option<u64>,
     ) -> Result<(), ErrorCode> {
         let in_ram = |a: u64| {
             mem.is_some_and(|m| {
@@ -493,6 +525,15 @@ impl Context {
             crate::guest_warn!(
                 "svm-command",
                 "ctx {}: SET_AS roots {gpu_root:#x} / {cpu_root:#x} outside guest RAM",
+                self.id
+            );
+            return Err(ErrorCode::BadAddress);
+        }
+        let gen_in_ram = |a: u64| mem.is_some_and(|m| m.memory().check_range(GuestAddress(a), 8));
+        if let Some(g) = tlb_gen.filter(|&g| !gen_in_ram(g)) {
+            crate::guest_warn!(
+                "svm-command",
+                "ctx {}: SET_AS tlb_gen_gpa {g:#x} outside guest RAM",
                 self.id
             );
             return Err(ErrorCode::BadAddress);
@@ -515,18 +556,23 @@ impl Context {
             c
         });
         info!(
-            "ctx {} SET_AS gpu root {gpu_root:#x}, cpu root {cpu_root:#x} ({} levels), checker {}, direct map {}",
+            "ctx {} SET_AS gpu root {gpu_root:#x}, cpu root {cpu_root:#x} ({} levels), checker {}, direct map {}, TLB generation {}",
             self.id,
             levels.count(),
             if checker.is_some() { "on" } else { "off" },
             match direct_map {
                 Some(b) => format!("at {b:#x}"),
                 None => "unknown (not checked)".to_owned(),
+            },
+            match tlb_gen {
+                Some(g) => format!("at {g:#x}"),
+                None => "none".to_owned(),
             }
         );
         lock(&self.space).space = Some(AddressSpace {
             mmu: Mmu::new(gpu_root, self.cfg.tlb_capacity),
             checker,
+            tlb_gen: tlb_gen.map(TlbGen::new),
         });
         Ok(())
     }
@@ -607,6 +653,8 @@ impl Context {
         job_id: u64,
         ops: Vec<Op>,
     ) -> Result<Box<Job>, ErrorCode> {
+        // Before the job can be queued, so before its first access.
+        self.sync_tlb_gen(mem);
         if lock(&self.space).space.is_none() {
             crate::guest_warn!("svm-command", "ctx {}: JOB {job_id} before SET_AS", self.id);
             return Err(ErrorCode::NoAs);
@@ -653,7 +701,9 @@ impl Context {
         Ok(job)
     }
 
-    fn take_faulted(&self, job_id: u64) -> Option<Box<Job>> {
+    fn take_faulted(&self, mem: Option<&GuestMem>, job_id: u64) -> Option<Box<Job>> {
+        // Before the job can be queued again, so before its next access.
+        self.sync_tlb_gen(mem);
         let mut jobs = lock(&self.jobs);
         let slot = jobs.get_mut(&job_id)?;
         if !matches!(slot, JobSlot::Faulted(_)) {

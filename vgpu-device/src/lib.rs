@@ -14,6 +14,7 @@
 //! - [`engine`]: job execution, one page-sized access at a time.
 //! - [`invalidate`]: the access barrier behind INVALIDATE's guarantee.
 //! - [`history`]: each context's recent INVALIDATEs, for violation records.
+//! - [`tlbgen`]: the TLB generation checked at JOB/RESUME (protocol 0.5).
 //! - [`pool`]: the bounded pool of job worker threads.
 //! - [`ratelimit`]: rate limiting of guest-triggered warnings.
 //! - [`counters`]: the SVM counters shared by all threads.
@@ -38,6 +39,7 @@ pub mod invalidate;
 pub mod pool;
 pub mod protocol;
 pub mod ratelimit;
+pub mod tlbgen;
 
 #[cfg(test)]
 mod svm_tests;

@@ -24,8 +24,10 @@ pub const CMD_HDR_SIZE: usize = size_of::<u::vgpu_svm_cmd_hdr>();
 pub const OP_SIZE: usize = size_of::<u::vgpu_svm_op>();
 /// Size of `struct vgpu_svm_cmd_job` (without the ops).
 pub const JOB_HDR_SIZE: usize = size_of::<u::vgpu_svm_cmd_job>();
-/// SET_AS with `direct_map_base` (protocol 0.4).
+/// SET_AS with `direct_map_base` and `tlb_gen_gpa` (protocol 0.5).
 pub const SET_AS_SIZE: usize = size_of::<u::vgpu_svm_cmd_set_as>();
+/// SET_AS of protocol 0.4 (ends at `direct_map_base`).
+pub const SET_AS_SIZE_V0_4: usize = u::VGPU_SVM_CMD_SET_AS_SIZE_V0_4 as usize;
 /// SET_AS of protocol 0.3 and before (ends at `padding`).
 pub const SET_AS_SIZE_V0_3: usize = u::VGPU_SVM_CMD_SET_AS_SIZE_V0_3 as usize;
 pub const MAX_OPS: u32 = u::VGPU_SVM_MAX_OPS;
@@ -289,6 +291,11 @@ pub enum SvmCommand {
         /// direct-map check). Page aligned, otherwise any value (a base
         /// that wraps or is not canonical is the checker's business).
         direct_map_base: Option<u64>,
+        /// Guest-physical address of the context's TLB generation (a u64
+        /// the device loads at every JOB and RESUME, see [`crate::tlbgen`]):
+        /// `None` for the 32/40-byte forms or an address of 0. 8-byte
+        /// aligned; whether it is in guest RAM is checked by the context.
+        tlb_gen_gpa: Option<u64>,
     },
     /// `[start, end)`, clipped to the GPU VA space (may be empty after clipping).
     Invalidate {
@@ -471,18 +478,30 @@ pub fn parse(buf: &[u8]) -> Result<SvmCommand, Rejection> {
                     format!("SET_AS: roots {gpu_pt_root:#x} / {cpu_pt_root:#x} beyond 52 bits"),
                 ));
             }
-            let direct_map_base = match Fields::need(buf, SET_AS_SIZE, "SET_AS") {
+            let direct_map_base = match Fields::need(buf, SET_AS_SIZE_V0_4, "SET_AS") {
                 Ok(f) => f.u64(offset_of!(S, direct_map_base)),
                 Err(_) => 0,
             };
             if direct_map_base & PAGE_MASK != 0 {
                 return Err(misaligned("SET_AS direct_map_base", direct_map_base));
             }
+            // 0.5: 48 bytes with tlb_gen_gpa (41..47 bytes are the 0.4 form).
+            let tlb_gen_gpa = match Fields::need(buf, SET_AS_SIZE, "SET_AS") {
+                Ok(f) => f.u64(offset_of!(S, tlb_gen_gpa)),
+                Err(_) => 0,
+            };
+            if tlb_gen_gpa % 8 != 0 {
+                return Err(Rejection::new(
+                    ErrorCode::Misaligned,
+                    format!("SET_AS tlb_gen_gpa {tlb_gen_gpa:#x} is not 8-byte aligned"),
+                ));
+            }
             Ok(SvmCommand::SetAs {
                 gpu_pt_root,
                 cpu_pt_root,
                 cpu_pt_levels,
                 direct_map_base: (direct_map_base != 0).then_some(direct_map_base),
+                tlb_gen_gpa: (tlb_gen_gpa != 0).then_some(tlb_gen_gpa),
             })
         }
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_INVALIDATE | u::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND => {
@@ -856,8 +875,8 @@ pub mod build {
         v
     }
 
-    /// SET_AS of protocol 0.4 with `direct_map_base` 0 (no direct-map
-    /// check).
+    /// SET_AS of protocol 0.4 (40 bytes) with `direct_map_base` 0 (no
+    /// direct-map check).
     pub fn set_as(gpu_pt_root: u64, cpu_pt_root: u64, levels: u32) -> Vec<u8> {
         set_as_with_direct_map(gpu_pt_root, cpu_pt_root, levels, 0)
     }
@@ -872,6 +891,20 @@ pub mod build {
         u64s(
             set_as_v0_3(gpu_pt_root, cpu_pt_root, levels),
             &[direct_map_base],
+        )
+    }
+
+    /// SET_AS of protocol 0.5 (48 bytes): with `tlb_gen_gpa`.
+    pub fn set_as_with_tlb_gen(
+        gpu_pt_root: u64,
+        cpu_pt_root: u64,
+        levels: u32,
+        direct_map_base: u64,
+        tlb_gen_gpa: u64,
+    ) -> Vec<u8> {
+        u64s(
+            set_as_with_direct_map(gpu_pt_root, cpu_pt_root, levels, direct_map_base),
+            &[tlb_gen_gpa],
         )
     }
 
@@ -969,12 +1002,18 @@ mod tests {
         );
         assert_eq!(OP_SIZE, 40);
         assert_eq!(JOB_HDR_SIZE, 24);
-        assert_eq!(set_as(0, 0, 4).len(), size_of::<u::vgpu_svm_cmd_set_as>());
-        assert_eq!(set_as(0, 0, 4).len(), 40);
+        assert_eq!(
+            set_as_with_tlb_gen(0, 0, 4, 0, 0).len(),
+            size_of::<u::vgpu_svm_cmd_set_as>()
+        );
+        assert_eq!(SET_AS_SIZE, 48);
+        assert_eq!(set_as(0, 0, 4).len(), SET_AS_SIZE_V0_4);
+        assert_eq!(SET_AS_SIZE_V0_4, 40);
         assert_eq!(set_as_v0_3(0, 0, 4).len(), SET_AS_SIZE_V0_3);
         assert_eq!(SET_AS_SIZE_V0_3, 32);
-        assert_eq!(u::VGPU_SVM_PROTOCOL_MINOR, 5, "INVALIDATE reasons are 0.5");
+        assert_eq!(u::VGPU_SVM_PROTOCOL_MINOR, 5, "INVALIDATE reasons and tlb_gen_gpa are 0.5");
         assert_eq!(offset_of!(u::vgpu_svm_cmd_set_as, direct_map_base), 32);
+        assert_eq!(offset_of!(u::vgpu_svm_cmd_set_as, tlb_gen_gpa), 40);
         assert_eq!(offset_of!(u::vgpu_svm_stats, violations_no_direct_map), 112);
         assert_eq!(size_of::<u::vgpu_svm_stats>(), 128);
         assert_eq!(invalidate(0, 0).len(), size_of::<u::vgpu_svm_cmd_range>());
@@ -993,6 +1032,7 @@ mod tests {
                 cpu_pt_root: 0x2000,
                 cpu_pt_levels: 5,
                 direct_map_base: None,
+                tlb_gen_gpa: None,
             }
         );
         // 0.4 with a base; 0.3's 32 bytes (and 33..39) and a base of 0: none.
@@ -1004,10 +1044,11 @@ mod tests {
                 cpu_pt_root: 0x2000,
                 cpu_pt_levels: 4,
                 direct_map_base: Some(base),
+                tlb_gen_gpa: None,
             }
         );
         let full = set_as_with_direct_map(0x1000, 0x2000, 4, base);
-        for n in SET_AS_SIZE_V0_3..SET_AS_SIZE {
+        for n in SET_AS_SIZE_V0_3..SET_AS_SIZE_V0_4 {
             assert_eq!(
                 parse(&full[..n]).unwrap(),
                 SvmCommand::SetAs {
@@ -1015,9 +1056,48 @@ mod tests {
                     cpu_pt_root: 0x2000,
                     cpu_pt_levels: 4,
                     direct_map_base: None,
+                    tlb_gen_gpa: None,
                 },
                 "{n} bytes"
             );
+        }
+        // 0.5: 48 bytes with tlb_gen_gpa; 41..47 bytes are the 0.4 form.
+        let gen = 0x1234_5678u64 & !7;
+        let full = set_as_with_tlb_gen(0x1000, 0x2000, 4, base, gen);
+        assert_eq!(
+            parse(&full).unwrap(),
+            SvmCommand::SetAs {
+                gpu_pt_root: 0x1000,
+                cpu_pt_root: 0x2000,
+                cpu_pt_levels: 4,
+                direct_map_base: Some(base),
+                tlb_gen_gpa: Some(gen),
+            }
+        );
+        for n in SET_AS_SIZE_V0_4..SET_AS_SIZE {
+            assert!(
+                matches!(
+                    parse(&full[..n]).unwrap(),
+                    SvmCommand::SetAs { direct_map_base: Some(b), tlb_gen_gpa: None, .. } if b == base
+                ),
+                "{n} bytes"
+            );
+        }
+        // 0 is none; a misaligned address is refused; any aligned one is the
+        // context's to check against guest RAM.
+        assert!(matches!(
+            parse(&set_as_with_tlb_gen(0x1000, 0x2000, 4, 0, 0)).unwrap(),
+            SvmCommand::SetAs { tlb_gen_gpa: None, .. }
+        ));
+        for bad in [1u64, 4, 0x1001, !0] {
+            let e = parse(&set_as_with_tlb_gen(0x1000, 0x2000, 4, 0, bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Misaligned, "{bad:#x}");
+        }
+        for ok in [8u64, 0xfff8, !7] {
+            assert!(matches!(
+                parse(&set_as_with_tlb_gen(0x1000, 0x2000, 4, 0, ok)).unwrap(),
+                SvmCommand::SetAs { tlb_gen_gpa: Some(x), .. } if x == ok
+            ));
         }
         assert_eq!(
             parse(&set_as_v0_3(0x1000, 0x2000, 4)).unwrap(),

@@ -1524,6 +1524,147 @@ impl crate::mem::PhysMem for Recorder {
     }
 }
 
+/// The TLB generation of protocol 0.5 (`crate::tlbgen`): a guest-RAM u64 the
+/// device loads at every JOB and RESUME, dropping the context's TLB when it
+/// changed.
+const TLB_GEN: u64 = 0xf0_0000;
+
+/// One page at `va` mapped (GPU and CPU) to `frame`, then moved to another
+/// frame on both sides the way the driver's idle fast path does it: entries
+/// changed, no INVALIDATE. With a new generation the next JOB sees the new
+/// frame; with the same generation its TLB still holds the old translation
+/// and uses it (the checker reports the stale frame): the flush is what makes
+/// the fast path correct.
+#[test]
+fn new_tlb_generation_at_job_start_drops_the_tlb() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let mem = r.mem.clone();
+    let va = 0x7100_0000_0000u64;
+    let (a, b, c) = (DATA, DATA + 0x1000, DATA + 0x2000);
+    for (f, seed) in [(a, 1), (b, 2), (c, 3)] {
+        r.write(f, &rand_bytes(4096, seed));
+    }
+    let hash_of = |seed| fnv::hash(&rand_bytes(4096, seed));
+    Tables::new(&mem).map_4k(va, a, true);
+    put(&mem, TLB_GEN, 5);
+    r.ok(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, TLB_GEN));
+    let hash = |r: &mut Rig, id| r.ok(&job(id, &[op(OpKind::Hash, 0, va, 4096, 0)])).result;
+    assert_eq!(hash(&mut r, 1), hash_of(1));
+    // Cached now: the same generation keeps the entry (a TLB hit).
+    let s0 = r.stats();
+    assert_eq!(hash(&mut r, 2), hash_of(1));
+    let s1 = r.stats();
+    assert_eq!((s1.tlb_hits - s0.tlb_hits, s1.tlb_misses - s0.tlb_misses), (1, 0));
+    // Moved to b, generation bumped: the JOB walks again and reads b.
+    Tables::again(&mem, 1).map_4k(va, b, true);
+    put(&mem, TLB_GEN, 6);
+    assert_eq!(hash(&mut r, 3), hash_of(2));
+    let s2 = r.stats();
+    assert_eq!((s2.tlb_misses - s1.tlb_misses, s2.violations), (1, 0));
+    // Moved to c without a new generation: the TLB keeps b (stale), the job
+    // reads it and the checker says so.
+    Tables::again(&mem, 2).map_4k(va, c, true);
+    assert_eq!(hash(&mut r, 4), hash_of(2));
+    let s3 = r.stats();
+    assert_eq!((s3.violations, s3.violations_frame), (1, 1));
+    // Any new value will do (the guest's, possibly hostile): c from now on.
+    put(&mem, TLB_GEN, u64::MAX);
+    assert_eq!(hash(&mut r, 5), hash_of(3));
+    assert_eq!(r.stats().violations, 1);
+}
+
+/// RESUME syncs too: a job faults, the driver (its job stopped, so idle)
+/// moves a page the job already translated and bumps the generation; the
+/// resumed job's next access to that page walks again. Without the bump the
+/// resumed job uses the stale translation (a violation).
+#[test]
+fn new_tlb_generation_at_resume_drops_the_tlb() {
+    for bump in [true, false] {
+        let mut r = Rig::new(CheckerMode::Strict);
+        let mem = r.mem.clone();
+        let va = 0x7200_0000_0000u64;
+        let (a, b, c) = (DATA, DATA + 0x1000, DATA + 0x2000);
+        for (f, seed) in [(a, 1), (b, 2), (c, 3)] {
+            r.write(f, &rand_bytes(4096, seed));
+        }
+        let mut t = Tables::new(&mem);
+        t.map_4k(va, a, true);
+        // The second page: the CPU has it, the GPU not yet (a fault).
+        t.cpu.map_4k(va + 0x1000, c, true);
+        let _ = t;
+        r.ok(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, TLB_GEN));
+        let ops = [
+            op(OpKind::Read, 0, va, 8, 0),
+            op(OpKind::Read, 0, va + 0x1000, 8, 0),
+            op(OpKind::Hash, 0, va, 4096, 0),
+        ];
+        let f = r.cmd(&job(1, &ops));
+        assert_eq!((f.status, f.fault.va), (Status::Fault, va + 0x1000));
+        // The fault is serviced; meanwhile the first page moves to b.
+        let mut t = Tables::again(&mem, 1);
+        t.gpu.map_4k(va + 0x1000, c, true);
+        t.map_4k(va, b, true);
+        let _ = t;
+        if bump {
+            put(&mem, TLB_GEN, 1);
+        }
+        let done = r.ok(&resume(1));
+        let s = r.stats();
+        if bump {
+            assert_eq!(done.result, fnv::hash(&rand_bytes(4096, 2)));
+            assert_eq!(s.violations, 0);
+        } else {
+            assert_eq!(done.result, fnv::hash(&rand_bytes(4096, 1)));
+            assert_eq!((s.violations, s.violations_frame), (1, 1));
+        }
+    }
+}
+
+/// SET_AS in its three sizes (0.3: 32 bytes, 0.4: 40, 0.5: 48); the 48-byte
+/// form's tlb_gen_gpa must be 8-byte aligned and inside guest RAM; 0 means
+/// none (no sync: the TLB is only dropped by INVALIDATE).
+#[test]
+fn set_as_tlb_gen_forms_and_refusals() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    r.ok(&set_as_v0_3(GPU_PT, CPU_PT, 4));
+    r.ok(&set_as(GPU_PT, CPU_PT, 4));
+    r.ok(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, 0));
+    r.ok(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, TLB_GEN));
+    r.ok(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, MEM as u64 - 8));
+    for bad in [TLB_GEN + 1, TLB_GEN + 4, MEM as u64 - 1] {
+        assert_eq!(
+            r.err(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, bad)),
+            ErrorCode::Misaligned,
+            "{bad:#x}"
+        );
+    }
+    for outside in [MEM as u64, 1 << 40, !7u64] {
+        assert_eq!(
+            r.err(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, outside)),
+            ErrorCode::BadAddress,
+            "{outside:#x}"
+        );
+    }
+    // Without a generation (0), nothing but INVALIDATE drops the TLB.
+    let mem = r.mem.clone();
+    let va = 0x7300_0000_0000u64;
+    r.write(DATA, &rand_bytes(4096, 1));
+    r.write(DATA + 0x1000, &rand_bytes(4096, 2));
+    Tables::new(&mem).map_4k(va, DATA, true);
+    r.ok(&set_as_with_tlb_gen(GPU_PT, CPU_PT, 4, 0, 0));
+    r.ok(&job(1, &[op(OpKind::Read, 0, va, 8, 0)]));
+    Tables::again(&mem, 1).map_4k(va, DATA + 0x1000, true);
+    put(&mem, TLB_GEN, 77);
+    let stale = r.ok(&job(2, &[op(OpKind::Hash, 0, va, 4096, 0)])).result;
+    assert_eq!(stale, fnv::hash(&rand_bytes(4096, 1)));
+    assert_eq!(r.stats().violations, 1);
+    r.ok(&invalidate(va, 0x1000));
+    let now = r.ok(&job(3, &[op(OpKind::Hash, 0, va, 4096, 0)])).result;
+    assert_eq!(now, fnv::hash(&rand_bytes(4096, 2)));
+    assert_eq!(r.stats().violations, 1);
+}
+
+
 mod fuzz {
     use super::*;
     use crate::mem::PhysMem;

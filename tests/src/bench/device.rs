@@ -116,7 +116,7 @@ pub fn run(p: &Params) -> R<()> {
     let extra = (percentile(&mirrored, 50.0) - percentile(&plain, 50.0)) / 1e3;
     Figure::new("invalidate_cost_in_munmap_p50", extra, "us")
         .baseline("stats_ioctl_roundtrip_p50", percentile(&stats_rt, 50.0) / 1e3)
-        .param("what", "p50 munmap of a mirrored page minus p50 munmap of an unmirrored page (the notifier clearing the entry + device INVALIDATE round trip) vs the STATS ioctl (a device command that does nothing)")
+        .param("what", "p50 munmap of a mirrored page minus p50 munmap of an unmirrored page (the notifier clearing the entry; with the device idle, protocol 0.5 replaces the INVALIDATE round trip by a new TLB generation) vs the STATS ioctl (a device command that does nothing)")
         .param("samples", stats_rt.len())
         .samples_only("invalidate-munmap", "STATS ioctl (no-op device round trip)", &stats_rt)
         .emit();
@@ -125,7 +125,7 @@ pub fn run(p: &Params) -> R<()> {
             .baseline(format!("munmap_1page_unmirrored_{label}"), percentile(&plain, pct) / 1e3)
             .param("samples", mirrored.len())
             .param("device_invalidations", inv)
-            .param("what", "munmap of a page the SVM context mirrors (device INVALIDATE round trip) vs one it does not (same context open)");
+            .param("what", "munmap of a page the SVM context mirrors, device idle (a new TLB generation since protocol 0.5, an INVALIDATE round trip before; device_invalidations counts the round trips) vs one it does not (same context open)");
         if label == "p50" {
             f = f.samples(
                 "invalidate-munmap",

@@ -10,8 +10,9 @@
 //! only run jobs (`stress::QUIET`). Every worker checks the data its jobs produced. The two faults take the two paths to a device reset: under the stop
 //! nothing invalidates while the workers wait, so their jobs time out and the unanswered
 //! ABORTs must make the driver reset the device (the jobs might still run there); after the
-//! kill the program munmaps memory the device mirrors, and the unanswered INVALIDATE must
-//! make the driver reset the device before munmap returns.
+//! kill the program munmaps memory the device mirrors while a job of the same context is on
+//! the device (else the driver needs no device for it: the idle fast path), and the
+//! unanswered INVALIDATE must make the driver reset the device before munmap returns.
 //!
 //! Asserted (TAP): the workers made progress and the device saw 0 violations before the
 //! fault; a job stalled (the fault really happened); munmap of mirrored memory returned only
@@ -145,7 +146,8 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
         std::thread::sleep(WARMUP);
 
         // Before the fault: the device-wide counters (root), and memory the device mirrors.
-        let ctl = Context::open_default().map_err(|e| e.to_string())?;
+        // (Shared with the kill phase's busy thread.)
+        let ctl = std::sync::Arc::new(Context::open_default().map_err(|e| e.to_string())?);
         ctl.config(true).map_err(|e| e.to_string())?;
         let before = ctl.stats().map_err(|e| format!("STATS: {e}"))?;
         let target = Mapping::anon(PAGES * 4096).map_err(|e| e.to_string())?;
@@ -177,6 +179,27 @@ fn run(tap: &mut Tap, args: &Args) -> Result<serde_json::Value, String> {
             std::thread::sleep(Duration::from_millis(20));
         }
 
+        // The kill takes the invalidation path (below): the control context must have a job
+        // on the device when it munmaps, or the driver needs no device for it (the idle fast
+        // path: no job of the context in flight, so a new TLB generation does instead of an
+        // INVALIDATE). A thread keeps one in flight: it reads the target over and over; once
+        // the daemon is dead its last SUBMIT stays unanswered (until the reset: ENODEV).
+        let ctl_busy = std::sync::Arc::new(AtomicBool::new(false));
+        if args.fault == Fault::Kill {
+            let (ctl, busy, stop) = (ctl.clone(), ctl_busy.clone(), &stop);
+            let job = Job::new().read(target.addr(), target.len() as u64);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    busy.store(true, Ordering::Relaxed);
+                    if ctl.submit_readonly(&job).is_err() {
+                        break;
+                    }
+                }
+            });
+            while !ctl_busy.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+        }
         let request = match args.fault {
             Fault::Stop(d) => format!("stop-device {}", d.as_millis()),
             Fault::Kill => "kill-device".into(),

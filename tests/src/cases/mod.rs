@@ -3,6 +3,7 @@
 
 mod contract;
 mod features;
+mod idle;
 mod mm;
 mod process;
 pub mod promises;
@@ -339,6 +340,13 @@ pub const CASES: &[Case] = &[
         Mode::BOTH,
         false,
         contract::inval_window,
+    ),
+    case(
+        "idle_litmus",
+        "invalidations of an idle device (TLB generation, no INVALIDATE) race job starts: device reads and writes see the CPU's current pages; both flush paths taken",
+        Mode::BOTH,
+        false,
+        idle::idle_litmus,
     ),
     case(
         "nonblock_reap",

@@ -50,6 +50,12 @@ pub(crate) struct Stats {
     /// ... that returned false: mm got -EAGAIN and backed off (contended lock, mirrored
     /// entries whose flush would sleep, or jobs to wait for).
     pub(crate) nonblock_eagain: AtomicU64,
+    /// Device flushes done by the idle fast path: a new TLB generation instead of an
+    /// INVALIDATE round trip (no job of the context on the device, see [`Shared::flush`]).
+    pub(crate) flushes_elided: AtomicU64,
+    /// Device flushes sent as INVALIDATE (a job of the context was on the device, or the
+    /// device has no TLB generation).
+    pub(crate) flushes_sent: AtomicU64,
     pub(crate) events: [AtomicU64; EVENTS],
 }
 
@@ -82,8 +88,12 @@ fn event_reason(ev: u32) -> u32 {
 
 /// What lives under the update lock.
 pub(crate) struct Locked {
-    /// Jobs of a non-faulting context in flight: the invalidation of a userptr range they
-    /// use waits for them (amdgpu's semantic for contexts that cannot fault).
+    /// JOBs and RESUMEs of this context the device may be working on (sent, or about to be,
+    /// and neither answered nor confirmed ABORTed nor ended by a device reset): incremented
+    /// here before one is sent, decremented once its answer says no access of it is in
+    /// flight (done, failed, or stopped at a fault). The invalidation of a userptr range of a
+    /// non-faulting context waits for them (amdgpu's semantic for contexts that cannot
+    /// fault); while it is 0, a flush needs no device round trip ([`Shared::flush`]).
     pub(crate) jobs_in_flight: u32,
     /// The device confirmed CTX_DESTROY (set under this lock, in the file's release): it
     /// holds no translation of this context and runs none of its jobs, so an invalidation
@@ -109,6 +119,13 @@ pub(crate) struct Shared {
     pub(crate) svm: AtomicBool,
     /// The device failed an invalidation: nothing may run on this context any more.
     pub(crate) broken: AtomicBool,
+    /// The context's TLB generation (protocol 0.5): a u64 in guest memory whose physical
+    /// address SET_AS gave the device, which loads it at the start of every JOB and RESUME
+    /// and drops the context's TLB when it changed. Written only under the update lock.
+    pub(crate) tlb_gen: KBox<AtomicU64>,
+    /// SET_AS told the device where [`Self::tlb_gen`] is (a device of protocol 0.5 or later):
+    /// the idle fast path of [`Self::flush`] is on.
+    pub(crate) tlb_gen_on: AtomicBool,
     /// Debug only (`legacy_valid_flag`): the pre-2019 per-range valid flag.
     pub(crate) legacy_valid: AtomicBool,
     /// The opener's mm (grabbed, not pinned: `mmget_not_zero` before use).
@@ -135,6 +152,8 @@ impl Shared {
                 destroy: DestroyMsg::new(id)?,
                 svm: AtomicBool::new(false),
                 broken: AtomicBool::new(false),
+                tlb_gen: KBox::new(AtomicU64::new(0), GFP_KERNEL)?,
+                tlb_gen_on: AtomicBool::new(false),
                 legacy_valid: AtomicBool::new(true),
                 mm,
                 stats: Stats::default(),
@@ -158,6 +177,16 @@ impl Shared {
         // address (this holds with KASLR's randomized base too).
         let direct_map_base = (pgd as u64).wrapping_sub(phys);
         (phys, levels, direct_map_base)
+    }
+
+    /// Guest-physical address of the TLB generation, for SET_AS (8-byte aligned: kmalloc
+    /// memory is aligned to at least 8 bytes, so the u64 never straddles a page).
+    pub(crate) fn tlb_gen_phys(&self) -> u64 {
+        let p: *const AtomicU64 = &*self.tlb_gen;
+        // SAFETY: `tlb_gen` is a kmalloc allocation, in the direct map: it converts to
+        // physical. It lives as long as `self`, whose page table the device may walk: the
+        // same rules keep both allocated while the device may read them (`Ctx::drop`).
+        unsafe { bindings::virt_to_phys(p.cast_mut().cast()) }
     }
 
     /// The invalidation protocol, for a notifier whose CPU range `[cpu_start, cpu_end)` is
@@ -323,6 +352,10 @@ impl Shared {
         if guard.destroyed {
             return Ok(());
         }
+        if self.flush_idle(guard) {
+            return Ok(());
+        }
+        self.stats.flushes_sent.fetch_add(1, Ordering::Relaxed);
         let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, start, size, reason) };
         if let Err(e) = sent {
             // The device did not confirm that it dropped the translations: it may still use
@@ -340,6 +373,63 @@ impl Shared {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The idle fast path of [`Self::flush`]: when no JOB or RESUME of this context is on the
+    /// device, the device needs no INVALIDATE: a new TLB generation makes it drop the
+    /// context's whole TLB before the next job's first access. True if it did that (the
+    /// caller is done); false if the caller must send INVALIDATE. Under the update lock;
+    /// neither sleeps nor allocates.
+    ///
+    /// Why this keeps the notifier's promise ("upon return, the device no longer uses the
+    /// old pages"), step by step:
+    /// 1. `jobs_in_flight == 0` under the update lock means no device access of this context
+    ///    is in flight, and none starts before the lock is released: every JOB/RESUME the
+    ///    driver sent was answered with done, failed or a fault (the device answers only
+    ///    after the job's last access ended: the answer comes from its worker once the run
+    ///    returned), or ABORTed with the device's confirmation (answered once no access of
+    ///    the job is in flight), or ended by a device reset (a reset device touches no guest
+    ///    memory) -- `job::run` decrements only then, and `job::abandoned` ABORTs (or resets)
+    ///    a job whose JOB/RESUME went unanswered before it does. Jobs are the device's only
+    ///    accesses of a context's memory, and every JOB/RESUME is counted under this lock
+    ///    before it is sent (`job::run`'s commit, and before `resume`), so none can be sent
+    ///    before we unlock.
+    /// 2. So the device can use a translation it cached before only from a later JOB or
+    ///    RESUME, and the device loads the generation at the start of each, before the job's
+    ///    first access, and drops the TLB if it changed (`vgpu-device/src/tlbgen.rs`).
+    /// 3. Ordering: the callers cleared or changed the GPU entries (atomic exchanges) before
+    ///    this, and the generation is stored after them, both under the update lock. The
+    ///    next JOB/RESUME is counted under that lock after we release it (release/acquire:
+    ///    it sees both), and then a full barrier (`job::publish_barrier`, `smp_mb`, which is
+    ///    cumulative) orders everything that thread has seen before its stores that publish
+    ///    the request (descriptor, then `virtio_wmb`, then the avail index). The device
+    ///    reads the avail index with acquire ordering, then the command, then the
+    ///    generation (acquire), then walks the GPU table: it sees the new generation and
+    ///    flushes, and its walks see the cleared entries. There is no window in which the
+    ///    device holds a stale translation and runs.
+    /// 4. Dirty bits: the device sets DIRTY by compare-and-swap before its first write
+    ///    through an entry, inside a job; with no job in flight the callers' exchanges saw
+    ///    every DIRTY bit, and a cached "already dirty" translation is dropped before it can
+    ///    be written through again.
+    /// If any step failed, the device would use a stale frame and its checker would count a
+    /// violation (the `idle_litmus` case races job starts against invalidations).
+    fn flush_idle(&self, guard: &Guard<'_, Locked, MutexBackend>) -> bool {
+        if guard.jobs_in_flight != 0
+            || !self.tlb_gen_on.load(Ordering::Relaxed)
+            // A context whose device failed keeps the old path (which resets it again).
+            || self.broken.load(Ordering::Acquire)
+            // Debug: every INVALIDATE fails; keep them being sent so the knob means that.
+            || debug::fail_invalidate()
+        {
+            return false;
+        }
+        // Only written under the update lock (we hold it): a plain increment. Release orders
+        // it after the entries' exchanges for any reader; the publication barrier of the next
+        // JOB/RESUME is what the device relies on (step 3).
+        let g = self.tlb_gen.load(Ordering::Relaxed);
+        self.tlb_gen.store(g.wrapping_add(1), Ordering::Release);
+        self.stats.flushes_elided.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -495,6 +585,8 @@ impl Shared {
         writeln!(out, "{p}nonblock-callbacks:\t{}", ld(&s.nonblock_calls))?;
         writeln!(out, "{p}nonblock-handled:\t{}", ld(&s.nonblock_handled))?;
         writeln!(out, "{p}nonblock-eagain:\t{}", ld(&s.nonblock_eagain))?;
+        writeln!(out, "{p}flushes-elided:\t{}", ld(&s.flushes_elided))?;
+        writeln!(out, "{p}flushes-sent:\t{}", ld(&s.flushes_sent))?;
         for (i, name) in EVENT_NAMES.iter().enumerate() {
             writeln!(out, "{p}events-{name}:\t{}", ld(&s.events[i]))?;
         }

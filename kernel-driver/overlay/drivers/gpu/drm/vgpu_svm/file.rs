@@ -168,11 +168,22 @@ impl File {
             shared.ctrl.ctx_create(id)?;
             let (cpu_root, levels, direct_map_base) = shared.cpu_page_table();
             let root = shared.pt.root_phys();
-            let body = core::mem::size_of::<uapi::vgpu_svm_cmd_set_as>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
+            // A device of protocol 0.5 or later takes the TLB generation (the idle fast path of
+            // `Shared::flush`); an older one gets the 40-byte SET_AS of 0.4 and every flush is
+            // an INVALIDATE. (The major version was checked at probe.)
+            let tlb_gen = ((dev.capset.protocol_version & 0xffff) >= 5).then(|| shared.tlb_gen_phys());
+            let hdr = core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
+            let body = match tlb_gen {
+                Some(_) => core::mem::size_of::<uapi::vgpu_svm_cmd_set_as>() - hdr,
+                None => uapi::VGPU_SVM_CMD_SET_AS_SIZE_V0_4 as usize - hdr,
+            };
             let set_as = shared.ctrl.submit(id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_SET_AS, body, gpu::cmd_timeout_ms(), |w| {
                 // direct_map_base: the device also checks that every frame it touches is in the
                 // kernel's direct map (memfd_secret memory is not).
                 w.u64(root).u64(cpu_root).u32(levels).u32(0).u64(direct_map_base);
+                if let Some(g) = tlb_gen {
+                    w.u64(g);
+                }
             });
             let ok = set_as.and_then(|r| match gpu::parse_resp(&r)? {
                 gpu::Resp::Ok { .. } => Ok(()),
@@ -182,6 +193,8 @@ impl File {
                 let _ = shared.ctrl.ctx_destroy(id);
                 return Err(e);
             }
+            // No job ran yet: nothing to order this against.
+            shared.tlb_gen_on.store(tlb_gen.is_some(), Ordering::Relaxed);
             let name = kernel::str::CString::try_from_fmt(fmt!("ctx{id}"))?;
             let debugfs = KBox::pin_init(dev.debugfs.read_callback_file(&name, shared.clone(), &show_ctx), GFP_KERNEL)?;
             *self.shared.lock() = Some(shared.clone());

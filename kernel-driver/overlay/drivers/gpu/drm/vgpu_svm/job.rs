@@ -95,6 +95,18 @@ impl Progress {
     }
 }
 
+/// Between counting a JOB/RESUME in flight (under the update lock) and sending it: a full
+/// barrier. An invalidation that took the idle fast path just before (cleared GPU entries,
+/// stored a new TLB generation, released the lock; see `Shared::flush_idle`) may have run on
+/// another CPU: the lock's release/acquire makes its stores visible to this thread, and this
+/// barrier (cumulative, unlike the virtqueue's `virtio_wmb` alone) makes them visible to the
+/// device before the request's descriptor and avail index, which the device reads before it
+/// loads the generation. (x86 orders this anyway; the barrier says so in the code, for the
+/// price of one fence per job start, next to a device round trip.)
+fn publish_barrier() {
+    kernel::sync::barrier::smp_mb();
+}
+
 /// RESUMEs a faulted job: the wait for its next answer is killable (`EINTR`).
 fn resume(shared: &Shared, job_id: u64) -> Result<KVec<u8>> {
     shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_RESUME, 8, gpu::job_timeout_ms(), |w| {
@@ -175,6 +187,7 @@ pub(crate) fn run(
         }
         guard.jobs_in_flight += 1;
     }
+    publish_barrier();
     // SAFETY: No preconditions.
     let t0 = unsafe { kernel::bindings::ktime_get() };
     let resp = shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_JOB, body, gpu::job_timeout_ms(), build);
@@ -223,6 +236,7 @@ pub(crate) fn run(
                         abort(shared, job_id);
                     }
                     shared.update.lock().jobs_in_flight += 1;
+                    publish_barrier();
                     serviced?;
                     resp = resume(shared, job_id).map_err(|e| abandoned(shared, job_id, e))?;
                 }

@@ -156,7 +156,8 @@ fn run(args: Args) -> Result<(), String> {
     }
     // (After handle_signals: every thread must inherit its signal mask.)
     // Jobs change the counters from their worker threads: refresh the file
-    // periodically (write_if_changed is rate-limited and skips no-ops).
+    // periodically (refresh is rate-limited and skips no-ops); the queues
+    // never write it.
     if let Some(s) = stats.clone() {
         let device = device.clone();
         std::thread::Builder::new()
@@ -164,7 +165,7 @@ fn run(args: Args) -> Result<(), String> {
             .spawn(move || {
                 for tick in 1u64.. {
                     std::thread::sleep(MIN_INTERVAL);
-                    s.write_if_changed(&device.lock().unwrap_or_else(|p| p.into_inner()));
+                    s.refresh(&device);
                     if tick % 100 == 0 {
                         // Counts of rate-limited guest warnings, every ~10 s.
                         vgpu_device::ratelimit::flush();

@@ -30,11 +30,12 @@ use vm_memory::{
 
 use crate::checker::x86::Levels;
 use crate::checker::{AccessInfo, Checker, Verdict};
-use crate::counters::SvmCounters;
+use crate::counters::{JobTally, SvmCounters};
 use crate::engine::{self, Job, Outcome, StepError};
 use crate::history::InvalHistory;
 use crate::invalidate::AccessBarrier;
 use crate::layout::gpu;
+use crate::mem::RegionCache;
 use crate::mmu::{Access, Mmu, MmuError, WalkError};
 use crate::pool::Pool;
 use crate::protocol::{ErrorCode, FaultInfo, InvalReason, Op, Status, SvmCommand, SvmResp};
@@ -164,7 +165,13 @@ struct SpaceState {
 impl SpaceState {
     /// The CPU VA that GPU VA `va` mirrors.
     fn cpu_va(&self, va: u64) -> u64 {
-        match self.bindings.range(..=va).next_back() {
+        Self::cpu_va_in(&self.bindings, va)
+    }
+
+    /// [`SpaceState::cpu_va`] from the bindings alone (while the address
+    /// space is borrowed).
+    fn cpu_va_in(bindings: &BTreeMap<u64, Binding>, va: u64) -> u64 {
+        match bindings.range(..=va).next_back() {
             Some((&g, b)) if va - g < b.size => b.cpu_va + (va - g),
             _ => va,
         }
@@ -842,22 +849,52 @@ impl Context {
         self.counters.add(|s| &s.jobs_aborted, faulted as u64);
     }
 
-    /// Translates (and checks) one access of `job` at GPU VA `va`, inside
-    /// an access section. Returns the guest physical address.
-    pub(crate) fn access(
+    /// Translates (and checks) the accesses of one step of `job` (at most
+    /// two: a COPY's source and destination), in order, inside an access
+    /// section, under one acquisition of the space lock. Returns their
+    /// guest physical addresses; stops at the first that faults or fails
+    /// (the ones before it are counted as accessed, as they were
+    /// translated and checked). Counts go to `tally` (published by the
+    /// engine), violations at once to the context's counters.
+    ///
+    /// Every access walks the CPU page table afresh (nothing of the CPU
+    /// side is cached, nothing the driver says is trusted for it).
+    pub(crate) fn access_step<const N: usize>(
         &self,
         mem: &GuestMemoryMmap,
         job: u64,
-        va: u64,
-        access: Access,
-    ) -> Result<u64, StepError> {
-        let c = &self.counters;
+        tally: &mut JobTally,
+        accesses: [(u64, Access); N],
+    ) -> Result<[u64; N], StepError> {
+        // Page-table loads of this step go through one region cache.
+        let pm = RegionCache::new(mem);
         let mut st = lock(&self.space);
         let st = &mut *st;
         let Some(space) = st.space.as_mut() else {
             return Err(StepError::Fail(ErrorCode::NoAs));
         };
-        let (h0, m0) = (space.mmu.tlb.stats.hits, space.mmu.tlb.stats.misses);
+        let mut pas = [0u64; N];
+        for (pa, (va, access)) in pas.iter_mut().zip(accesses) {
+            let cpu_va = SpaceState::cpu_va_in(&st.bindings, va);
+            *pa = self.access_one(&pm, space, &st.history, cpu_va, job, tally, va, access)?;
+        }
+        Ok(pas)
+    }
+
+    /// One access of [`Context::access_step`] (the space lock held).
+    #[allow(clippy::too_many_arguments)]
+    fn access_one(
+        &self,
+        mem: &RegionCache<'_, GuestMemoryMmap>,
+        space: &mut AddressSpace,
+        history: &InvalHistory,
+        cpu_va: u64,
+        job: u64,
+        tally: &mut JobTally,
+        va: u64,
+        access: Access,
+    ) -> Result<u64, StepError> {
+        let tlb = space.mmu.tlb.stats;
         let mut r = space.mmu.translate(mem, va, access);
         if let Err(MmuError::Fault { .. }) = r {
             // Maybe a stale read-only TLB entry for a write: like a CPU,
@@ -866,8 +903,8 @@ impl Context {
             space.mmu.tlb.invalidate_range(page, page + gpu::PAGE_SIZE);
             r = space.mmu.translate(mem, va, access);
         }
-        c.add(|s| &s.tlb_hits, space.mmu.tlb.stats.hits - h0);
-        c.add(|s| &s.tlb_misses, space.mmu.tlb.stats.misses - m0);
+        tally.tlb_hits += space.mmu.tlb.stats.hits - tlb.hits;
+        tally.tlb_misses += space.mmu.tlb.stats.misses - tlb.misses;
         let t = match r {
             Ok(t) => t,
             Err(MmuError::Fault { va, access }) => return Err(StepError::Fault { va, access }),
@@ -881,36 +918,33 @@ impl Context {
             }
         };
         let pa = t.phys(va);
-        c.inc(|s| &s.pages_accessed);
-        if let Some(checker) = space.checker.as_mut() {
-            let cpu_va = {
-                // (bindings are in the same state; look up without a second lock)
-                match st.bindings.range(..=va).next_back() {
-                    Some((&g, b)) if va - g < b.size => b.cpu_va + (va - g),
-                    _ => va,
+        tally.pages_accessed += 1;
+        let Some(checker) = space.checker.as_mut() else {
+            tally.unchecked_accesses += 1;
+            return Ok(pa);
+        };
+        let info = AccessInfo {
+            ctx: self.id,
+            job,
+            gpu_va: va,
+            history: Some(history),
+        };
+        tally.accesses_checked += 1;
+        let verdicts = [
+            checker.check(mem, info, cpu_va, pa, access),
+            // Then the frame itself: is it in the kernel's direct map?
+            checker.check_frame(mem, info, cpu_va, pa, access),
+        ];
+        for verdict in verdicts {
+            match verdict {
+                Verdict::Ok => {}
+                Verdict::Violation(v) => {
+                    // The accesses first: never more violations than checks.
+                    tally.publish(&self.counters);
+                    self.counters.violation(&v);
                 }
-            };
-            let info = AccessInfo {
-                ctx: self.id,
-                job,
-                gpu_va: va,
-                history: Some(&st.history),
-            };
-            c.inc(|s| &s.accesses_checked);
-            let verdicts = [
-                checker.check(mem, info, cpu_va, pa, access),
-                // Then the frame itself: is it in the kernel's direct map?
-                checker.check_frame(mem, info, cpu_va, pa, access),
-            ];
-            for verdict in verdicts {
-                match verdict {
-                    Verdict::Ok => {}
-                    Verdict::Violation(v) => c.violation(&v),
-                    Verdict::CpuWalkError(_) => c.inc(|s| &s.cpu_walk_errors),
-                }
+                Verdict::CpuWalkError(_) => tally.cpu_walk_errors += 1,
             }
-        } else {
-            c.inc(|s| &s.unchecked_accesses);
         }
         Ok(pa)
     }

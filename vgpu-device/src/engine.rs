@@ -31,6 +31,7 @@ use std::sync::Arc;
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::context::{fault_info, Context, GuestMem};
+use crate::counters::JobTally;
 use crate::layout::gpu::PAGE_SIZE;
 use crate::mem::PhysMem;
 use crate::mmu::Access;
@@ -51,6 +52,8 @@ pub struct Job {
     /// Set by ABORT of the job while it is queued or running (shared with
     /// the context's job table): the job stops at its next access.
     cancel: Arc<AtomicBool>,
+    /// Counts not yet added to the context's counters (see [`JobTally`]).
+    tally: JobTally,
 }
 
 /// Steps a worker runs of one job before it lets other contexts' jobs run.
@@ -77,6 +80,7 @@ impl Job {
             mem,
             steps: 0,
             cancel: Arc::new(AtomicBool::new(false)),
+            tally: JobTally::default(),
         }
     }
 
@@ -142,8 +146,15 @@ fn bad(_: vm_memory::GuestMemoryError) -> StepError {
 }
 
 /// Runs `job` from where it stands until it completes, faults or fails, or
-/// `quantum` steps are done (then [`Outcome::Preempted`]).
+/// `quantum` steps are done (then [`Outcome::Preempted`]). The job's counts
+/// are in the context's counters when this returns (before any answer).
 pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
+    let outcome = run_steps(ctx, job, quantum);
+    job.tally.publish(ctx.counters());
+    outcome
+}
+
+fn run_steps(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
     let budget = ctx.config().max_job_steps;
     let mut slice = 0u64;
     while let Some(&op) = job.ops.get(job.op_index) {
@@ -162,10 +173,10 @@ pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
             }
             slice += 1;
             job.steps += 1;
-            match step(ctx, job, &op, total - job.progress) {
+            match step(ctx, job, &op, total - job.progress, slice == 1) {
                 Ok(n) => {
                     job.progress += n;
-                    ctx.counters().add(|s| &s.bytes, n);
+                    job.tally.bytes += n;
                 }
                 Err(StepError::Fault { va, access }) => {
                     return Outcome::Fault(fault_info(va, access, job.op_index, job.progress))
@@ -185,8 +196,15 @@ pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
 }
 
 /// One access (at most one page of source and of destination). Returns the
-/// bytes done.
-fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, StepError> {
+/// bytes done. `first`: the first step of a run (its counts are published
+/// before the data moves, so that a running job is seen to have started).
+fn step(
+    ctx: &Context,
+    job: &mut Job,
+    op: &Op,
+    remaining: u64,
+    first: bool,
+) -> Result<u64, StepError> {
     let mem = job.mem.memory();
     let mem: &GuestMemoryMmap = &mem;
     let section = ctx.barrier().enter();
@@ -195,12 +213,19 @@ fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, St
     }
     let p = job.progress;
     let delay = ctx.config().access_delay;
+    let (id, tally) = (job.id, &mut job.tally);
     let n = match op.kind {
         OpKind::Copy => {
             let (s, d) = (op.src + p, op.dst + p);
             let n = remaining.min(page_left(s)).min(page_left(d));
-            let ps = ctx.access(mem, job.id, s, Access::Read)?;
-            let pd = ctx.access(mem, job.id, d, Access::Write)?;
+            let [ps, pd] = translate(
+                ctx,
+                mem,
+                id,
+                tally,
+                first,
+                [(s, Access::Read), (d, Access::Write)],
+            )?;
             pause(delay);
             let src = mem.get_slice(GuestAddress(ps), n as usize).map_err(bad)?;
             let dst = mem.get_slice(GuestAddress(pd), n as usize).map_err(bad)?;
@@ -210,7 +235,7 @@ fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, St
         OpKind::Fill | OpKind::WritePattern => {
             let d = op.dst + p;
             let n = remaining.min(page_left(d));
-            let pd = ctx.access(mem, job.id, d, Access::Write)?;
+            let [pd] = translate(ctx, mem, id, tally, first, [(d, Access::Write)])?;
             pause(delay);
             let mut buf = [0u8; PAGE_SIZE as usize];
             let buf = &mut buf[..n as usize];
@@ -228,7 +253,7 @@ fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, St
         OpKind::Hash | OpKind::Read => {
             let s = op.src + p;
             let n = remaining.min(page_left(s));
-            let ps = ctx.access(mem, job.id, s, Access::Read)?;
+            let [ps] = translate(ctx, mem, id, tally, first, [(s, Access::Read)])?;
             pause(delay);
             let src = mem.get_slice(GuestAddress(ps), n as usize).map_err(bad)?;
             let mut buf = [0u8; PAGE_SIZE as usize];
@@ -242,7 +267,7 @@ fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, St
             n
         }
         OpKind::AtomicAdd => {
-            let pd = ctx.access(mem, job.id, op.dst, Access::Write)?;
+            let [pd] = translate(ctx, mem, id, tally, first, [(op.dst, Access::Write)])?;
             pause(delay);
             job.result = atomic_add(mem, pd, op.value)?;
             8
@@ -250,6 +275,23 @@ fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, St
     };
     drop(section);
     Ok(n)
+}
+
+/// Translates and checks a step's pages (one space lock for all, see
+/// [`Context::access_step`]); publishes the counts of a run's first step.
+fn translate<const N: usize>(
+    ctx: &Context,
+    mem: &GuestMemoryMmap,
+    job: u64,
+    tally: &mut JobTally,
+    first: bool,
+    accesses: [(u64, Access); N],
+) -> Result<[u64; N], StepError> {
+    let r = ctx.access_step(mem, job, tally, accesses);
+    if first {
+        tally.publish(ctx.counters());
+    }
+    r
 }
 
 fn pause(d: std::time::Duration) {

@@ -288,7 +288,10 @@ mod tally_tests {
         assert!(t.is_empty());
         t.publish(&ctx); // nothing left: no change
         for w in [ctx.wire(), dev.wire()] {
-            assert_eq!((w.accesses_checked, w.bytes, w.tlb_hits, w.tlb_misses), (3, 4096, 2, 2));
+            assert_eq!(
+                (w.accesses_checked, w.bytes, w.tlb_hits, w.tlb_misses),
+                (3, 4096, 2, 2)
+            );
         }
         assert_eq!(ctx.snapshot().pages_accessed, 4);
         assert!(dev.generation() > g, "the stats file sees the change");

@@ -210,13 +210,31 @@ mod tests {
             (GuestAddress(0x10_0000), 0x2000),
         ])
         .unwrap();
-        for (i, a) in [0u64, 0xff8, 0x1000, 0x1ff8, 0x10_0000, 0x10_1ff8].into_iter().enumerate() {
+        for (i, a) in [0u64, 0xff8, 0x1000, 0x1ff8, 0x10_0000, 0x10_1ff8]
+            .into_iter()
+            .enumerate()
+        {
             put(&m, a, 0x1111 * (i as u64 + 1));
         }
         let c = RegionCache::new(&m);
         let addrs = [
-            0, 8, 0xff8, 0x1000, 0x1ff8, 0x2000, 0xff0, 0x10_0000, 0x10_1ff8, 0x10_2000, 0x10_1ffc,
-            0x4, u64::MAX - 7, u64::MAX & !7, 0, 0x10_1ff8, 0xff8,
+            0,
+            8,
+            0xff8,
+            0x1000,
+            0x1ff8,
+            0x2000,
+            0xff0,
+            0x10_0000,
+            0x10_1ff8,
+            0x10_2000,
+            0x10_1ffc,
+            0x4,
+            u64::MAX - 7,
+            u64::MAX & !7,
+            0,
+            0x10_1ff8,
+            0xff8,
         ];
         for a in addrs {
             assert_eq!(c.load_u64(a), m.load_u64(a), "{a:#x}");

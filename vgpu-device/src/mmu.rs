@@ -528,7 +528,10 @@ pub(crate) mod tests {
             let mut tlb = fill();
             tlb.invalidate_range(2 * L - 0x1000, 2 * L);
             tlb.invalidate_range(3 * L, 3 * L + 0x1000);
-            assert!(has(&mut tlb, 2 * L) && has(&mut tlb, 3 * L - 8), "{capacity}");
+            assert!(
+                has(&mut tlb, 2 * L) && has(&mut tlb, 3 * L - 8),
+                "{capacity}"
+            );
             assert!(!has(&mut tlb, 2 * L - 0x1000) && !has(&mut tlb, 3 * L));
             // Straddling the start, the end; one byte inside; covering it.
             for (start, end) in [
@@ -570,10 +573,17 @@ pub(crate) mod tests {
         tlb.insert(page(64 << 12, 4096));
         assert_eq!((tlb.len(), tlb.stats.entries_dropped), (64, 1));
         assert!(tlb.lookup(64 << 12).is_some());
-        let kept = |tlb: &mut Tlb, ps: &[u64]| ps.iter().filter(|&&p| tlb.lookup(p << 12).is_some()).count();
+        let kept = |tlb: &mut Tlb, ps: &[u64]| {
+            ps.iter()
+                .filter(|&&p| tlb.lookup(p << 12).is_some())
+                .count()
+        };
         assert_eq!(kept(&mut tlb, &[0, 16, 32, 48]), 3);
         // The other sets are untouched.
-        assert_eq!(kept(&mut tlb, &(1..16).chain(49..64).collect::<Vec<_>>()), 30);
+        assert_eq!(
+            kept(&mut tlb, &(1..16).chain(49..64).collect::<Vec<_>>()),
+            30
+        );
         // Set 0 holds 64 and three of 0/16/32/48, all hit since: page 80
         // evicts one of them (the clock's turn clears their bits).
         tlb.insert(page(80 << 12, 4096));
@@ -600,7 +610,9 @@ pub(crate) mod tests {
             tlb.insert(page((p + 1) * 2 * MB, 2 * MB));
         }
         assert_eq!(tlb.len(), 68);
-        assert!(tlb.lookup(2 * MB + 0x1234).is_some_and(|t| t.size == 2 * MB));
+        assert!(tlb
+            .lookup(2 * MB + 0x1234)
+            .is_some_and(|t| t.size == 2 * MB));
     }
 
     #[test]

@@ -164,7 +164,9 @@ mod tests {
         fs::remove_file(&path).unwrap();
         s.refresh(&d);
         assert!(!path.exists(), "unchanged");
-        d.lock().unwrap().handle_control(&build::get_display_info(), 4096);
+        d.lock()
+            .unwrap()
+            .handle_control(&build::get_display_info(), 4096);
         s.refresh(&d);
         assert!(!path.exists(), "changed, but within MIN_INTERVAL");
         std::thread::sleep(MIN_INTERVAL);

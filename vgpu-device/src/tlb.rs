@@ -406,7 +406,10 @@ mod tests {
         assert_eq!(t.capacity(), 8192 + 512);
         // Not a power of two: rounded down to whole sets.
         let t = Tlb::new(100);
-        assert_eq!((t.small.sets(), t.small.ways, t.large.tags.len()), (16, 4, 4));
+        assert_eq!(
+            (t.small.sets(), t.small.ways, t.large.tags.len()),
+            (16, 4, 4)
+        );
         let t = Tlb::new(0);
         assert_eq!(t.capacity(), 2);
     }

@@ -849,39 +849,102 @@ impl Context {
         self.counters.add(|s| &s.jobs_aborted, faulted as u64);
     }
 
-    /// Translates (and checks) the accesses of one step of `job` (at most
-    /// two: a COPY's source and destination), in order, inside an access
-    /// section, under one acquisition of the space lock. Returns their
-    /// guest physical addresses; stops at the first that faults or fails
-    /// (the ones before it are counted as accessed, as they were
-    /// translated and checked). Counts go to `tally` (published by the
-    /// engine), violations at once to the context's counters.
+    /// Translates (and checks) the accesses of one run of `job` (see
+    /// [`crate::engine`]: up to [`crate::engine::RUN_PAGES`] page-sized
+    /// steps, a COPY's source and destination each), in order, inside one
+    /// access section, under one acquisition of the space lock. Fills
+    /// `out` and returns how many accesses, from the first, were translated,
+    /// and the error of the one after them, if any (the engine reports it
+    /// when it is the run's first step, else retries it as the next run).
+    /// Counts go to `tally` (published by the engine), violations at once
+    /// to the context's counters.
     ///
     /// Every access walks the CPU page table afresh (nothing of the CPU
-    /// side is cached, nothing the driver says is trusted for it).
-    pub(crate) fn access_step<const N: usize>(
+    /// side is cached across accesses, nothing the driver says is trusted
+    /// for it); [`Context::recheck_run`] walks it again after the data moved.
+    pub(crate) fn access_run(
         &self,
         mem: &GuestMemoryMmap,
         job: u64,
         tally: &mut JobTally,
-        accesses: [(u64, Access); N],
-    ) -> Result<[u64; N], StepError> {
-        // Page-table loads of this step go through one region cache.
+        accesses: &[(u64, Access)],
+        out: &mut [Checked],
+    ) -> (usize, Option<StepError>) {
+        // Page-table loads of this run go through one region cache.
         let pm = RegionCache::new(mem);
         let mut st = lock(&self.space);
         let st = &mut *st;
         let Some(space) = st.space.as_mut() else {
-            return Err(StepError::Fail(ErrorCode::NoAs));
+            return (0, Some(StepError::Fail(ErrorCode::NoAs)));
         };
-        let mut pas = [0u64; N];
-        for (pa, (va, access)) in pas.iter_mut().zip(accesses) {
+        for (i, (&(va, access), slot)) in accesses.iter().zip(out.iter_mut()).enumerate() {
             let cpu_va = SpaceState::cpu_va_in(&st.bindings, va);
-            *pa = self.access_one(&pm, space, &st.history, cpu_va, job, tally, va, access)?;
+            match self.access_one(&pm, space, &st.history, cpu_va, job, tally, va, access) {
+                Ok(c) => *slot = c,
+                Err(e) => return (i, Some(e)),
+            }
         }
-        Ok(pas)
+        (accesses.len().min(out.len()), None)
     }
 
-    /// One access of [`Context::access_step`] (the space lock held).
+    /// After a run's data moved, still inside its access section: walks
+    /// the CPU page table again (the mirrored VA, not the direct map) for
+    /// every access that was clean before
+    /// (`checked`, from [`Context::access_run`]) and counts a violation if
+    /// the CPU no longer maps the frame the device used (or lets it write
+    /// it): the kernel changed the entry while the device was using it,
+    /// which only a missing or early INVALIDATE allows. Not counted as
+    /// further accesses checked.
+    pub(crate) fn recheck_run(
+        &self,
+        mem: &GuestMemoryMmap,
+        job: u64,
+        tally: &mut JobTally,
+        accesses: &[(u64, Access)],
+        checked: &[Checked],
+    ) {
+        let pm = RegionCache::new(mem);
+        let mut st = lock(&self.space);
+        let st = &mut *st;
+        let Some(checker) = st.space.as_mut().and_then(|s| s.checker.as_mut()) else {
+            return;
+        };
+        for (&(va, access), c) in accesses.iter().zip(checked) {
+            if !c.clean {
+                continue;
+            }
+            let cpu_va = SpaceState::cpu_va_in(&st.bindings, va);
+            let info = AccessInfo {
+                ctx: self.id,
+                job,
+                gpu_va: va,
+                history: Some(&st.history),
+            };
+            // (The direct-map check is not repeated: as before runs, once
+            // per access, before the data moves.)
+            let verdict = checker.check(&pm, info, cpu_va, c.pa, access);
+            self.count_verdict(tally, verdict);
+        }
+    }
+
+    /// Counts one checker verdict (violations at once, after the tally).
+    fn count_verdict(&self, tally: &mut JobTally, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Ok => true,
+            Verdict::Violation(v) => {
+                // The accesses first: never more violations than checks.
+                tally.publish(&self.counters);
+                self.counters.violation(&v);
+                false
+            }
+            Verdict::CpuWalkError(_) => {
+                tally.cpu_walk_errors += 1;
+                false
+            }
+        }
+    }
+
+    /// One access of [`Context::access_run`] (the space lock held).
     #[allow(clippy::too_many_arguments)]
     fn access_one(
         &self,
@@ -893,7 +956,7 @@ impl Context {
         tally: &mut JobTally,
         va: u64,
         access: Access,
-    ) -> Result<u64, StepError> {
+    ) -> Result<Checked, StepError> {
         let tlb = space.mmu.tlb.stats;
         let mut r = space.mmu.translate(mem, va, access);
         if let Err(MmuError::Fault { .. }) = r {
@@ -921,7 +984,7 @@ impl Context {
         tally.pages_accessed += 1;
         let Some(checker) = space.checker.as_mut() else {
             tally.unchecked_accesses += 1;
-            return Ok(pa);
+            return Ok(Checked { pa, clean: false });
         };
         let info = AccessInfo {
             ctx: self.id,
@@ -935,24 +998,26 @@ impl Context {
             // Then the frame itself: is it in the kernel's direct map?
             checker.check_frame(mem, info, cpu_va, pa, access),
         ];
+        let mut clean = true;
         for verdict in verdicts {
-            match verdict {
-                Verdict::Ok => {}
-                Verdict::Violation(v) => {
-                    // The accesses first: never more violations than checks.
-                    tally.publish(&self.counters);
-                    self.counters.violation(&v);
-                }
-                Verdict::CpuWalkError(_) => tally.cpu_walk_errors += 1,
-            }
+            clean &= self.count_verdict(tally, verdict);
         }
-        Ok(pa)
+        Ok(Checked { pa, clean })
     }
 
     /// The GPU VA -> CPU VA mapping the checker uses (for tests and logs).
     pub fn mirrored_cpu_va(&self, va: u64) -> u64 {
         lock(&self.space).cpu_va(va)
     }
+}
+
+/// One translated access of a run: the guest physical address, and
+/// whether the checker found it clean (then it is checked again after the
+/// data moved; `false` also when the checker is off).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Checked {
+    pub pa: u64,
+    pub clean: bool,
 }
 
 /// The answer to an ABORT of a queued or running job, once it has stopped.

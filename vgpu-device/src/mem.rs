@@ -231,7 +231,7 @@ mod tests {
             0x10_1ffc,
             0x4,
             u64::MAX - 7,
-            u64::MAX & !7,
+            !7,
             0,
             0x10_1ff8,
             0xff8,

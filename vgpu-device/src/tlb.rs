@@ -64,7 +64,18 @@ struct Array {
     /// log2 of the page size.
     shift: u32,
     len: usize,
+    /// Entries by chunk (CHUNK_PAGES consecutive pages), chunk numbers
+    /// folded modulo CHUNKS: `occupancy[c]` counts the non-empty slots
+    /// whose page's chunk number is `c` modulo CHUNKS (so 0 proves that no
+    /// chunk folded onto `c` has an entry: its pages are skipped by a range
+    /// invalidation).
+    occupancy: Vec<u32>,
 }
+
+/// Pages per occupancy chunk (2 MiB of 4 KiB pages, 1 GiB of 2 MiB ones).
+const CHUNK_PAGES: u64 = 512;
+/// Occupancy counters per array (a power of two).
+const CHUNKS: usize = 1024;
 
 impl Array {
     fn new(capacity: usize, page_size: u64) -> Self {
@@ -81,7 +92,13 @@ impl Array {
             set_mask: sets as u64 - 1,
             shift: page_size.trailing_zeros(),
             len: 0,
+            occupancy: vec![0; CHUNKS],
         }
+    }
+
+    /// The occupancy counter of page `base`'s chunk.
+    fn chunk_of(&self, base: u64) -> usize {
+        ((base >> self.shift) / CHUNK_PAGES) as usize % CHUNKS
     }
 
     fn page_size(&self) -> u64 {
@@ -145,9 +162,16 @@ impl Array {
         };
         if evicted == 0 {
             self.len += 1;
+        } else {
+            let old = tags[way] & TAG_PAGE;
+            let c = self.chunk_of(old);
+            self.occupancy[c] -= 1;
         }
+        let tags = &mut self.tags[start..start + self.ways];
         tags[way] = base | VALID_TAG;
         self.entries[start + way] = t;
+        let c = self.chunk_of(base);
+        self.occupancy[c] += 1;
         evicted
     }
 
@@ -156,10 +180,13 @@ impl Array {
     fn drop_overlapping(&mut self, slots: std::ops::Range<usize>, start: u64, end: u64) -> u64 {
         let size = self.page_size();
         let mut dropped = 0;
-        for tag in &mut self.tags[slots] {
-            let base = *tag & TAG_PAGE;
-            if *tag != 0 && base < end && base.saturating_add(size) > start {
-                *tag = 0;
+        for i in slots {
+            let tag = self.tags[i];
+            let base = tag & TAG_PAGE;
+            if tag != 0 && base < end && base.saturating_add(size) > start {
+                self.tags[i] = 0;
+                let c = self.chunk_of(base);
+                self.occupancy[c] -= 1;
                 dropped += 1;
             }
         }
@@ -182,22 +209,77 @@ impl Array {
             // The range covers every set: one pass over the tags.
             return self.drop_overlapping(0..all, start, end);
         }
-        // Fewer pages than sets: their sets are `pages` consecutive ones
-        // from the first page's, wrapping around at most once.
-        let from = self.set_index(first) * self.ways;
-        let to = from + pages as usize * self.ways;
-        if to <= all {
-            self.drop_overlapping(from..to, start, end)
-        } else {
-            self.drop_overlapping(from..all, start, end)
-                + self.drop_overlapping(0..to - all, start, end)
+        // Fewer pages than sets: chunk by chunk, skipping chunks without
+        // entries (occupancy 0), each chunk's pages in their own sets.
+        let (mut page, mut left, mut dropped) = (first, pages, 0u64);
+        while left > 0 {
+            let into = (page >> self.shift) % CHUNK_PAGES;
+            let n = left.min(CHUNK_PAGES - into);
+            let c = self.chunk_of(page);
+            if self.occupancy[c] != 0 {
+                let d = self.drop_run(page, n as usize);
+                self.occupancy[c] -= d as u32;
+                dropped += d;
+            }
+            left -= n;
+            // (Wraps only past the last page, when nothing is left.)
+            page = page.wrapping_add(n << self.shift);
         }
+        self.len -= dropped as usize;
+        dropped
+    }
+
+    /// Drops pages `page`, `page + size`, ... (`n` < sets of them): their
+    /// sets are `n` consecutive ones from `page`'s, wrapping around at most
+    /// once, and the only entry of the `i`-th that can overlap is page
+    /// `page + i * size`. Does not touch `len` or `occupancy`.
+    fn drop_run(&mut self, page: u64, n: usize) -> u64 {
+        let from = self.set_index(page);
+        let head = n.min(self.sets() as usize - from);
+        // (The wrapping sum is only used when a second part exists, and
+        // then it is a page of the range.)
+        self.drop_pages(from, page, head)
+            + self.drop_pages(0, page.wrapping_add((head as u64) << self.shift), n - head)
+    }
+
+    /// Empties, in the `n` sets from `set`, the slots holding pages `page`,
+    /// `page + size`, ... (one per set, in order); returns how many.
+    /// Branch-free over the tags (a range scan is mostly misses).
+    fn drop_pages(&mut self, set: usize, page: u64, n: usize) -> u64 {
+        let ways = self.ways;
+        let tags = &mut self.tags[set * ways..(set + n) * ways];
+        let step = 1u64 << self.shift;
+        let drop_in = |set_tags: &mut [u64], want: u64| {
+            let mut n = 0;
+            for t in set_tags {
+                let hit = *t & !REF_TAG == want;
+                *t *= u64::from(!hit);
+                n += u64::from(hit);
+            }
+            n
+        };
+        let mut want = page | VALID_TAG;
+        let mut dropped = 0;
+        if ways == WAYS {
+            // The usual geometry: fixed-size sets (the loop unrolls).
+            for set_tags in tags.chunks_exact_mut(WAYS) {
+                dropped += drop_in(set_tags, want);
+                want = want.wrapping_add(step);
+            }
+        } else {
+            for set_tags in tags.chunks_exact_mut(ways) {
+                dropped += drop_in(set_tags, want);
+                want = want.wrapping_add(step);
+            }
+        }
+        dropped
     }
 
     fn clear(&mut self) -> u64 {
         let n = self.len as u64;
         if n != 0 {
             self.tags.fill(0);
+            self.occupancy.fill(0);
             self.len = 0;
         }
         n
@@ -282,6 +364,27 @@ impl Tlb {
     pub fn invalidate_all(&mut self) {
         self.stats.invalidations += 1;
         self.stats.entries_dropped += self.small.clear() + self.large.clear();
+    }
+}
+
+#[cfg(test)]
+impl Tlb {
+    /// Checks `len` and `occupancy` against the tags.
+    fn check_invariants(&self) {
+        for a in [&self.small, &self.large] {
+            let mut occ = vec![0u32; CHUNKS];
+            let mut len = 0;
+            for (i, &t) in a.tags.iter().enumerate() {
+                if t != 0 {
+                    let base = t & TAG_PAGE;
+                    assert_eq!(a.set_index(base), i / a.ways, "entry in the wrong set");
+                    assert_eq!(a.entries[i].va_base, base);
+                    occ[a.chunk_of(base)] += 1;
+                    len += 1;
+                }
+            }
+            assert_eq!((a.len, &a.occupancy), (len, &occ));
+        }
     }
 }
 
@@ -378,7 +481,11 @@ mod tests {
                 }
             }
             assert!(tlb.len() <= tlb.capacity());
+            if i % 97 == 0 {
+                tlb.check_invariants();
+            }
         }
+        tlb.check_invariants();
         if exact {
             // Nothing was ever evicted.
             assert_eq!(tlb.len(), model.0.len());
@@ -442,6 +549,17 @@ mod tests {
         tlb.invalidate_range(u64::MAX - 1, u64::MAX);
         tlb.invalidate_range(8000 * SMALL, u64::MAX);
         assert!(tlb.lookup(7999 * SMALL).is_some() && tlb.lookup(8000 * SMALL).is_none());
+        tlb.check_invariants();
+        // A range over chunks with no entry, between chunks that have some:
+        // the empty ones are skipped, the others still cleared.
+        let mut tlb = Tlb::new(8192);
+        for p in [0u64, 1, 1024, 1536] {
+            tlb.insert(tr(p * SMALL, SMALL, 0));
+        }
+        tlb.invalidate_range(SMALL, 1537 * SMALL);
+        assert_eq!(tlb.len(), 1);
+        assert!(tlb.lookup(0).is_some());
+        tlb.check_invariants();
     }
 
     #[test]

@@ -100,8 +100,8 @@ struct vgpu_svm_capset {
  *
  * Requests may complete out of order: the device answers a JOB (or RESUME)
  * only when the job is done or faults; INVALIDATE and SET_AS when the device
- * accesses in flight have ended (never behind a job: at most one page access
- * per running job), possibly after later commands; STATS and the rest at
+ * accesses in flight have ended (never behind a job: at most one run of up
+ * to 16 page accesses per running job), possibly after later commands; STATS and the rest at
  * once. The driver therefore keeps several requests in flight on the control
  * queue.
  * ---------------------------------------------------------------------------
@@ -146,7 +146,8 @@ enum vgpu_svm_cmd_type {
 	 *   then the ABORT is answered STATUS_OK. The ABORT's answer comes only
 	 *   once no access of the job is in flight: after it, the job touches
 	 *   no guest memory. A queued job (not on a worker) is answered at once;
-	 *   a running one when its current access ends (at most one page access),
+	 *   a running one when its current run of accesses ends (at most 16 page
+	 *   accesses),
 	 *   possibly after later commands (the control queue is not held up).
 	 *   The JOB/RESUME answer always precedes the ABORT's.
 	 * - any other job id (unknown, completed, failed, already aborted):

@@ -540,9 +540,9 @@ impl VhostUserBackend for VgpuBackend {
                 return Ok(());
             }
         };
-        let r = self.process_vring(vring, kind);
-        self.flush_stats();
-        r
+        // The stats file is not written here, on the queue's path: the
+        // daemon's stats thread refreshes it (at most MIN_INTERVAL late).
+        self.process_vring(vring, kind)
     }
 }
 

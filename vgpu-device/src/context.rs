@@ -30,11 +30,12 @@ use vm_memory::{
 
 use crate::checker::x86::Levels;
 use crate::checker::{AccessInfo, Checker, Verdict};
-use crate::counters::SvmCounters;
+use crate::counters::{JobTally, SvmCounters};
 use crate::engine::{self, Job, Outcome, StepError};
 use crate::history::InvalHistory;
 use crate::invalidate::AccessBarrier;
 use crate::layout::gpu;
+use crate::mem::RegionCache;
 use crate::mmu::{Access, Mmu, MmuError, WalkError};
 use crate::pool::Pool;
 use crate::protocol::{ErrorCode, FaultInfo, InvalReason, Op, Status, SvmCommand, SvmResp};
@@ -168,7 +169,13 @@ struct SpaceState {
 impl SpaceState {
     /// The CPU VA that GPU VA `va` mirrors.
     fn cpu_va(&self, va: u64) -> u64 {
-        match self.bindings.range(..=va).next_back() {
+        Self::cpu_va_in(&self.bindings, va)
+    }
+
+    /// [`SpaceState::cpu_va`] from the bindings alone (while the address
+    /// space is borrowed).
+    fn cpu_va_in(bindings: &BTreeMap<u64, Binding>, va: u64) -> u64 {
+        match bindings.range(..=va).next_back() {
             Some((&g, b)) if va - g < b.size => b.cpu_va + (va - g),
             _ => va,
         }
@@ -892,22 +899,115 @@ impl Context {
         self.counters.add(|s| &s.jobs_aborted, faulted as u64);
     }
 
-    /// Translates (and checks) one access of `job` at GPU VA `va`, inside
-    /// an access section. Returns the guest physical address.
-    pub(crate) fn access(
+    /// Translates (and checks) the accesses of one run of `job` (see
+    /// [`crate::engine`]: up to [`crate::engine::RUN_PAGES`] page-sized
+    /// steps, a COPY's source and destination each), in order, inside one
+    /// access section, under one acquisition of the space lock. Fills
+    /// `out` and returns how many accesses, from the first, were translated,
+    /// and the error of the one after them, if any (the engine reports it
+    /// when it is the run's first step, else retries it as the next run).
+    /// Counts go to `tally` (published by the engine), violations at once
+    /// to the context's counters.
+    ///
+    /// Every access walks the CPU page table afresh (nothing of the CPU
+    /// side is cached across accesses, nothing the driver says is trusted
+    /// for it); [`Context::recheck_run`] walks it again after the data moved.
+    pub(crate) fn access_run(
         &self,
         mem: &GuestMemoryMmap,
         job: u64,
-        va: u64,
-        access: Access,
-    ) -> Result<u64, StepError> {
-        let c = &self.counters;
+        tally: &mut JobTally,
+        accesses: &[(u64, Access)],
+        out: &mut [Checked],
+    ) -> (usize, Option<StepError>) {
+        // Page-table loads of this run go through one region cache.
+        let pm = RegionCache::new(mem);
         let mut st = lock(&self.space);
         let st = &mut *st;
         let Some(space) = st.space.as_mut() else {
-            return Err(StepError::Fail(ErrorCode::NoAs));
+            return (0, Some(StepError::Fail(ErrorCode::NoAs)));
         };
-        let (h0, m0) = (space.mmu.tlb.stats.hits, space.mmu.tlb.stats.misses);
+        for (i, (&(va, access), slot)) in accesses.iter().zip(out.iter_mut()).enumerate() {
+            let cpu_va = SpaceState::cpu_va_in(&st.bindings, va);
+            match self.access_one(&pm, space, &st.history, cpu_va, job, tally, va, access) {
+                Ok(c) => *slot = c,
+                Err(e) => return (i, Some(e)),
+            }
+        }
+        (accesses.len().min(out.len()), None)
+    }
+
+    /// After a run's data moved, still inside its access section: walks
+    /// the CPU page table again (the mirrored VA, not the direct map) for
+    /// every access that was clean before
+    /// (`checked`, from [`Context::access_run`]) and counts a violation if
+    /// the CPU no longer maps the frame the device used (or lets it write
+    /// it): the kernel changed the entry while the device was using it,
+    /// which only a missing or early INVALIDATE allows. Not counted as
+    /// further accesses checked.
+    pub(crate) fn recheck_run(
+        &self,
+        mem: &GuestMemoryMmap,
+        job: u64,
+        tally: &mut JobTally,
+        accesses: &[(u64, Access)],
+        checked: &[Checked],
+    ) {
+        let pm = RegionCache::new(mem);
+        let mut st = lock(&self.space);
+        let st = &mut *st;
+        let Some(checker) = st.space.as_mut().and_then(|s| s.checker.as_mut()) else {
+            return;
+        };
+        for (&(va, access), c) in accesses.iter().zip(checked) {
+            if !c.clean {
+                continue;
+            }
+            let cpu_va = SpaceState::cpu_va_in(&st.bindings, va);
+            let info = AccessInfo {
+                ctx: self.id,
+                job,
+                gpu_va: va,
+                history: Some(&st.history),
+            };
+            // (The direct-map check is not repeated: as before runs, once
+            // per access, before the data moves.)
+            let verdict = checker.check(&pm, info, cpu_va, c.pa, access);
+            self.count_verdict(tally, verdict);
+        }
+    }
+
+    /// Counts one checker verdict (violations at once, after the tally).
+    fn count_verdict(&self, tally: &mut JobTally, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Ok => true,
+            Verdict::Violation(v) => {
+                // The accesses first: never more violations than checks.
+                tally.publish(&self.counters);
+                self.counters.violation(&v);
+                false
+            }
+            Verdict::CpuWalkError(_) => {
+                tally.cpu_walk_errors += 1;
+                false
+            }
+        }
+    }
+
+    /// One access of [`Context::access_run`] (the space lock held).
+    #[allow(clippy::too_many_arguments)]
+    fn access_one(
+        &self,
+        mem: &RegionCache<'_, GuestMemoryMmap>,
+        space: &mut AddressSpace,
+        history: &InvalHistory,
+        cpu_va: u64,
+        job: u64,
+        tally: &mut JobTally,
+        va: u64,
+        access: Access,
+    ) -> Result<Checked, StepError> {
+        let tlb = space.mmu.tlb.stats;
         let mut r = space.mmu.translate(mem, va, access);
         if let Err(MmuError::Fault { .. }) = r {
             // Maybe a stale read-only TLB entry for a write: like a CPU,
@@ -916,8 +1016,8 @@ impl Context {
             space.mmu.tlb.invalidate_range(page, page + gpu::PAGE_SIZE);
             r = space.mmu.translate(mem, va, access);
         }
-        c.add(|s| &s.tlb_hits, space.mmu.tlb.stats.hits - h0);
-        c.add(|s| &s.tlb_misses, space.mmu.tlb.stats.misses - m0);
+        tally.tlb_hits += space.mmu.tlb.stats.hits - tlb.hits;
+        tally.tlb_misses += space.mmu.tlb.stats.misses - tlb.misses;
         let t = match r {
             Ok(t) => t,
             Err(MmuError::Fault { va, access }) => return Err(StepError::Fault { va, access }),
@@ -931,44 +1031,43 @@ impl Context {
             }
         };
         let pa = t.phys(va);
-        c.inc(|s| &s.pages_accessed);
-        if let Some(checker) = space.checker.as_mut() {
-            let cpu_va = {
-                // (bindings are in the same state; look up without a second lock)
-                match st.bindings.range(..=va).next_back() {
-                    Some((&g, b)) if va - g < b.size => b.cpu_va + (va - g),
-                    _ => va,
-                }
-            };
-            let info = AccessInfo {
-                ctx: self.id,
-                job,
-                gpu_va: va,
-                history: Some(&st.history),
-            };
-            c.inc(|s| &s.accesses_checked);
-            let verdicts = [
-                checker.check(mem, info, cpu_va, pa, access),
-                // Then the frame itself: is it in the kernel's direct map?
-                checker.check_frame(mem, info, cpu_va, pa, access),
-            ];
-            for verdict in verdicts {
-                match verdict {
-                    Verdict::Ok => {}
-                    Verdict::Violation(v) => c.violation(&v),
-                    Verdict::CpuWalkError(_) => c.inc(|s| &s.cpu_walk_errors),
-                }
-            }
-        } else {
-            c.inc(|s| &s.unchecked_accesses);
+        tally.pages_accessed += 1;
+        let Some(checker) = space.checker.as_mut() else {
+            tally.unchecked_accesses += 1;
+            return Ok(Checked { pa, clean: false });
+        };
+        let info = AccessInfo {
+            ctx: self.id,
+            job,
+            gpu_va: va,
+            history: Some(history),
+        };
+        tally.accesses_checked += 1;
+        let verdicts = [
+            checker.check(mem, info, cpu_va, pa, access),
+            // Then the frame itself: is it in the kernel's direct map?
+            checker.check_frame(mem, info, cpu_va, pa, access),
+        ];
+        let mut clean = true;
+        for verdict in verdicts {
+            clean &= self.count_verdict(tally, verdict);
         }
-        Ok(pa)
+        Ok(Checked { pa, clean })
     }
 
     /// The GPU VA -> CPU VA mapping the checker uses (for tests and logs).
     pub fn mirrored_cpu_va(&self, va: u64) -> u64 {
         lock(&self.space).cpu_va(va)
     }
+}
+
+/// One translated access of a run: the guest physical address, and
+/// whether the checker found it clean (then it is checked again after the
+/// data moved; `false` also when the checker is off).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Checked {
+    pub pa: u64,
+    pub clean: bool,
 }
 
 /// The answer to an ABORT of a queued or running job, once it has stopped.

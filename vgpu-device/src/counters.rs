@@ -228,3 +228,72 @@ impl SvmCounters {
         }
     }
 }
+
+/// The hot-path counters of one job, kept by its worker in plain integers
+/// and added to the context's (and so the device's) [`SvmCounters`] by
+/// [`JobTally::publish`]: at the end of every run of the job (completion,
+/// fault, failure, abort or preemption: before its answer is sent, so a
+/// STATS after the answer sees every access of the job), after the first
+/// access of each run (so an observer sees a running job move), and before
+/// a violation is counted (so the device never shows more violations than
+/// checked accesses). Violations themselves are counted at once
+/// ([`SvmCounters::violation`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobTally {
+    pub accesses_checked: u64,
+    pub unchecked_accesses: u64,
+    pub cpu_walk_errors: u64,
+    pub tlb_hits: u64,
+    pub tlb_misses: u64,
+    pub pages_accessed: u64,
+    pub bytes: u64,
+}
+
+impl JobTally {
+    /// Adds everything to `c` and starts from zero.
+    pub fn publish(&mut self, c: &SvmCounters) {
+        let t = std::mem::take(self);
+        c.add(|s| &s.accesses_checked, t.accesses_checked);
+        c.add(|s| &s.unchecked_accesses, t.unchecked_accesses);
+        c.add(|s| &s.cpu_walk_errors, t.cpu_walk_errors);
+        c.add(|s| &s.tlb_hits, t.tlb_hits);
+        c.add(|s| &s.tlb_misses, t.tlb_misses);
+        c.add(|s| &s.pages_accessed, t.pages_accessed);
+        c.add(|s| &s.bytes, t.bytes);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::*;
+
+    #[test]
+    fn publish_adds_to_context_and_device_once() {
+        let dev = Arc::new(SvmCounters::default());
+        let ctx = SvmCounters::child(dev.clone());
+        let mut t = JobTally {
+            accesses_checked: 3,
+            pages_accessed: 4,
+            bytes: 4096,
+            tlb_hits: 2,
+            tlb_misses: 2,
+            ..Default::default()
+        };
+        let g = dev.generation();
+        t.publish(&ctx);
+        assert!(t.is_empty());
+        t.publish(&ctx); // nothing left: no change
+        for w in [ctx.wire(), dev.wire()] {
+            assert_eq!(
+                (w.accesses_checked, w.bytes, w.tlb_hits, w.tlb_misses),
+                (3, 4096, 2, 2)
+            );
+        }
+        assert_eq!(ctx.snapshot().pages_accessed, 4);
+        assert!(dev.generation() > g, "the stats file sees the change");
+    }
+}

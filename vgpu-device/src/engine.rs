@@ -1,13 +1,16 @@
 //! Job execution: the ops of a JOB, run on the context's worker thread one
-//! access at a time.
+//! page-sized access (a *step*) at a time, a *run* of up to [`RUN_PAGES`]
+//! consecutive steps per access section.
 //!
-//! Every access is one *step* inside an access section (see
-//! [`crate::invalidate`]): enter the section, check that the context is not
-//! being destroyed, translate the GPU VA (TLB or walk; DIRTY set before the
-//! first write), let the checker compare with the CPU page table, move at
-//! most one 4 KiB page of data, leave. A step never crosses a 4 KiB
-//! boundary of its source or its destination, so an INVALIDATE waits for at
-//! most one page copy.
+//! A step never crosses a 4 KiB boundary of its source or its destination.
+//! A run (see [`crate::invalidate`]): enter the section, check that the
+//! context is not being destroyed nor the job aborted, translate the GPU VA
+//! of every page of every step under one space lock (TLB or walk; DIRTY set
+//! before the first write) and let the checker compare each with the CPU
+//! page table, move the data step by step, let the checker walk the CPU
+//! page table again for each page (a change while the device used it is a
+//! violation), leave. So an INVALIDATE waits for at most one run of page
+//! copies; with `access_delay` (tests of the races) a run is one step.
 //!
 //! The job's position (op index, bytes done in that op, the running hash)
 //! lives in [`Job`], so a fault stops the job exactly at the faulting access
@@ -30,7 +33,8 @@ use std::sync::Arc;
 
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::context::{fault_info, Context, GuestMem};
+use crate::context::{fault_info, Checked, Context, GuestMem};
+use crate::counters::JobTally;
 use crate::layout::gpu::PAGE_SIZE;
 use crate::mem::PhysMem;
 use crate::mmu::Access;
@@ -51,6 +55,8 @@ pub struct Job {
     /// Set by ABORT of the job while it is queued or running (shared with
     /// the context's job table): the job stops at its next access.
     cancel: Arc<AtomicBool>,
+    /// Counts not yet added to the context's counters (see [`JobTally`]).
+    tally: JobTally,
 }
 
 /// Steps a worker runs of one job before it lets other contexts' jobs run.
@@ -77,6 +83,7 @@ impl Job {
             mem,
             steps: 0,
             cancel: Arc::new(AtomicBool::new(false)),
+            tally: JobTally::default(),
         }
     }
 
@@ -142,9 +149,23 @@ fn bad(_: vm_memory::GuestMemoryError) -> StepError {
 }
 
 /// Runs `job` from where it stands until it completes, faults or fails, or
-/// `quantum` steps are done (then [`Outcome::Preempted`]).
+/// `quantum` steps are done (then [`Outcome::Preempted`]). The job's counts
+/// are in the context's counters when this returns (before any answer).
 pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
+    let outcome = run_steps(ctx, job, quantum);
+    job.tally.publish(ctx.counters());
+    outcome
+}
+
+fn run_steps(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
     let budget = ctx.config().max_job_steps;
+    // Runs of one step when accesses are slowed down on purpose (the
+    // invalidation race tests): each access its own section, as there.
+    let run_max = if ctx.config().access_delay.is_zero() {
+        RUN_PAGES as u64
+    } else {
+        1
+    };
     let mut slice = 0u64;
     while let Some(&op) = job.ops.get(job.op_index) {
         let total = op.bytes();
@@ -160,18 +181,31 @@ pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
                 );
                 return Outcome::Failed(ErrorCode::TooBig);
             }
-            slice += 1;
-            job.steps += 1;
-            match step(ctx, job, &op, total - job.progress) {
-                Ok(n) => {
-                    job.progress += n;
-                    ctx.counters().add(|s| &s.bytes, n);
+            let max = run_max.min(quantum - slice).min(budget - job.steps);
+            let first = slice == 0;
+            match run_once(ctx, job, &op, total - job.progress, max as usize, first) {
+                Ok((bytes, steps)) => {
+                    slice += steps;
+                    job.steps += steps;
+                    job.progress += bytes;
+                    job.tally.bytes += bytes;
                 }
-                Err(StepError::Fault { va, access }) => {
-                    return Outcome::Fault(fault_info(va, access, job.op_index, job.progress))
+                Err(e) => {
+                    // The failed step was an attempt too.
+                    job.steps += 1;
+                    match e {
+                        StepError::Fault { va, access } => {
+                            return Outcome::Fault(fault_info(
+                                va,
+                                access,
+                                job.op_index,
+                                job.progress,
+                            ))
+                        }
+                        StepError::Fail(code) => return Outcome::Failed(code),
+                        StepError::Aborted => return Outcome::Aborted,
+                    }
                 }
-                Err(StepError::Fail(code)) => return Outcome::Failed(code),
-                Err(StepError::Aborted) => return Outcome::Aborted,
             }
         }
         if op.kind == OpKind::Hash {
@@ -184,36 +218,147 @@ pub fn run(ctx: &Context, job: &mut Job, quantum: u64) -> Outcome {
     Outcome::Done { result: job.result }
 }
 
-/// One access (at most one page of source and of destination). Returns the
-/// bytes done.
-fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, StepError> {
+/// Most steps (page-sized accesses) one run covers.
+pub const RUN_PAGES: usize = 16;
+
+/// One step of a run: where in the op it starts (GPU VAs) and its bytes.
+#[derive(Clone, Copy, Default)]
+struct Step {
+    src: u64,
+    dst: u64,
+    n: u64,
+}
+
+/// The GPU pages one step of `kind` touches, in the order they are
+/// translated (a COPY: source, then destination).
+fn step_accesses(kind: OpKind, st: &Step) -> ([(u64, Access); 2], usize) {
+    match kind {
+        OpKind::Copy => ([(st.src, Access::Read), (st.dst, Access::Write)], 2),
+        OpKind::Hash | OpKind::Read => ([(st.src, Access::Read); 2], 1),
+        OpKind::Fill | OpKind::WritePattern | OpKind::AtomicAdd => {
+            ([(st.dst, Access::Write); 2], 1)
+        }
+    }
+}
+
+/// The next steps of `op` from `progress` (`remaining` bytes left), at
+/// most `max`: each within one 4 KiB page of its source and destination.
+fn plan(op: &Op, progress: u64, remaining: u64, max: usize, out: &mut [Step; RUN_PAGES]) -> usize {
+    if op.kind == OpKind::AtomicAdd {
+        out[0] = Step {
+            src: 0,
+            dst: op.dst,
+            n: remaining,
+        };
+        return 1;
+    }
+    let (mut p, mut left, mut k) = (progress, remaining, 0);
+    while left > 0 && k < max.min(RUN_PAGES) {
+        let (s, d) = (op.src.wrapping_add(p), op.dst.wrapping_add(p));
+        let n = match op.kind {
+            OpKind::Copy => left.min(page_left(s)).min(page_left(d)),
+            OpKind::Hash | OpKind::Read => left.min(page_left(s)),
+            _ => left.min(page_left(d)),
+        };
+        out[k] = Step { src: s, dst: d, n };
+        (p, left, k) = (p + n, left - n, k + 1);
+    }
+    k
+}
+
+/// One run: up to `max` consecutive steps of the op in one access section
+/// (enter, check that the job may go on, translate and check every page of
+/// every step under one space lock, move the data step by step, walk the
+/// CPU page tables again, leave), so that per-section and per-lock costs
+/// are paid once per run, not per page; an INVALIDATE waits for at most
+/// one run ([`RUN_PAGES`] page copies). A step whose translation fails ends
+/// the run before it: its error is returned if it is the run's first step,
+/// else it is met again (and reported with the exact progress) as the
+/// next run's first. Returns the bytes done and the steps taken.
+/// `first`: the first run of a time slice (its counts are published before
+/// the data moves, so that a running job is seen to have started).
+fn run_once(
+    ctx: &Context,
+    job: &mut Job,
+    op: &Op,
+    remaining: u64,
+    max: usize,
+    first: bool,
+) -> Result<(u64, u64), StepError> {
     let mem = job.mem.memory();
     let mem: &GuestMemoryMmap = &mem;
     let section = ctx.barrier().enter();
     if ctx.must_stop_job(job) {
         return Err(StepError::Aborted);
     }
-    let p = job.progress;
-    let delay = ctx.config().access_delay;
-    let n = match op.kind {
+    let mut steps = [Step::default(); RUN_PAGES];
+    let planned = plan(op, job.progress, remaining, max, &mut steps);
+    let mut accesses = [(0u64, Access::Read); 2 * RUN_PAGES];
+    let mut na = 0;
+    for st in &steps[..planned] {
+        let (a, k) = step_accesses(op.kind, st);
+        accesses[na..na + k].copy_from_slice(&a[..k]);
+        na += k;
+    }
+    let accesses = &accesses[..na];
+    let per_step = step_accesses(op.kind, &steps[0]).1;
+    let mut checked = [Checked::default(); 2 * RUN_PAGES];
+    let (ok, err) = ctx.access_run(mem, job.id, &mut job.tally, accesses, &mut checked);
+    if first {
+        job.tally.publish(ctx.counters());
+    }
+    let done = ok / per_step;
+    if done == 0 {
+        return Err(err.unwrap_or(StepError::Fail(ErrorCode::BadAddress)));
+    }
+    pause(ctx.config().access_delay);
+    let mut bytes = 0;
+    for (i, st) in steps[..done].iter().enumerate() {
+        let pa = |j: usize| checked[i * per_step + j].pa;
+        move_data(
+            job,
+            op,
+            st,
+            job.progress + bytes,
+            mem,
+            pa(0),
+            pa(per_step - 1),
+        )?;
+        bytes += st.n;
+    }
+    ctx.recheck_run(
+        mem,
+        job.id,
+        &mut job.tally,
+        &accesses[..done * per_step],
+        &checked[..done * per_step],
+    );
+    drop(section);
+    Ok((bytes, done as u64))
+}
+
+/// Moves one step's data: `p` is the op's progress at the step, `ps` and
+/// `pd` the guest physical addresses of its source and destination (the
+/// same for one-sided ops).
+fn move_data(
+    job: &mut Job,
+    op: &Op,
+    st: &Step,
+    p: u64,
+    mem: &GuestMemoryMmap,
+    ps: u64,
+    pd: u64,
+) -> Result<(), StepError> {
+    let n = st.n as usize;
+    match op.kind {
         OpKind::Copy => {
-            let (s, d) = (op.src + p, op.dst + p);
-            let n = remaining.min(page_left(s)).min(page_left(d));
-            let ps = ctx.access(mem, job.id, s, Access::Read)?;
-            let pd = ctx.access(mem, job.id, d, Access::Write)?;
-            pause(delay);
-            let src = mem.get_slice(GuestAddress(ps), n as usize).map_err(bad)?;
-            let dst = mem.get_slice(GuestAddress(pd), n as usize).map_err(bad)?;
+            let src = mem.get_slice(GuestAddress(ps), n).map_err(bad)?;
+            let dst = mem.get_slice(GuestAddress(pd), n).map_err(bad)?;
             src.copy_to_volatile_slice(dst);
-            n
         }
         OpKind::Fill | OpKind::WritePattern => {
-            let d = op.dst + p;
-            let n = remaining.min(page_left(d));
-            let pd = ctx.access(mem, job.id, d, Access::Write)?;
-            pause(delay);
             let mut buf = [0u8; PAGE_SIZE as usize];
-            let buf = &mut buf[..n as usize];
+            let buf = &mut buf[..n];
             if op.kind == OpKind::Fill {
                 buf.fill(op.value as u8);
             } else {
@@ -221,35 +366,25 @@ fn step(ctx: &Context, job: &mut Job, op: &Op, remaining: u64) -> Result<u64, St
                     *b = pattern_byte(op.value, p + i as u64);
                 }
             }
-            let dst = mem.get_slice(GuestAddress(pd), n as usize).map_err(bad)?;
+            let dst = mem.get_slice(GuestAddress(pd), n).map_err(bad)?;
             dst.copy_from(buf);
-            n
         }
         OpKind::Hash | OpKind::Read => {
-            let s = op.src + p;
-            let n = remaining.min(page_left(s));
-            let ps = ctx.access(mem, job.id, s, Access::Read)?;
-            pause(delay);
-            let src = mem.get_slice(GuestAddress(ps), n as usize).map_err(bad)?;
+            let src = mem.get_slice(GuestAddress(ps), n).map_err(bad)?;
             let mut buf = [0u8; PAGE_SIZE as usize];
-            let buf = &mut buf[..n as usize];
+            let buf = &mut buf[..n];
             src.copy_to(buf);
             if op.kind == OpKind::Hash {
                 job.hash = fnv::update(job.hash, buf);
             } else {
                 std::hint::black_box(buf);
             }
-            n
         }
         OpKind::AtomicAdd => {
-            let pd = ctx.access(mem, job.id, op.dst, Access::Write)?;
-            pause(delay);
             job.result = atomic_add(mem, pd, op.value)?;
-            8
         }
-    };
-    drop(section);
-    Ok(n)
+    }
+    Ok(())
 }
 
 fn pause(d: std::time::Duration) {

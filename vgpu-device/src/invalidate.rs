@@ -5,12 +5,13 @@
 //! access that started before the command is still running, and no
 //! translation of the range is cached. The mechanism, RCU-like:
 //!
-//! - Every device access is one *access section*: the engine enters
-//!   ([`AccessBarrier::enter`], counted under the current epoch), translates
-//!   (TLB or page-table walk), lets the checker walk the CPU page table,
-//!   copies at most one page (4 KiB, never more, even inside a 2 MiB leaf),
-//!   and leaves. Sections are short and never block on anything but guest
-//!   memory.
+//! - Every *run* of device accesses is one *access section*: the engine
+//!   enters ([`AccessBarrier::enter`], counted under the current epoch),
+//!   translates (TLB or page-table walk), lets the checker walk the CPU page
+//!   table, copies at most [`crate::engine::RUN_PAGES`] page-sized steps
+//!   (each within one 4 KiB page, even inside a 2 MiB leaf), lets the
+//!   checker walk the CPU table again, and leaves. Sections are short and
+//!   never block on anything but guest memory.
 //! - INVALIDATE (on the control-queue thread, never queued behind a job)
 //!   first drops the TLB entries of the range under the context's MMU lock,
 //!   so every translation made from then on walks the page table the driver
@@ -19,14 +20,14 @@
 //!   when no section of an older epoch is left. Sections that start after
 //!   the bump see the new epoch and the new tables, and are not waited for,
 //!   so a stream of accesses cannot starve an INVALIDATE: it waits for at
-//!   most one page copy per engine, whatever the job's size.
+//!   most one run of page copies per engine, whatever the job's size.
 //! - That wait does not block the control queue:
 //!   [`AccessBarrier::defer_until_drained`] parks the answer, and the last
 //!   older section to end runs it (on the job's worker, after leaving the
 //!   section, holding no lock). Other contexts' commands, and this
 //!   context's, go on meanwhile; the device answers out of order anyway. At
 //!   most [`MAX_DEFERRED`] answers are parked per context; beyond that the
-//!   control thread waits (bounded: one page access).
+//!   control thread waits (bounded: one run of page accesses).
 //!
 //! The epoch lets an engine that caches a translation across sections (in
 //! the same 4 KiB page) know whether it is still valid: an epoch that moved

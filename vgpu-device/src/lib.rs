@@ -6,7 +6,8 @@
 //! - [`stats`]: the JSON counters file.
 //! - [`layout`]: the GPU and x86-64 page-table bit layouts, in one place.
 //! - [`mem`]: atomic 64-bit guest-physical access.
-//! - [`mmu`]: the GPU page-table walker, TLB and DIRTY protocol.
+//! - [`mmu`]: the GPU page-table walker and DIRTY protocol.
+//! - [`tlb`]: the GPU TLB (set-associative, range invalidation).
 //! - [`checker`]: the x86-64 CPU walker and the coherence verdicts.
 //! - [`protocol`]: the VGPU_SVM command stream (parse, answer layout).
 //! - [`context`]: per-context state (address spaces, bindings, jobs) and
@@ -29,6 +30,7 @@ pub mod checker;
 pub mod layout;
 pub mod mem;
 pub mod mmu;
+pub mod tlb;
 
 // The VGPU_SVM protocol and its execution.
 pub mod context;

@@ -43,7 +43,7 @@ struct Args {
     /// page a job touches; `off` skips it (to measure its cost).
     #[arg(long, value_enum, default_value_t = CheckerMode::Strict)]
     checker: CheckerMode,
-    /// TLB entries per context.
+    /// 4 KiB TLB entries per context (plus 1/16 as many 2 MiB entries).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     tlb_entries: u32,
     /// Cap of job worker threads, shared by all contexts (jobs of more
@@ -156,7 +156,8 @@ fn run(args: Args) -> Result<(), String> {
     }
     // (After handle_signals: every thread must inherit its signal mask.)
     // Jobs change the counters from their worker threads: refresh the file
-    // periodically (write_if_changed is rate-limited and skips no-ops).
+    // periodically (refresh is rate-limited and skips no-ops); the queues
+    // never write it.
     if let Some(s) = stats.clone() {
         let device = device.clone();
         std::thread::Builder::new()
@@ -164,7 +165,7 @@ fn run(args: Args) -> Result<(), String> {
             .spawn(move || {
                 for tick in 1u64.. {
                     std::thread::sleep(MIN_INTERVAL);
-                    s.write_if_changed(&device.lock().unwrap_or_else(|p| p.into_inner()));
+                    s.refresh(&device);
                     if tick % 100 == 0 {
                         // Counts of rate-limited guest warnings, every ~10 s.
                         vgpu_device::ratelimit::flush();

@@ -2,13 +2,19 @@
 //! needs it: aligned loads, and compare-and-swap for the DIRTY bit.
 //!
 //! Implemented for every `vm_memory::GuestMemory` (the vhost-user memory
-//! table, or a `GuestMemoryMmap` in tests). An address outside guest memory,
-//! straddling two regions, or misaligned is an error, never a panic.
+//! table, or a `GuestMemoryMmap` in tests), and by [`RegionCache`], which
+//! remembers the region of the last load so that a walk's loads skip the
+//! region search. An address outside guest memory, straddling two regions,
+//! or misaligned is an error, never a panic.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions, VolatileMemory};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
+    Permissions, VolatileMemory,
+};
 
 /// An access to guest memory that cannot be done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +75,89 @@ impl<M: GuestMemory + ?Sized> PhysMem for M {
     }
 }
 
+/// A guest memory region's host mapping.
+#[derive(Clone, Copy)]
+struct Region {
+    /// Guest physical address of the region's first byte.
+    start: u64,
+    /// Length in bytes (at least 8: smaller regions are not cached).
+    len: u64,
+    /// Host address of the region's first byte.
+    host: *const u8,
+}
+
+/// `mem` for the loads of one device access (its page-table walks): the
+/// region of the last load is remembered, so the next load in it is one
+/// bounds check and one atomic load from the region's host mapping, not a
+/// search of the memory table. Anything else (another region, an address
+/// outside guest memory, a misaligned one) takes `mem`'s own path, with
+/// its errors. Compare-and-swap always does (it is rare: DIRTY updates).
+///
+/// Lives no longer than the borrow of `mem`, whose regions (and so their
+/// mappings) outlive it.
+pub struct RegionCache<'a, M: GuestMemoryBackend + GuestMemory + ?Sized> {
+    mem: &'a M,
+    last: Cell<Option<Region>>,
+}
+
+impl<'a, M: GuestMemoryBackend + GuestMemory + ?Sized> RegionCache<'a, M> {
+    pub fn new(mem: &'a M) -> Self {
+        Self {
+            mem,
+            last: Cell::new(None),
+        }
+    }
+
+    /// The cached region if it holds `[addr, addr + 8)`, else the region
+    /// that does (then cached), if it has a host mapping.
+    fn region_for(&self, addr: u64) -> Option<Region> {
+        let holds = |r: &Region| addr >= r.start && addr - r.start <= r.len - 8;
+        if let Some(r) = self.last.get().filter(holds) {
+            return Some(r);
+        }
+        let region = self.mem.find_region(GuestAddress(addr))?;
+        let len = region.len();
+        if len < 8 {
+            return None;
+        }
+        let host = region.get_host_address(MemoryRegionAddress(0)).ok()?;
+        let r = Region {
+            start: region.start_addr().0,
+            len,
+            host,
+        };
+        self.last.set(Some(r));
+        holds(&r).then_some(r)
+    }
+}
+
+impl<M: GuestMemoryBackend + GuestMemory + ?Sized> PhysMem for RegionCache<'_, M> {
+    fn load_u64(&self, addr: u64) -> Result<u64, MemError> {
+        if addr & 7 == 0 {
+            if let Some(r) = self.region_for(addr) {
+                // In range: `addr - start <= len - 8` (region_for).
+                let p = r.host.wrapping_add((addr - r.start) as usize);
+                if p.cast::<AtomicU64>().is_aligned() {
+                    // SAFETY: `p..p + 8` lies inside the region's host
+                    // mapping (bounds checked above), which stays mapped
+                    // while `self.mem` is borrowed; it is 8-byte aligned
+                    // (checked); guest memory is shared with the guest, so
+                    // it is only ever read here through an atomic, as
+                    // vm-memory's own `load` does.
+                    let v = unsafe { AtomicU64::from_ptr(p.cast_mut().cast::<u64>()) }
+                        .load(Ordering::Acquire);
+                    return Ok(u64::from_le(v));
+                }
+            }
+        }
+        self.mem.load_u64(addr)
+    }
+
+    fn cas_u64(&self, addr: u64, old: u64, new: u64) -> Result<Result<u64, u64>, MemError> {
+        self.mem.cas_u64(addr, old, new)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testmem {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -109,6 +198,54 @@ mod tests {
             assert!(m.load_u64(a).is_err(), "{a:#x}");
             assert!(m.cas_u64(a, 0, 1).is_err(), "{a:#x}");
         }
+    }
+
+    /// The cached path answers exactly like the plain one: in a region, at
+    /// its edges, across two regions, outside guest memory, misaligned.
+    #[test]
+    fn region_cache_is_the_plain_path() {
+        let m = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(0x1000), 0x1000),
+            (GuestAddress(0x10_0000), 0x2000),
+        ])
+        .unwrap();
+        for (i, a) in [0u64, 0xff8, 0x1000, 0x1ff8, 0x10_0000, 0x10_1ff8]
+            .into_iter()
+            .enumerate()
+        {
+            put(&m, a, 0x1111 * (i as u64 + 1));
+        }
+        let c = RegionCache::new(&m);
+        let addrs = [
+            0,
+            8,
+            0xff8,
+            0x1000,
+            0x1ff8,
+            0x2000,
+            0xff0,
+            0x10_0000,
+            0x10_1ff8,
+            0x10_2000,
+            0x10_1ffc,
+            0x4,
+            u64::MAX - 7,
+            !7,
+            0,
+            0x10_1ff8,
+            0xff8,
+        ];
+        for a in addrs {
+            assert_eq!(c.load_u64(a), m.load_u64(a), "{a:#x}");
+        }
+        assert_eq!(c.load_u64(0x10_1ff8), Ok(0x6666));
+        // A region changes under the cache: loads see the new value.
+        put(&m, 0x10_1ff8, 7);
+        assert_eq!(c.load_u64(0x10_1ff8), Ok(7));
+        assert_eq!(c.cas_u64(0x10_1ff8, 7, 9), Ok(Ok(7)));
+        assert_eq!(c.load_u64(0x10_1ff8), Ok(9));
+        assert!(c.cas_u64(0x2000, 0, 1).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The GPU MMU: a walker for the GPU page table the driver builds in guest
-//! memory (layout in [`crate::layout::gpu`]), a TLB with explicit
-//! invalidation by range, and the DIRTY-bit protocol.
+//! memory (layout in [`crate::layout::gpu`]), the MMU that caches its
+//! walks in a [`Tlb`] (explicit invalidation by range), and the DIRTY-bit
+//! protocol.
 //!
 //! The walk reads each entry with one atomic 64-bit load. It has a fixed
 //! depth (4 loads), so cyclic tables cannot make it loop, and a table entry
@@ -13,13 +14,13 @@
 //! driver changed the entry: the TLB entry is dropped and the walk redone
 //! (which may now fault).
 
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::layout::gpu::{self, ADDR_MASK, DIRTY, LARGE, RESERVED, VALID, WRITE};
 use crate::mem::{MemError, PhysMem};
+pub use crate::tlb::{Tlb, TlbStats};
 
 /// Kind of device access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -38,7 +39,7 @@ impl fmt::Display for Access {
 }
 
 /// A successful GPU translation of one page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Translation {
     /// First GPU VA of the page (4 KiB or 2 MiB aligned).
     pub va_base: u64,
@@ -166,80 +167,6 @@ pub fn walk<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Result<Translat
         table = addr;
     }
     unreachable!("level 1 always returns")
-}
-
-/// TLB counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TlbStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub invalidations: u64,
-    pub entries_dropped: u64,
-}
-
-/// A translation cache keyed by page. 4 KiB and 2 MiB entries coexist.
-#[derive(Debug)]
-pub struct Tlb {
-    entries: HashMap<u64, Translation>,
-    capacity: usize,
-    pub stats: TlbStats,
-}
-
-impl Tlb {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            capacity: capacity.max(1),
-            stats: TlbStats::default(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Looks `va` up (counts a hit or a miss).
-    pub fn lookup(&mut self, va: u64) -> Option<Translation> {
-        let t = [gpu::PAGE_SIZE, gpu::LARGE_PAGE_SIZE]
-            .into_iter()
-            .filter_map(|size| self.entries.get(&(va & !(size - 1))))
-            .find(|t| t.contains(va))
-            .copied();
-        if t.is_some() {
-            self.stats.hits += 1;
-        } else {
-            self.stats.misses += 1;
-        }
-        t
-    }
-
-    pub fn insert(&mut self, t: Translation) {
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&t.va_base) {
-            // Simple and safe: a full TLB is emptied.
-            self.stats.entries_dropped += self.entries.len() as u64;
-            self.entries.clear();
-        }
-        self.entries.insert(t.va_base, t);
-    }
-
-    /// Drops every entry overlapping `[start, end)`.
-    pub fn invalidate_range(&mut self, start: u64, end: u64) {
-        self.stats.invalidations += 1;
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, t| t.va_base >= end || t.va_base.saturating_add(t.size) <= start);
-        self.stats.entries_dropped += (before - self.entries.len()) as u64;
-    }
-
-    pub fn invalidate_all(&mut self) {
-        self.stats.invalidations += 1;
-        self.stats.entries_dropped += self.entries.len() as u64;
-        self.entries.clear();
-    }
 }
 
 /// Why a device access cannot proceed.
@@ -558,24 +485,134 @@ pub(crate) mod tests {
         // A range touching the middle of a 2 MiB entry drops it.
         mmu.tlb.invalidate_range(0x50_0000, 0x50_1000);
         assert_eq!(mmu.tlb.len(), 1);
+        // And one straddling its end (the entry's base is outside it).
+        mmu.translate(&m, 0x40_0000, Access::Read).unwrap();
+        assert_eq!(mmu.tlb.len(), 2);
+        mmu.tlb.invalidate_range(0x5f_f000, 0x60_1000);
+        assert_eq!(mmu.tlb.len(), 1);
+        let misses = mmu.tlb.stats.misses;
+        mmu.translate(&m, 0x5f_fff8, Access::Read).unwrap();
+        assert_eq!(mmu.tlb.stats.misses, misses + 1, "walked again");
         mmu.tlb.invalidate_all();
         assert!(mmu.tlb.is_empty());
     }
 
+    fn page(va_base: u64, size: u64) -> Translation {
+        Translation {
+            va_base,
+            frame: va_base,
+            size,
+            pte_addr: 0,
+            pte: VALID,
+        }
+    }
+
+    /// A range invalidation drops every entry that overlaps the range, 2
+    /// MiB entries straddling either edge included, and nothing that only
+    /// touches it; with a TLB of few sets (a 2 MiB range covers them all:
+    /// one pass) and of many (the range's own sets only).
+    #[test]
+    fn tlb_range_edges_and_straddling_large_entries() {
+        const L: u64 = 2 * MB;
+        for capacity in [16, 8192] {
+            let fill = || {
+                let mut tlb = Tlb::new(capacity);
+                tlb.insert(page(2 * L, L)); // [4 MiB, 6 MiB)
+                tlb.insert(page(2 * L - 0x1000, 0x1000)); // just below it
+                tlb.insert(page(3 * L, 0x1000)); // just above it
+                tlb
+            };
+            let has = |tlb: &mut Tlb, va| tlb.lookup(va).is_some_and(|t| t.contains(va));
+            // Ranges ending at the entry's first byte or starting past its
+            // last touch it without overlapping.
+            let mut tlb = fill();
+            tlb.invalidate_range(2 * L - 0x1000, 2 * L);
+            tlb.invalidate_range(3 * L, 3 * L + 0x1000);
+            assert!(
+                has(&mut tlb, 2 * L) && has(&mut tlb, 3 * L - 8),
+                "{capacity}"
+            );
+            assert!(!has(&mut tlb, 2 * L - 0x1000) && !has(&mut tlb, 3 * L));
+            // Straddling the start, the end; one byte inside; covering it.
+            for (start, end) in [
+                (2 * L - 0x1000, 2 * L + 1),
+                (3 * L - 1, 3 * L + 0x5000),
+                (2 * L + 0x12_3456, 2 * L + 0x12_3457),
+                (0, 1 << 48),
+            ] {
+                let mut tlb = fill();
+                tlb.invalidate_range(start, end);
+                assert!(
+                    !has(&mut tlb, 2 * L + 0x8000),
+                    "[{start:#x}, {end:#x}) kept the 2 MiB entry (capacity {capacity})"
+                );
+            }
+        }
+    }
+
+    /// A full TLB evicts one entry of the set it inserts into, never
+    /// empties itself; hit entries are kept over unreferenced ones.
     #[test]
     fn tlb_capacity() {
         let mut tlb = Tlb::new(2);
         for i in 0..3u64 {
-            tlb.insert(Translation {
-                va_base: i << 12,
-                frame: 0,
-                size: 4096,
-                pte_addr: 0,
-                pte: VALID,
-            });
+            tlb.insert(page(i << 12, 4096));
         }
-        assert!(tlb.len() <= 2);
+        assert_eq!(tlb.len(), 2);
         assert!(tlb.lookup(2 << 12).is_some());
+        assert_eq!(tlb.stats.entries_dropped, 1);
+
+        // 64 entries: 16 sets of 4 ways. Fill it and hit every entry.
+        let mut tlb = Tlb::new(64);
+        for p in 0..64u64 {
+            tlb.insert(page(p << 12, 4096));
+        }
+        assert_eq!(tlb.len(), 64);
+        assert!((0..64u64).all(|p| tlb.lookup(p << 12).is_some()));
+        // Page 64 goes to set 0 (pages 0, 16, 32, 48): one of those goes.
+        tlb.insert(page(64 << 12, 4096));
+        assert_eq!((tlb.len(), tlb.stats.entries_dropped), (64, 1));
+        assert!(tlb.lookup(64 << 12).is_some());
+        let kept = |tlb: &mut Tlb, ps: &[u64]| {
+            ps.iter()
+                .filter(|&&p| tlb.lookup(p << 12).is_some())
+                .count()
+        };
+        assert_eq!(kept(&mut tlb, &[0, 16, 32, 48]), 3);
+        // The other sets are untouched.
+        assert_eq!(
+            kept(&mut tlb, &(1..16).chain(49..64).collect::<Vec<_>>()),
+            30
+        );
+        // Set 0 holds 64 and three of 0/16/32/48, all hit since: page 80
+        // evicts one of them (the clock's turn clears their bits).
+        tlb.insert(page(80 << 12, 4096));
+        assert_eq!((tlb.len(), tlb.stats.entries_dropped), (64, 2));
+        // Entries hit after that survive the next eviction, an entry not
+        // hit (one of the others) goes.
+        let hit: Vec<u64> = [0, 16, 32, 48, 64, 80]
+            .into_iter()
+            .filter(|&p| p != 80 && p % 32 == 0)
+            .filter(|&p| tlb.lookup(p << 12).is_some())
+            .collect();
+        assert!(!hit.is_empty());
+        tlb.insert(page(96 << 12, 4096));
+        assert_eq!(tlb.len(), 64);
+        for p in hit.iter().chain(&[96]) {
+            assert!(tlb.lookup(p << 12).is_some(), "page {p} was evicted");
+        }
+        // 2 MiB entries have an array of their own (capacity / 16).
+        let mut tlb = Tlb::new(64);
+        for p in 0..64u64 {
+            tlb.insert(page(p << 12, 4096));
+        }
+        for p in 0..4u64 {
+            tlb.insert(page((p + 1) * 2 * MB, 2 * MB));
+        }
+        assert_eq!(tlb.len(), 68);
+        assert!(tlb
+            .lookup(2 * MB + 0x1234)
+            .is_some_and(|t| t.size == 2 * MB));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The `--stats` file: the device counters as JSON, rewritten atomically
 //! (write to a temporary file, then rename) when they change, at most
-//! [`MIN_INTERVAL`] apart (the daemon also refreshes it periodically, so a
-//! skipped change is written soon after), and at exit ([`StatsFile::flush`]).
+//! [`MIN_INTERVAL`] apart, by the daemon's stats thread
+//! ([`StatsFile::refresh`], which holds the device lock only to serialize,
+//! not for the file system), on device lifecycle events, and at exit
+//! ([`StatsFile::flush`]). Never on the path of a queue's commands or a
+//! job's accesses.
 //!
 //! Layout: the virtio-gpu command counters at the top level (`commands`,
 //! `by_command`, `errors` by kind, contexts, ...), `checker` (`strict` or
@@ -62,16 +65,44 @@ impl StatsFile {
         self.write_changed(device, false);
     }
 
+    /// [`StatsFile::write_if_changed`] for the stats thread: locks `device`
+    /// only to serialize the counters, and writes the file after
+    /// releasing it (lock order as everywhere: device, then `written`).
+    pub fn refresh(&self, device: &Mutex<Device>) {
+        let d = device.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = d.generation();
+        if !Self::due(&w, generation, true) {
+            return;
+        }
+        let json = Self::serialize(&d);
+        drop(d);
+        self.store(&mut w, generation, json);
+    }
+
+    /// Do counters of `generation` need writing?
+    fn due(w: &Written, generation: u64, rate_limited: bool) -> bool {
+        w.generation != Some(generation)
+            && !(rate_limited && w.at.is_some_and(|t| t.elapsed() < MIN_INTERVAL))
+    }
+
     fn write_changed(&self, device: &Device, rate_limited: bool) {
         let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
         let generation = device.generation();
-        if w.generation == Some(generation) {
-            return;
+        if Self::due(&w, generation, rate_limited) {
+            self.store(&mut w, generation, Self::serialize(device));
         }
-        if rate_limited && w.at.is_some_and(|t| t.elapsed() < MIN_INTERVAL) {
-            return;
-        }
-        match self.write(device) {
+    }
+
+    fn serialize(device: &Device) -> serde_json::Result<Vec<u8>> {
+        let mut json = serde_json::to_vec_pretty(&device.stats_doc())?;
+        json.push(b'\n');
+        Ok(json)
+    }
+
+    /// Writes `json` (the counters of `generation`) and records it.
+    fn store(&self, w: &mut Written, generation: u64, json: serde_json::Result<Vec<u8>>) {
+        match json.map_err(io::Error::other).and_then(|j| self.write(&j)) {
             Ok(()) => {
                 w.generation = Some(generation);
                 w.at = Some(Instant::now());
@@ -80,12 +111,10 @@ impl StatsFile {
         }
     }
 
-    fn write(&self, device: &Device) -> io::Result<()> {
-        let mut json = serde_json::to_vec_pretty(&device.stats_doc()).map_err(io::Error::other)?;
-        json.push(b'\n');
+    fn write(&self, json: &[u8]) -> io::Result<()> {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
-        fs::write(&tmp, &json)?;
+        fs::write(&tmp, json)?;
         fs::rename(&tmp, &self.path)
     }
 }
@@ -130,6 +159,20 @@ mod tests {
         d.handle_control(&build::get_display_info(), 4096);
         s.flush(&d);
         assert!(path.exists());
+        // refresh (the stats thread's) behaves like write_if_changed.
+        let d = Mutex::new(d);
+        fs::remove_file(&path).unwrap();
+        s.refresh(&d);
+        assert!(!path.exists(), "unchanged");
+        d.lock()
+            .unwrap()
+            .handle_control(&build::get_display_info(), 4096);
+        s.refresh(&d);
+        assert!(!path.exists(), "changed, but within MIN_INTERVAL");
+        std::thread::sleep(MIN_INTERVAL);
+        s.refresh(&d);
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["commands"], 3);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -122,13 +122,22 @@ fn number_before(line: &str, unit: &str) -> Option<f64> {
     toks.get(i.checked_sub(1)?)?.parse().ok()
 }
 
+/// The number after `key` in `line` (`"off 7.2 ms"` -> 7.2 for "off").
+fn number_after(line: &str, key: &str) -> Option<f64> {
+    let toks: Vec<&str> = line.split_whitespace().collect();
+    let i = toks.iter().position(|t| *t == key)?;
+    toks.get(i + 1)?.trim_end_matches([',', ';']).parse().ok()
+}
+
 /// The figures of `cargo bench -p vgpu-device` (its stdout): copy through the GPU page
-/// table (strict and checker off) vs memcpy, strict vs off, INVALIDATE vs NOP round trips.
+/// table (strict and checker off) vs memcpy, strict vs off, INVALIDATE vs NOP round trips;
+/// and, from the bench's newer lines when present, the daemon's CPU time for strict vs off
+/// (immune to another job's load preempting the daemon), the memcpy of the same guest
+/// memory in 4 KiB steps, and the TLB-sized (8 MiB) and 2 MiB-page cases.
 pub fn parse_device_bench(out: &str) -> Result<Vec<Figure>> {
+    let line_with = |prefix: &str| out.lines().map(str::trim).find(|l| l.starts_with(prefix));
     let find = |prefix: &str, unit: &str| -> Result<f64> {
-        out.lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
+        line_with(prefix)
             .and_then(|l| number_before(l, unit))
             .with_context(|| format!("device bench output has no `{prefix} ... {unit}` line"))
     };
@@ -152,7 +161,7 @@ pub fn parse_device_bench(out: &str) -> Result<Vec<Figure>> {
         f.param("side", "host (cargo bench -p vgpu-device, release)")
             .param("copy_mib", mib)
     };
-    Ok(vec![
+    let mut figs = vec![
         host(Figure::new(
             &format!("host_device_copy_{mib}m_strict"),
             strict,
@@ -161,7 +170,7 @@ pub fn parse_device_bench(out: &str) -> Result<Vec<Figure>> {
         ))
         .param(
             "what",
-            "COPY job through the GPU page table (4 KiB pages), checker strict, best of 5",
+            "COPY job through the GPU page table (4 KiB pages), checker strict, best of the reps",
         ),
         host(Figure::new(
             &format!("host_device_copy_{mib}m_checker_off"),
@@ -177,7 +186,7 @@ pub fn parse_device_bench(out: &str) -> Result<Vec<Figure>> {
         ))
         .param(
             "what",
-            "the same COPY job, daemon with --checker strict vs off",
+            "the same COPY job, daemon with --checker strict vs off, jobs alternated",
         ),
         host(Figure::new(
             "host_invalidate_roundtrip",
@@ -187,9 +196,96 @@ pub fn parse_device_bench(out: &str) -> Result<Vec<Figure>> {
         ))
         .param(
             "what",
-            "control-queue round trip of INVALIDATE (2 MiB) vs NOP, mean of 3000",
+            "control-queue round trip of INVALIDATE (2 MiB, full TLB) vs NOP (median; older benches: mean)",
         ),
-    ])
+    ];
+    if let Some(l) = line_with("INVALIDATE with its 512 entries cached") {
+        let toks: Vec<&str> = l.split_whitespace().collect();
+        let us_at = |i: usize| {
+            toks.get(i.checked_sub(1)?)?
+                .trim_start_matches('(')
+                .parse()
+                .ok()
+        };
+        let mut at_us = toks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.trim_end_matches([')', ',']) == "us")
+            .map(|(i, _)| us_at(i));
+        if let (Some(Some(inv)), Some(Some(nop))) = (at_us.next(), at_us.next()) {
+            figs.push(
+                host(Figure::new(
+                    "host_invalidate_roundtrip_populated",
+                    inv,
+                    "us",
+                    Some(("host_nop_roundtrip_after", nop)),
+                ))
+                .param("what", "INVALIDATE (2 MiB) whose 512 TLB entries are cached vs the NOP sent after it, median"),
+            );
+        }
+    }
+    if let Ok(g) = find("memcpy in guest memory", "ms") {
+        figs.push(
+            host(Figure::new(
+                &format!("host_device_copy_{mib}m_strict_vs_guest_memcpy"),
+                strict,
+                "ms",
+                Some((&format!("host_guest_memcpy_{mib}m_4k_steps"), g)),
+            ))
+            .param(
+                "what",
+                "the strict COPY job vs memcpy of the same guest memory, 4 KiB at a time",
+            ),
+        );
+    }
+    if let Some(l) = line_with("daemon CPU time") {
+        if let (Some(o), Some(st)) = (number_after(l, "off"), number_after(l, "strict")) {
+            figs.push(
+                host(Figure::new(
+                    "host_checker_strict_vs_off_cpu",
+                    st,
+                    "ms",
+                    Some(("host_checker_off_cpu", o)),
+                ))
+                .param(
+                    "what",
+                    "daemon CPU time (all threads, schedstat) of the COPY job, strict vs off",
+                ),
+            );
+        }
+    }
+    // `case NAME N MiB ...: memcpy A ms, off B ms [..], strict C ms [..]; ...`
+    for l in out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("case "))
+    {
+        let toks: Vec<&str> = l.split_whitespace().collect();
+        let (Some(name), Some(size)) = (toks.get(1), toks.get(2)) else {
+            continue;
+        };
+        let tag = format!("{size}m_{}", name.replace('-', "_"));
+        let (Some(m), Some(o), Some(st)) = (
+            number_after(l, "memcpy"),
+            number_after(l, "off"),
+            number_after(l, "strict"),
+        ) else {
+            continue;
+        };
+        figs.push(host(Figure::new(
+            &format!("host_device_copy_{tag}_strict"),
+            st,
+            "ms",
+            Some((&format!("host_memcpy_{size}m"), m)),
+        )));
+        figs.push(host(Figure::new(
+            &format!("host_checker_strict_vs_off_{tag}"),
+            st,
+            "ms",
+            Some((&format!("host_checker_off_{tag}"), o)),
+        )));
+    }
+    Ok(figs)
 }
 
 /// `checker_strict_vs_off.<name>` for every figure of the checker-off run (`off`) whose
@@ -362,6 +458,20 @@ pub fn targets(figs: &[Figure]) -> String {
         ratio("userptr_revalidate_1page"),
         &|r| r <= 0.1,
         "userptr_revalidate_1page ratio (1 changed page; <= 0.1 counted as proportional)",
+    );
+    line(
+        "checker strict vs off <= 1.15x, device copy (host)",
+        ratio("host_checker_strict_vs_off"),
+        &|r| r <= 1.15,
+        "host_checker_strict_vs_off ratio",
+    );
+    line(
+        "device copy bandwidth >= 0.7x host memcpy",
+        get("host_device_copy_32m_strict")
+            .and_then(|f| f.ratio)
+            .map(|r| 1.0 / r),
+        &|r| r >= 0.7,
+        "1 / host_device_copy_32m_strict ratio",
     );
     line(
         "INVALIDATE round trip <= 1.2x no-op (host)",
@@ -873,6 +983,60 @@ vgpu-bench-error: {\"group\":\"cpu\",\"error\":\"boom\"}
         ] {
             assert!(j.get(k).is_some(), "{k}");
         }
+    }
+
+    /// The bench's output since the TLB-sized and 2 MiB cases.
+    const DEVICE_OUT_2: &str = "\
+copy of 32 MiB (4 KiB GPU pages), best of 9 (median in brackets):
+  memcpy                          2.35 ms   14.25 GB/s  [2.44 ms]
+  memcpy in guest memory, 4 KiB at a time     2.77 ms   12.11 GB/s  [3.68 ms]
+  GPU page table, checker off     6.33 ms    5.30 GB/s  (0.37x memcpy bandwidth)  [7.25 ms]
+  GPU page table, strict          7.74 ms    4.34 GB/s  (0.30x memcpy bandwidth)  [8.40 ms]
+checker strict / off: 1.22x the job time (medians 1.16x)
+daemon CPU time of the job (all threads), best of 9: off 8.05 ms, strict 8.80 ms (1.09x; 0.27x memcpy bandwidth); median run-queue wait off 1.03 ms, strict 1.20 ms
+other cases, best of 9 (median in brackets):
+  case 4k-tlb  8 MiB 4 KiB pages, TLB-sized: memcpy    0.57 ms, off    0.78 ms [1.27], strict    0.83 ms [1.20]; strict/off 1.06x, strict bandwidth 0.68x memcpy; daemon CPU off 0.77 ms, strict 0.83 ms
+  case 2m     32 MiB 2 MiB pages           : memcpy    2.32 ms, off    8.53 ms [9.06], strict    7.74 ms [9.29]; strict/off 0.91x, strict bandwidth 0.30x memcpy; daemon CPU off 7.80 ms, strict 8.15 ms
+round trips through the control queue, median of 3000 (alternating batches of 100; min in brackets):
+  NOP             3.5 us  [3.2]
+  INVALIDATE      5.0 us  (1.44x NOP)  [4.6]
+  INVALIDATE with its 512 entries cached      6.1 us  (1.74x the NOP sent after it, 3.5 us), median of 200
+(bench took 1.0 s)
+";
+
+    #[test]
+    fn parses_the_device_bench_cases_and_cpu_time() {
+        let f = parse_device_bench(DEVICE_OUT_2).unwrap();
+        let get = |n: &str| {
+            f.iter().find(|x| x.name == n).unwrap_or_else(|| {
+                panic!(
+                    "no {n} in {:?}",
+                    f.iter().map(|x| &x.name).collect::<Vec<_>>()
+                )
+            })
+        };
+        let s = get("host_device_copy_32m_strict");
+        assert_eq!((s.value, s.baseline_value), (Some(7.74), Some(2.35)));
+        let inv = get("host_invalidate_roundtrip");
+        assert_eq!((inv.value, inv.baseline_value), (Some(5.0), Some(3.5)));
+        let g = get("host_device_copy_32m_strict_vs_guest_memcpy");
+        assert_eq!(g.baseline_value, Some(2.77));
+        let c = get("host_checker_strict_vs_off_cpu");
+        assert_eq!((c.value, c.baseline_value), (Some(8.80), Some(8.05)));
+        let t = get("host_device_copy_8m_4k_tlb_strict");
+        assert_eq!((t.value, t.baseline_value), (Some(0.83), Some(0.57)));
+        let t = get("host_checker_strict_vs_off_8m_4k_tlb");
+        assert_eq!((t.value, t.baseline_value), (Some(0.83), Some(0.78)));
+        let l = get("host_checker_strict_vs_off_32m_2m");
+        assert_eq!((l.value, l.baseline_value), (Some(7.74), Some(8.53)));
+        let p = get("host_invalidate_roundtrip_populated");
+        assert_eq!((p.value, p.baseline_value), (Some(6.1), Some(3.5)));
+        let md = targets(&f);
+        assert!(md.contains("checker strict vs off <= 1.15x, device copy (host) | host_checker_strict_vs_off ratio | **not met** (1.22)"), "{md}");
+        assert!(
+            md.contains("device copy bandwidth >= 0.7x host memcpy"),
+            "{md}"
+        );
     }
 
     #[test]

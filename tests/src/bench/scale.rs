@@ -184,7 +184,7 @@ fn sparse(p: &Params) -> R<()> {
         .param("job_p50_us", percentile(&lat, 50.0) / 1e3)
         .param("rss_growth_kib", rss1 as i64 - rss0 as i64)
         .param("memfree_drop_kib", free0 as i64 - free1 as i64)
-        .param("note", "mmap PROT_READ|WRITE MAP_NORESERVE + MADV_NOHUGEPAGE; one 8-byte WRITE_PATTERN job per scattered page; each write fault mirrors (and so allocates) the driver's 64-page window")
+        .param("note", "mmap PROT_READ|WRITE MAP_NORESERVE + MADV_NOHUGEPAGE; one 8-byte WRITE_PATTERN job per scattered page; each write fault faults in its own page only (its window's neighbours are mirrored as the CPU maps them, never allocated): rss_growth_kib / touches is the RSS per sparse write")
         .emit();
     Ok(())
 }

@@ -47,7 +47,8 @@ commands:
                         patch goes into the guest kernel's mm/ in turn; hmm-tests and every
                         coherence case once run on it; a patch must be caught by a coherence
                         case. Writes target/vgpu/mm-regressions.{json,md}. Options: --only,
-                        --no-baseline, --kernel-patch (under every zoo patch); VGPU_VM_LOCK
+                        --no-baseline, --kernel-patch (under every zoo patch), --kernel-tree
+                        (the zoo on your tree); VGPU_VM_LOCK
   bench                 the benchmarks: the guest bench in the VM, again with the device's
                         checker off, and the host-side device bench; writes
                         target/vgpu/bench.{md,json} and target/vgpu/bench-*.svg

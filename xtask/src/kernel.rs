@@ -195,9 +195,9 @@ pub fn apply_overlay(tree: &Path, orig: &Path, extra: &[PathBuf]) -> Result<usiz
             fs::create_dir_all(paths::out())?;
             let log = paths::out().join("kernel-patch-failure.log");
             fs::write(&log, format!("patch -p1 < {}\nin a copy of {}:\n{why}", p.display(), tree.display()))?;
-            let first = why.lines().find(|l| l.contains("FAILED") || l.contains("failed")).or_else(|| why.lines().next()).unwrap_or("patch failed");
+            let first = patch_failure_line(&why);
             let whose = if i >= ours { "kernel patch" } else { "the vgpu-svm overlay's patch" };
-            bail!("{whose} {} does not apply to {}: {} (patch's output: {})", p.display(), tree.file_name().unwrap_or_default().to_string_lossy(), first.trim(), log.display());
+            bail!("{whose} {} does not apply to {}: {} (patch's output: {})", p.display(), tree.file_name().unwrap_or_default().to_string_lossy(), first, log.display());
         }
     }
     for rel in &touched {
@@ -228,6 +228,12 @@ pub fn overlay_files() -> Result<Vec<(PathBuf, PathBuf)>> {
         v.push((PathBuf::from(dst), uapi.join(src)));
     }
     Ok(v)
+}
+
+/// The line of `patch`'s output that says why it failed (its first FAILED line, else its
+/// first line), for one-line errors.
+pub fn patch_failure_line(output: &str) -> &str {
+    output.lines().find(|l| l.contains("FAILED") || l.contains("failed")).or_else(|| output.lines().next()).unwrap_or("patch failed").trim()
 }
 
 /// The options a fragment asks for: (name, value) with `n` for "is not set".

@@ -224,7 +224,7 @@ fn check_applies(all: &[Regression], tree: &Path, orig: &Path) -> Result<()> {
                 "zoo patch {} no longer applies to {}: {} (remake it as tests/mm-regressions/README.md says)",
                 r.path.display(),
                 tree.display(),
-                why.lines().next().unwrap_or("patch failed").trim()
+                crate::kernel::patch_failure_line(&why)
             );
         }
     }

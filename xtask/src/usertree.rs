@@ -134,7 +134,9 @@ fn read_manifest(path: &Path) -> Manifest {
     text.lines()
         .filter_map(|l| {
             let mut it = l.splitn(3, ' ');
-            Some((PathBuf::from(it.nth(2)?), (l.split(' ').next()?.parse().ok()?, l.split(' ').nth(1)?.parse().ok()?)))
+            let size = it.next()?.parse().ok()?;
+            let mtime = it.next()?.parse().ok()?;
+            Some((PathBuf::from(it.next()?), (size, mtime)))
         })
         .collect()
 }

@@ -158,7 +158,7 @@ struct drm_vgpu_svm_op {
  * struct drm_vgpu_svm_submit - run a job and wait for it
  * @ops: user pointer to nr_ops struct drm_vgpu_svm_op
  * @nr_ops: 1..64
- * @flags: zero
+ * @flags: zero or VGPU_SVM_SUBMIT_PREFAULT
  * @handles: user pointer to nr_handles __u32 GEM handles of userptr objects
  *           the job uses (validated before the job runs); may be 0 with
  *           nr_handles 0
@@ -168,11 +168,22 @@ struct drm_vgpu_svm_op {
  *          none)
  * @faults: out: device faults serviced while the job ran
  *
+ * VGPU_SVM_SUBMIT_PREFAULT (SVM contexts; ignored without SVM): before the job
+ * starts, the driver mirrors what its ops will touch, as the device's own
+ * faults would (writable for a destination), in op order, at most
+ * VGPU_SVM_PREFAULT_MAX bytes per job; ranges overlapping a binding are left
+ * alone. A job on memory it has not touched yet then takes no device fault
+ * (one device round trip instead of two or more). Best effort: what cannot
+ * be mirrored is left to the device's faults, which fail the job as without
+ * the flag; but a job that fails at one op may have faulted in the pages of
+ * later ops (allocated, copy-on-write broken), which without the flag it
+ * would not have reached.
+ *
  * Returns 0 when every op completed, else one of:
  * -EINVAL: bad ops (unknown kind, nonzero flags, len above
  *          VGPU_SVM_MAX_OP_LEN, a range that overflows or reaches 2^48,
  *          ATOMIC_ADD not 8-byte aligned), nr_ops/nr_handles out of range,
- *          nonzero flags/pad, a handle of an object that is not bound or
+ *          unknown flags, nonzero pad, a handle of an object that is not bound or
  *          belongs to another file;
  * -EFAULT: the ops or handles array is unreadable; or an op touched memory
  *          that cannot be mirrored: unmapped, PROT_NONE, VM_IO/VM_PFNMAP,
@@ -197,6 +208,9 @@ struct drm_vgpu_svm_op {
  * -ENODEV: the device is gone (unbound);
  * -ENOMEM: out of kernel memory.
  */
+#define VGPU_SVM_SUBMIT_PREFAULT (1u << 0)
+#define VGPU_SVM_PREFAULT_MAX    (2u << 20)
+
 struct drm_vgpu_svm_submit {
 	__u64 ops;
 	__u32 nr_ops;

@@ -313,7 +313,7 @@ impl Context {
         let mut arg = drm_vgpu_svm_submit {
             ops: ops.as_ptr() as u64,
             nr_ops: ops.len() as u32,
-            flags: 0,
+            flags: job.submit_flags(),
             handles: if handles.is_empty() {
                 0
             } else {

@@ -13,6 +13,8 @@ pub const MAX_HANDLES: usize = 1024;
 
 /// Longest single op in bytes (`VGPU_SVM_MAX_OP_LEN`).
 pub const MAX_OP_LEN: u64 = vgpu_uapi::VGPU_SVM_MAX_OP_LEN;
+/// Most bytes [`Job::prefault`] mirrors per job (`VGPU_SVM_PREFAULT_MAX`).
+pub const PREFAULT_MAX: u64 = vgpu_uapi::VGPU_SVM_PREFAULT_MAX as u64;
 
 /// One device operation. Addresses are GPU virtual addresses: in an SVM
 /// context the same as the CPU's, otherwise inside a bound userptr object.
@@ -136,6 +138,7 @@ pub struct JobResult {
 pub struct Job {
     ops: Vec<Op>,
     handles: Vec<u32>,
+    prefault: bool,
 }
 
 impl Job {
@@ -183,6 +186,25 @@ impl Job {
     /// Names `bo` as used by the job (once, however often it is named).
     pub fn uses(self, bo: &UserptrBo<'_>) -> Job {
         self.uses_handle(bo.handle())
+    }
+
+    /// Asks the driver to mirror what the ops will touch before the job starts
+    /// (`VGPU_SVM_SUBMIT_PREFAULT`, SVM contexts, at most
+    /// [`PREFAULT_MAX`] bytes): a job on memory it has not touched yet then
+    /// takes no device fault. See the flag's documentation in the uAPI header
+    /// for what it may fault in when the job fails early.
+    pub fn prefault(mut self) -> Job {
+        self.prefault = true;
+        self
+    }
+
+    /// The SUBMIT flags this job asks for.
+    pub fn submit_flags(&self) -> u32 {
+        if self.prefault {
+            vgpu_uapi::VGPU_SVM_SUBMIT_PREFAULT
+        } else {
+            0
+        }
     }
 
     /// Names a raw GEM handle as used by the job (for the C API and for tests

@@ -70,6 +70,6 @@ mod sys;
 pub use context::{Context, UserptrBo, GPU_VA_BITS, PAGE_SIZE};
 pub use device::{Device, DrmVersion, Param, ProtocolVersion, DRIVER_NAME, DRI_DIR, RENDER_MINORS};
 pub use error::{Error, Result};
-pub use job::{Job, JobResult, Op, MAX_HANDLES, MAX_OPS, MAX_OP_LEN};
+pub use job::{Job, JobResult, Op, MAX_HANDLES, MAX_OPS, MAX_OP_LEN, PREFAULT_MAX};
 pub use stats::{MmuEvent, Stats, EVENT_SLOTS};
 pub use vgpu_uapi as uapi;

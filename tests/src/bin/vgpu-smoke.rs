@@ -323,15 +323,21 @@ fn check_binding_owns_its_range(_dev: &Device) -> Result<String, String> {
     let bo2 = ctx.userptr_raw(a2.addr() as *const u8, a2.len(), false).map_err(|e| e.to_string())?;
     let gva2 = r.addr() + 3 * MIB as u64;
     ctx.bind(&bo2, gva2).map_err(|e| format!("BIND of a second object inside R: {e}"))?;
-    let stray = vgpu::Job::new().fill(gva2, 4096, 0xcd);
-    // SAFETY: if it ran, it would write A2 or R, both raw mappings.
-    match unsafe { ctx.submit(&stray) } {
-        Err(e) if e.errno() == libc::EFAULT => {}
-        Err(e) => return Err(format!("FILL of a binding the job does not list: {e}, want EFAULT")),
-        Ok(_) => return Err("FILL of a binding the job does not list succeeded, want EFAULT".into()),
-    }
-    if a2.read(0, 4096).iter().any(|&b| b != 0x22) || r.read(3 * MIB, 4096).iter().any(|&b| b != 0x33) {
-        return Err("the refused FILL changed memory".into());
+    // Also with SUBMIT_PREFAULT: the prefault leaves ranges that overlap a binding alone.
+    for (stray, how) in [
+        (vgpu::Job::new().fill(gva2, 4096, 0xcd), ""),
+        (vgpu::Job::new().fill(gva2 - 4096, 8192, 0xcd).prefault(), " (PREFAULT, the range starting below it)"),
+        (vgpu::Job::new().fill(gva2, 4096, 0xcd).prefault(), " (PREFAULT)"),
+    ] {
+        // SAFETY: if it ran, it would write A2 or R, both raw mappings.
+        match unsafe { ctx.submit(&stray) } {
+            Err(e) if e.errno() == libc::EFAULT => {}
+            Err(e) => return Err(format!("FILL of a binding the job does not list{how}: {e}, want EFAULT")),
+            Ok(_) => return Err(format!("FILL of a binding the job does not list{how} succeeded, want EFAULT")),
+        }
+        if a2.read(0, 4096).iter().any(|&b| b != 0x22) || r.read(3 * MIB, 4096).iter().any(|&b| b != 0x33) {
+            return Err(format!("the refused FILL{how} changed memory"));
+        }
     }
     // SVM next to the binding still works, and its fault window does not run across it.
     let below = gva - 4096;

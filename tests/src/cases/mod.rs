@@ -408,6 +408,13 @@ pub const CASES: &[Case] = &[
         promises::submit_result,
     ),
     case(
+        "submit_prefault",
+        "SUBMIT_PREFAULT: no device fault on untouched memory, only the ops' pages faulted in, errors left to the device",
+        Mode::BOTH,
+        false,
+        promises::submit_prefault,
+    ),
+    case(
         "bind_unbind",
         "BIND of a bound object EBUSY; unbound object's handle EINVAL; UNBIND inside/twice ENOENT; rebind elsewhere",
         Mode::USERPTR,

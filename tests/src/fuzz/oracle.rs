@@ -500,7 +500,7 @@ fn submit_expect(v: &[u8], caller: Caller, arrays: Option<&SubmitArrays>) -> Err
     let doc = Ioctl::Submit.documented();
     let (ops_addr, nr_ops, flags) = (u64_at(v, 0), u32_at(v, 8), u32_at(v, 12));
     let (handles_addr, nr_handles, pad) = (u64_at(v, 16), u32_at(v, 24), u32_at(v, 28));
-    if flags != 0 || pad != 0 || nr_ops == 0 || nr_ops > MAX_OPS || nr_handles > MAX_HANDLES {
+    if flags & !vgpu::uapi::VGPU_SVM_SUBMIT_PREFAULT != 0 || pad != 0 || nr_ops == 0 || nr_ops > MAX_OPS || nr_handles > MAX_HANDLES {
         return match caller {
             Caller::Owner => ErrSet::only(EINVAL),
             Caller::Foreign => ErrSet::of(&[EINVAL, EPERM]),

@@ -663,7 +663,8 @@ impl<'a> Worker<'a> {
                 gen::Bytes::default()
                     .u64(ops_addr)
                     .u32(nr)
-                    .u32(gen::pad(r))
+                    // Flags: PREFAULT (valid) a third of the time, otherwise mostly zero.
+                    .u32(if r.below(3) == 0 { vgpu::uapi::VGPU_SVM_SUBMIT_PREFAULT } else { gen::pad(r) })
                     .u64(handles_field)
                     .u32(nr_h)
                     .u32(gen::pad(r))

@@ -56,6 +56,8 @@ pub(crate) struct Stats {
     /// Device flushes sent as INVALIDATE (a job of the context was on the device, or the
     /// device has no TLB generation).
     pub(crate) flushes_sent: AtomicU64,
+    /// GPU entries written by `VGPU_SVM_SUBMIT_PREFAULT` before jobs started (4 KiB units).
+    pub(crate) prefaulted_pages: AtomicU64,
     pub(crate) events: [AtomicU64; EVENTS],
 }
 
@@ -587,6 +589,7 @@ impl Shared {
         writeln!(out, "{p}nonblock-eagain:\t{}", ld(&s.nonblock_eagain))?;
         writeln!(out, "{p}flushes-elided:\t{}", ld(&s.flushes_elided))?;
         writeln!(out, "{p}flushes-sent:\t{}", ld(&s.flushes_sent))?;
+        writeln!(out, "{p}prefaulted-pages:\t{}", ld(&s.prefaulted_pages))?;
         for (i, name) in EVENT_NAMES.iter().enumerate() {
             writeln!(out, "{p}events-{name}:\t{}", ld(&s.events[i]))?;
         }

@@ -385,7 +385,7 @@ impl File {
 
     /// DRM_IOCTL_VGPU_SVM_SUBMIT: run a job and wait for it.
     pub(crate) fn submit(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_submit, file: &drm::File<File>) -> Result<u32> {
-        if req.flags != 0 || req.pad != 0 || req.nr_ops == 0 || req.nr_ops > uapi::VGPU_SVM_MAX_OPS || req.nr_handles > 1024 {
+        if req.flags & !uapi::VGPU_SVM_SUBMIT_PREFAULT != 0 || req.pad != 0 || req.nr_ops == 0 || req.nr_ops > uapi::VGPU_SVM_MAX_OPS || req.nr_handles > 1024 {
             return Err(EINVAL);
         }
         let this = file.inner();
@@ -429,6 +429,11 @@ impl File {
         let mut bindings = KVec::with_capacity(ctx.bound.len(), GFP_KERNEL)?;
         for r in ctx.bindings() {
             bindings.push(r, GFP_KERNEL)?;
+        }
+        if req.flags & uapi::VGPU_SVM_SUBMIT_PREFAULT != 0 {
+            if let Some(n) = svm {
+                crate::mirror::prefault(&shared, n, &ops.0, &bindings)?;
+            }
         }
         let mut tries = 0;
         let done = loop {

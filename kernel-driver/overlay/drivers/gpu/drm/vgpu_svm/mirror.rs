@@ -259,6 +259,66 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
     }
 }
 
+/// Pages [`prefault`] mirrors at most per job (2 MiB): bounds the work done before a job
+/// starts, and the pfn array (4 KiB); the rest of a larger job faults on the device.
+pub(crate) const PREFAULT_MAX_PAGES: u64 = uapi::VGPU_SVM_PREFAULT_MAX as u64 / PAGE;
+
+/// The page-aligned ranges `[start, end)` an op touches, with whether it writes them:
+/// its source (read) and destination (write). Lengths and ends were checked by
+/// `Ops::check` (below 2^48, no overflow).
+fn op_ranges(op: &uapi::drm_vgpu_svm_op) -> [Option<(u64, u64, bool)>; 2] {
+    let span = |a: u64, len: u64, write: bool| {
+        (len > 0).then(|| (a & !(PAGE - 1), (a + len).next_multiple_of(PAGE), write))
+    };
+    match op.kind {
+        uapi::VGPU_SVM_OP_KIND_COPY => [span(op.src, op.len, false), span(op.dst, op.len, true)],
+        uapi::VGPU_SVM_OP_KIND_FILL | uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN => [span(op.dst, op.len, true), None],
+        uapi::VGPU_SVM_OP_KIND_HASH | uapi::VGPU_SVM_OP_KIND_READ => [span(op.src, op.len, false), None],
+        uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD => [span(op.dst, 8, true), None],
+        _ => [None, None],
+    }
+}
+
+/// `VGPU_SVM_SUBMIT_PREFAULT`: before an SVM job starts, mirrors what its ops will touch,
+/// so that a job on memory it has not touched yet needs no device fault round trip. Pages
+/// are faulted in as the device's own fault would (writable for a destination), in op
+/// order, at most [`PREFAULT_MAX_PAGES`] in all; ranges that overlap a binding are left
+/// alone (only the bound object backs them). Best effort: a range that cannot be mirrored
+/// (a hole, PROT_NONE, read-only for a write, memfd_secret, EBUSY) is left to the device's
+/// faults, which report the error as without the flag. Only a fatal signal ends it
+/// (`EINTR`). Returns the number of GPU entries written.
+pub(crate) fn prefault<T: IntervalNotifierOps<Locked = Locked>>(
+    shared: &Shared,
+    n: &IntervalNotifier<T>,
+    ops: &[uapi::drm_vgpu_svm_op],
+    bindings: &[(u64, u64)],
+) -> Result<u64> {
+    let Some(mm) = shared.mm.mmget_not_zero() else { return Ok(0) };
+    let mut budget = PREFAULT_MAX_PAGES;
+    let mut written = 0u64;
+    // Bounded: at most 2 ranges per op, VGPU_SVM_MAX_OPS ops.
+    for (s, e, write) in ops.iter().flat_map(op_ranges).flatten() {
+        if budget == 0 {
+            break;
+        }
+        let e = e.min(crate::pagetable::VA_LIMIT);
+        if s >= e || bindings.iter().any(|&(bs, be)| bs < e && s < be) {
+            continue;
+        }
+        let npages = ((e - s) / PAGE).min(budget);
+        budget -= npages;
+        let p = Placement { cpu: s, gpu: s, writable: true, avoid: bindings };
+        match populate(shared, n, &mm, p, npages as usize, write, Fault::All, || {}) {
+            Ok((w, _)) => written += w,
+            Err(e) if e == EINTR => return Err(EINTR),
+            // Left to the device's faults (see above).
+            Err(_) => {}
+        }
+    }
+    shared.stats.prefaulted_pages.fetch_add(written, Ordering::Relaxed);
+    Ok(written)
+}
+
 /// Services a device fault at GPU VA `va` of an SVM context (GPU VA == CPU VA): faults in
 /// that page only and mirrors a window of neighbours as the CPU maps them now, inside its VMA, stopping at the first of `bindings` (GPU VA
 /// ranges that userptr objects own; a fault inside one is never serviced as identity).

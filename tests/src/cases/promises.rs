@@ -675,7 +675,9 @@ fn resident_pages(m: &Mapping) -> Vec<bool> {
 /// flags are -EINVAL). SVM: a job writing 3 untouched pages and reading a fourth takes no
 /// device fault, its data is right, and exactly those 4 pages became resident (no neighbour
 /// faulted in); a write to read-only memory still fails with EPERM; a job larger than
-/// VGPU_SVM_PREFAULT_MAX takes device faults for the rest and is complete.
+/// VGPU_SVM_PREFAULT_MAX takes device faults for the rest and is complete. Without the flag,
+/// a device fault faults in the pages the faulting op touches next within its window: a job
+/// writing 64 untouched pages takes one fault, and the pages after the op stay untouched.
 pub fn submit_prefault(cx: &mut Cx) -> CaseResult {
     let g = cx.gpu()?;
     let m = Mapping::anon(8 * PAGE)?;
@@ -714,6 +716,18 @@ pub fn submit_prefault(cx: &mut Cx) -> CaseResult {
         cx.check(Expect::pattern(big, 9).mismatch(&b).is_none(), "the large job's writes are all there");
         let after = g.ctx().stats().map(|s| s.faults_serviced).unwrap_or(0);
         cx.note(format!("faults serviced by the driver meanwhile: {}", after - before));
+        // Without PREFAULT, a device fault faults in what the faulting op touches next
+        // (within the fault window), and nothing beyond the op.
+        let w = Mapping::anon(80 * PAGE)?;
+        w.madvise(0, 80 * PAGE, libc::MADV_NOHUGEPAGE).step("MADV_NOHUGEPAGE")?;
+        let rw = g.map(&w)?;
+        let res = g.submit(&[&rw], Job::new().write_pattern(rw.va(0), 64 * PAGE as u64, 3));
+        if let Some(j) = cx.check_ok("a job writing 64 untouched pages (no PREFAULT)", res) {
+            // One fault per 64-page window; a few more if something invalidated meanwhile.
+            cx.check((1..=4).contains(&j.faults), format!("it takes 1 device fault, not one per page ({})", j.faults));
+        }
+        let expect: Vec<bool> = (0..80).map(|i| i < 64).collect();
+        cx.check_eq("the 64 pages the op writes became resident, the 16 after it did not", resident_pages(&w), expect);
         // Unknown flags.
         let op = uapi::drm_vgpu_svm_op { kind: uapi::VGPU_SVM_OP_KIND_READ, src: r.va(0), len: 8, ..Default::default() };
         let mut req = uapi::drm_vgpu_svm_submit {

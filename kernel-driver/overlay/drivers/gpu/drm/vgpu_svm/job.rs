@@ -222,7 +222,10 @@ pub(crate) fn run(
                             None => Err(EFAULT),
                             // (Refuses a fault inside the binding of an object the job does
                             // not list: only that object may back its range.)
-                            Some(n) => mirror::service_fault(shared, n, f.va, f.write, bindings),
+                            Some(n) => {
+                                let fault_end = mirror::op_range_end(&ops.0, f.op_index, f.va, f.write);
+                                mirror::service_fault(shared, n, f.va, f.write, bindings, fault_end)
+                            }
                         }
                     };
                     if let Err(e) = &serviced {

@@ -111,9 +111,10 @@ fn check_range(mmap: &kernel::mm::MmapReadGuard<'_>, start: u64, end: u64) -> Re
 pub(crate) enum Fault {
     /// Every page (a userptr object's range: the process asked for all of it).
     All,
-    /// Only the first page; the others are taken as they are (an SVM fault window: its
-    /// neighbours must not change what the process sees).
-    FirstOnly,
+    /// The first `n` pages (at least one: the faulting page, then those the faulting op
+    /// will touch next anyway); the rest of the window is taken as it is (an SVM fault
+    /// window: neighbours the job does not touch must not change what the process sees).
+    First(usize),
 }
 
 /// Mirrors `npages` pages starting at CPU VA `p.cpu` (inside `n`'s range) at GPU VA `p.gpu`,
@@ -152,20 +153,21 @@ pub(crate) fn populate<T: IntervalNotifierOps<Locked = Locked>>(
             let end = p.cpu + (npages as u64) * PAGE;
             match what {
                 Fault::All => check_range(&mmap, p.cpu, end).and_then(|()| hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut pfns, flags)),
-                Fault::FirstOnly => {
+                Fault::First(nfault) => {
                     // The window's neighbours are optional: it ends at the first hole or
                     // refused VMA as the mm is now (another thread may have unmapped part of
                     // it since the caller looked; only the first page must be there).
                     mirrorable_end(&mmap, p.cpu, end).and_then(|wend| {
                         pfns.iter_mut().for_each(|e| *e = 0);
                         let window = &mut pfns[..((wend - p.cpu) / PAGE) as usize]; // >= 1 page
-                        // Fault in the first page alone, then snapshot the window without
+                        // Fault in the first pages alone, then snapshot the window without
                         // faulting anything (one sequence for both: a change in between is
                         // EBUSY). A single call with per-page flags is not enough: where a
                         // whole page table is missing, hmm_range_fault faults every page of
                         // the hole once one needs it.
-                        hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut window[..1], flags)?;
-                        window[0] = 0;
+                        let k = nfault.clamp(1, window.len());
+                        hmm::range_fault(&mmap, n, seq, p.cpu as usize, &mut window[..k], flags)?;
+                        window[..k].iter_mut().for_each(|e| *e = 0);
                         hmm::range_fault_per_page(&mmap, n, seq, p.cpu as usize, window)
                     })
                 }
@@ -319,15 +321,28 @@ pub(crate) fn prefault<T: IntervalNotifierOps<Locked = Locked>>(
     Ok(written)
 }
 
+/// Where the faulting op touches memory next: the end of its range (page-aligned up) that
+/// holds `va`, for the fault's access (a write: the destination; a read: the source), if
+/// the device's `op_index` names an op of the job whose range holds `va` (the device's
+/// report is not trusted: anything else is `None`).
+pub(crate) fn op_range_end(ops: &[uapi::drm_vgpu_svm_op], op_index: u32, va: u64, write: bool) -> Option<u64> {
+    let op = ops.get(op_index as usize)?;
+    op_ranges(op).into_iter().flatten().find(|&(s, e, w)| w == write && s <= va && va < e).map(|(_, e, _)| e)
+}
+
 /// Services a device fault at GPU VA `va` of an SVM context (GPU VA == CPU VA): faults in
-/// that page only and mirrors a window of neighbours as the CPU maps them now, inside its VMA, stopping at the first of `bindings` (GPU VA
-/// ranges that userptr objects own; a fault inside one is never serviced as identity).
+/// that page and, up to `fault_end` (the end of the faulting op's range, see
+/// [`op_range_end`]; `None`: that page only), the pages the op touches next, and mirrors
+/// the rest of a window of neighbours as the CPU maps them now, inside its VMA, stopping at
+/// the first of `bindings` (GPU VA ranges that userptr objects own; a fault inside one is
+/// never serviced as identity).
 pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
     shared: &Shared,
     n: &IntervalNotifier<T>,
     va: u64,
     write: bool,
     bindings: &[(u64, u64)],
+    fault_end: Option<u64>,
 ) -> Result {
     let va = va & !(PAGE - 1);
     if va >= crate::pagetable::VA_LIMIT || in_ranges(bindings, va) {
@@ -344,8 +359,9 @@ pub(crate) fn service_fault<T: IntervalNotifierOps<Locked = Locked>>(
         (vma.end() as u64).min(va.saturating_add((WINDOW as u64) * PAGE)).min(next_binding)
     };
     let npages = ((end - va) / PAGE).max(1) as usize;
+    let nfault = fault_end.map_or(1, |fe| (fe.saturating_sub(va) / PAGE) as usize);
     let p = Placement { cpu: va, gpu: va, writable: true, avoid: bindings };
-    populate(shared, n, &mm, p, npages, write, Fault::FirstOnly, || {})?;
+    populate(shared, n, &mm, p, npages, write, Fault::First(nfault), || {})?;
     shared.stats.faults_serviced.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -3,8 +3,10 @@
 # which tests/CONTRACTS.md maps to the header's promises, in every execution pattern they
 # run in, then the kernel-log check. They need no debug knob: the driver stays as loaded.
 status=0
+echo "vgpu-guest: running vgpu-smoke"
+/bin/vgpu-smoke || status=1
 echo "vgpu-guest: running vgpu-coherence (promise cases)"
-/bin/vgpu-coherence semantic_b_va_reuse readonly_objects ctx_config_window submit_result \
+/bin/vgpu-coherence semantic_b_va_reuse readonly_objects ctx_config_window submit_result submit_prefault \
     bind_unbind closed_bound_object fork_child_objects context_slots release_visible || status=1
 echo "vgpu-guest: vgpu-coherence done"
 . /etc/vgpu/jobs/kernel-log.sh

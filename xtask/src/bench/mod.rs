@@ -759,6 +759,9 @@ pub fn checker_order(pairs: usize) -> Vec<(usize, bool)> {
 
 pub fn bench(o: &Opts) -> Result<()> {
     let t0 = Instant::now();
+    // The commit as the run starts (what the builds below take).
+    let measured = commit();
+    say!("bench: at {} ({})", measured.0, measured.1);
     let mut errors = Vec::new();
     // 1. The guest bench.
     say!(

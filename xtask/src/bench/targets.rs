@@ -275,7 +275,11 @@ pub fn table(outcomes: &[Outcome]) -> String {
             Metric::Ratio => format!("`{}` ratio", t.figure),
             Metric::Value => format!("`{}`", t.figure),
         };
-        let u = if t.unit == "x" { "x" } else { "" };
+        let u = if t.unit == "x" {
+            "x".to_string()
+        } else {
+            format!(" {}", t.unit)
+        };
         let (med, range) = match o.spread {
             Some(sp) => (
                 format!("{}{u}", fmt_num(sp.median)),
@@ -433,7 +437,10 @@ mod tests {
         );
         assert_eq!(evaluate(rss, &[f]).verdict, Verdict::Met);
         let f = fig("svm_sparse_rss_per_write", "KiB", &seven(256.0), None);
-        assert_eq!(evaluate(rss, &[f]).verdict, Verdict::NotMet);
+        let o = evaluate(rss, &[f]);
+        assert_eq!(o.verdict, Verdict::NotMet);
+        let md = table(&[o]);
+        assert!(md.contains("| 256 KiB | 256–256 KiB | 7 | ≤ 4 KiB | **not met** |"), "{md}");
         // Three reps: undecided, listed as an error, never met.
         let f = fig("svm_sparse_rss_per_write", "KiB", &[4.0; 3], None);
         let o = evaluate(rss, &[f]);

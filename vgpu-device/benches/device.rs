@@ -39,7 +39,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_vgpu-device");
 const COPY: u64 = 32 * MB;
 /// The TLB-resident case: 2 x 2048 pages, half the default 8192 entries.
 const SMALL_COPY: u64 = 8 * MB;
-const REPS: usize = 15;
+const REPS: usize = 25;
 const _: () = assert!(REPS >= 7);
 const BATCHES: usize = 30;
 const PER_BATCH: usize = 100;

@@ -3,7 +3,8 @@
 //! timed in four states: unmirrored (nothing open), mirrored by an SVM
 //! context (a device job wrote the whole range), covered by a validated
 //! userptr object, and mirrored by dmirror (HMM_DMIRROR_READ of the range);
-//! 7 repetitions, the four states in turn in each. The unmirrored baseline
+//! 7 repetitions (move_pages) or 11 (the others), the four states in turn
+//! in each. The unmirrored baseline
 //! runs in a forked child while the bench has nothing open.
 
 use vgpu::{Context, Job, UserptrBo};
@@ -14,13 +15,17 @@ use super::*;
 
 pub struct Params {
     pub size: usize,
-    /// Repetitions per (op, state), the states interleaved.
+    /// Repetitions of move_pages per state, the states interleaved.
     pub reps: usize,
+    /// Repetitions of munmap, fork and mprotect (cheaper than move_pages, and
+    /// noisier: a few ms under TCG).
+    pub quick_reps: usize,
 }
 
 pub const DEFAULT: Params = Params {
     size: 256 * MIB,
     reps: 7,
+    quick_reps: 11,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -187,8 +192,13 @@ pub fn run(p: &Params) -> R<()> {
         // unmirrored one in a child forked with nothing open.
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); states.len()];
         let mut moved = vec![0i64; states.len()];
-        for rep in 0..p.reps {
-            progress(&format!("cpu: {} {} MiB, rep {}/{}", op.name(), size / MIB, rep + 1, p.reps));
+        let reps = if matches!(op, Op::MovePages) {
+            p.reps
+        } else {
+            p.quick_reps
+        };
+        for rep in 0..reps {
+            progress(&format!("cpu: {} {} MiB, rep {}/{reps}", op.name(), size / MIB, rep + 1));
             for (si, &state) in states.iter().enumerate() {
                 let (t, extra) = if state == State::Unmirrored {
                     let v = in_child(move || one(op, state, size).map(|(t, e)| vec![t, e as f64]))?;
@@ -216,7 +226,7 @@ pub fn run(p: &Params) -> R<()> {
             )
             .param("unmirrored", "in a forked child of a bench with nothing open (no vgpu context, no dmirror; the child never opens /dev/dri)")
             .param("mirrored", "the context / object / dmirror is opened for the repetition and closed after it")
-            .param("reps", p.reps);
+            .param("reps", reps);
             if matches!(op, Op::MovePages) {
                 f = f.param("pages_moved", moved[si]);
             }

@@ -28,7 +28,7 @@ pub const DEFAULT: Params = Params {
     sparse_gib: 64,
     sparse_touches: 64,
     procs: 4,
-    proc_jobs: 48,
+    proc_jobs: 96,
     proc_copy: 4 * MIB,
 };
 

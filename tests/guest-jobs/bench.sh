@@ -1,9 +1,9 @@
 #!/bin/sh
 # The benchmarks (`cargo xtask bench`): measurements, not tests. vgpu-bench prints one
 # `vgpu-bench: {json}` line per figure; the host collects them into target/vgpu/bench.json,
-# bench.md and the plots (xtask/src/bench.rs). The host may pass `vgpu_bench=GROUP,...` on the
+# bench.md and the plots (xtask/src/bench/). The host may pass `vgpu_bench=GROUP,...` on the
 # kernel command line (it becomes an environment variable of /init) to run a subset: the
-# second VM, whose device runs with `--checker off`, runs only the `device` group.
+# checker boots (`--checker strict` and `off` alternated) run only the `devcopy` group.
 echo "vgpu-guest: bench: $(nproc) vCPUs, $(grep MemTotal /proc/meminfo)"
 # Keep kernel messages off the console: the figure lines must arrive whole.
 echo 1 > /proc/sys/kernel/printk

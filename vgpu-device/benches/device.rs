@@ -15,8 +15,13 @@
 //!   INVALIDATE of a 2 MiB range whose 512 entries are all cached (refilled
 //!   by a job before each) versus the NOP sent right after it.
 //!
-//! Every copy figure is the best of [`REPS`] jobs (the `ms` lines that
-//! `cargo xtask bench` reads) with the median beside it. `VGPU_DEVICE_BIN`
+//! Every figure has [`REPS`] repetitions (at least 7), the value and its
+//! baseline interleaved: strict and off jobs alternated (the first of each
+//! pair alternated too), and a memcpy of the same size after each pair; the
+//! round trips in [`BATCHES`] alternating batches, one repetition per
+//! batch (its median). Besides the human-readable lines, each figure is one
+//! `vgpu-bench: {json}` line with `reps` and `baseline_reps`, the format of
+//! the guest bench, which `cargo xtask bench` reads. `VGPU_DEVICE_BIN`
 //! runs another build of the daemon under the same bench (to compare two
 //! builds on a noisy machine, run them in turn, several times).
 //!
@@ -34,7 +39,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_vgpu-device");
 const COPY: u64 = 32 * MB;
 /// The TLB-resident case: 2 x 2048 pages, half the default 8192 entries.
 const SMALL_COPY: u64 = 8 * MB;
-const REPS: usize = 9;
+const REPS: usize = 25;
+const _: () = assert!(REPS >= 7);
 const BATCHES: usize = 30;
 const PER_BATCH: usize = 100;
 /// INVALIDATEs of a range whose entries are all cached.
@@ -163,21 +169,6 @@ fn cpus(v: &[Timed]) -> Vec<Duration> {
     v.iter().map(|t| t.cpu).collect()
 }
 
-/// Times of `n` copies of `len` bytes by memcpy.
-fn memcpy_times(len: u64, n: usize) -> Vec<Duration> {
-    let src = rand_bytes(len as usize, 2);
-    let mut dst = vec![0u8; len as usize];
-    dst.copy_from_slice(&src); // fault the pages in
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&mut dst);
-            t.elapsed()
-        })
-        .collect()
-}
-
 fn min(v: &[Duration]) -> Duration {
     v.iter().copied().min().unwrap_or_default()
 }
@@ -200,12 +191,16 @@ fn gbps(len: u64, d: Duration) -> f64 {
     len as f64 / d.as_secs_f64() / 1e9
 }
 
-/// Strict and off times of `c`, jobs alternated; one warm-up job each
-/// (faults the daemon's mapping in, fills the TLB).
-fn copy_pair(strict: &mut Vm, off: &mut Vm, c: Case) -> (Vec<Timed>, Vec<Timed>) {
+/// Strict and off times of `c`, jobs alternated, and a memcpy of the same
+/// size after each pair; one warm-up job each (faults the daemon's mapping
+/// in, fills the TLB).
+fn copy_pair(strict: &mut Vm, off: &mut Vm, c: Case) -> (Vec<Timed>, Vec<Timed>, Vec<Duration>) {
     copy_job(strict, 0, c);
     copy_job(off, 0, c);
-    let (mut s, mut o) = (Vec::new(), Vec::new());
+    let src = rand_bytes(c.len as usize, 2);
+    let mut dst = vec![0u8; c.len as usize];
+    dst.copy_from_slice(&src); // fault the pages in
+    let (mut s, mut o, mut m) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..REPS {
         let id = 1 + i as u64;
         if i % 2 == 0 {
@@ -215,8 +210,74 @@ fn copy_pair(strict: &mut Vm, off: &mut Vm, c: Case) -> (Vec<Timed>, Vec<Timed>)
             o.push(copy_job(off, id, c));
             s.push(copy_job(strict, id, c));
         }
+        let t = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        m.push(t.elapsed());
     }
-    (s, o)
+    (s, o, m)
+}
+
+/// One `vgpu-bench: {json}` figure line (the guest bench's format): the
+/// value's repetitions and, interleaved with them, the baseline's.
+fn figure(name: &str, unit: &str, reps: &[f64], baseline: Option<(&str, &[f64])>, what: &str) {
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (bn, bv, br, ratio) = match baseline {
+        Some((n, b)) => {
+            assert_eq!(b.len(), reps.len(), "{name}: unpaired repetitions");
+            let r: Vec<f64> = reps.iter().zip(b).map(|(x, y)| x / y).collect();
+            (
+                serde_json::json!(n),
+                serde_json::json!(med(b)),
+                serde_json::json!(b),
+                serde_json::json!(med(&r)),
+            )
+        }
+        None => (
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+        ),
+    };
+    let mut j = serde_json::json!({
+        "name": name,
+        "value": med(reps),
+        "unit": unit,
+        "baseline_name": bn,
+        "baseline_value": bv,
+        "ratio": ratio,
+        "params": {"what": what, "reps": reps.len()},
+        "reps": reps,
+    });
+    if !br.is_null() {
+        j["baseline_reps"] = br;
+    }
+    println!("vgpu-bench: {j}");
+}
+
+fn ms_of(v: &[Duration]) -> Vec<f64> {
+    v.iter().map(|d| ms(*d)).collect()
+}
+
+fn gbps_of(len: u64, v: &[Duration]) -> Vec<f64> {
+    v.iter().map(|d| gbps(len, *d)).collect()
+}
+
+/// min / median / max of `v` in ms, for the human-readable lines.
+fn spread_ms(v: &[Duration]) -> String {
+    let mut s = v.to_vec();
+    s.sort();
+    format!(
+        "{:.2} / {:.2} / {:.2} ms",
+        ms(s[0]),
+        ms(s[s.len() / 2]),
+        ms(s[s.len() - 1])
+    )
 }
 
 /// Per-call round trips of `a` and `b`, in alternating batches.
@@ -250,90 +311,83 @@ fn main() {
     let t0 = Instant::now();
     let (mut strict, frames) = setup("bench-strict", "strict");
     let (mut off, _) = setup("bench-off", "off");
-    let mut results = Vec::new();
+    println!("copy through the GPU page table, {REPS} reps each, strict and off jobs alternated, memcpy after each pair (min / median / max):");
     for c in CASES {
-        let (st, ot) = copy_pair(&mut strict, &mut off, c);
-        let m = memcpy_times(c.len, REPS);
-        results.push((c, walls(&st), walls(&ot), m, st, ot));
+        eprintln!("device bench: case {} ({:.1} s)", c.name, t0.elapsed().as_secs_f64());
+        let (st, ot, m) = copy_pair(&mut strict, &mut off, c);
+        let (tag, what) = match c.name {
+            "4k" => ("32m_4k", "32 MiB in 4 KiB pages (more pages than the TLB holds)"),
+            "4k-tlb" => ("8m_4k_tlb", "8 MiB in 4 KiB pages, a TLB-sized working set (4096 of the 8192 entries: every translation hits after the warm-up)"),
+            _ => ("32m_2m", "32 MiB in 2 MiB pages (GPU page table with 2 MiB leaves)"),
+        };
+        println!(
+            "  case {:6} {what}\n    memcpy {}\n    checker off {}\n    strict {}\n    median run-queue wait of the daemon: off {:.2} ms, strict {:.2} ms",
+            c.name,
+            spread_ms(&m),
+            spread_ms(&walls(&ot)),
+            spread_ms(&walls(&st)),
+            ms(median(&ot.iter().map(|t| t.waited).collect::<Vec<_>>())),
+            ms(median(&st.iter().map(|t| t.waited).collect::<Vec<_>>())),
+        );
+        let chk = if c.name == "4k" {
+            "host_checker_strict_vs_off".to_string()
+        } else {
+            format!("host_checker_strict_vs_off_{tag}")
+        };
+        figure(
+            &chk,
+            "ms",
+            &ms_of(&walls(&st)),
+            Some((&format!("host_checker_off_{tag}"), &ms_of(&walls(&ot)))),
+            &format!("COPY job, {what}: daemon with --checker strict vs one with off, jobs alternated; wall time"),
+        );
+        figure(
+            &format!("{chk}_cpu"),
+            "ms",
+            &ms_of(&cpus(&st)),
+            Some((&format!("host_checker_off_cpu_{tag}"), &ms_of(&cpus(&ot)))),
+            "the same jobs, daemon CPU time (all threads, schedstat): immune to another job preempting the daemon",
+        );
+        figure(
+            &format!("host_copy_bandwidth_{tag}"),
+            "GB/s",
+            &gbps_of(c.len, &walls(&st)),
+            Some((&format!("host_memcpy_bandwidth_{tag}"), &gbps_of(c.len, &m))),
+            &format!("COPY job bandwidth, {what}, checker strict, vs a memcpy of the same size run right after each pair"),
+        );
+        figure(
+            &format!("host_copy_bandwidth_{tag}_checker_off"),
+            "GB/s",
+            &gbps_of(c.len, &walls(&ot)),
+            Some((&format!("host_memcpy_bandwidth_{tag}"), &gbps_of(c.len, &m))),
+            "the same, checker off",
+        );
     }
     let (fa, fb) = frames[0];
     let guest_memcpy = guest_memcpy_times(&strict, fa, fb, COPY, REPS);
-
-    let (c, s, o, m, st, ot) = &results[0];
     println!(
-        "copy of {} MiB (4 KiB GPU pages), best of {REPS} (median in brackets):",
-        c.len >> 20
+        "  memcpy in guest memory, 4 KiB at a time, 32 MiB: {}",
+        spread_ms(&guest_memcpy)
     );
-    println!(
-        "  memcpy                      {:8.2} ms  {:6.2} GB/s  [{:.2} ms]",
-        ms(min(m)),
-        gbps(c.len, min(m)),
-        ms(median(m))
-    );
-    println!(
-        "  memcpy in guest memory, 4 KiB at a time {:8.2} ms  {:6.2} GB/s  [{:.2} ms]",
-        ms(min(&guest_memcpy)),
-        gbps(c.len, min(&guest_memcpy)),
-        ms(median(&guest_memcpy))
-    );
-    for (label, t) in [("checker off", o), ("strict     ", s)] {
-        println!(
-            "  GPU page table, {label} {:8.2} ms  {:6.2} GB/s  ({:.2}x memcpy bandwidth)  [{:.2} ms]",
-            ms(min(t)),
-            gbps(c.len, min(t)),
-            min(m).as_secs_f64() / min(t).as_secs_f64(),
-            ms(median(t))
-        );
-    }
-    println!(
-        "checker strict / off: {:.2}x the job time (medians {:.2}x)",
-        min(s).as_secs_f64() / min(o).as_secs_f64(),
-        median(s).as_secs_f64() / median(o).as_secs_f64()
-    );
-    let waited = |v: &[Timed]| ms(median(&v.iter().map(|t| t.waited).collect::<Vec<_>>()));
-    println!(
-        "daemon CPU time of the job (all threads), best of {REPS}: off {:.2} ms, strict {:.2} ms ({:.2}x; {:.2}x memcpy bandwidth); median run-queue wait off {:.2} ms, strict {:.2} ms",
-        ms(min(&cpus(ot))),
-        ms(min(&cpus(st))),
-        min(&cpus(st)).as_secs_f64() / min(&cpus(ot)).as_secs_f64(),
-        min(m).as_secs_f64() / min(&cpus(st)).as_secs_f64(),
-        waited(ot),
-        waited(st)
-    );
-    println!("other cases, best of {REPS} (median in brackets):");
-    for (c, s, o, m, st, ot) in &results[1..] {
-        let what = match c.name {
-            "4k-tlb" => "4 KiB pages, TLB-sized",
-            _ => "2 MiB pages",
-        };
-        println!(
-            "  case {:6} {:>2} MiB {what:22}: memcpy {:7.2} ms, off {:7.2} ms [{:.2}], strict {:7.2} ms [{:.2}]; strict/off {:.2}x, strict bandwidth {:.2}x memcpy; daemon CPU off {:.2} ms, strict {:.2} ms",
-            c.name,
-            c.len >> 20,
-            ms(min(m)),
-            ms(min(o)),
-            ms(median(o)),
-            ms(min(s)),
-            ms(median(s)),
-            min(s).as_secs_f64() / min(o).as_secs_f64(),
-            min(m).as_secs_f64() / min(s).as_secs_f64(),
-            ms(min(&cpus(ot))),
-            ms(min(&cpus(st))),
-        );
-    }
 
     // A full TLB (16384 pages through 8192 entries) for the INVALIDATEs.
+    eprintln!("device bench: round trips ({:.1} s)", t0.elapsed().as_secs_f64());
     copy_job(&mut off, 100, CASES[0]);
     let (nop_t, inv_t) = round_trips(&mut off, &nop(), &invalidate(CASES[0].dst, 2 * MB));
     let n = BATCHES * PER_BATCH;
-    println!("round trips through the control queue, median of {n} (alternating batches of {PER_BATCH}; min in brackets):");
-    let (nop, inv) = (median(&nop_t), median(&inv_t));
-    println!("  NOP        {:8.1} us  [{:.1}]", us(nop), us(min(&nop_t)));
-    println!(
-        "  INVALIDATE {:8.1} us  ({:.2}x NOP)  [{:.1}]",
-        us(inv),
-        inv.as_secs_f64() / nop.as_secs_f64(),
-        us(min(&inv_t))
+    // One repetition per pair of batches: each batch's median.
+    let per_batch = |v: &[Duration]| -> Vec<f64> {
+        v.chunks(PER_BATCH).map(|b| us(median(b))).collect()
+    };
+    let (nb, ib) = (per_batch(&nop_t), per_batch(&inv_t));
+    println!("round trips through the control queue, {n} each in {BATCHES} alternating batches of {PER_BATCH}: median {:.1} us NOP, {:.1} us INVALIDATE ({:.2}x); min {:.1} / {:.1} us",
+        us(median(&nop_t)), us(median(&inv_t)), median(&inv_t).as_secs_f64() / median(&nop_t).as_secs_f64(), us(min(&nop_t)), us(min(&inv_t)));
+    figure(
+        "host_invalidate_roundtrip",
+        "us",
+        &ib,
+        Some(("host_nop_roundtrip", &nb)),
+        &format!("control-queue round trip of INVALIDATE (2 MiB, full TLB) vs NOP; {BATCHES} alternating batches of {PER_BATCH}, one repetition = a batch's median"),
     );
     // The same INVALIDATE when its range's 512 entries are all cached: a
     // READ job (not timed) refills them before each.
@@ -354,12 +408,22 @@ fn main() {
             out.push(t.elapsed());
         }
     }
-    let (full, after) = (median(&inv_full), median(&nop_after));
+    let groups = POPULATED / 20;
+    let per_group = |v: &[Duration]| -> Vec<f64> {
+        v.chunks(POPULATED / groups).map(|b| us(median(b))).collect()
+    };
     println!(
         "  INVALIDATE with its 512 entries cached {:8.1} us  ({:.2}x the NOP sent after it, {:.1} us), median of {POPULATED}",
-        us(full),
-        full.as_secs_f64() / after.as_secs_f64(),
-        us(after)
+        us(median(&inv_full)),
+        median(&inv_full).as_secs_f64() / median(&nop_after).as_secs_f64(),
+        us(median(&nop_after))
+    );
+    figure(
+        "host_invalidate_roundtrip_populated",
+        "us",
+        &per_group(&inv_full),
+        Some(("host_nop_roundtrip_after", &per_group(&nop_after))),
+        &format!("INVALIDATE (2 MiB) whose 512 TLB entries are cached vs the NOP sent right after it; {groups} repetitions, each the median of 20 pairs"),
     );
     println!("(bench took {:.1} s)", t0.elapsed().as_secs_f64());
 }

@@ -2,7 +2,10 @@
 //! NUMA migration (move_pages to the other node) of a CPU-populated range,
 //! timed in four states: unmirrored (nothing open), mirrored by an SVM
 //! context (a device job wrote the whole range), covered by a validated
-//! userptr object, and mirrored by dmirror (HMM_DMIRROR_READ of the range).
+//! userptr object, and mirrored by dmirror (HMM_DMIRROR_READ of the range);
+//! 7 repetitions (move_pages) or 11 (the others), the four states in turn
+//! in each. The unmirrored baseline
+//! runs in a forked child while the bench has nothing open.
 
 use vgpu::{Context, Job, UserptrBo};
 use vgpu_tests::mem::Mapping;
@@ -12,13 +15,17 @@ use super::*;
 
 pub struct Params {
     pub size: usize,
-    /// Repetitions per (op, state); the median is reported.
+    /// Repetitions of move_pages per state, the states interleaved.
     pub reps: usize,
+    /// Repetitions of munmap, fork and mprotect (cheaper than move_pages, and
+    /// noisier: a few ms under TCG).
+    pub quick_reps: usize,
 }
 
 pub const DEFAULT: Params = Params {
     size: 256 * MIB,
-    reps: 3,
+    reps: 7,
+    quick_reps: 11,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -59,52 +66,60 @@ impl Op {
     }
 }
 
-/// What keeps the range mirrored while the op runs.
-#[allow(dead_code)]
-enum Holder<'a> {
-    None,
-    Ctx(&'a Context),
-    Bo(UserptrBo<'a>),
-    Dm(Dmirror),
-}
-
 const GPU_VA: u64 = 0x1000_0000_0000;
 const DM_CHUNK: usize = 16 * MIB;
 
-fn mirror<'a>(
-    state: State,
-    m: &Mapping,
-    svm: &'a Context,
-    up: &'a Context,
-    dm_buf: &Mapping,
-) -> R<Holder<'a>> {
-    let len = m.len();
-    Ok(match state {
-        State::Unmirrored => Holder::None,
+/// One repetition of `op` in `state`: a fresh CPU-populated range, mirrored as `state`
+/// says (the context, object or dmirror opened for this repetition only and closed
+/// after), the op timed. Returns (ms, pages moved by move_pages).
+fn one(op: Op, state: State, size: usize) -> R<(f64, i64)> {
+    let m = fresh(size, false)?;
+    touch_pages(m.addr(), size);
+    match state {
+        State::Unmirrored => {
+            let (t, rest, extra) = do_op(op, m)?;
+            drop(rest);
+            Ok((t, extra))
+        }
         State::Svm => {
+            let svm = svm_context()?;
             // SAFETY: writes only the private mapping `m`.
-            unsafe { svm.submit(&Job::new().write_pattern(m.addr(), len as u64, 7)) }
+            unsafe { svm.submit(&Job::new().write_pattern(m.addr(), size as u64, 7)) }
                 .ctx("svm mirror job")?;
-            Holder::Ctx(svm)
+            let (t, rest, extra) = do_op(op, m)?;
+            drop(rest);
+            drop(svm);
+            Ok((t, extra))
         }
         State::Userptr => {
-            let bo = up
-                .userptr_raw(m.addr() as *const u8, len, false)
+            let up = Context::open_default().ctx("open")?;
+            up.config(false).ctx("CTX_CONFIG")?;
+            let bo: UserptrBo = up
+                .userptr_raw(m.addr() as *const u8, size, false)
                 .ctx("USERPTR_CREATE")?;
             bo.bind(GPU_VA).ctx("BIND")?;
             up.submit_readonly(&Job::new().read(GPU_VA, PAGE as u64).uses(&bo))
                 .ctx("validate")?;
-            Holder::Bo(bo)
+            let (t, rest, extra) = do_op(op, m)?;
+            drop(bo);
+            drop(rest);
+            drop(up);
+            Ok((t, extra))
         }
         State::Dmirror => {
+            let dm_buf = Mapping::anon(DM_CHUNK).ctx("mmap")?;
+            touch_pages(dm_buf.addr(), DM_CHUNK);
             let dm = Dmirror::open()?;
-            for off in (0..len).step_by(DM_CHUNK) {
-                let n = DM_CHUNK.min(len - off);
+            for off in (0..size).step_by(DM_CHUNK) {
+                let n = DM_CHUNK.min(size - off);
                 dm.read(m.addr() + off as u64, dm_buf.addr(), (n / PAGE) as u64)?;
             }
-            Holder::Dm(dm)
+            let (t, rest, extra) = do_op(op, m)?;
+            drop(rest);
+            drop(dm);
+            Ok((t, extra))
         }
-    })
+    }
 }
 
 /// Runs `op` on `m` (consumed for munmap); returns its duration.
@@ -164,61 +179,56 @@ pub fn run(p: &Params) -> R<()> {
     if vgpu_tests::sysutil::numa_nodes().len() < 2 {
         return Err("move_pages needs two NUMA nodes".into());
     }
-    let svm = svm_context()?;
-    let up = Context::open_default().ctx("open")?;
-    up.config(false).ctx("CTX_CONFIG")?;
-    let dm_buf = Mapping::anon(DM_CHUNK).ctx("mmap")?;
-    touch_pages(dm_buf.addr(), DM_CHUNK);
     let states = [
         State::Unmirrored,
         State::Svm,
         State::Userptr,
         State::Dmirror,
     ];
+    let size = p.size;
     for op in [Op::Munmap, Op::Fork, Op::Mprotect, Op::MovePages] {
-        // move_pages is slow when mirrored (seconds): once; the others p.reps times,
-        // the states in turn so that drift hits them alike.
-        let reps = if matches!(op, Op::MovePages) {
-            1
-        } else {
-            p.reps
-        };
+        // The states in turn within each repetition (unmirrored, svm, userptr,
+        // dmirror, unmirrored, ...), so that drift hits them alike; the
+        // unmirrored one in a child forked with nothing open.
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); states.len()];
         let mut moved = vec![0i64; states.len()];
-        for _ in 0..reps {
+        let reps = if matches!(op, Op::MovePages) {
+            p.reps
+        } else {
+            p.quick_reps
+        };
+        for rep in 0..reps {
+            progress(&format!("cpu: {} {} MiB, rep {}/{reps}", op.name(), size / MIB, rep + 1));
             for (si, &state) in states.iter().enumerate() {
-                let m = fresh(p.size, false)?;
-                touch_pages(m.addr(), p.size);
-                let holder = mirror(state, &m, &svm, &up, &dm_buf)?;
-                let (t, rest, extra) = do_op(op, m)?;
+                let (t, extra) = if state == State::Unmirrored {
+                    let v = in_child(move || one(op, state, size).map(|(t, e)| vec![t, e as f64]))?;
+                    (v[0], v[1] as i64)
+                } else {
+                    one(op, state, size)?
+                };
                 moved[si] = extra;
                 times[si].push(t);
-                drop(holder);
-                drop(rest);
             }
         }
-        let res: Vec<(State, f64, i64)> = states
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| (s, median(&times[i]), moved[i]))
-            .collect();
-        let base = res[0].1;
-        let dm = res[3].1;
-        for &(state, t, moved) in &res[1..] {
-            let mut f = Figure::new(
+        let base = &times[0];
+        let dm = &times[3];
+        for (si, &state) in states.iter().enumerate().skip(1) {
+            let mut f = Figure::from_reps(
                 format!("{}_{}m.{}", op.name(), p.size / MIB, state.name()),
-                t,
+                &times[si],
                 "ms",
             )
-            .baseline(format!("{}_{}m.unmirrored", op.name(), p.size / MIB), base)
+            .baseline_reps(format!("{}_{}m.unmirrored", op.name(), p.size / MIB), base)
             .param("size_mib", p.size / MIB)
             .param(
                 "mapping",
                 "private anonymous, MADV_NOHUGEPAGE, populated by the CPU",
             )
+            .param("unmirrored", "in a forked child of a bench with nothing open (no vgpu context, no dmirror; the child never opens /dev/dri)")
+            .param("mirrored", "the context / object / dmirror is opened for the repetition and closed after it")
             .param("reps", reps);
             if matches!(op, Op::MovePages) {
-                f = f.param("pages_moved", moved);
+                f = f.param("pages_moved", moved[si]);
             }
             if matches!(op, Op::Mprotect) {
                 f = f.param("op", "mprotect(PROT_READ) of the whole range");
@@ -231,18 +241,18 @@ pub fn run(p: &Params) -> R<()> {
             }
             f.emit();
         }
-        for &(state, t, _) in &res[1..3] {
-            Figure::new(
+        for (si, &state) in states.iter().enumerate().take(3).skip(1) {
+            Figure::from_reps(
                 format!(
                     "{}_{}m.{}_vs_dmirror",
                     op.name(),
                     p.size / MIB,
                     state.name()
                 ),
-                t,
+                &times[si],
                 "ms",
             )
-            .baseline(format!("{}_{}m.dmirror", op.name(), p.size / MIB), dm)
+            .baseline_reps(format!("{}_{}m.dmirror", op.name(), p.size / MIB), dm)
             .param("size_mib", p.size / MIB)
             .emit();
         }

@@ -1,10 +1,11 @@
 //! Figure 4, guest side: a device COPY job through the GPU page table vs a
-//! CPU memcpy of the same bytes in the guest, and the INVALIDATE round trip
-//! seen from the CPU: munmap of a mirrored page vs an unmirrored one (same
-//! SVM context open in both cases, so only the device round trip differs).
+//! CPU memcpy of the same bytes in the guest (`devcopy`, also the group the
+//! checker boots run), and the INVALIDATE cost seen from the CPU: munmap of
+//! a mirrored page (device idle) vs an unmirrored one measured in a forked
+//! child while no context is open (`device` = devcopy + this).
 //!
-//! The checker's cost is measured by the host: it boots a second VM with
-//! `--checker off` and runs this group again (`--only device`).
+//! The checker's cost is measured by the host: it boots VMs with `--checker
+//! strict` and `--checker off` in turn, each running `--only devcopy`.
 
 use vgpu::Job;
 use vgpu_tests::mem::Mapping;
@@ -14,17 +15,24 @@ use super::*;
 
 pub struct Params {
     pub copy: usize,
+    /// Repetitions (device copy and memcpy interleaved; munmap rounds).
     pub reps: usize,
+    /// munmap samples per repetition (mirrored, and unmirrored).
     pub munmaps: usize,
 }
 
 pub const DEFAULT: Params = Params {
     copy: 64 * MIB,
-    reps: 3,
-    munmaps: 600,
+    reps: 7,
+    munmaps: 150,
 };
 
 pub fn run(p: &Params) -> R<()> {
+    copy(p)?;
+    munmap_1page(p)
+}
+
+pub fn copy(p: &Params) -> R<()> {
     let ctx = svm_context()?;
     let src = fresh(p.copy, false)?;
     let dst = fresh(p.copy, false)?;
@@ -40,17 +48,14 @@ pub fn run(p: &Params) -> R<()> {
         .ctx("warm-up job")?
     };
     let job = Job::new().copy(dst.addr(), src.addr(), p.copy as u64);
-    let mut dev = f64::MAX;
+    let (mut dev, mut cpu) = (Vec::new(), Vec::new());
     let before = ctx.stats().ctx("stats")?;
-    for _ in 0..p.reps {
+    for rep in 0..p.reps {
+        progress(&format!("devcopy: rep {}/{}", rep + 1, p.reps));
         // SAFETY: as above.
         let (r, d) = timed(|| unsafe { ctx.submit(&job) });
         r.ctx("copy job")?;
-        dev = dev.min(ms(d));
-    }
-    let delta = ctx.stats().ctx("stats")?.delta_since(&before);
-    let mut cpu = f64::MAX;
-    for _ in 0..p.reps {
+        dev.push(ms(d));
         let (_, d) = timed(|| {
             // SAFETY: two distinct private mappings of `copy` bytes, reached only
             // through raw pointers; no job is running.
@@ -62,14 +67,15 @@ pub fn run(p: &Params) -> R<()> {
                 )
             }
         });
-        cpu = cpu.min(ms(d));
+        cpu.push(ms(d));
     }
+    let delta = ctx.stats().ctx("stats")?.delta_since(&before);
     let gbps = |t: f64| p.copy as f64 / (t / 1e3) / 1e9;
-    Figure::new(format!("device_copy_{}m", p.copy / MIB), dev, "ms")
-        .baseline(format!("guest_memcpy_{}m", p.copy / MIB), cpu)
-        .param("device_gb_per_s", gbps(dev))
-        .param("memcpy_gb_per_s", gbps(cpu))
-        .param("best_of", p.reps)
+    Figure::from_reps(format!("device_copy_{}m", p.copy / MIB), &dev, "ms")
+        .baseline_reps(format!("guest_memcpy_{}m", p.copy / MIB), &cpu)
+        .param("device_gb_per_s", gbps(median(&dev)))
+        .param("memcpy_gb_per_s", gbps(median(&cpu)))
+        .param("reps", p.reps)
         .param(
             "gpu_pages",
             "4 KiB (MADV_NOHUGEPAGE), already mirrored: no faults in the timed jobs",
@@ -81,58 +87,90 @@ pub fn run(p: &Params) -> R<()> {
             "the device copies on the host (native); the guest memcpy runs under QEMU TCG",
         )
         .emit();
+    Ok(())
+}
 
-    // munmap of one mirrored page vs one unmirrored page.
-    let (mut mirrored, mut plain) = (Vec::new(), Vec::new());
-    let before = ctx.stats().ctx("stats")?;
-    for i in 0..p.munmaps {
-        let m = Mapping::anon(PAGE).ctx("mmap")?;
-        // SAFETY: writes the fresh page `m` only.
-        unsafe { ctx.submit(&Job::new().write_pattern(m.addr(), PAGE as u64, i as u64)) }
-            .ctx("1-page job")?;
-        let (addr, len) = m.leak();
-        // SAFETY: our page, leaked above.
-        let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
-        mirrored.push(ns(d));
-        let m = Mapping::anon(PAGE).ctx("mmap")?;
-        touch_pages(m.addr(), PAGE);
-        let (addr, len) = m.leak();
-        // SAFETY: as above.
-        let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
-        plain.push(ns(d));
+/// munmap of one mirrored page (device idle) vs one unmirrored page. A
+/// repetition: `munmaps` mirrored samples with an SVM context open (closed
+/// after), then `munmaps` unmirrored samples in a child forked with nothing
+/// open; each repetition gives a p50 and a p99 of each.
+pub fn munmap_1page(p: &Params) -> R<()> {
+    let n = p.munmaps;
+    let (mut mir50, mut mir99, mut pl50, mut pl99, mut st50, mut extra) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut all_mir, mut all_plain, mut all_stats) = (vec![], vec![], vec![]);
+    let mut inv = 0;
+    for rep in 0..p.reps {
+        progress(&format!("munmap 1 page: rep {}/{}", rep + 1, p.reps));
+        let mut mirrored = Vec::with_capacity(n);
+        let mut stats_rt = Vec::with_capacity(n);
+        {
+            let ctx = svm_context()?;
+            let before = ctx.stats().ctx("stats")?;
+            for i in 0..n {
+                let m = Mapping::anon(PAGE).ctx("mmap")?;
+                // SAFETY: writes the fresh page `m` only.
+                unsafe { ctx.submit(&Job::new().write_pattern(m.addr(), PAGE as u64, i as u64)) }
+                    .ctx("1-page job")?;
+                let (addr, len) = m.leak();
+                // SAFETY: our page, leaked above.
+                let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
+                mirrored.push(ns(d));
+            }
+            inv += ctx
+                .stats()
+                .ctx("stats")?
+                .delta_since(&before)
+                .device_invalidations;
+            // A device round trip that does nothing: the STATS ioctl.
+            for _ in 0..n {
+                let (r, d) = timed(|| ctx.stats());
+                r.ctx("stats")?;
+                stats_rt.push(ns(d));
+            }
+        }
+        let plain = in_child(move || {
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let m = Mapping::anon(PAGE).ctx("mmap")?;
+                touch_pages(m.addr(), PAGE);
+                let (addr, len) = m.leak();
+                // SAFETY: as above.
+                let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
+                v.push(ns(d));
+            }
+            Ok(v)
+        })?;
+        mir50.push(percentile(&mirrored, 50.0) / 1e3);
+        mir99.push(percentile(&mirrored, 99.0) / 1e3);
+        pl50.push(percentile(&plain, 50.0) / 1e3);
+        pl99.push(percentile(&plain, 99.0) / 1e3);
+        st50.push(percentile(&stats_rt, 50.0) / 1e3);
+        extra.push(mir50[rep] - pl50[rep]);
+        all_mir.extend(mirrored);
+        all_plain.extend(plain);
+        all_stats.extend(stats_rt);
     }
-    let inv = ctx
-        .stats()
-        .ctx("stats")?
-        .delta_since(&before)
-        .device_invalidations;
-    // A device round trip that does nothing: the STATS ioctl (one STATS command).
-    let mut stats_rt = Vec::new();
-    for _ in 0..p.munmaps {
-        let (r, d) = timed(|| ctx.stats());
-        r.ctx("stats")?;
-        stats_rt.push(ns(d));
-    }
-    let extra = (percentile(&mirrored, 50.0) - percentile(&plain, 50.0)) / 1e3;
-    Figure::new("invalidate_cost_in_munmap_p50", extra, "us")
-        .baseline("stats_ioctl_roundtrip_p50", percentile(&stats_rt, 50.0) / 1e3)
-        .param("what", "p50 munmap of a mirrored page minus p50 munmap of an unmirrored page (the notifier clearing the entry; with the device idle, protocol 0.5 replaces the INVALIDATE round trip by a new TLB generation) vs the STATS ioctl (a device command that does nothing)")
-        .param("samples", stats_rt.len())
-        .samples_only("invalidate-munmap", "STATS ioctl (no-op device round trip)", &stats_rt)
+    Figure::from_reps("invalidate_cost_in_munmap_p50", &extra, "us")
+        .baseline_reps("stats_ioctl_roundtrip_p50", &st50)
+        .param("what", "per repetition: p50 munmap of a mirrored page minus p50 munmap of an unmirrored page (no context open) vs p50 of the STATS ioctl (a device command that does nothing)")
+        .param("samples_per_rep", n)
+        .samples_only("invalidate-munmap", "STATS ioctl (no-op device round trip)", &all_stats)
         .emit();
-    for (pct, label) in [(50.0, "p50"), (99.0, "p99")] {
-        let mut f = Figure::new(format!("munmap_1page_mirrored_{label}"), percentile(&mirrored, pct) / 1e3, "us")
-            .baseline(format!("munmap_1page_unmirrored_{label}"), percentile(&plain, pct) / 1e3)
-            .param("samples", mirrored.len())
+    for (label, v, b) in [("p50", &mir50, &pl50), ("p99", &mir99, &pl99)] {
+        let mut f = Figure::from_reps(format!("munmap_1page_mirrored_{label}"), v, "us")
+            .baseline_reps(format!("munmap_1page_unmirrored_{label}"), b)
+            .param("samples_per_rep", n)
+            .param("reps", p.reps)
             .param("device_invalidations", inv)
-            .param("what", "munmap of a page the SVM context mirrors, device idle (a new TLB generation since protocol 0.5, an INVALIDATE round trip before; device_invalidations counts the round trips) vs one it does not (same context open)");
+            .param("what", "munmap of a page an SVM context mirrors, device idle (device_invalidations counts the INVALIDATE round trips) vs munmap of a page in a child forked while no context was open");
         if label == "p50" {
             f = f.samples(
                 "invalidate-munmap",
                 "munmap mirrored page",
-                &mirrored,
-                "munmap unmirrored page",
-                &plain,
+                &all_mir,
+                "munmap unmirrored page (no context)",
+                &all_plain,
             );
         }
         f.emit();

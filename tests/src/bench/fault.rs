@@ -1,6 +1,8 @@
 //! Figure 1: SVM fault service, 4 KiB vs THP, against test_hmm (dmirror)
 //! faulting the same kind of range in the same VM.
 //!
+//! Every measurement 7 times, SVM and dmirror interleaved.
+//!
 //! - Throughput: one device WRITE_PATTERN job over a fresh range (faults
 //!   serviced from STATS) vs one HMM_DMIRROR_WRITE over a fresh range of the
 //!   same size and kind.
@@ -44,19 +46,19 @@ pub fn svm_context() -> R<Context> {
 pub struct Params {
     /// Bytes of the throughput range.
     pub range: usize,
-    /// Single-page samples, 4 KiB.
+    /// Single-page samples per repetition, 4 KiB.
     pub n_4k: usize,
-    /// Single-page samples, THP (one fresh 2 MiB block each).
+    /// Single-page samples per repetition, THP (one fresh 2 MiB block each).
     pub n_thp: usize,
-    /// Repetitions of the throughput measurement (best is reported).
+    /// Repetitions of every measurement (value and baseline interleaved).
     pub reps: usize,
 }
 
 pub const DEFAULT: Params = Params {
     range: 64 * MIB,
-    n_4k: 1000,
-    n_thp: 128,
-    reps: 3,
+    n_4k: 150,
+    n_thp: 16,
+    reps: 7,
 };
 
 pub fn run(p: &Params) -> R<()> {
@@ -69,45 +71,40 @@ pub fn run(p: &Params) -> R<()> {
     Ok(())
 }
 
-/// SVM pages/s of one job over a fresh range (best of reps); faults per job.
-pub fn svm_throughput(ctx: &Context, range: usize, thp: bool, reps: usize) -> R<(f64, u64, u64)> {
-    let mut best = f64::MAX;
-    let (mut faults, mut huge_kb) = (0, 0);
-    for rep in 0..reps {
-        let m = fresh(range, thp)?;
-        let before = ctx.stats().ctx("stats")?;
-        // SAFETY: the job writes only the fresh private mapping `m`.
-        let (r, d) = timed(|| unsafe {
-            ctx.submit(&Job::new().write_pattern(m.addr(), range as u64, rep as u64))
-        });
-        r.ctx("svm write job")?;
-        let delta = ctx.stats().ctx("stats")?.delta_since(&before);
-        faults = delta.faults_serviced;
-        huge_kb = vgpu_tests::sysutil::smaps_kb(m.addr(), "AnonHugePages").unwrap_or(0);
-        best = best.min(d.as_secs_f64());
-    }
-    Ok(((range / PAGE) as f64 / best, faults, huge_kb))
+/// SVM pages/s of one job over a fresh range; faults serviced, AnonHugePages.
+pub fn svm_throughput(ctx: &Context, range: usize, thp: bool, rep: usize) -> R<(f64, u64, u64)> {
+    let m = fresh(range, thp)?;
+    let before = ctx.stats().ctx("stats")?;
+    // SAFETY: the job writes only the fresh private mapping `m`.
+    let (r, d) = timed(|| unsafe {
+        ctx.submit(&Job::new().write_pattern(m.addr(), range as u64, rep as u64))
+    });
+    r.ctx("svm write job")?;
+    let faults = ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+    let huge_kb = vgpu_tests::sysutil::smaps_kb(m.addr(), "AnonHugePages").unwrap_or(0);
+    Ok(((range / PAGE) as f64 / d.as_secs_f64(), faults, huge_kb))
 }
 
 fn throughput(ctx: &Context, dm: &Dmirror, p: &Params, thp: bool) -> R<()> {
     let kind = if thp { "thp" } else { "4k" };
-    let (svm, faults, huge_kb) = svm_throughput(ctx, p.range, thp, p.reps)?;
     // dmirror: HMM_DMIRROR_WRITE from a prefaulted user buffer.
     let buf = Mapping::anon(p.range).ctx("mmap buffer")?;
     touch_pages(buf.addr(), p.range);
-    let mut best = f64::MAX;
-    let mut dfaults = 0;
-    let mut dhuge_kb = 0;
-    for _ in 0..p.reps {
+    let (mut svm, mut dmr) = (Vec::new(), Vec::new());
+    let (mut faults, mut huge_kb, mut dfaults, mut dhuge_kb) = (0, 0, 0, 0);
+    for rep in 0..p.reps {
+        progress(&format!("fault: throughput {kind}, rep {}/{}", rep + 1, p.reps));
+        let (rate, f, h) = svm_throughput(ctx, p.range, thp, rep)?;
+        (faults, huge_kb) = (f, h);
+        svm.push(rate);
         let m = fresh(p.range, thp)?;
         let (r, d) = timed(|| dm.write(m.addr(), buf.addr(), (p.range / PAGE) as u64));
         dfaults = r?.faults;
         dhuge_kb = vgpu_tests::sysutil::smaps_kb(m.addr(), "AnonHugePages").unwrap_or(0);
-        best = best.min(d.as_secs_f64());
+        dmr.push((p.range / PAGE) as f64 / d.as_secs_f64());
     }
-    let dm_rate = (p.range / PAGE) as f64 / best;
-    Figure::new(format!("svm_fault_throughput_{kind}"), svm, "pages/s")
-        .baseline(format!("dmirror_write_fault_throughput_{kind}"), dm_rate)
+    Figure::from_reps(format!("svm_fault_throughput_{kind}"), &svm, "pages/s")
+        .baseline_reps(format!("dmirror_write_fault_throughput_{kind}"), &dmr)
         .param("range_mib", p.range / MIB)
         .param("svm_job", "one WRITE_PATTERN job over a fresh range")
         .param("svm_faults_serviced", faults)
@@ -118,7 +115,7 @@ fn throughput(ctx: &Context, dm: &Dmirror, p: &Params, thp: bool) -> R<()> {
         )
         .param("dmirror_faults", dfaults)
         .param("dmirror_anon_huge_kb", dhuge_kb)
-        .param("best_of", p.reps)
+        .param("reps", p.reps)
         .emit();
     Ok(())
 }
@@ -138,92 +135,102 @@ fn guarded_pages(n: usize) -> R<(Mapping, Vec<u64>)> {
     Ok((m, pages))
 }
 
+/// 1-page jobs on `pages`, each timed (ns).
+fn one_page_jobs(ctx: &Context, pages: &[u64], what: &str) -> R<Vec<f64>> {
+    let mut v = Vec::with_capacity(pages.len());
+    for (i, &va) in pages.iter().enumerate() {
+        // SAFETY: writes one page of a private mapping of the caller's.
+        let (r, d) =
+            timed(|| unsafe { ctx.submit(&Job::new().write_pattern(va, PAGE as u64, i as u64)) });
+        r.ctx(what)?;
+        v.push(ns(d));
+    }
+    Ok(v)
+}
+
+/// p50 and p99 (µs) of a sample in ns.
+fn p50_99(s: &[f64]) -> (f64, f64) {
+    (percentile(s, 50.0) / 1e3, percentile(s, 99.0) / 1e3)
+}
+
+#[derive(Default)]
+struct Series {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    all: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, s: Vec<f64>) {
+        let (a, b) = p50_99(&s);
+        self.p50.push(a);
+        self.p99.push(b);
+        self.all.extend(s);
+    }
+}
+
 fn latency(ctx: &Context, dm: &Dmirror, p: &Params) -> R<()> {
-    // SVM, 4 KiB.
-    let (m, pages) = guarded_pages(p.n_4k)?;
-    let before = ctx.stats().ctx("stats")?;
-    let mut svm_4k = Vec::with_capacity(pages.len());
-    for (i, &va) in pages.iter().enumerate() {
-        // SAFETY: writes one page of the fresh mapping `m`.
-        let (r, d) =
-            timed(|| unsafe { ctx.submit(&Job::new().write_pattern(va, PAGE as u64, i as u64)) });
-        r.ctx("svm 1-page job")?;
-        svm_4k.push(ns(d));
-    }
-    let f4k = ctx
-        .stats()
-        .ctx("stats")?
-        .delta_since(&before)
-        .faults_serviced;
-    // The same single-page jobs again: the pages are mirrored now, no fault.
-    let mut nofault = Vec::with_capacity(pages.len());
-    let before = ctx.stats().ctx("stats")?;
-    for (i, &va) in pages.iter().enumerate() {
-        // SAFETY: as above.
-        let (r, d) =
-            timed(|| unsafe { ctx.submit(&Job::new().write_pattern(va, PAGE as u64, i as u64)) });
-        r.ctx("svm 1-page job (mirrored)")?;
-        nofault.push(ns(d));
-    }
-    let f_again = ctx
-        .stats()
-        .ctx("stats")?
-        .delta_since(&before)
-        .faults_serviced;
-    Figure::new("svm_1page_job_nofault_p50", percentile(&nofault, 50.0) / 1e3, "us")
-        .baseline("svm_fault_latency_p50_4k", percentile(&svm_4k, 50.0) / 1e3)
-        .param("samples", nofault.len())
-        .param("faults_serviced", f_again)
-        .param("p99_us", percentile(&nofault, 99.0) / 1e3)
-        .param("what", "the same 1-page WRITE_PATTERN jobs on pages already mirrored: the job round trip without a fault")
-        .samples_only("fault-latency", "SVM 4k, already mirrored (no fault)", &nofault)
-        .emit();
-    drop(m);
-    // dmirror, 4 KiB (dmirror faults exactly the requested page).
+    let mut svm_4k = Series::default();
+    let mut nofault = Series::default();
+    let mut dm_4k = Series::default();
+    let mut svm_thp = Series::default();
+    let mut dm_thp = Series::default();
+    let (mut f4k, mut f_again, mut fthp) = (0, 0, 0);
     let src = Mapping::anon(PAGE).ctx("mmap")?;
     touch_pages(src.addr(), PAGE);
-    let m = fresh(p.n_4k * PAGE, false)?;
-    let mut dm_4k = Vec::with_capacity(p.n_4k);
-    for i in 0..p.n_4k {
-        let (r, d) = timed(|| dm.write(m.addr() + (i * PAGE) as u64, src.addr(), 1));
-        r?;
-        dm_4k.push(ns(d));
-    }
-    drop(m);
-    // THP: first write into fresh 2 MiB blocks, in chunks of 16 blocks.
-    let (mut svm_thp, mut dm_thp) = (Vec::new(), Vec::new());
-    let before = ctx.stats().ctx("stats")?;
-    let chunk = 16;
-    while svm_thp.len() < p.n_thp {
-        let m = fresh(chunk * HPAGE, true)?;
-        for b in 0..chunk {
-            let va = m.addr() + (b * HPAGE) as u64;
-            // SAFETY: writes one page of the fresh mapping `m`.
-            let (r, d) = timed(|| unsafe {
-                ctx.submit(&Job::new().write_pattern(va, PAGE as u64, b as u64))
-            });
-            r.ctx("svm 1-page job (THP)")?;
-            svm_thp.push(ns(d));
+    for rep in 0..p.reps {
+        progress(&format!("fault: latency, rep {}/{}", rep + 1, p.reps));
+        // SVM, 4 KiB: fresh pages (one fault each), then the same jobs again
+        // (mirrored now: no fault), then dmirror on fresh pages.
+        let (m, pages) = guarded_pages(p.n_4k)?;
+        let before = ctx.stats().ctx("stats")?;
+        svm_4k.push(one_page_jobs(ctx, &pages, "svm 1-page job")?);
+        f4k += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+        let before = ctx.stats().ctx("stats")?;
+        nofault.push(one_page_jobs(ctx, &pages, "svm 1-page job (mirrored)")?);
+        f_again += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+        drop(m);
+        let m = fresh(p.n_4k * PAGE, false)?;
+        let mut d4 = Vec::with_capacity(p.n_4k);
+        for i in 0..p.n_4k {
+            let (r, d) = timed(|| dm.write(m.addr() + (i * PAGE) as u64, src.addr(), 1));
+            r?;
+            d4.push(ns(d));
         }
-        let m = fresh(chunk * HPAGE, true)?;
-        for b in 0..chunk {
+        dm_4k.push(d4);
+        drop(m);
+        // THP: first write into fresh 2 MiB blocks.
+        let before = ctx.stats().ctx("stats")?;
+        let m = fresh(p.n_thp * HPAGE, true)?;
+        let blocks: Vec<u64> = (0..p.n_thp).map(|b| m.addr() + (b * HPAGE) as u64).collect();
+        svm_thp.push(one_page_jobs(ctx, &blocks, "svm 1-page job (THP)")?);
+        drop(m);
+        fthp += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+        let m = fresh(p.n_thp * HPAGE, true)?;
+        let mut dt = Vec::with_capacity(p.n_thp);
+        for b in 0..p.n_thp {
             let (r, d) = timed(|| dm.write(m.addr() + (b * HPAGE) as u64, src.addr(), 1));
             r?;
-            dm_thp.push(ns(d));
+            dt.push(ns(d));
         }
+        dm_thp.push(dt);
     }
-    let fthp = ctx
-        .stats()
-        .ctx("stats")?
-        .delta_since(&before)
-        .faults_serviced;
-    for (kind, s, d, faults, note) in [
+    Figure::from_reps("svm_fault_job_vs_nofault_p50_4k", &svm_4k.p50, "us")
+        .baseline_reps("svm_1page_job_nofault_p50", &nofault.p50)
+        .param("samples_per_rep", p.n_4k)
+        .param("faults_serviced", f4k)
+        .param("faults_serviced_in_nofault_jobs", f_again)
+        .param("what", "per repetition, p50 of 1-page WRITE_PATTERN jobs on fresh pages (one fault each) vs p50 of the same jobs again on the now mirrored pages (no fault)")
+        .samples_only("fault-latency", "SVM 4k, already mirrored (no fault)", &nofault.all)
+        .emit();
+    for (kind, s, d, faults, note, n) in [
         (
             "4k",
             &svm_4k,
             &dm_4k,
             f4k,
             "one-page VMAs between PROT_NONE guards, so the driver's fault window maps one page",
+            p.n_4k,
         ),
         (
             "thp",
@@ -231,33 +238,28 @@ fn latency(ctx: &Context, dm: &Dmirror, p: &Params) -> R<()> {
             &dm_thp,
             fthp,
             "first write into a fresh MADV_HUGEPAGE 2 MiB block (allocates and zeroes 2 MiB)",
+            p.n_thp,
         ),
     ] {
-        for (pct, label) in [(50.0, "p50"), (99.0, "p99")] {
-            let mut f = Figure::new(
-                format!("svm_fault_latency_{label}_{kind}"),
-                percentile(s, pct) / 1e3,
-                "us",
-            )
-            .baseline(
-                format!("dmirror_fault_latency_{label}_{kind}"),
-                percentile(d, pct) / 1e3,
-            )
-            .param("samples", s.len())
-            .param(
-                "svm",
-                "submit of a 1-page WRITE_PATTERN job on a fresh page (one fault round trip)",
-            )
-            .param("dmirror", "HMM_DMIRROR_WRITE of 1 fresh page")
-            .param("svm_faults_serviced", faults)
-            .param("pages", note);
+        for (label, v, b) in [("p50", &s.p50, &d.p50), ("p99", &s.p99, &d.p99)] {
+            let mut f = Figure::from_reps(format!("svm_fault_latency_{label}_{kind}"), v, "us")
+                .baseline_reps(format!("dmirror_fault_latency_{label}_{kind}"), b)
+                .param("samples_per_rep", n)
+                .param("reps", p.reps)
+                .param(
+                    "svm",
+                    "submit of a 1-page WRITE_PATTERN job on a fresh page (one fault round trip)",
+                )
+                .param("dmirror", "HMM_DMIRROR_WRITE of 1 fresh page")
+                .param("svm_faults_serviced", faults)
+                .param("pages", note);
             if label == "p50" {
                 f = f.samples(
                     "fault-latency",
                     &format!("SVM {kind}"),
-                    s,
+                    &s.all,
                     &format!("dmirror {kind}"),
-                    d,
+                    &d.all,
                 );
             }
             f.emit();

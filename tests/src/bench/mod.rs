@@ -64,6 +64,10 @@ pub struct Figure {
     /// Series label of the samples (default: name) and of the baseline
     /// samples (default: baseline name).
     pub labels: Option<(String, String)>,
+    /// The value once per repetition (then `value` is their median).
+    pub reps: Option<Vec<f64>>,
+    /// The baseline once per repetition, measured interleaved with `reps`.
+    pub baseline_reps: Option<Vec<f64>>,
 }
 
 impl Figure {
@@ -78,6 +82,47 @@ impl Figure {
             baseline_samples: None,
             plot: None,
             labels: None,
+            reps: None,
+            baseline_reps: None,
+        }
+    }
+
+    /// A figure from repetitions: `value` is their median; the host computes
+    /// min / median / max and the ratio from the arrays.
+    pub fn from_reps(name: impl Into<String>, reps: &[f64], unit: &'static str) -> Figure {
+        let mut f = Figure::new(name, median(reps), unit);
+        f.reps = Some(reps.to_vec());
+        f
+    }
+
+    /// The baseline's repetitions, interleaved with the value's (same count).
+    pub fn baseline_reps(mut self, name: impl Into<String>, reps: &[f64]) -> Figure {
+        assert_eq!(
+            self.reps.as_ref().map(Vec::len),
+            Some(reps.len()),
+            "{}: unpaired repetitions",
+            self.name
+        );
+        self.baseline = Some((name.into(), median(reps)));
+        self.baseline_reps = Some(reps.to_vec());
+        self
+    }
+
+    /// The median of the per-repetition ratios (or value / baseline without
+    /// repetitions).
+    pub fn ratio(&self) -> Option<f64> {
+        let (_, b) = self.baseline.as_ref()?;
+        match (&self.reps, &self.baseline_reps) {
+            (Some(a), Some(bs)) => {
+                let r: Vec<f64> = a
+                    .iter()
+                    .zip(bs)
+                    .filter(|(_, y)| **y != 0.0)
+                    .map(|(x, y)| x / y)
+                    .collect();
+                (!r.is_empty()).then(|| median(&r))
+            }
+            _ => (*b != 0.0).then(|| self.value / b),
         }
     }
 
@@ -119,12 +164,7 @@ impl Figure {
             Some((n, v)) => (Value::from(n.clone()), num(*v)),
             None => (Value::Null, Value::Null),
         };
-        let ratio = match &self.baseline {
-            Some((_, b)) if *b != 0.0 && b.is_finite() && self.value.is_finite() => {
-                num(self.value / b)
-            }
-            _ => Value::Null,
-        };
+        let ratio = self.ratio().map_or(Value::Null, num);
         let mut o = json!({
             "name": self.name,
             "value": num(self.value),
@@ -140,6 +180,12 @@ impl Figure {
         }
         if let Some(s) = &self.baseline_samples {
             m.insert("baseline_samples".into(), ints(s));
+        }
+        if let Some(r) = &self.reps {
+            m.insert("reps".into(), Value::Array(r.iter().map(|&x| num(x)).collect()));
+        }
+        if let Some(r) = &self.baseline_reps {
+            m.insert("baseline_reps".into(), Value::Array(r.iter().map(|&x| num(x)).collect()));
         }
         if let Some(p) = self.plot {
             m.insert("plot".into(), p.into());
@@ -164,7 +210,11 @@ impl Figure {
             self.value,
             self.unit,
             match &self.baseline {
-                Some((n, b)) => format!("  vs {n} = {b:.4} (ratio {:.3})", self.value / b),
+                Some((n, b)) => format!(
+                    "  vs {n} = {b:.4} (ratio {:.3}, {} reps)",
+                    self.ratio().unwrap_or(f64::NAN),
+                    self.reps.as_ref().map_or(1, Vec::len)
+                ),
                 None => String::new(),
             }
         );
@@ -247,6 +297,65 @@ pub fn self_status_kb(field: &str) -> Option<u64> {
     s.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// A progress line on the console (the host shows `vgpu-guest:` lines).
+pub fn progress(msg: &str) {
+    eprintln!("vgpu-guest: bench: {msg}");
+}
+
+/// Runs `f` in a forked child and returns what it measured. The child is
+/// forked while the caller has no vgpu context (nor dmirror) open, and never
+/// opens one: its mm never had a mirror's notifier, which makes it the
+/// honest "unmirrored" baseline. It leaves with `_exit` (no destructor of
+/// the parent's runs).
+pub fn in_child(f: impl FnOnce() -> R<Vec<f64>>) -> R<Vec<f64>> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: both are fresh descriptors owned here.
+    let (mut rd, mut wr) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let _ = io::stdout().flush();
+    // SAFETY: the bench is single-threaded; the child runs `f` and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(rd);
+        let msg = match f() {
+            Ok(v) => {
+                let mut b = vec![b'K'];
+                for x in v {
+                    b.extend_from_slice(&x.to_le_bytes());
+                }
+                b
+            }
+            Err(e) => [b"E".as_slice(), e.as_bytes()].concat(),
+        };
+        let _ = wr.write_all(&msg);
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    drop(wr);
+    let mut buf = Vec::new();
+    let r = rd.read_to_end(&mut buf);
+    let mut st = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    r.ctx("reading the child's result")?;
+    match buf.split_first() {
+        Some((b'K', rest)) if rest.len() % 8 == 0 => Ok(rest
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()),
+        Some((b'E', rest)) => Err(format!("child: {}", String::from_utf8_lossy(rest))),
+        _ => Err(format!("child (status {st:#x}) sent no result")),
+    }
 }
 
 /// Reports a failed group.
@@ -439,5 +548,20 @@ mod tests {
         assert!(j.get("samples").is_none());
         let j = Figure::new("z", 1.0, "us").to_json();
         assert!(j["ratio"].is_null() && j["baseline_value"].is_null());
+        // Repetitions: the ratio is the median of the per-rep ratios.
+        let f = Figure::from_reps("r", &[2.0, 8.0, 30.0], "ms")
+            .baseline_reps("b", &[1.0, 10.0, 10.0]);
+        let j = f.to_json();
+        assert_eq!(j["value"], json!(8.0));
+        assert_eq!(j["ratio"], json!(2.0));
+        assert_eq!(j["reps"], json!([2.0, 8.0, 30.0]));
+        assert_eq!(j["baseline_reps"], json!([1.0, 10.0, 10.0]));
+    }
+
+    #[test]
+    fn a_child_reports_back() {
+        assert_eq!(in_child(|| Ok(vec![1.5, -2.0])).unwrap(), vec![1.5, -2.0]);
+        let e = in_child(|| Err("nope".into())).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
     }
 }

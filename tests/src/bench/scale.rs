@@ -12,6 +12,8 @@ use super::fault::{fresh, svm_context};
 use super::*;
 
 pub struct Params {
+    /// Repetitions of every measurement.
+    pub reps: usize,
     pub bos: usize,
     pub sparse_gib: usize,
     pub sparse_touches: usize,
@@ -21,11 +23,12 @@ pub struct Params {
 }
 
 pub const DEFAULT: Params = Params {
+    reps: 7,
     bos: 10_000,
     sparse_gib: 64,
-    sparse_touches: 300,
+    sparse_touches: 64,
     procs: 4,
-    proc_jobs: 24,
+    proc_jobs: 96,
     proc_copy: 4 * MIB,
 };
 
@@ -38,9 +41,27 @@ pub fn run(p: &Params) -> R<()> {
 
 const GPU_VA: u64 = 0x1000_0000_0000;
 
-fn many_bos(p: &Params) -> R<()> {
-    let m = fresh(p.bos * PAGE, false)?;
-    touch_pages(m.addr(), p.bos * PAGE);
+/// BIND of every object, one after the other at consecutive GPU VAs (one
+/// BIND ioctl per object). Kept apart so that a batched BIND can replace it.
+fn bind_all(bos: &[vgpu::UserptrBo<'_>]) -> R<()> {
+    for (i, bo) in bos.iter().enumerate() {
+        bo.bind(GPU_VA + (i * PAGE) as u64).ctx("BIND")?;
+    }
+    Ok(())
+}
+
+/// One repetition of the 10,000 objects: create, bind, validate, submit
+/// unchanged vs after a one-page invalidation, close. Times in ms.
+struct BoRep {
+    create: f64,
+    bind: f64,
+    validate: f64,
+    unchanged: f64,
+    after: f64,
+    close: f64,
+}
+
+fn many_bos_once(p: &Params, m: &Mapping, rep: usize) -> R<BoRep> {
     let ctx = Context::open_default().ctx("open")?;
     ctx.config(false).ctx("CTX_CONFIG")?;
     let t = Instant::now();
@@ -51,12 +72,9 @@ fn many_bos(p: &Params) -> R<()> {
                 .ctx("USERPTR_CREATE")?,
         );
     }
-    let create = t.elapsed();
-    let t = Instant::now();
-    for (i, bo) in bos.iter().enumerate() {
-        bo.bind(GPU_VA + (i * PAGE) as u64).ctx("BIND")?;
-    }
-    let bind = t.elapsed();
+    let create = ms(t.elapsed());
+    let (r, bind) = timed(|| bind_all(&bos));
+    r?;
     // One job per batch of MAX_HANDLES objects; it reads the batch's first object.
     let batch_job = |b: usize| {
         let lo = b * MAX_HANDLES;
@@ -72,69 +90,86 @@ fn many_bos(p: &Params) -> R<()> {
     for j in &jobs {
         ctx.submit_readonly(j).ctx("validate batch")?;
     }
-    let validate = t.elapsed();
+    let validate = ms(t.elapsed());
     // The batch holding object `victim`, unchanged vs after a one-page invalidation.
-    let victim = p.bos / 2;
+    let victim = p.bos / 2 + rep;
     let vb = victim / MAX_HANDLES;
-    let mut unchanged = Vec::new();
-    let mut after = Vec::new();
-    for rep in 0..3 {
-        let (r, d) = timed(|| ctx.submit_readonly(&jobs[vb]));
-        r.ctx("submit unchanged")?;
-        unchanged.push(ms(d));
-        madvise(
-            m.addr() + ((victim + rep) * PAGE) as u64,
-            PAGE,
-            libc::MADV_DONTNEED,
-        )?;
-        let (r, d) = timed(|| ctx.submit_readonly(&jobs[vb]));
-        r.ctx("submit after invalidation")?;
-        after.push(ms(d));
-    }
-    let common = |f: Figure| {
-        f.param("objects", p.bos)
-            .param("object_size", "4 KiB each, bound side by side")
-    };
-    common(Figure::new(
-        format!("userptr_{}k_validate_all", p.bos / 1000),
-        ms(validate),
-        "ms",
-    ))
-    .param("submits", batches)
-    .param("handles_per_submit", MAX_HANDLES)
-    .param("create_all_ms", ms(create))
-    .param("bind_all_ms", ms(bind))
-    .param("create_us_per_object", ms(create) * 1e3 / p.bos as f64)
-    .param("bind_us_per_object", ms(bind) * 1e3 / p.bos as f64)
-    .emit();
-    common(Figure::new(
-        format!("userptr_{}k_submit_after_1_invalidation", p.bos / 1000),
-        median(&after),
-        "ms",
-    ))
-    .baseline(
-        format!("userptr_{}k_submit_unchanged", p.bos / 1000),
-        median(&unchanged),
-    )
-    .param("handles_in_submit", MAX_HANDLES)
-    .param("invalidated", "one page of one object (MADV_DONTNEED)")
-    .param("reps", after.len())
-    .emit();
+    let (r, d) = timed(|| ctx.submit_readonly(&jobs[vb]));
+    r.ctx("submit unchanged")?;
+    let unchanged = ms(d);
+    madvise(m.addr() + (victim * PAGE) as u64, PAGE, libc::MADV_DONTNEED)?;
+    let (r, d) = timed(|| ctx.submit_readonly(&jobs[vb]));
+    r.ctx("submit after invalidation")?;
+    let after = ms(d);
     let t = Instant::now();
     drop(jobs);
     drop(bos);
-    let close = t.elapsed();
-    common(Figure::new(
-        format!("userptr_{}k_close_all", p.bos / 1000),
-        ms(close),
+    let close = ms(t.elapsed());
+    drop(ctx);
+    Ok(BoRep {
+        create,
+        bind: ms(bind),
+        validate,
+        unchanged,
+        after,
+        close,
+    })
+}
+
+fn many_bos(p: &Params) -> R<()> {
+    let m = fresh(p.bos * PAGE, false)?;
+    touch_pages(m.addr(), p.bos * PAGE);
+    let mut v = Vec::new();
+    for rep in 0..p.reps {
+        progress(&format!("scale: {} objects, rep {}/{}", p.bos, rep + 1, p.reps));
+        v.push(many_bos_once(p, &m, rep)?);
+    }
+    let col = |f: &dyn Fn(&BoRep) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+    let n = p.bos as f64;
+    let common = |f: Figure| {
+        f.param("objects", p.bos)
+            .param("object_size", "4 KiB each, bound side by side")
+            .param("reps", p.reps)
+    };
+    let k = p.bos / 1000;
+    common(Figure::from_reps(
+        format!("userptr_{k}k_bind_per_object"),
+        &col(&|r| r.bind * 1e3 / n),
+        "us",
+    ))
+    .param("what", "BIND of every object (one BIND ioctl each, consecutive GPU VAs), total time / objects")
+    .param("bind_all_ms", median(&col(&|r| r.bind)))
+    .emit();
+    common(Figure::from_reps(
+        format!("userptr_{k}k_create_per_object"),
+        &col(&|r| r.create * 1e3 / n),
+        "us",
+    ))
+    .emit();
+    common(Figure::from_reps(format!("userptr_{k}k_validate_all"), &col(&|r| r.validate), "ms"))
+        .param("submits", p.bos.div_ceil(MAX_HANDLES))
+        .param("handles_per_submit", MAX_HANDLES)
+        .emit();
+    common(Figure::from_reps(
+        format!("userptr_{k}k_submit_after_1_invalidation"),
+        &col(&|r| r.after),
         "ms",
     ))
-    .param("what", "unbind + GEM_CLOSE of every object")
+    .baseline_reps(format!("userptr_{k}k_submit_unchanged"), &col(&|r| r.unchanged))
+    .param("handles_in_submit", MAX_HANDLES)
+    .param("invalidated", "one page of one object (MADV_DONTNEED)")
     .emit();
+    common(Figure::from_reps(format!("userptr_{k}k_close_all"), &col(&|r| r.close), "ms"))
+        .param("what", "unbind + GEM_CLOSE of every object")
+        .param("close_us_per_object", median(&col(&|r| r.close)) * 1e3 / n)
+        .emit();
     Ok(())
 }
 
-fn sparse(p: &Params) -> R<()> {
+/// One repetition: a fresh 64 GiB NORESERVE range, a fresh SVM context,
+/// one 8-byte job per scattered page. Returns (KiB of the range's RSS per
+/// write, faults/s, faults serviced, job p50 µs).
+fn sparse_once(p: &Params, rep: usize) -> R<(f64, f64, u64, f64)> {
     let len = p.sparse_gib << 30;
     let m = Mapping::new(
         0,
@@ -147,11 +182,9 @@ fn sparse(p: &Params) -> R<()> {
     .ctx("mmap 64 GiB NORESERVE")?;
     madvise(m.addr(), len, libc::MADV_NOHUGEPAGE)?;
     let ctx = svm_context()?;
-    let rss0 = self_status_kb("VmRSS").unwrap_or(0);
-    let free0 = vgpu_tests::sysutil::meminfo("MemFree").unwrap_or(0);
     // Scattered distinct pages: a multiplicative walk over the page numbers.
     let npages = (len / PAGE) as u64;
-    let mut x: u64 = 0x9e37_79b9;
+    let mut x: u64 = 0x9e37_79b9 + rep as u64;
     let mut pages = Vec::with_capacity(p.sparse_touches);
     while pages.len() < p.sparse_touches {
         x = x
@@ -162,8 +195,9 @@ fn sparse(p: &Params) -> R<()> {
             pages.push(pg);
         }
     }
+    let mut lat = Vec::with_capacity(pages.len());
+    let rss0 = vgpu_tests::sysutil::smaps_kb(m.addr(), "Rss").unwrap_or(0);
     let before = ctx.stats().ctx("stats")?;
-    let mut lat = Vec::new();
     let t = Instant::now();
     for (i, &pg) in pages.iter().enumerate() {
         let va = m.addr() + pg * PAGE as u64;
@@ -174,17 +208,37 @@ fn sparse(p: &Params) -> R<()> {
     }
     let total = t.elapsed();
     let d = ctx.stats().ctx("stats")?.delta_since(&before);
-    let rss1 = self_status_kb("VmRSS").unwrap_or(0);
-    let free1 = vgpu_tests::sysutil::meminfo("MemFree").unwrap_or(0);
-    Figure::new(format!("svm_sparse_{}g_faults_per_s", p.sparse_gib), d.faults_serviced as f64 / total.as_secs_f64(), "faults/s")
-        .param("range_gib", p.sparse_gib)
-        .param("touches", pages.len())
-        .param("faults_serviced", d.faults_serviced)
-        .param("gpu_pages_mapped", d.pages_mapped)
-        .param("job_p50_us", percentile(&lat, 50.0) / 1e3)
-        .param("rss_growth_kib", rss1 as i64 - rss0 as i64)
-        .param("memfree_drop_kib", free0 as i64 - free1 as i64)
-        .param("note", "mmap PROT_READ|WRITE MAP_NORESERVE + MADV_NOHUGEPAGE; one 8-byte WRITE_PATTERN job per scattered page; each write fault faults in its own page only (its window's neighbours are mirrored as the CPU maps them, never allocated): rss_growth_kib / touches is the RSS per sparse write")
+    let rss1 = vgpu_tests::sysutil::smaps_kb(m.addr(), "Rss").unwrap_or(0);
+    Ok((
+        (rss1 as f64 - rss0 as f64) / pages.len() as f64,
+        d.faults_serviced as f64 / total.as_secs_f64(),
+        d.faults_serviced,
+        percentile(&lat, 50.0) / 1e3,
+    ))
+}
+
+fn sparse(p: &Params) -> R<()> {
+    let (mut rss, mut rate, mut faults, mut p50) = (vec![], vec![], 0, vec![]);
+    for rep in 0..p.reps {
+        progress(&format!("scale: sparse {} GiB, rep {}/{}", p.sparse_gib, rep + 1, p.reps));
+        let (a, b, c, d) = sparse_once(p, rep)?;
+        rss.push(a);
+        rate.push(b);
+        faults += c;
+        p50.push(d);
+    }
+    let common = |f: Figure| {
+        f.param("range_gib", p.sparse_gib)
+            .param("touches_per_rep", p.sparse_touches)
+            .param("reps", p.reps)
+            .param("faults_serviced", faults)
+            .param("note", "mmap PROT_READ|WRITE MAP_NORESERVE + MADV_NOHUGEPAGE, a fresh range and SVM context per repetition; one 8-byte WRITE_PATTERN job per scattered page")
+    };
+    common(Figure::from_reps("svm_sparse_rss_per_write", &rss, "KiB"))
+        .param("what", "growth of the range's Rss (/proc/self/smaps) / number of 8-byte writes: 4 KiB if a write fault allocates only its own page")
+        .emit();
+    common(Figure::from_reps(format!("svm_sparse_{}g_faults_per_s", p.sparse_gib), &rate, "faults/s"))
+        .param("job_p50_us_median", median(&p50))
         .emit();
     Ok(())
 }
@@ -241,14 +295,18 @@ fn concurrent(p: &Params, n: usize) -> R<f64> {
 }
 
 fn procs(p: &Params) -> R<()> {
-    let one = concurrent(p, 1)?;
-    let many = concurrent(p, p.procs)?;
-    Figure::new(
+    let (mut one, mut many) = (vec![], vec![]);
+    for rep in 0..p.reps {
+        progress(&format!("scale: {} processes vs 1, rep {}/{}", p.procs, rep + 1, p.reps));
+        one.push(concurrent(p, 1)?);
+        many.push(concurrent(p, p.procs)?);
+    }
+    Figure::from_reps(
         format!("concurrent_{}proc_jobs_per_s", p.procs),
-        many,
+        &many,
         "jobs/s",
     )
-    .baseline("single_proc_jobs_per_s", one)
+    .baseline_reps("single_proc_jobs_per_s", &one)
     .param(
         "job",
         format!(
@@ -257,7 +315,8 @@ fn procs(p: &Params) -> R<()> {
         ),
     )
     .param("jobs_per_process", p.proc_jobs)
-    .param("aggregate_gb_per_s", many * p.proc_copy as f64 / 1e9)
+    .param("reps", p.reps)
+    .param("aggregate_gb_per_s", median(&many) * p.proc_copy as f64 / 1e9)
     .param(
         "note",
         "2 guest vCPUs; the device runs one worker thread per context on a 2-core host",

@@ -1,37 +1,52 @@
-//! `cargo xtask bench`: the benchmarks. Measurements, not tests: nothing here
-//! asserts a time; every ratio is against a baseline measured in the same run.
+//! `cargo xtask bench`: the benchmarks. Measurements, not tests: nothing here asserts a
+//! time; every ratio is against a baseline measured interleaved with it in the same run,
+//! and every figure has at least [`stats::MIN_REPS`] repetitions whose min / median / max
+//! the report shows ([`stats`]); the targets of issue 13 are decided on the medians
+//! ([`targets`]).
 //!
 //! 1. The guest bench (`tests/guest-jobs/bench.sh` -> `/bin/vgpu-bench`) in the VM: one
-//!    `vgpu-bench: {json}` line per figure on the console ([`parse_figures`]).
-//! 2. The same program's `fault` and `device` groups in a second VM whose daemon runs with
-//!    `--checker off`; figures present in both become `checker_strict_vs_off.*`
-//!    ([`checker_figures`]).
-//! 3. `cargo bench -p vgpu-device` (host side, release), parsed by [`parse_device_bench`].
+//!    `vgpu-bench: {json}` line per figure on the console ([`parse_figures`]), with the
+//!    repetitions in `reps` / `baseline_reps`.
+//! 2. The checker, guest side: [`CHECKER_PAIRS`] pairs of short VM boots, one with
+//!    `vgpu-device --checker strict` and one with `--checker off`, alternated (strict, off,
+//!    off, strict, strict, off, ...), each running only the `devcopy` group; the pair's
+//!    ratio is the strict boot's median copy time over the off boot's
+//!    ([`checker_figure`]).
+//! 3. `cargo bench -p vgpu-device` (host side, release): it prints the same
+//!    `vgpu-bench: {json}` lines ([`parse_device_bench`]).
 //!
 //! Output: `target/vgpu/bench.json` (an array of figures: name, value, unit, baseline_name,
-//! baseline_value, ratio = value / baseline_value, params), `target/vgpu/bench.md` (the
-//! machine, the table, the targets), and `target/vgpu/bench-<plot>.svg` (hand-written CDF
-//! plots of the latency samples the guest sent).
+//! baseline_value, ratio, params, reps, baseline_reps, stats), `target/vgpu/bench.md` (the
+//! machine, the commit, how it was measured, the targets table, every figure with its
+//! spread, the errors), and `target/vgpu/bench-<plot>.svg` (CDF plots of latency samples).
+
+pub mod stats;
+pub mod targets;
 
 use crate::{paths, say, JobRun, Opts};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use stats::RepStats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
+use std::time::Instant;
 
 /// The marker in front of each figure's JSON on the console.
 pub const PREFIX: &str = "vgpu-bench: ";
 /// The marker of a guest group that failed.
 pub const ERROR_PREFIX: &str = "vgpu-bench-error: ";
-/// The groups the checker-off VM runs.
-const CHECKER_GROUPS: &str = "fault,device";
-/// Figures of the checker-off VM that are compared with the strict run.
-const CHECKER_FIGURES: &[&str] = &["device_copy_", "svm_fault_throughput_"];
+/// The group the checker boots run.
+const CHECKER_GROUP: &str = "devcopy";
+/// The figure of that group compared strict vs off.
+const CHECKER_FIGURE: &str = "device_copy_64m";
+/// Strict/off pairs of checker boots.
+pub const CHECKER_PAIRS: usize = 7;
 
 /// One figure (the guest's JSON; `samples*`, `plot` are for the plots only and are not
-/// written to bench.json).
+/// written to bench.json). With `reps`, `value` / `baseline_value` / `ratio` are the
+/// medians [`Figure::finish`] computed from the repetitions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
     pub name: String,
@@ -45,6 +60,15 @@ pub struct Figure {
     pub ratio: Option<f64>,
     #[serde(default)]
     pub params: Map<String, Value>,
+    /// The value once per repetition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reps: Option<Vec<f64>>,
+    /// The baseline once per repetition, interleaved with `reps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_reps: Option<Vec<f64>>,
+    /// min / median / max of the value, the baseline and the per-repetition ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<RepStats>,
     #[serde(default, skip_serializing)]
     pub samples: Option<Vec<f64>>,
     #[serde(default, skip_serializing)]
@@ -69,12 +93,48 @@ impl Figure {
             baseline_value: baseline.map(|(_, b)| b),
             ratio,
             params: Map::new(),
+            reps: None,
+            baseline_reps: None,
+            stats: None,
             samples: None,
             baseline_samples: None,
             plot: None,
             samples_label: None,
             baseline_samples_label: None,
         }
+    }
+
+    /// A figure from interleaved repetitions (`baseline`: its name and repetitions).
+    pub fn from_reps(
+        name: &str,
+        unit: &str,
+        reps: Vec<f64>,
+        baseline: Option<(&str, Vec<f64>)>,
+    ) -> Result<Figure> {
+        let mut f = Figure::new(name, 0.0, unit, baseline.as_ref().map(|(n, _)| (*n, 1.0)));
+        f.reps = Some(reps);
+        f.baseline_reps = baseline.map(|(_, b)| b);
+        f.finish()?;
+        Ok(f)
+    }
+
+    /// With repetitions: computes `stats`, and sets value, baseline_value and ratio to the
+    /// medians (of the value, of the baseline, of the per-repetition ratios). Without: as
+    /// it is. Errors if the repetitions are unusable (none, or unpaired).
+    pub fn finish(&mut self) -> Result<()> {
+        let Some(reps) = &self.reps else {
+            return Ok(());
+        };
+        let st = stats::rep_stats(reps, self.baseline_reps.as_deref())
+            .map_err(|e| anyhow::anyhow!("figure {}: {e}", self.name))?;
+        self.value = Some(st.value.median);
+        self.baseline_value = st.baseline.map(|b| b.median);
+        self.ratio = st.ratio.map(|r| r.median);
+        if self.baseline_reps.is_some() && self.baseline_name.is_none() {
+            self.baseline_name = Some("baseline".into());
+        }
+        self.stats = Some(st);
+        Ok(())
     }
 
     fn param(mut self, k: &str, v: impl Into<Value>) -> Figure {
@@ -85,8 +145,9 @@ impl Figure {
 
 /// Every `vgpu-bench:` figure of a console log, and the `vgpu-bench-error:` messages. The
 /// marker may sit anywhere in a line (a kernel message can land in front of it); text after
-/// the JSON object is ignored. A figure line whose JSON does not parse is reported as an
-/// error (not fatal: the other figures are still good).
+/// the JSON object is ignored. A figure line whose JSON does not parse, or whose
+/// repetitions are unusable, is reported as an error (not fatal: the other figures are
+/// still good).
 pub fn parse_figures(console: &str) -> (Vec<Figure>, Vec<String>) {
     let (mut figs, mut errors) = (Vec::new(), Vec::new());
     for (i, raw) in console.lines().enumerate() {
@@ -104,7 +165,10 @@ pub fn parse_figures(console: &str) -> (Vec<Figure>, Vec<String>) {
         }
         let mut stream = serde_json::Deserializer::from_str(json).into_iter::<Figure>();
         match stream.next() {
-            Some(Ok(f)) => figs.push(f),
+            Some(Ok(mut f)) => match f.finish() {
+                Ok(()) => figs.push(f),
+                Err(e) => errors.push(format!("console line {}: {e:#}", i + 1)),
+            },
             Some(Err(e)) => errors.push(format!("console line {}: bad figure JSON ({e})", i + 1)),
             None => errors.push(format!(
                 "console line {}: figure marker without JSON",
@@ -115,216 +179,50 @@ pub fn parse_figures(console: &str) -> (Vec<Figure>, Vec<String>) {
     (figs, errors)
 }
 
-/// The number in front of `unit` in `line` (`"  NOP   29.3 us"` -> 29.3 for "us").
-fn number_before(line: &str, unit: &str) -> Option<f64> {
-    let toks: Vec<&str> = line.split_whitespace().collect();
-    let i = toks.iter().position(|t| *t == unit)?;
-    toks.get(i.checked_sub(1)?)?.parse().ok()
+/// The figures of `cargo bench -p vgpu-device` (its stdout carries the same `vgpu-bench:`
+/// lines as the guest), each marked as host side. Errors if there is none.
+pub fn parse_device_bench(out: &str) -> Result<(Vec<Figure>, Vec<String>)> {
+    let (mut figs, errors) = parse_figures(out);
+    if figs.is_empty() {
+        bail!("the device bench printed no `{PREFIX}` figure");
+    }
+    for f in &mut figs {
+        f.params
+            .entry("side")
+            .or_insert_with(|| "host (cargo bench -p vgpu-device, release)".into());
+    }
+    Ok((figs, errors))
 }
 
-/// The number after `key` in `line` (`"off 7.2 ms"` -> 7.2 for "off").
-fn number_after(line: &str, key: &str) -> Option<f64> {
-    let toks: Vec<&str> = line.split_whitespace().collect();
-    let i = toks.iter().position(|t| *t == key)?;
-    toks.get(i + 1)?.trim_end_matches([',', ';']).parse().ok()
+/// One checker boot's figure: the median of the boot's copy jobs.
+fn boot_value(figs: &[Figure]) -> Option<f64> {
+    figs.iter().find(|f| f.name == CHECKER_FIGURE)?.value
 }
 
-/// The figures of `cargo bench -p vgpu-device` (its stdout): copy through the GPU page
-/// table (strict and checker off) vs memcpy, strict vs off, INVALIDATE vs NOP round trips;
-/// and, from the bench's newer lines when present, the daemon's CPU time for strict vs off
-/// (immune to another job's load preempting the daemon), the memcpy of the same guest
-/// memory in 4 KiB steps, and the TLB-sized (8 MiB) and 2 MiB-page cases.
-pub fn parse_device_bench(out: &str) -> Result<Vec<Figure>> {
-    let line_with = |prefix: &str| out.lines().map(str::trim).find(|l| l.starts_with(prefix));
-    let find = |prefix: &str, unit: &str| -> Result<f64> {
-        line_with(prefix)
-            .and_then(|l| number_before(l, unit))
-            .with_context(|| format!("device bench output has no `{prefix} ... {unit}` line"))
-    };
-    let mib = out
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("copy of ")?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0);
-    let memcpy = find("memcpy", "ms")?;
-    let off = find("GPU page table, checker off", "ms")?;
-    let strict = find("GPU page table, strict", "ms")?;
-    let nop = find("NOP", "us")?;
-    let inv = find("INVALIDATE", "us")?;
-    let host = |f: Figure| {
-        f.param("side", "host (cargo bench -p vgpu-device, release)")
-            .param("copy_mib", mib)
-    };
-    let mut figs = vec![
-        host(Figure::new(
-            &format!("host_device_copy_{mib}m_strict"),
-            strict,
-            "ms",
-            Some((&format!("host_memcpy_{mib}m"), memcpy)),
-        ))
-        .param(
-            "what",
-            "COPY job through the GPU page table (4 KiB pages), checker strict, best of the reps",
-        ),
-        host(Figure::new(
-            &format!("host_device_copy_{mib}m_checker_off"),
-            off,
-            "ms",
-            Some((&format!("host_memcpy_{mib}m"), memcpy)),
-        )),
-        host(Figure::new(
-            "host_checker_strict_vs_off",
-            strict,
-            "ms",
-            Some(("host_checker_off", off)),
-        ))
-        .param(
-            "what",
-            "the same COPY job, daemon with --checker strict vs off, jobs alternated",
-        ),
-        host(Figure::new(
-            "host_invalidate_roundtrip",
-            inv,
-            "us",
-            Some(("host_nop_roundtrip", nop)),
-        ))
-        .param(
-            "what",
-            "control-queue round trip of INVALIDATE (2 MiB, full TLB) vs NOP (median; older benches: mean)",
-        ),
-    ];
-    if let Some(l) = line_with("INVALIDATE with its 512 entries cached") {
-        let toks: Vec<&str> = l.split_whitespace().collect();
-        let us_at = |i: usize| {
-            toks.get(i.checked_sub(1)?)?
-                .trim_start_matches('(')
-                .parse()
-                .ok()
-        };
-        let mut at_us = toks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.trim_end_matches([')', ',']) == "us")
-            .map(|(i, _)| us_at(i));
-        if let (Some(Some(inv)), Some(Some(nop))) = (at_us.next(), at_us.next()) {
-            figs.push(
-                host(Figure::new(
-                    "host_invalidate_roundtrip_populated",
-                    inv,
-                    "us",
-                    Some(("host_nop_roundtrip_after", nop)),
-                ))
-                .param("what", "INVALIDATE (2 MiB) whose 512 TLB entries are cached vs the NOP sent after it, median"),
-            );
+/// `checker_strict_vs_off.device_copy_64m` from the alternated boots: `strict[i]` and
+/// `off[i]` are pair `i`'s boots (each `None` if that boot gave no figure; such a pair is
+/// dropped). The value is the strict boot's copy time, the baseline the off boot's.
+pub fn checker_figure(
+    strict: &[Option<f64>],
+    off: &[Option<f64>],
+    per_boot: usize,
+) -> Result<Figure> {
+    let (mut s, mut o) = (Vec::new(), Vec::new());
+    for (a, b) in strict.iter().zip(off) {
+        if let (Some(a), Some(b)) = (a, b) {
+            s.push(*a);
+            o.push(*b);
         }
     }
-    if let Ok(g) = find("memcpy in guest memory", "ms") {
-        figs.push(
-            host(Figure::new(
-                &format!("host_device_copy_{mib}m_strict_vs_guest_memcpy"),
-                strict,
-                "ms",
-                Some((&format!("host_guest_memcpy_{mib}m_4k_steps"), g)),
-            ))
-            .param(
-                "what",
-                "the strict COPY job vs memcpy of the same guest memory, 4 KiB at a time",
-            ),
-        );
+    if s.is_empty() {
+        bail!("no strict/off pair of checker boots gave a {CHECKER_FIGURE} figure");
     }
-    if let Some(l) = line_with("daemon CPU time") {
-        if let (Some(o), Some(st)) = (number_after(l, "off"), number_after(l, "strict")) {
-            figs.push(
-                host(Figure::new(
-                    "host_checker_strict_vs_off_cpu",
-                    st,
-                    "ms",
-                    Some(("host_checker_off_cpu", o)),
-                ))
-                .param(
-                    "what",
-                    "daemon CPU time (all threads, schedstat) of the COPY job, strict vs off",
-                ),
-            );
-        }
-    }
-    // `case NAME N MiB ...: memcpy A ms, off B ms [..], strict C ms [..]; ...`
-    for l in out
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("case "))
-    {
-        let toks: Vec<&str> = l.split_whitespace().collect();
-        let (Some(name), Some(size)) = (toks.get(1), toks.get(2)) else {
-            continue;
-        };
-        let tag = format!("{size}m_{}", name.replace('-', "_"));
-        let (Some(m), Some(o), Some(st)) = (
-            number_after(l, "memcpy"),
-            number_after(l, "off"),
-            number_after(l, "strict"),
-        ) else {
-            continue;
-        };
-        figs.push(host(Figure::new(
-            &format!("host_device_copy_{tag}_strict"),
-            st,
-            "ms",
-            Some((&format!("host_memcpy_{size}m"), m)),
-        )));
-        figs.push(host(Figure::new(
-            &format!("host_checker_strict_vs_off_{tag}"),
-            st,
-            "ms",
-            Some((&format!("host_checker_off_{tag}"), o)),
-        )));
-    }
-    Ok(figs)
-}
-
-/// `checker_strict_vs_off.<name>` for every figure of the checker-off run (`off`) whose
-/// name starts with one of [`CHECKER_FIGURES`] and that the strict run also has. The value
-/// is the strict figure, the baseline the checker-off one.
-pub fn checker_figures(strict: &[Figure], off: &[Figure]) -> Vec<Figure> {
-    let mut v = Vec::new();
-    for o in off {
-        if !CHECKER_FIGURES.iter().any(|p| o.name.starts_with(p)) {
-            continue;
-        }
-        let Some(s) = strict.iter().find(|s| s.name == o.name) else {
-            continue;
-        };
-        let (Some(sv), Some(ov)) = (s.value, o.value) else {
-            continue;
-        };
-        let name = format!("checker_strict_vs_off.{}", o.name);
-        let mut f = Figure::new(
-            &name,
-            sv,
-            &s.unit,
-            Some((&format!("{}.checker_off", o.name), ov)),
-        )
-        .param(
-            "side",
-            "guest; two VM boots, the second with vgpu-device --checker off",
-        )
-        .param("groups_rerun", CHECKER_GROUPS);
-        // The checker's share: extra time over the checker-off time (for a rate, the inverse).
-        let extra = if higher_is_better(&s.unit) {
-            ov / sv - 1.0
-        } else {
-            sv / ov - 1.0
-        };
-        f = f.param("checker_overhead_pct", (extra * 1000.0).round() / 10.0);
-        v.push(f);
-    }
-    v
+    let name = format!("checker_strict_vs_off.{CHECKER_FIGURE}");
+    let base = format!("{CHECKER_FIGURE}.checker_off");
+    Ok(Figure::from_reps(&name, "ms", s, Some((&base, o)))?
+        .param("side", "guest; alternated VM boots (strict, off, off, strict, ...), each running only the devcopy group")
+        .param("rep", format!("one boot; its value is the median of its {per_boot} copy jobs"))
+        .param("pairs_planned", strict.len()))
 }
 
 /// Whether a bigger value is better for this unit (rates) or worse (times).
@@ -358,11 +256,17 @@ fn opt(v: Option<f64>) -> String {
     v.map(fmt_num).unwrap_or_else(|| "-".into())
 }
 
-/// The markdown table of `figs`: figure, value, unit, baseline, baseline value, ratio,
-/// which way is better.
+fn range(s: Option<stats::Spread>) -> String {
+    s.map(|s| format!("{}–{}", fmt_num(s.min), fmt_num(s.max)))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The markdown table of `figs`: figure, value (median) and its min–max, unit, baseline,
+/// its median and min–max, the ratio (median of the per-repetition ratios) and its
+/// min–max, repetitions, which way is better.
 pub fn markdown_table(figs: &[Figure]) -> String {
     let mut s = String::from(
-        "| figure | value | unit | baseline | baseline value | ratio | better |\n|---|---:|---|---|---:|---:|---|\n",
+        "| figure | value | min–max | unit | baseline | baseline value | min–max | ratio | min–max | reps | better |\n|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|\n",
     );
     for f in figs {
         let ratio = f
@@ -376,115 +280,23 @@ pub fn markdown_table(figs: &[Figure]) -> String {
         } else {
             "lower"
         };
+        let st = f.stats.as_ref();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             f.name,
             opt(f.value),
+            range(st.map(|s| s.value)),
             f.unit,
             f.baseline_name.as_deref().unwrap_or("-"),
             opt(f.baseline_value),
+            range(st.and_then(|s| s.baseline)),
             ratio,
+            range(st.and_then(|s| s.ratio)),
+            st.map_or("1".into(), |s| s.reps.to_string()),
             better
         );
     }
-    s
-}
-
-/// The issue's targets, each checked against the figures (reported, never asserted).
-pub fn targets(figs: &[Figure]) -> String {
-    let get = |n: &str| figs.iter().find(|f| f.name == n);
-    let ratio = |n: &str| get(n).and_then(|f| f.ratio);
-    let mut s = String::from("| target | figure | result |\n|---|---|---|\n");
-    let mut line = |what: &str, got: Option<f64>, ok: &dyn Fn(f64) -> bool, how: &str| {
-        let verdict = match got {
-            Some(r) if ok(r) => format!("met ({})", fmt_num(r)),
-            Some(r) => format!("**not met** ({})", fmt_num(r)),
-            None => "not measured".into(),
-        };
-        let _ = writeln!(s, "| {what} | {how} | {verdict} |");
-    };
-    line(
-        "fault throughput >= 1.0x dmirror (4 KiB)",
-        ratio("svm_fault_throughput_4k"),
-        &|r| r >= 1.0,
-        "svm_fault_throughput_4k ratio",
-    );
-    line(
-        "fault throughput >= 1.0x dmirror (THP)",
-        ratio("svm_fault_throughput_thp"),
-        &|r| r >= 1.0,
-        "svm_fault_throughput_thp ratio",
-    );
-    for op in ["munmap", "fork"] {
-        for st in ["svm", "userptr"] {
-            let name = figs
-                .iter()
-                .find(|f| {
-                    f.name.starts_with(&format!("{op}_")) && f.name.ends_with(&format!(".{st}"))
-                })
-                .map(|f| f.name.clone());
-            let got = name.as_deref().and_then(ratio);
-            line(
-                &format!("{op} overhead <= 1.5x unmirrored ({st})"),
-                got,
-                &|r| r <= 1.5,
-                &format!(
-                    "{} ratio",
-                    name.as_deref().unwrap_or(&format!("{op}_*.{st}"))
-                ),
-            );
-        }
-    }
-    let chk = figs
-        .iter()
-        .find(|f| f.name.starts_with("checker_strict_vs_off.device_copy_"));
-    line(
-        "checker overhead <= 20% of device copy time (guest)",
-        chk.and_then(|f| f.ratio).map(|r| (r - 1.0) * 100.0),
-        &|p| p <= 20.0,
-        "checker_strict_vs_off.device_copy_* (ratio - 1) in %",
-    );
-    line(
-        "checker overhead <= 20% of device copy time (host)",
-        ratio("host_checker_strict_vs_off").map(|r| (r - 1.0) * 100.0),
-        &|p| p <= 20.0,
-        "host_checker_strict_vs_off (ratio - 1) in %",
-    );
-    // Proportional: one changed page of 131072 should cost about 1/131072 of the full
-    // validation; take "proportional" as well under 10% of it.
-    line(
-        "revalidation proportional to changed pages",
-        ratio("userptr_revalidate_1page"),
-        &|r| r <= 0.1,
-        "userptr_revalidate_1page ratio (1 changed page; <= 0.1 counted as proportional)",
-    );
-    line(
-        "checker strict vs off <= 1.15x, device copy (host)",
-        ratio("host_checker_strict_vs_off"),
-        &|r| r <= 1.15,
-        "host_checker_strict_vs_off ratio",
-    );
-    line(
-        "device copy bandwidth >= 0.7x host memcpy",
-        get("host_device_copy_32m_strict")
-            .and_then(|f| f.ratio)
-            .map(|r| 1.0 / r),
-        &|r| r >= 0.7,
-        "1 / host_device_copy_32m_strict ratio",
-    );
-    line(
-        "INVALIDATE round trip <= 1.2x no-op (host)",
-        ratio("host_invalidate_roundtrip"),
-        &|r| r <= 1.2,
-        "host_invalidate_roundtrip ratio",
-    );
-    line(
-        "INVALIDATE round trip <= 1.2x no-op (guest)",
-        ratio("invalidate_cost_in_munmap_p50"),
-        &|r| r <= 1.2,
-        "invalidate_cost_in_munmap_p50 ratio (vs STATS ioctl)",
-    );
     s
 }
 
@@ -812,48 +624,149 @@ fn device_bench() -> Result<String> {
         .output()
         .context("cannot start cargo bench")?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    print!("{stdout}");
+    for l in stdout.lines().filter(|l| !l.contains(PREFIX)) {
+        println!("{l}");
+    }
     if !out.status.success() {
         bail!("cargo bench -p vgpu-device failed ({})", out.status);
     }
     Ok(stdout)
 }
 
-/// The report: machine, table, targets, errors, plots.
+/// The commit measured: `git rev-parse HEAD` and whether the tree has changes
+/// (`git status --porcelain`, untracked files included).
+pub fn commit() -> (String, String) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(paths::workspace())
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let head = git(&["rev-parse", "HEAD"]).map_or("unknown".into(), |s| s.trim().to_string());
+    let dirty = match git(&["status", "--porcelain"]) {
+        None => "unknown (git status failed)".into(),
+        Some(s) if s.trim().is_empty() => "clean".into(),
+        Some(s) => format!(
+            "dirty ({} changed or untracked path(s): {})",
+            s.lines().count(),
+            s.lines()
+                .take(8)
+                .map(|l| l.get(3..).unwrap_or(l).trim())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    (head, dirty)
+}
+
+/// How the figures were measured (the report's section).
+pub const HOW_MEASURED: &str = "\
+- Every figure has at least 7 repetitions (`reps` in bench.json). A figure with a baseline
+  measures value and baseline interleaved (value, baseline, value, baseline, ...), so
+  repetition i of each ran next to the other; the ratio of a figure is the **median of the
+  per-repetition ratios** value[i] / baseline[i] (a drift of the machine moves both halves of
+  a pair and cancels), shown with the min–max of those ratios. The `value` and `baseline
+  value` columns are the medians of their own repetitions.
+- Latency figures (p50, p99): each repetition takes its percentile over many samples
+  (`samples_per_rep` in the figure's params); min / median / max are over the repetitions.
+- Guest: `/bin/vgpu-bench` (`tests/src/bin/vgpu-bench.rs`, `tests/src/bench/`), run by
+  `tests/guest-jobs/bench.sh` in the standard VM (2 vCPUs, 2 NUMA nodes x 1 GiB, QEMU TCG).
+  Times are `CLOCK_MONOTONIC` in the guest around the syscall or ioctl.
+- Unmirrored baselines (256 MiB move_pages, munmap, mprotect, fork; the 1-page munmap) are
+  measured in a forked child of the bench whose parent has no vgpu context (nor dmirror)
+  open at that time, and which never opens /dev/dri itself: its mm never had a vgpu
+  notifier. The mirrored repetitions open their context (or object) each time and close it
+  after.
+- Checker, guest: 7 pairs of short VM boots, `vgpu-device --checker strict` and `--checker
+  off`, the order alternated pair by pair (strict-off, off-strict, ...), each boot running
+  only the `devcopy` group (copies of 64 MiB through the GPU page table); a boot's value is
+  the median of its copy jobs, a pair's ratio strict / off.
+- Host (`host_*`): `cargo bench -p vgpu-device --bench device` (release), a real vhost-user
+  connection to two daemons, one `--checker strict`, one `off`, their jobs interleaved;
+  copies of 32 MiB in 4 KiB pages (more pages than the device TLB holds), 8 MiB in 4 KiB
+  pages (a TLB-sized working set: half the default 8192 entries, so after the warm-up every
+  translation hits) and 32 MiB in 2 MiB pages (GPU page table with 2 MiB leaves), each
+  against a memcpy of the same size interleaved with it; INVALIDATE (2 MiB) vs NOP round
+  trips in alternating batches, one repetition = one batch's median.
+- Targets are decided on the median; \"every rep\" rows on the worst repetition too. A
+  missing figure is \"no data\" (an error, never met); fewer than 7 repetitions is
+  \"undecided\".
+";
+
+/// The report: machine, commit, how measured, targets, figures, errors, plots.
+#[allow(clippy::too_many_arguments)]
 pub fn report_md(
     machine: &[(String, String)],
+    commit: &(String, String),
+    outcomes: &[targets::Outcome],
     figs: &[Figure],
     errors: &[String],
     svgs: &[String],
+    seconds: f64,
 ) -> String {
     let mut s = String::from("# vgpu-svm benchmarks (`cargo xtask bench`)\n\n");
-    s.push_str("Measurements, not tests. `ratio` = value / baseline value, both measured in the same run; `better` says which way is good for the value.\n\n## Machine\n\n");
+    s.push_str("Measurements, not tests: nothing is asserted. Every ratio is value / baseline, measured interleaved in the same run; medians of at least 7 repetitions with their min–max.\n\n## Machine\n\n");
     for (k, v) in machine {
         let _ = writeln!(s, "- {k}: {v}");
     }
-    s.push_str("\n## Figures\n\n");
-    s.push_str(&markdown_table(figs));
-    s.push_str("\n## Targets (reported, not asserted)\n\n");
-    s.push_str(&targets(figs));
+    let _ = writeln!(s, "- commit: {} ({})", commit.0, commit.1);
+    let _ = writeln!(
+        s,
+        "- bench time: {:.0} s ({:.1} min)",
+        seconds,
+        seconds / 60.0
+    );
+    s.push_str("\n## How measured\n\n");
+    s.push_str(HOW_MEASURED);
+    s.push_str("\n## Targets (issue 13)\n\n");
+    s.push_str(&targets::table(outcomes));
+    let met = outcomes
+        .iter()
+        .filter(|o| o.verdict == targets::Verdict::Met)
+        .count();
+    let _ = writeln!(s, "\n{met} of {} rows met.", outcomes.len());
     if !errors.is_empty() {
         s.push_str("\n## Errors\n\n");
         for e in errors {
             let _ = writeln!(s, "- {e}");
         }
     }
+    s.push_str("\n## All figures\n\n");
+    s.push_str(&markdown_table(figs));
     if !svgs.is_empty() {
         s.push_str("\n## Plots\n\n");
         for p in svgs {
             let _ = writeln!(s, "- `{p}`");
         }
     }
-    s.push_str("\nEvery figure's parameters (sizes, repetitions, what exactly was timed) are in `bench.json`.\n");
+    s.push_str("\nEvery figure's parameters (sizes, repetitions, what exactly was timed) and its repetitions are in `bench.json`.\n");
     s
 }
 
+/// The order of the checker boots: pair `i` runs strict first when `i` is even.
+pub fn checker_order(pairs: usize) -> Vec<(usize, bool)> {
+    let mut v = Vec::new();
+    for i in 0..pairs {
+        let strict_first = i % 2 == 0;
+        v.push((i, strict_first));
+        v.push((i, !strict_first));
+    }
+    v
+}
+
 pub fn bench(o: &Opts) -> Result<()> {
+    let t0 = Instant::now();
+    // The commit as the run starts (what the builds below take).
+    let measured = commit();
+    say!("bench: at {} ({})", measured.0, measured.1);
     let mut errors = Vec::new();
     // 1. The guest bench.
+    say!(
+        "bench: [1/3] the guest bench (one VM, every group; progress as `vgpu-guest: bench` lines)"
+    );
     let outcome = crate::run_job_with(o, "bench", &JobRun::default())?;
     let console = console_of(&outcome)?;
     let (mut figs, errs) = parse_figures(&console);
@@ -868,33 +781,96 @@ pub fn bench(o: &Opts) -> Result<()> {
     for f in &mut figs {
         f.params.entry("side").or_insert_with(|| "guest".into());
     }
-    // 2. The checker-off VM.
-    let off = JobRun {
-        run_name: Some("bench-checker-off".into()),
-        device_args: vec!["--checker".into(), "off".into()],
-        extra_cmdline: format!("vgpu_bench={CHECKER_GROUPS}"),
-        ..Default::default()
-    };
-    match crate::run_job_with(o, "bench", &off).and_then(|oc| console_of(&oc)) {
-        Ok(c) => {
-            let (off_figs, errs) = parse_figures(&c);
-            errors.extend(errs.into_iter().map(|e| format!("checker-off VM: {e}")));
-            let chk = checker_figures(&figs, &off_figs);
-            if chk.is_empty() {
-                errors.push("checker-off VM: no figure to compare".into());
+    say!(
+        "bench: guest bench done, {} figures ({:.0} s so far)",
+        figs.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    // 2. The checker boots, strict and off alternated.
+    let (mut strict, mut off) = (vec![None; CHECKER_PAIRS], vec![None; CHECKER_PAIRS]);
+    let mut per_boot = 0;
+    for (k, (pair, is_strict)) in checker_order(CHECKER_PAIRS).into_iter().enumerate() {
+        let mode = if is_strict { "strict" } else { "off" };
+        say!(
+            "bench: [2/3] checker boot {}/{} (pair {}, --checker {mode}, group {CHECKER_GROUP}; {:.0} s so far)",
+            k + 1,
+            2 * CHECKER_PAIRS,
+            pair + 1,
+            t0.elapsed().as_secs_f64()
+        );
+        let spec = JobRun {
+            run_name: Some(format!("bench-checker-{}-{mode}", pair + 1)),
+            device_args: vec!["--checker".into(), mode.into()],
+            extra_cmdline: format!("vgpu_bench={CHECKER_GROUP}"),
+            quiet: true,
+            ..Default::default()
+        };
+        let got = crate::run_job_with(o, "bench", &spec).and_then(|oc| {
+            let c = console_of(&oc)?;
+            if oc.guest_status != Some(0) {
+                bail!(
+                    "guest status {:?} (console: {})",
+                    oc.guest_status,
+                    oc.console_log.display()
+                );
             }
-            figs.extend(chk);
+            Ok(c)
+        });
+        match got {
+            Ok(c) => {
+                let (fs, errs) = parse_figures(&c);
+                errors.extend(
+                    errs.into_iter()
+                        .map(|e| format!("checker boot {} ({mode}): {e}", k + 1)),
+                );
+                let v = boot_value(&fs);
+                if let Some(f) = fs.iter().find(|f| f.name == CHECKER_FIGURE) {
+                    per_boot = f.stats.map_or(1, |s| s.reps);
+                }
+                match v {
+                    None => errors.push(format!(
+                        "checker boot {} ({mode}): no {CHECKER_FIGURE} figure",
+                        k + 1
+                    )),
+                    Some(v) => {
+                        say!(
+                            "bench: checker boot {} ({mode}): {CHECKER_FIGURE} median {} ms",
+                            k + 1,
+                            fmt_num(v)
+                        );
+                        if is_strict {
+                            strict[pair] = Some(v);
+                        } else {
+                            off[pair] = Some(v);
+                        }
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("checker boot {} ({mode}): {e:#}", k + 1)),
         }
-        Err(e) => errors.push(format!("checker-off VM: {e:#}")),
+    }
+    match checker_figure(&strict, &off, per_boot) {
+        Ok(f) => figs.push(f),
+        Err(e) => errors.push(format!("checker boots: {e:#}")),
     }
     // 3. The host-side device bench.
+    say!(
+        "bench: [3/3] host device bench ({:.0} s so far)",
+        t0.elapsed().as_secs_f64()
+    );
     match device_bench().and_then(|out| parse_device_bench(&out)) {
-        Ok(f) => figs.extend(f),
+        Ok((f, errs)) => {
+            figs.extend(f);
+            errors.extend(errs.into_iter().map(|e| format!("device bench: {e}")));
+        }
         Err(e) => errors.push(format!("device bench: {e:#}")),
     }
     if figs.is_empty() {
         bail!("no figures at all; errors: {}", errors.join("; "));
     }
+    // The targets; rows without data become errors.
+    let outcomes = targets::evaluate_all(&targets::issue13(), &figs);
+    errors.extend(targets::errors(&outcomes));
     // Outputs.
     let out = paths::out();
     std::fs::create_dir_all(&out)?;
@@ -907,7 +883,8 @@ pub fn bench(o: &Opts) -> Result<()> {
                     .to_string()
             }
             "invalidate-munmap" => {
-                "munmap of one page (CDF): mirrored (device INVALIDATE) vs unmirrored".to_string()
+                "munmap of one page (CDF): mirrored (device idle) vs unmirrored (no context)"
+                    .to_string()
             }
             p => p.to_string(),
         };
@@ -917,17 +894,31 @@ pub fn bench(o: &Opts) -> Result<()> {
     }
     let json = serde_json::to_string_pretty(&figs)?;
     std::fs::write(out.join("bench.json"), json + "\n")?;
-    let md = report_md(&machine(&console), &figs, &errors, &svgs);
+    let seconds = t0.elapsed().as_secs_f64();
+    let md = report_md(
+        &machine(&console),
+        &commit(),
+        &outcomes,
+        &figs,
+        &errors,
+        &svgs,
+        seconds,
+    );
     std::fs::write(out.join("bench.md"), &md)?;
-    println!("\n{md}");
+    println!("\n{}", targets::table(&outcomes));
     say!(
-        "bench: wrote {}, {} and {} plot(s)",
+        "bench: wrote {}, {} and {} plot(s); total bench time {:.0} s ({:.1} min)",
         out.join("bench.md").display(),
         out.join("bench.json").display(),
-        svgs.len()
+        svgs.len(),
+        seconds,
+        seconds / 60.0
     );
-    for e in &errors {
-        say!("bench: warning: {e}");
+    if !errors.is_empty() {
+        for e in &errors {
+            say!("bench: error: {e}");
+        }
+        bail!("bench: {} error(s) (listed in bench.md)", errors.len());
     }
     Ok(())
 }
@@ -935,18 +926,6 @@ pub fn bench(o: &Opts) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const DEVICE_OUT: &str = "\
-copy of 32 MiB (4 KiB GPU pages), best of 5:
-  memcpy                          4.30 ms    7.80 GB/s
-  GPU page table, checker off     4.92 ms    6.83 GB/s  (1.14x memcpy time)
-  GPU page table, strict          9.36 ms    3.59 GB/s  (2.18x memcpy time)
-checker strict / off: 1.90x the job time
-round trips through the control queue, mean of 3000:
-  NOP            29.3 us
-  INVALIDATE     67.9 us  (2.32x NOP)
-(bench took 0.8 s)
-";
 
     #[test]
     fn parses_figures_and_errors_from_a_noisy_console() {
@@ -985,145 +964,93 @@ vgpu-bench-error: {\"group\":\"cpu\",\"error\":\"boom\"}
         }
     }
 
-    /// The bench's output since the TLB-sized and 2 MiB cases.
-    const DEVICE_OUT_2: &str = "\
-copy of 32 MiB (4 KiB GPU pages), best of 9 (median in brackets):
-  memcpy                          2.35 ms   14.25 GB/s  [2.44 ms]
-  memcpy in guest memory, 4 KiB at a time     2.77 ms   12.11 GB/s  [3.68 ms]
-  GPU page table, checker off     6.33 ms    5.30 GB/s  (0.37x memcpy bandwidth)  [7.25 ms]
-  GPU page table, strict          7.74 ms    4.34 GB/s  (0.30x memcpy bandwidth)  [8.40 ms]
-checker strict / off: 1.22x the job time (medians 1.16x)
-daemon CPU time of the job (all threads), best of 9: off 8.05 ms, strict 8.80 ms (1.09x; 0.27x memcpy bandwidth); median run-queue wait off 1.03 ms, strict 1.20 ms
-other cases, best of 9 (median in brackets):
-  case 4k-tlb  8 MiB 4 KiB pages, TLB-sized: memcpy    0.57 ms, off    0.78 ms [1.27], strict    0.83 ms [1.20]; strict/off 1.06x, strict bandwidth 0.68x memcpy; daemon CPU off 0.77 ms, strict 0.83 ms
-  case 2m     32 MiB 2 MiB pages           : memcpy    2.32 ms, off    8.53 ms [9.06], strict    7.74 ms [9.29]; strict/off 0.91x, strict bandwidth 0.30x memcpy; daemon CPU off 7.80 ms, strict 8.15 ms
-round trips through the control queue, median of 3000 (alternating batches of 100; min in brackets):
-  NOP             3.5 us  [3.2]
-  INVALIDATE      5.0 us  (1.44x NOP)  [4.6]
-  INVALIDATE with its 512 entries cached      6.1 us  (1.74x the NOP sent after it, 3.5 us), median of 200
-(bench took 1.0 s)
-";
-
     #[test]
-    fn parses_the_device_bench_cases_and_cpu_time() {
-        let f = parse_device_bench(DEVICE_OUT_2).unwrap();
-        let get = |n: &str| {
-            f.iter().find(|x| x.name == n).unwrap_or_else(|| {
-                panic!(
-                    "no {n} in {:?}",
-                    f.iter().map(|x| &x.name).collect::<Vec<_>>()
-                )
-            })
-        };
-        let s = get("host_device_copy_32m_strict");
-        assert_eq!((s.value, s.baseline_value), (Some(7.74), Some(2.35)));
-        let inv = get("host_invalidate_roundtrip");
-        assert_eq!((inv.value, inv.baseline_value), (Some(5.0), Some(3.5)));
-        let g = get("host_device_copy_32m_strict_vs_guest_memcpy");
-        assert_eq!(g.baseline_value, Some(2.77));
-        let c = get("host_checker_strict_vs_off_cpu");
-        assert_eq!((c.value, c.baseline_value), (Some(8.80), Some(8.05)));
-        let t = get("host_device_copy_8m_4k_tlb_strict");
-        assert_eq!((t.value, t.baseline_value), (Some(0.83), Some(0.57)));
-        let t = get("host_checker_strict_vs_off_8m_4k_tlb");
-        assert_eq!((t.value, t.baseline_value), (Some(0.83), Some(0.78)));
-        let l = get("host_checker_strict_vs_off_32m_2m");
-        assert_eq!((l.value, l.baseline_value), (Some(7.74), Some(8.53)));
-        let p = get("host_invalidate_roundtrip_populated");
-        assert_eq!((p.value, p.baseline_value), (Some(6.1), Some(3.5)));
-        let md = targets(&f);
-        assert!(md.contains("checker strict vs off <= 1.15x, device copy (host) | host_checker_strict_vs_off ratio | **not met** (1.22)"), "{md}");
-        assert!(
-            md.contains("device copy bandwidth >= 0.7x host memcpy"),
-            "{md}"
-        );
+    fn figures_with_reps_take_the_medians_and_keep_the_reps_in_json() {
+        let console = "vgpu-bench: {\"name\":\"munmap_256m.svm\",\"value\":null,\"unit\":\"ms\",\"baseline_name\":\"munmap_256m.unmirrored\",\"baseline_value\":null,\"ratio\":null,\"params\":{},\"reps\":[11,12,13,14,15,16,100],\"baseline_reps\":[10,10,10,10,10,10,10]}\n\
+vgpu-bench: {\"name\":\"bad\",\"value\":1,\"unit\":\"ms\",\"params\":{},\"reps\":[1,2],\"baseline_reps\":[1]}\n";
+        let (f, e) = parse_figures(console);
+        assert_eq!(f.len(), 1, "{e:?}");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("not interleaved pairs"), "{e:?}");
+        let m = &f[0];
+        assert_eq!(m.value, Some(14.0));
+        assert_eq!(m.baseline_value, Some(10.0));
+        assert!((m.ratio.unwrap() - 1.4).abs() < 1e-12);
+        let st = m.stats.unwrap();
+        assert_eq!((st.reps, st.ratio.unwrap().max), (7, 10.0));
+        let j = serde_json::to_value(m).unwrap();
+        assert_eq!(j["reps"].as_array().unwrap().len(), 7);
+        assert_eq!(j["baseline_reps"].as_array().unwrap().len(), 7);
+        assert_eq!(j["stats"]["ratio"]["median"], serde_json::json!(1.4));
+        let t = markdown_table(&f);
+        assert!(t.contains("| munmap_256m.svm | 14.0 | 11.0–100 | ms | munmap_256m.unmirrored | 10.0 | 10.0–10.0 | 1.40x | 1.10–10.0 | 7 | lower |"), "{t}");
     }
 
     #[test]
-    fn parses_the_device_bench() {
-        let f = parse_device_bench(DEVICE_OUT).unwrap();
-        assert_eq!(f.len(), 4);
-        assert_eq!(f[0].name, "host_device_copy_32m_strict");
-        assert_eq!(f[0].value, Some(9.36));
-        assert_eq!(f[0].baseline_value, Some(4.30));
-        assert_eq!(f[2].value, Some(9.36));
-        assert_eq!(f[2].baseline_value, Some(4.92));
-        let inv = &f[3];
-        assert_eq!((inv.value, inv.baseline_value), (Some(67.9), Some(29.3)));
-        assert!((inv.ratio.unwrap() - 67.9 / 29.3).abs() < 1e-9);
+    fn device_bench_lines_are_figures_marked_host_side() {
+        let out = "copy of 32 MiB ...\n  memcpy 2.3 ms\nvgpu-bench: {\"name\":\"host_invalidate_roundtrip\",\"value\":null,\"unit\":\"us\",\"baseline_name\":\"host_nop_roundtrip\",\"params\":{},\"reps\":[5,5,5,5,5,5,5,6],\"baseline_reps\":[4,4,4,4,4,4,4,4]}\n";
+        let (f, e) = parse_device_bench(out).unwrap();
+        assert!(e.is_empty());
+        assert_eq!(f[0].ratio, Some(1.25));
+        assert!(f[0].params["side"].as_str().unwrap().starts_with("host"));
         assert!(parse_device_bench("nothing here").is_err());
     }
 
     #[test]
-    fn checker_pairs_same_named_figures() {
-        let strict = vec![
-            Figure::new(
-                "device_copy_64m",
-                12.0,
-                "ms",
-                Some(("guest_memcpy_64m", 50.0)),
-            ),
-            Figure::new("svm_fault_throughput_4k", 80.0, "pages/s", None),
-            Figure::new("other", 1.0, "ms", None),
-        ];
-        let off = vec![
-            Figure::new("device_copy_64m", 10.0, "ms", None),
-            Figure::new("svm_fault_throughput_4k", 100.0, "pages/s", None),
-            Figure::new("other", 2.0, "ms", None),
-            Figure::new("device_copy_only_off", 2.0, "ms", None),
-        ];
-        let c = checker_figures(&strict, &off);
-        assert_eq!(c.len(), 2);
-        assert_eq!(c[0].name, "checker_strict_vs_off.device_copy_64m");
-        assert_eq!(c[0].ratio, Some(1.2));
-        assert_eq!(c[0].params["checker_overhead_pct"], serde_json::json!(20.0));
-        assert_eq!(c[1].params["checker_overhead_pct"], serde_json::json!(25.0));
+    fn checker_boots_alternate_and_pair_up() {
+        let order = checker_order(3);
+        assert_eq!(
+            order,
+            [
+                (0, true),
+                (0, false),
+                (1, false),
+                (1, true),
+                (2, true),
+                (2, false)
+            ]
+        );
+        let strict = [Some(12.0), Some(11.0), None, Some(13.0)];
+        let off = [Some(10.0), Some(10.0), Some(10.0), Some(10.0)];
+        let f = checker_figure(&strict, &off, 5).unwrap();
+        assert_eq!(f.name, "checker_strict_vs_off.device_copy_64m");
+        let st = f.stats.unwrap();
+        assert_eq!(st.reps, 3, "the pair without a strict figure is dropped");
+        assert!((f.ratio.unwrap() - 1.2).abs() < 1e-12);
+        assert!(checker_figure(&[None], &[Some(1.0)], 5).is_err());
     }
 
     #[test]
-    fn table_and_targets() {
-        let figs = vec![
-            Figure::new(
-                "svm_fault_throughput_4k",
-                70961.7,
-                "pages/s",
-                Some(("dmirror", 34935.4)),
-            ),
-            Figure::new(
-                "munmap_256m.svm",
-                65.3,
-                "ms",
-                Some(("munmap_256m.unmirrored", 77.1)),
-            ),
-            Figure::new(
-                "userptr_revalidate_1page",
-                24.4,
-                "ms",
-                Some(("userptr_validate_full", 33.3)),
-            ),
-            Figure::new("lonely", 3.0, "ms", None),
-        ];
-        let t = markdown_table(&figs);
-        assert_eq!(t.lines().count(), 2 + figs.len());
-        assert!(
-            t.contains(
-                "| svm_fault_throughput_4k | 70962 | pages/s | dmirror | 34935 | 2.03x | higher |"
-            ),
-            "{t}"
+    fn report_has_the_machine_commit_method_and_every_target_row() {
+        let figs = vec![Figure::from_reps(
+            "munmap_256m.svm",
+            "ms",
+            vec![11.0; 7],
+            Some(("munmap_256m.unmirrored", vec![10.0; 7])),
+        )
+        .unwrap()];
+        let outcomes = targets::evaluate_all(&targets::issue13(), &figs);
+        let mut errors = vec!["guest: boom".to_string()];
+        errors.extend(targets::errors(&outcomes));
+        let md = report_md(
+            &[("host CPUs (nproc)".into(), "2".into())],
+            &("abc123".into(), "clean".into()),
+            &outcomes,
+            &figs,
+            &errors,
+            &[],
+            600.0,
         );
-        assert!(t.contains("| lonely | 3.00 | ms | - | - | - |  |"), "{t}");
-        let g = targets(&figs);
-        assert!(g.contains("fault throughput >= 1.0x dmirror (4 KiB) | svm_fault_throughput_4k ratio | met (2.03)"), "{g}");
+        assert!(md.contains("- commit: abc123 (clean)"), "{md}");
+        assert!(md.contains("## How measured"));
+        assert!(md.contains("| munmap of mirrored 256 MiB vs unmirrored (svm) | `munmap_256m.svm` ratio | 1.10x | 1.10–1.10x | 7 | ≤ 1.3x | met |"), "{md}");
+        assert!(md.contains("1 of 21 rows met."), "{md}");
         assert!(
-            g.contains("munmap overhead <= 1.5x unmirrored (svm) | munmap_256m.svm ratio | met"),
-            "{g}"
+            md.contains("- target \"munmap of mirrored 256 MiB vs unmirrored (userptr)\": no data"),
+            "{md}"
         );
-        assert!(g.contains("revalidation proportional to changed pages"));
-        assert!(g.contains("**not met** (0.733)"), "{g}");
-        assert!(
-            g.contains("fork overhead <= 1.5x unmirrored (svm) | fork_*.svm ratio | not measured"),
-            "{g}"
-        );
+        assert!(md.contains("- guest: boom"));
+        assert!(md.contains("bench time: 600 s"));
     }
 
     #[test]

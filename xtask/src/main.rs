@@ -49,9 +49,10 @@ commands:
                         case. Writes target/vgpu/mm-regressions.{json,md}. Options: --only,
                         --no-baseline, --kernel-patch (under every zoo patch), --kernel-tree
                         (the zoo on your tree); VGPU_VM_LOCK
-  bench                 the benchmarks: the guest bench in the VM, again with the device's
-                        checker off, and the host-side device bench; writes
-                        target/vgpu/bench.{md,json} and target/vgpu/bench-*.svg
+  bench                 the benchmarks (bench/README.md): the guest bench in the VM (>= 7
+                        interleaved reps per figure), 7 pairs of device-copy boots with the
+                        checker strict and off alternated, and the host-side device bench;
+                        writes target/vgpu/bench.{md,json} and target/vgpu/bench-*.svg
 
 options:
   --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)

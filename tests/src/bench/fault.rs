@@ -137,11 +137,21 @@ fn guarded_pages(n: usize) -> R<(Mapping, Vec<u64>)> {
 
 /// 1-page jobs on `pages`, each timed (ns).
 fn one_page_jobs(ctx: &Context, pages: &[u64], what: &str) -> R<Vec<f64>> {
+    one_page_jobs_with(ctx, pages, what, |j| j)
+}
+
+/// [`one_page_jobs`], each job passed through `adjust` (e.g. `Job::prefault`).
+fn one_page_jobs_with(
+    ctx: &Context,
+    pages: &[u64],
+    what: &str,
+    adjust: impl Fn(Job) -> Job,
+) -> R<Vec<f64>> {
     let mut v = Vec::with_capacity(pages.len());
     for (i, &va) in pages.iter().enumerate() {
+        let job = adjust(Job::new().write_pattern(va, PAGE as u64, i as u64));
         // SAFETY: writes one page of a private mapping of the caller's.
-        let (r, d) =
-            timed(|| unsafe { ctx.submit(&Job::new().write_pattern(va, PAGE as u64, i as u64)) });
+        let (r, d) = timed(|| unsafe { ctx.submit(&job) });
         r.ctx(what)?;
         v.push(ns(d));
     }
@@ -175,7 +185,8 @@ fn latency(ctx: &Context, dm: &Dmirror, p: &Params) -> R<()> {
     let mut dm_4k = Series::default();
     let mut svm_thp = Series::default();
     let mut dm_thp = Series::default();
-    let (mut f4k, mut f_again, mut fthp) = (0, 0, 0);
+    let mut prefault = Series::default();
+    let (mut f4k, mut f_again, mut fthp, mut f_pre) = (0, 0, 0, 0);
     let src = Mapping::anon(PAGE).ctx("mmap")?;
     touch_pages(src.addr(), PAGE);
     for rep in 0..p.reps {
@@ -189,6 +200,13 @@ fn latency(ctx: &Context, dm: &Dmirror, p: &Params) -> R<()> {
         let before = ctx.stats().ctx("stats")?;
         nofault.push(one_page_jobs(ctx, &pages, "svm 1-page job (mirrored)")?);
         f_again += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+        drop(m);
+        // The same on fresh pages with SUBMIT_PREFAULT: the driver mirrors the page before
+        // the job starts, so the job takes no device fault.
+        let (m, pages) = guarded_pages(p.n_4k)?;
+        let before = ctx.stats().ctx("stats")?;
+        prefault.push(one_page_jobs_with(ctx, &pages, "svm 1-page job (PREFAULT)", Job::prefault)?);
+        f_pre += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
         drop(m);
         let m = fresh(p.n_4k * PAGE, false)?;
         let mut d4 = Vec::with_capacity(p.n_4k);
@@ -222,6 +240,13 @@ fn latency(ctx: &Context, dm: &Dmirror, p: &Params) -> R<()> {
         .param("faults_serviced_in_nofault_jobs", f_again)
         .param("what", "per repetition, p50 of 1-page WRITE_PATTERN jobs on fresh pages (one fault each) vs p50 of the same jobs again on the now mirrored pages (no fault)")
         .samples_only("fault-latency", "SVM 4k, already mirrored (no fault)", &nofault.all)
+        .emit();
+    Figure::from_reps("svm_prefault_job_vs_nofault_p50_4k", &prefault.p50, "us")
+        .baseline_reps("svm_1page_job_nofault_p50", &nofault.p50)
+        .param("samples_per_rep", p.n_4k)
+        .param("faults_serviced", f_pre)
+        .param("what", "per repetition, p50 of 1-page WRITE_PATTERN jobs with SUBMIT_PREFAULT on fresh pages (the driver mirrors the page at submit: no device fault) vs p50 of 1-page jobs on mirrored pages")
+        .samples_only("fault-latency", "SVM 4k, SUBMIT_PREFAULT (no fault)", &prefault.all)
         .emit();
     for (kind, s, d, faults, note, n) in [
         (

@@ -149,6 +149,13 @@ pub fn issue13() -> Vec<Target> {
         "x",
     ));
     v.push(row(
+        "SVM 4 KiB fault job with SUBMIT_PREFAULT vs a no-fault job (p50)",
+        "svm_prefault_job_vs_nofault_p50_4k",
+        Ratio,
+        AtMost(1.3),
+        "x",
+    ));
+    v.push(row(
         "RSS growth per sparse 8-byte device write",
         "svm_sparse_rss_per_write",
         Value,

@@ -344,9 +344,9 @@ mod tests {
     #[test]
     fn every_issue_row_is_there_and_missing_figures_are_no_data() {
         let t = issue13();
-        // 8 CPU-side rows + 1-page munmap + INVALIDATE + 4 checker + 3 bandwidth + fault +
-        // RSS + BIND + concurrency.
-        assert_eq!(t.len(), 21);
+        // 8 CPU-side rows + 1-page munmap + INVALIDATE + 4 checker + 3 bandwidth + fault (with
+        // and without SUBMIT_PREFAULT) + RSS + BIND + concurrency.
+        assert_eq!(t.len(), 22);
         let o = evaluate_all(&t, &[]);
         assert!(o.iter().all(|o| matches!(o.verdict, Verdict::NoData(_))));
         assert_eq!(errors(&o).len(), t.len());

@@ -128,6 +128,11 @@ impl Ctx {
     }
 }
 
+/// Batches up to this size change `bound` in place (a binary search and a memmove per
+/// entry, amortized growth: a single BIND at the end costs no copy); larger ones merge into
+/// (or filter out of) the list in one O(n + k) pass.
+const IN_PLACE_MAX: usize = 32;
+
 /// Protocol minor from which the device takes BIND_ARRAY and UNBIND_ARRAY (0.6).
 const BIND_ARRAY_MINOR: u32 = 6;
 
@@ -259,6 +264,35 @@ fn coalesce(sorted: impl Iterator<Item = (u64, u64)>, mut f: impl FnMut(u64, u64
     match cur {
         Some((cs, ce)) => f(cs, ce),
         None => Ok(()),
+    }
+}
+
+/// Sorts `v` by `key`, in place: a heapsort, O(n log n) with neither recursion nor scratch
+/// space (core's `sort_unstable` keeps buffers on the stack and, sorting a few thousand
+/// entries, ran past the 16 KiB kernel stack).
+fn heap_sort_by_key<T, K: Ord>(v: &mut [T], key: impl Fn(&T) -> K) {
+    let sift = |v: &mut [T], mut root: usize, end: usize| loop {
+        // `end` is at most the slice's length, far below usize::MAX / 2: no overflow.
+        let mut child = 2 * root + 1;
+        if child >= end {
+            break;
+        }
+        if child + 1 < end && key(&v[child]) < key(&v[child + 1]) {
+            child += 1;
+        }
+        if key(&v[root]) >= key(&v[child]) {
+            break;
+        }
+        v.swap(root, child);
+        root = child;
+    };
+    let n = v.len();
+    for start in (0..n / 2).rev() {
+        sift(v, start, n);
+    }
+    for end in (1..n).rev() {
+        v.swap(0, end);
+        sift(v, 0, end);
     }
 }
 
@@ -554,21 +588,27 @@ impl File {
         }
         // Among the entries: no two ranges overlap (sorted, only neighbours can), no object
         // twice. The later entry of a pair is the one to blame.
-        order.sort_unstable_by_key(|&(s, _, _)| s);
+        heap_sort_by_key(&mut order, |&(s, _, _)| s);
         for w in order.windows(2) {
             if w[0].1 > w[1].0 {
                 return Err((EBUSY, Some(w[0].2.max(w[1].2))));
             }
         }
-        same.sort_unstable();
+        heap_sort_by_key(&mut same, |&x| x);
         for w in same.windows(2) {
             if w[0].0 == w[1].0 {
                 return Err((EBUSY, Some(w[0].1.max(w[1].1))));
             }
         }
         // Allocate before the device learns of the bindings: nothing may fail after it did.
-        let total = ctx.bound.len().checked_add(n).ok_or((ENOMEM, None))?;
-        let mut merged = KVVec::<ARef<Object>>::with_capacity(total, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        let in_place = n <= IN_PLACE_MAX;
+        let mut merged = if in_place {
+            ctx.bound.reserve(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+            KVVec::new()
+        } else {
+            let total = ctx.bound.len().checked_add(n).ok_or((ENOMEM, None))?;
+            KVVec::<ARef<Object>>::with_capacity(total, GFP_KERNEL).map_err(|e| no(e.into()))?
+        };
         // The bindings own their ranges from now on: SVM entries there (identity mappings, or
         // a 2 MiB leaf overlapping one) go first, and the device drops their translations,
         // once per run of touching ranges. No job runs meanwhile (jobs hold the state lock),
@@ -593,7 +633,20 @@ impl File {
                 }
             }
         }
-        // Merge the new bindings (by GPU VA) into the sorted list: no allocation (reserved).
+        // Into the sorted list, without allocating (reserved above).
+        if in_place {
+            for &(gva, _, i) in order.iter() {
+                let at = ctx.bound.partition_point(|o| range_of(o).0 < gva);
+                if let Some(o) = objs.get(i as usize) {
+                    if ctx.bound.insert_within_capacity(at, o.clone()).is_err() {
+                        // Cannot happen (reserved): see `keep`.
+                        pr_err!("vgpu_svm: bound-object list short of its reservation\n");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // A large batch: merge the new bindings (by GPU VA) with the list in one pass.
         let mut old = core::mem::replace(&mut ctx.bound, KVVec::new());
         let mut rest = old.drain_all().peekable();
         for &(gva, _, i) in order.iter() {
@@ -622,7 +675,7 @@ impl File {
     }
 
     /// Unbinds every entry or none (entries name bindings by `gpu_va`; handles are ignored).
-    fn unbind_entries(_dev: &VgpuDevice, file: &drm::File<File>, entries: &[uapi::drm_vgpu_svm_bind]) -> Result<(), BatchError> {
+    fn unbind_entries(dev: &VgpuDevice, file: &drm::File<File>, entries: &[uapi::drm_vgpu_svm_bind]) -> Result<(), BatchError> {
         let n = entries.len();
         for (i, b) in entries.iter().enumerate() {
             if b.pad != 0 {
@@ -644,7 +697,7 @@ impl File {
             pos.push((p, i as u32), GFP_KERNEL).map_err(|e| no(e.into()))?;
             list.push(DevBinding { gpu_va: b.gpu_va, cpu_va: m.cpu, size: m.size }, GFP_KERNEL).map_err(|e| no(e.into()))?;
         }
-        pos.sort_unstable();
+        heap_sort_by_key(&mut pos, |&x| x);
         for w in pos.windows(2) {
             if w[0].0 == w[1].0 {
                 return Err((EINVAL, Some(w[0].1.max(w[1].1))));
@@ -653,7 +706,7 @@ impl File {
         // The device first: if it refuses, nothing changed here (and what it did is undone).
         // No job runs meanwhile (jobs hold the state lock), so no device access sees a
         // binding the checker no longer knows.
-        device_apply_all(&ctx.shared, (_dev.capset.protocol_version & 0xffff) >= BIND_ARRAY_MINOR, true, &list)
+        device_apply_all(&ctx.shared, (dev.capset.protocol_version & 0xffff) >= BIND_ARRAY_MINOR, true, &list)
             .map_err(no)?;
         // Then the entries go and the device drops their translations: one update-lock
         // section for the batch, one clear per run of touching ranges (sorted: `bound` is).
@@ -672,7 +725,14 @@ impl File {
             )
         };
         // Drop the objects from the list (no allocation); freeing one removes its notifier,
-        // which must not happen under the update lock.
+        // which must not happen under the update lock. A few: removed in place, from the
+        // highest index down (the lower ones stay valid).
+        if n <= IN_PLACE_MAX {
+            for &(p, _) in pos.iter().rev() {
+                let _ = ctx.bound.remove(p);
+            }
+            return cleared.map_err(no);
+        }
         let mut k = 0usize;
         let mut idx = 0usize;
         ctx.bound.retain(|_| {

@@ -735,7 +735,7 @@ impl Context {
         }
         let mut s = lock(&self.space);
         for (i, &(start, size)) in entries.iter().enumerate() {
-            if !s.bindings.get(&start).is_some_and(|b| b.size == size) {
+            if s.bindings.get(&start).is_none_or(|b| b.size != size) {
                 return refuse(i, "is not a binding");
             }
         }

@@ -739,7 +739,7 @@ fn bind_array_is_all_or_nothing() {
     assert_eq!((bad.error, bad.result), (Some(ErrorCode::Misaligned), 1));
     // Count 0, too many, truncated, nonzero padding.
     assert_eq!(r.err(&bind_array(&[])), ErrorCode::Malformed);
-    let many: Vec<_> = (0..protocol::MAX_BIND_ENTRIES as u64 + 1).map(|i| page(i)).collect();
+    let many: Vec<_> = (0..protocol::MAX_BIND_ENTRIES as u64 + 1).map(page).collect();
     assert_eq!(r.err(&bind_array(&many)), ErrorCode::TooBig);
     let mut short = bind_array(&[page(0), page(1)]);
     short.truncate(short.len() - 1);

@@ -672,7 +672,7 @@ fn check_batch(cx: &mut Cx, desc: &str, r: Result<(), vgpu::BatchError>, errno: 
     match r {
         Err(e) => {
             cx.check(e.error.is(errno), format!("{desc}: errno {} (want {errno})", e.error));
-            cx.check_eq(&format!("{desc}: the entry blamed"), e.entry, entry);
+            cx.check_eq(format!("{desc}: the entry blamed"), e.entry, entry);
         }
         Ok(()) => {
             cx.check(false, format!("{desc}: succeeded, want errno {errno}"));

@@ -136,6 +136,55 @@ struct drm_vgpu_svm_bind {
 	__u64 gpu_va;
 };
 
+/* DRM_IOCTL_VGPU_SVM_BIND_ARRAY flags. */
+/* Unbind instead of bind: each entry's gpu_va names a binding (its handle is
+ * ignored, as UNBIND's). */
+#define VGPU_SVM_BIND_ARRAY_UNBIND (1 << 0)
+/* Most entries per BIND_ARRAY call. */
+#define VGPU_SVM_BIND_ARRAY_MAX    4096
+/* drm_vgpu_svm_bind_array.failed when no single entry is to blame. */
+#define VGPU_SVM_BIND_ARRAY_NO_ENTRY 0xffffffffu
+
+/**
+ * struct drm_vgpu_svm_bind_array - bind (or unbind) many userptr objects at once
+ * @binds: user pointer to @count struct drm_vgpu_svm_bind, each as for BIND
+ *         (UNBIND with VGPU_SVM_BIND_ARRAY_UNBIND)
+ * @count: 1..VGPU_SVM_BIND_ARRAY_MAX (-EINVAL otherwise)
+ * @flags: 0 or VGPU_SVM_BIND_ARRAY_UNBIND; unknown bits -> -EINVAL
+ * @failed: out: the index of the entry an error is due to (-EINVAL for its
+ *          pad, gpu_va or object, -ENOENT, -EBUSY), else
+ *          VGPU_SVM_BIND_ARRAY_NO_ENTRY (also on success)
+ * @pad: must be zero (-EINVAL)
+ *
+ * All or nothing: every entry is checked (handles, ownership, alignment, the
+ * 2^48 limit, overlaps with the existing bindings and among the entries)
+ * before the device learns of any, and on any error no binding is added or
+ * removed. The device takes the whole array in a few round trips (one per
+ * VGPU_SVM_MAX_BIND_ENTRIES entries of the device protocol), so binding
+ * many objects costs far less than one BIND each.
+ *
+ * Bind errors: as BIND's, per entry (-ENOENT: no such handle; -EINVAL:
+ * nonzero pad, gpu_va 0, unaligned or beyond 2^48, an object of another
+ * file; -EBUSY: the object is already bound or named twice, or its range
+ * overlaps another binding or another entry's range); and -EFAULT (the array
+ * is unreadable), -EPERM, -ENOMEM, -EIO/-ETIMEDOUT/-ENODEV/-EINTR (the
+ * device did not confirm: -EIO if it refused, and then nothing changed; if it
+ * did not answer, the context is out of service: later jobs get -EIO).
+ * For an overlap between two entries, @failed is the later one in the array.
+ *
+ * Unbind errors (VGPU_SVM_BIND_ARRAY_UNBIND): -ENOENT (no binding at an
+ * entry's gpu_va, or the file has no context: @failed 0 then), -EINVAL
+ * (nonzero pad, or the same binding named twice: @failed the second), and
+ * -EFAULT, -EPERM, -ENOMEM, -EIO/-ETIMEDOUT/-ENODEV/-EINTR as above.
+ */
+struct drm_vgpu_svm_bind_array {
+	__u64 binds;
+	__u32 count;
+	__u32 flags;
+	__u32 failed;
+	__u32 pad;
+};
+
 /* Job operations (struct drm_vgpu_svm_op.kind); same meaning as the device
  * protocol's VGPU_SVM_OP_* (addresses are GPU VAs). */
 #define VGPU_SVM_OP_KIND_COPY          1 /* dst <- src, len bytes */
@@ -276,6 +325,7 @@ struct drm_vgpu_svm_stats {
 #define DRM_VGPU_SVM_UNBIND        0x04
 #define DRM_VGPU_SVM_SUBMIT        0x05
 #define DRM_VGPU_SVM_STATS         0x06
+#define DRM_VGPU_SVM_BIND_ARRAY    0x07
 
 /* The ioctl numbers. Plain #defines (an enum cannot hold values above INT_MAX
  * in ISO C, and #ifdef cannot see one); Rust gets them through constants that
@@ -295,6 +345,8 @@ struct drm_vgpu_svm_stats {
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_SUBMIT, struct drm_vgpu_svm_submit)
 #define DRM_IOCTL_VGPU_SVM_STATS \
 	DRM_IOR(DRM_COMMAND_BASE + DRM_VGPU_SVM_STATS, struct drm_vgpu_svm_stats)
+#define DRM_IOCTL_VGPU_SVM_BIND_ARRAY \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_VGPU_SVM_BIND_ARRAY, struct drm_vgpu_svm_bind_array)
 
 #if defined(__cplusplus)
 }

@@ -41,9 +41,13 @@
  *      accepted): the device reloads a TLB generation from guest memory at
  *      the start of every JOB and RESUME and drops the context's whole TLB
  *      when it changed, so an invalidation while none of the context's jobs
- *      runs needs no INVALIDATE round trip. */
+ *      runs needs no INVALIDATE round trip.
+ * 0.6: BIND_ARRAY and UNBIND_ARRAY: up to VGPU_SVM_MAX_BIND_ENTRIES
+ *      bindings made or removed by one command, all or nothing. A driver
+ *      sends them only to a device of 0.6 or later (older ones answer
+ *      ERR_UNKNOWN_CMD); BIND and UNBIND stay. */
 #define VGPU_SVM_PROTOCOL_MAJOR 0
-#define VGPU_SVM_PROTOCOL_MINOR 5
+#define VGPU_SVM_PROTOCOL_MINOR 6
 #define VGPU_SVM_PROTOCOL_VERSION \
 	((VGPU_SVM_PROTOCOL_MAJOR << 16) | VGPU_SVM_PROTOCOL_MINOR)
 
@@ -179,6 +183,20 @@ enum vgpu_svm_cmd_type {
 	VGPU_SVM_CMD_STATS = 8,
 	/* Does nothing; answered at once (round-trip baseline). */
 	VGPU_SVM_CMD_NOP = 9,
+	/* 0.6: make many bindings at once: struct vgpu_svm_cmd_bind_array
+	 * followed by count struct vgpu_svm_bind_entry. Each entry is checked
+	 * as a BIND (alignment, the 48-bit space, cpu_va wrap: ERR_MISALIGNED
+	 * or ERR_MALFORMED), none may overlap an existing binding or another
+	 * entry (ERR_BUSY), and the context must have room for all
+	 * (ERR_TOO_BIG). All or nothing: on any error no binding is made, and
+	 * resp.result is the index of the first entry refused. Answered at
+	 * once. */
+	VGPU_SVM_CMD_BIND_ARRAY = 10,
+	/* 0.6: forget many bindings at once: struct vgpu_svm_cmd_bind_array
+	 * followed by count struct vgpu_svm_unbind_entry, each naming exactly
+	 * one binding (as UNBIND), none twice (else ERR_MALFORMED, with
+	 * resp.result the index of the first entry refused). All or nothing. */
+	VGPU_SVM_CMD_UNBIND_ARRAY = 11,
 };
 
 struct vgpu_svm_cmd_hdr {
@@ -271,6 +289,30 @@ struct vgpu_svm_cmd_bind {
 	__le64 gpu_va; /* page aligned */
 	__le64 cpu_va; /* page aligned */
 	__le64 size;   /* bytes, page aligned, non-zero */
+};
+
+/* Most entries in one BIND_ARRAY or UNBIND_ARRAY (24 KiB of entries: the
+ * command fits an order-3 allocation of the driver). More is ERR_TOO_BIG;
+ * 0 is ERR_MALFORMED. */
+#define VGPU_SVM_MAX_BIND_ENTRIES 1024
+
+struct vgpu_svm_cmd_bind_array {
+	struct vgpu_svm_cmd_hdr hdr;
+	__le32 count;   /* 1 .. VGPU_SVM_MAX_BIND_ENTRIES */
+	__le32 padding; /* zero */
+	/* struct vgpu_svm_bind_entry (BIND_ARRAY) or struct
+	 * vgpu_svm_unbind_entry (UNBIND_ARRAY) entries[count]; */
+};
+
+struct vgpu_svm_bind_entry {
+	__le64 gpu_va; /* page aligned */
+	__le64 cpu_va; /* page aligned */
+	__le64 size;   /* bytes, page aligned, non-zero */
+};
+
+struct vgpu_svm_unbind_entry {
+	__le64 start; /* the binding's gpu_va */
+	__le64 size;  /* its size */
 };
 
 /* Job operations. Addresses are GPU VAs; every byte is accessed through the

@@ -20,6 +20,7 @@ pub const DRM_IOCTL_VGPU_SVM_BIND: u32 = VGPU_UAPI_IOCTL_BIND;
 pub const DRM_IOCTL_VGPU_SVM_UNBIND: u32 = VGPU_UAPI_IOCTL_UNBIND;
 pub const DRM_IOCTL_VGPU_SVM_SUBMIT: u32 = VGPU_UAPI_IOCTL_SUBMIT;
 pub const DRM_IOCTL_VGPU_SVM_STATS: u32 = VGPU_UAPI_IOCTL_STATS;
+pub const DRM_IOCTL_VGPU_SVM_BIND_ARRAY: u32 = VGPU_UAPI_IOCTL_BIND_ARRAY;
 
 #[cfg(test)]
 mod tests {
@@ -53,6 +54,7 @@ mod tests {
         assert_eq!(DRM_IOCTL_VGPU_SVM_UNBIND, ioc(w, b + DRM_VGPU_SVM_UNBIND, size_of::<drm_vgpu_svm_bind>()));
         assert_eq!(DRM_IOCTL_VGPU_SVM_SUBMIT, ioc(wr, b + DRM_VGPU_SVM_SUBMIT, size_of::<drm_vgpu_svm_submit>()));
         assert_eq!(DRM_IOCTL_VGPU_SVM_STATS, ioc(r, b + DRM_VGPU_SVM_STATS, size_of::<drm_vgpu_svm_stats>()));
+        assert_eq!(DRM_IOCTL_VGPU_SVM_BIND_ARRAY, ioc(wr, b + DRM_VGPU_SVM_BIND_ARRAY, size_of::<drm_vgpu_svm_bind_array>()));
     }
 
     #[test]

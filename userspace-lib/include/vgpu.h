@@ -118,6 +118,14 @@ int vgpu_userptr_close(vgpu_ctx *ctx, uint32_t handle);
 /* Map an object at gpu_va (page aligned, below 2^48) / remove that mapping. */
 int vgpu_bind(vgpu_ctx *ctx, uint32_t handle, uint64_t gpu_va);
 int vgpu_unbind(vgpu_ctx *ctx, uint64_t gpu_va);
+/* Bind count (1..4096) objects at once, handles[i] at gpu_vas[i], all or
+ * nothing (DRM_IOCTL_VGPU_SVM_BIND_ARRAY); with unbind != 0 remove the
+ * bindings at gpu_vas instead (handles may be NULL then). On an error due to
+ * one entry, its index goes to *failed (if failed is not NULL), else
+ * UINT32_MAX. */
+int vgpu_bind_array(vgpu_ctx *ctx, const uint32_t *handles,
+		    const uint64_t *gpu_vas, uint32_t count, int unbind,
+		    uint32_t *failed);
 
 /* Run a job of nr_ops (1..64) ops that uses nr_handles userptr objects
  * (handles may be NULL when nr_handles is 0) and wait for it. result may be

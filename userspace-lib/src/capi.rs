@@ -259,6 +259,49 @@ pub unsafe extern "C" fn vgpu_unbind(ctx: *mut VgpuCtx, gpu_va: u64) -> c_int {
     }
 }
 
+/// BIND_ARRAY (or, with `unbind`, its unbind) of `count` entries.
+///
+/// # Safety
+/// `ctx` from `vgpu_open*`; `gpu_vas` (and `handles` unless `unbind` and it is
+/// NULL) point to `count` readable values; `failed` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn vgpu_bind_array(
+    ctx: *mut VgpuCtx,
+    handles: *const u32,
+    gpu_vas: *const u64,
+    count: u32,
+    unbind: c_int,
+    failed: *mut u32,
+) -> c_int {
+    // SAFETY: forwarded to the caller.
+    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+        return einval();
+    };
+    let n = count as usize;
+    if gpu_vas.is_null() || (handles.is_null() && unbind == 0) || n == 0 || n > crate::BIND_ARRAY_MAX {
+        return einval();
+    }
+    // SAFETY: the caller guarantees `count` readable values behind each non-NULL pointer.
+    let vas = unsafe { std::slice::from_raw_parts(gpu_vas, n) };
+    let hs = if handles.is_null() {
+        None
+    } else {
+        // SAFETY: as above.
+        Some(unsafe { std::slice::from_raw_parts(handles, n) })
+    };
+    let entries: Vec<(u32, u64)> = vas.iter().enumerate().map(|(i, &va)| (hs.map_or(0, |h| h[i]), va)).collect();
+    let r = c.bind_array(&entries, unbind != 0);
+    if !failed.is_null() {
+        let at = match &r {
+            Err(e) => e.entry.map_or(u32::MAX, |i| i as u32),
+            Ok(()) => u32::MAX,
+        };
+        // SAFETY: the caller guarantees `failed` is writable when not NULL.
+        unsafe { *failed = at };
+    }
+    errno_of(r.map_err(|e| e.error))
+}
+
 fn op_from_raw(o: &VgpuOp) -> Option<Op> {
     use vgpu_uapi as u;
     if o.flags != 0 {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use vgpu_uapi::{
-    drm_vgpu_svm_bind, drm_vgpu_svm_ctx_config, drm_vgpu_svm_stats, drm_vgpu_svm_submit,
+    drm_vgpu_svm_bind, drm_vgpu_svm_bind_array, drm_vgpu_svm_ctx_config, drm_vgpu_svm_stats, drm_vgpu_svm_submit,
     drm_vgpu_svm_userptr_create,
 };
 
@@ -22,6 +22,37 @@ pub const PAGE_SIZE: u64 = 4096;
 
 /// GPU VAs must lie below `1 << GPU_VA_BITS` (4-level GPU page tables).
 pub const GPU_VA_BITS: u32 = 48;
+
+/// Most entries of one `DRM_IOCTL_VGPU_SVM_BIND_ARRAY` ([`Context::bind_array`]).
+pub const BIND_ARRAY_MAX: usize = vgpu_uapi::VGPU_SVM_BIND_ARRAY_MAX as usize;
+
+/// A failed [`Context::bind_array`]: the error, and the entry it is due to
+/// (the driver's `failed`), if one is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    /// The ioctl's error.
+    pub error: Error,
+    /// The index of the entry the error is due to, if one is.
+    pub entry: Option<usize>,
+}
+
+impl From<BatchError> for Error {
+    fn from(e: BatchError) -> Error {
+        match e.entry {
+            Some(i) => Error::with_detail(e.error.op(), e.error.errno(), format!("entry {i}")),
+            None => e.error,
+        }
+    }
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.entry {
+            Some(i) => write!(f, "{} (entry {i})", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
 
 /// The GPU context of one open file of the render node, bound to the address
 /// space (mm) of the process that opened it.
@@ -287,6 +318,121 @@ impl Context {
             )?
         };
         Ok(())
+    }
+
+    /// One `DRM_IOCTL_VGPU_SVM_BIND_ARRAY`: binds (or, with `unbind`, unbinds)
+    /// every entry or none. Each entry is `(handle, gpu_va)` as for BIND (the
+    /// handle is ignored for an unbind). At most [`BIND_ARRAY_MAX`] entries
+    /// (`EINVAL` beyond, and for none). Does not record the bindings in any
+    /// [`UserptrBo`]: see [`Context::bind_many`] for that.
+    pub fn bind_array(&self, entries: &[(u32, u64)], unbind: bool) -> std::result::Result<(), BatchError> {
+        let raw: Vec<drm_vgpu_svm_bind> = entries
+            .iter()
+            .map(|&(handle, gpu_va)| drm_vgpu_svm_bind { handle, pad: 0, gpu_va })
+            .collect();
+        let mut arg = drm_vgpu_svm_bind_array {
+            binds: raw.as_ptr() as u64,
+            count: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+            flags: if unbind { vgpu_uapi::VGPU_SVM_BIND_ARRAY_UNBIND } else { 0 },
+            failed: 0,
+            pad: 0,
+        };
+        self.bind_array_raw(&mut arg)
+    }
+
+    /// `DRM_IOCTL_VGPU_SVM_BIND_ARRAY` with the argument as given (for negative
+    /// tests: any count, flags, pad or pointer; the driver only reads through
+    /// `binds`, so a bad pointer is `EFAULT`, never unsafe). Not retried on
+    /// `EINTR` (a fatal signal while the device was being told).
+    pub fn bind_array_raw(&self, arg: &mut drm_vgpu_svm_bind_array) -> std::result::Result<(), BatchError> {
+        // SAFETY: the argument type of BIND_ARRAY; its pointer is only read by the kernel.
+        let r = unsafe {
+            self.dev.ioctl_once(
+                "DRM_IOCTL_VGPU_SVM_BIND_ARRAY",
+                sys::DRM_IOCTL_VGPU_SVM_BIND_ARRAY,
+                arg,
+            )
+        };
+        r.map(|_| ()).map_err(|error| BatchError {
+            error,
+            entry: (arg.failed != vgpu_uapi::VGPU_SVM_BIND_ARRAY_NO_ENTRY).then_some(arg.failed as usize),
+        })
+    }
+
+    /// Binds each `(bo, gpu_va)`, in [`BIND_ARRAY_MAX`]-entry BIND_ARRAY calls,
+    /// all or nothing: if a call fails, what the earlier ones bound is unbound
+    /// again, and the error names the entry (of `binds`) it is due to. The
+    /// bindings are recorded in their objects (undone on drop, as
+    /// [`Context::bind`]'s).
+    pub fn bind_many(&self, binds: &[(&UserptrBo<'_>, u64)]) -> Result<()> {
+        self.own_all(binds)?;
+        let entries: Vec<(u32, u64)> = binds.iter().map(|(bo, va)| (bo.handle, *va)).collect();
+        for (k, chunk) in entries.chunks(BIND_ARRAY_MAX).enumerate() {
+            if let Err(mut e) = self.bind_array(chunk, false) {
+                for done in entries[..k * BIND_ARRAY_MAX].chunks(BIND_ARRAY_MAX) {
+                    let _ = self.bind_array(done, true);
+                }
+                e.entry = e.entry.map(|i| i + k * BIND_ARRAY_MAX);
+                return Err(e.into());
+            }
+        }
+        for (bo, va) in binds {
+            bo.bindings.lock().unwrap_or_else(|e| e.into_inner()).push(*va);
+        }
+        Ok(())
+    }
+
+    /// Unbinds each `(bo, gpu_va)` (bindings made through these objects), in
+    /// [`BIND_ARRAY_MAX`]-entry calls, each all or nothing; what the calls
+    /// before a failed one unbound stays unbound (and is no longer recorded in
+    /// its object).
+    pub fn unbind_many(&self, binds: &[(&UserptrBo<'_>, u64)]) -> Result<()> {
+        self.own_all(binds)?;
+        for (k, chunk) in binds.chunks(BIND_ARRAY_MAX).enumerate() {
+            let entries: Vec<(u32, u64)> = chunk.iter().map(|(bo, va)| (bo.handle, *va)).collect();
+            if let Err(mut e) = self.bind_array(&entries, true) {
+                e.entry = e.entry.map(|i| i + k * BIND_ARRAY_MAX);
+                return Err(e.into());
+            }
+            for (bo, va) in chunk {
+                bo.bindings.lock().unwrap_or_else(|e| e.into_inner()).retain(|v| v != va);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes many objects at once: one [`Context::unbind_many`] of all their
+    /// bindings, then GEM_CLOSE of each (much faster than dropping them one by
+    /// one, which unbinds each alone). Reports the first error; every object
+    /// is closed anyway (a binding that could not be removed stays until the
+    /// file is closed).
+    pub fn close_many(&self, bos: Vec<UserptrBo<'_>>) -> Result<()> {
+        if !self.is_owner() {
+            return Ok(()); // a fork child: the parent's handles (as drop)
+        }
+        let mut first = Ok(());
+        {
+            let binds: Vec<(&UserptrBo<'_>, u64)> =
+                bos.iter().flat_map(|bo| bo.bindings().into_iter().map(move |va| (bo, va))).collect();
+            if !binds.is_empty() {
+                first = self.unbind_many(&binds);
+            }
+        }
+        for bo in bos {
+            let r = bo.close();
+            first = first.and(r);
+        }
+        first
+    }
+
+    /// Every object is this context's (another context's handle numbers mean
+    /// other objects here: `EINVAL`).
+    fn own_all(&self, binds: &[(&UserptrBo<'_>, u64)]) -> Result<()> {
+        if binds.iter().all(|(bo, _)| std::ptr::eq(bo.ctx, self)) {
+            Ok(())
+        } else {
+            Err(Error::with_detail("DRM_IOCTL_VGPU_SVM_BIND_ARRAY", libc::EINVAL, "an object of another context"))
+        }
     }
 
     /// Runs `job` and waits for it (`DRM_IOCTL_VGPU_SVM_SUBMIT`).

@@ -67,7 +67,7 @@ pub mod reference;
 mod stats;
 mod sys;
 
-pub use context::{Context, UserptrBo, GPU_VA_BITS, PAGE_SIZE};
+pub use context::{BatchError, Context, UserptrBo, BIND_ARRAY_MAX, GPU_VA_BITS, PAGE_SIZE};
 pub use device::{Device, DrmVersion, Param, ProtocolVersion, DRIVER_NAME, DRI_DIR, RENDER_MINORS};
 pub use error::{Error, Result};
 pub use job::{Job, JobResult, Op, MAX_HANDLES, MAX_OPS, MAX_OP_LEN, PREFAULT_MAX};

@@ -145,6 +145,9 @@ pub(crate) const DRM_IOCTL_VGPU_SVM_BIND: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_BI
 /// `DRM_IOCTL_VGPU_SVM_UNBIND`.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) const DRM_IOCTL_VGPU_SVM_UNBIND: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_UNBIND as u32;
+/// `DRM_IOCTL_VGPU_SVM_BIND_ARRAY`.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const DRM_IOCTL_VGPU_SVM_BIND_ARRAY: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_BIND_ARRAY as u32;
 /// `DRM_IOCTL_VGPU_SVM_SUBMIT`.
 #[allow(clippy::unnecessary_cast)]
 pub(crate) const DRM_IOCTL_VGPU_SVM_SUBMIT: u32 = vgpu_uapi::DRM_IOCTL_VGPU_SVM_SUBMIT as u32;
@@ -241,6 +244,14 @@ mod tests {
                 size_of::<u::drm_vgpu_svm_submit>()
             ),
             DRM_IOCTL_VGPU_SVM_SUBMIT
+        );
+        assert_eq!(
+            iowr(
+                b,
+                nr(u::DRM_VGPU_SVM_BIND_ARRAY),
+                size_of::<u::drm_vgpu_svm_bind_array>()
+            ),
+            DRM_IOCTL_VGPU_SVM_BIND_ARRAY
         );
         // STATS is _IOR: direction bits 2 (read) only.
         let stats = DRM_IOCTL_VGPU_SVM_STATS;

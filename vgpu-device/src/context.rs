@@ -38,7 +38,9 @@ use crate::layout::gpu;
 use crate::mem::RegionCache;
 use crate::mmu::{Access, Mmu, MmuError, WalkError};
 use crate::pool::Pool;
-use crate::protocol::{ErrorCode, FaultInfo, InvalReason, Op, Status, SvmCommand, SvmResp};
+use crate::protocol::{
+    BindEntry, ErrorCode, FaultInfo, InvalReason, Op, Status, SvmCommand, SvmResp,
+};
 use crate::tlbgen::TlbGen;
 use crate::virtio_gpu::{ty, CtrlHdr};
 
@@ -363,6 +365,8 @@ impl Context {
                 size,
             } => Answer::Now(self.bind(gpu_va, cpu_va, size)),
             SvmCommand::Unbind { start, size } => Answer::Now(self.unbind(start, size)),
+            SvmCommand::BindArray { entries } => Answer::Now(self.bind_array(&entries)),
+            SvmCommand::UnbindArray { entries } => Answer::Now(self.unbind_array(&entries)),
             SvmCommand::Job { job_id, ops } => match self.submit_job(mem, job_id, ops) {
                 Ok(job) => match self.push_work(job, defer) {
                     Ok(()) => Answer::Later,
@@ -652,6 +656,94 @@ impl Context {
                 SvmResp::error(ErrorCode::Malformed, 0)
             }
         }
+    }
+
+    /// BIND_ARRAY: every entry (checked by the parser as a BIND) or none.
+    /// An entry must overlap neither an existing binding nor another entry
+    /// (ERR_BUSY), and the context must have room for all (ERR_TOO_BIG);
+    /// on an error `result` is the index of the entry refused.
+    fn bind_array(&self, entries: &[BindEntry]) -> SvmResp {
+        let refuse = |code: ErrorCode, i: usize, why: &str| {
+            crate::guest_warn!(
+                "svm-command",
+                "ctx {}: BIND_ARRAY entry {i} {why}: nothing bound",
+                self.id
+            );
+            SvmResp {
+                result: i as u64,
+                ..SvmResp::error(code, 0)
+            }
+        };
+        // The entries by GPU VA (parse bounded them to MAX_BIND_ENTRIES).
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by_key(|&i| entries[i].gpu_va);
+        for w in order.windows(2) {
+            let (a, b) = (&entries[w[0]], &entries[w[1]]);
+            // Parse checked: inside the VA space, so no overflow.
+            if a.gpu_va + a.size > b.gpu_va {
+                return refuse(ErrorCode::Busy, w[0].max(w[1]), "overlaps another entry");
+            }
+        }
+        let mut s = lock(&self.space);
+        for (i, e) in entries.iter().enumerate() {
+            let end = e.gpu_va + e.size;
+            let overlaps = s
+                .bindings
+                .range(..end)
+                .next_back()
+                .is_some_and(|(&g, b)| g + b.size > e.gpu_va);
+            if overlaps {
+                return refuse(ErrorCode::Busy, i, "overlaps a binding");
+            }
+        }
+        if s.bindings.len().saturating_add(entries.len()) > self.cfg.max_bindings {
+            return refuse(ErrorCode::TooBig, 0, "exceeds the context's bindings");
+        }
+        for e in entries {
+            s.bindings.insert(
+                e.gpu_va,
+                Binding {
+                    cpu_va: e.cpu_va,
+                    size: e.size,
+                },
+            );
+        }
+        debug!("ctx {} BIND_ARRAY of {}", self.id, entries.len());
+        SvmResp::ok()
+    }
+
+    /// UNBIND_ARRAY: every entry names exactly one binding, none twice, or
+    /// nothing is unbound (ERR_MALFORMED, `result` the entry refused).
+    fn unbind_array(&self, entries: &[(u64, u64)]) -> SvmResp {
+        let refuse = |i: usize, why: &str| {
+            crate::guest_warn!(
+                "svm-command",
+                "ctx {}: UNBIND_ARRAY entry {i} {why}: nothing unbound",
+                self.id
+            );
+            SvmResp {
+                result: i as u64,
+                ..SvmResp::error(ErrorCode::Malformed, 0)
+            }
+        };
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by_key(|&i| entries[i].0);
+        for w in order.windows(2) {
+            if entries[w[0]].0 == entries[w[1]].0 {
+                return refuse(w[0].max(w[1]), "names a binding twice");
+            }
+        }
+        let mut s = lock(&self.space);
+        for (i, &(start, size)) in entries.iter().enumerate() {
+            if s.bindings.get(&start).is_none_or(|b| b.size != size) {
+                return refuse(i, "is not a binding");
+            }
+        }
+        for &(start, _) in entries {
+            s.bindings.remove(&start);
+        }
+        debug!("ctx {} UNBIND_ARRAY of {}", self.id, entries.len());
+        SvmResp::ok()
     }
 
     fn submit_job(

@@ -26,8 +26,8 @@ use crate::protocol::WireStats;
 /// How many violations the stats file lists (the most recent ones).
 pub const RECENT: usize = 64;
 
-/// Names of the SVM command types 1..=9, index 0 for unparseable commands.
-pub const CMD_NAMES: [&str; 10] = [
+/// Names of the SVM command types 1..=11, index 0 for unparseable commands.
+pub const CMD_NAMES: [&str; 12] = [
     "INVALID",
     "SET_AS",
     "INVALIDATE",
@@ -38,6 +38,8 @@ pub const CMD_NAMES: [&str; 10] = [
     "ABORT",
     "STATS",
     "NOP",
+    "BIND_ARRAY",
+    "UNBIND_ARRAY",
 ];
 
 #[derive(Debug, Default)]
@@ -67,7 +69,7 @@ pub struct SvmCounters {
     /// Pages the engine accessed (whether or not the checker ran).
     pub pages_accessed: AtomicU64,
     /// SVM commands by type ([`CMD_NAMES`]).
-    pub commands: [AtomicU64; 10],
+    pub commands: [AtomicU64; 12],
     generation: AtomicU64,
     recent: Mutex<VecDeque<Violation>>,
     /// The device's counters, for a context's (every addition goes there
@@ -126,7 +128,7 @@ impl SvmCounters {
     }
 
     pub fn count_command(&self, ty: u32) {
-        const BY_TYPE: [Select; 10] = [
+        const BY_TYPE: [Select; 12] = [
             |s| &s.commands[0],
             |s| &s.commands[1],
             |s| &s.commands[2],
@@ -137,8 +139,10 @@ impl SvmCounters {
             |s| &s.commands[7],
             |s| &s.commands[8],
             |s| &s.commands[9],
+            |s| &s.commands[10],
+            |s| &s.commands[11],
         ];
-        let i = if (1..=9).contains(&ty) {
+        let i = if (1..BY_TYPE.len() as u32).contains(&ty) {
             ty as usize
         } else {
             0

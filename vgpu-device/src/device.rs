@@ -472,7 +472,10 @@ impl Device {
                     "ctx {id}: {} rejected: {rej}",
                     protocol::cmd_name(ty_field)
                 );
-                SvmResp::error(rej.code, 0)
+                SvmResp {
+                    result: rej.entry.map_or(0, u64::from),
+                    ..SvmResp::error(rej.code, 0)
+                }
             }
             Ok(cmd) => {
                 let name = cmd.name();

@@ -91,6 +91,9 @@ impl ErrorCode {
 pub struct Rejection {
     pub code: ErrorCode,
     pub why: String,
+    /// The entry of a BIND_ARRAY/UNBIND_ARRAY that was refused (answered
+    /// in `resp.result`).
+    pub entry: Option<u32>,
 }
 
 impl Rejection {
@@ -98,7 +101,15 @@ impl Rejection {
         Self {
             code,
             why: why.into(),
+            entry: None,
         }
+    }
+
+    /// The same rejection, blamed on entry `i` of an array command.
+    pub fn at(mut self, i: usize) -> Self {
+        self.entry = u32::try_from(i).ok();
+        self.why = format!("entry {i}: {}", self.why);
+        self
     }
 }
 
@@ -120,6 +131,8 @@ pub fn cmd_name(t: u32) -> &'static str {
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_ABORT => "ABORT",
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_STATS => "STATS",
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_NOP => "NOP",
+        u::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND_ARRAY => "BIND_ARRAY",
+        u::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND_ARRAY => "UNBIND_ARRAY",
         _ => "UNKNOWN",
     }
 }
@@ -313,6 +326,16 @@ pub enum SvmCommand {
         start: u64,
         size: u64,
     },
+    /// BIND_ARRAY (0.6): 1..=MAX_BIND_ENTRIES bindings, each checked as a
+    /// BIND's; overlaps are the context's business.
+    BindArray {
+        entries: Vec<BindEntry>,
+    },
+    /// UNBIND_ARRAY (0.6): 1..=MAX_BIND_ENTRIES `(start, size)`, each
+    /// checked as an UNBIND's.
+    UnbindArray {
+        entries: Vec<(u64, u64)>,
+    },
     Job {
         job_id: u64,
         ops: Vec<Op>,
@@ -334,6 +357,8 @@ impl SvmCommand {
             SvmCommand::Invalidate { .. } => "INVALIDATE",
             SvmCommand::Bind { .. } => "BIND",
             SvmCommand::Unbind { .. } => "UNBIND",
+            SvmCommand::BindArray { .. } => "BIND_ARRAY",
+            SvmCommand::UnbindArray { .. } => "UNBIND_ARRAY",
             SvmCommand::Job { .. } => "JOB",
             SvmCommand::Resume { .. } => "RESUME",
             SvmCommand::Abort { .. } => "ABORT",
@@ -341,6 +366,68 @@ impl SvmCommand {
             SvmCommand::Nop => "NOP",
         }
     }
+}
+
+/// One binding of a BIND_ARRAY (`struct vgpu_svm_bind_entry`), validated
+/// as a BIND.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindEntry {
+    pub gpu_va: u64,
+    pub cpu_va: u64,
+    pub size: u64,
+}
+
+/// Most entries of a BIND_ARRAY / UNBIND_ARRAY.
+pub const MAX_BIND_ENTRIES: u32 = u::VGPU_SVM_MAX_BIND_ENTRIES;
+/// Size of `struct vgpu_svm_cmd_bind_array` (without the entries).
+pub const BIND_ARRAY_HDR_SIZE: usize = size_of::<u::vgpu_svm_cmd_bind_array>();
+
+/// Checks a BIND's fields (also each BIND_ARRAY entry's).
+fn bind_fields(what: &str, gpu_va: u64, cpu_va: u64, size: u64) -> Result<BindEntry, Rejection> {
+    gpu_range(what, gpu_va, size)?;
+    if cpu_va & PAGE_MASK != 0 {
+        return Err(misaligned(&format!("{what} cpu_va"), cpu_va));
+    }
+    if cpu_va.checked_add(size).is_none() {
+        return Err(Rejection::new(
+            ErrorCode::Malformed,
+            format!("{what}: cpu_va {cpu_va:#x} + {size:#x} wraps around"),
+        ));
+    }
+    Ok(BindEntry {
+        gpu_va,
+        cpu_va,
+        size,
+    })
+}
+
+/// The header of BIND_ARRAY / UNBIND_ARRAY and its entries' bytes
+/// (`count` entries of `entry_size`, all present).
+fn array_entries<'a>(
+    buf: &'a [u8],
+    name: &'static str,
+    entry_size: usize,
+) -> Result<std::slice::ChunksExact<'a, u8>, Rejection> {
+    type S = u::vgpu_svm_cmd_bind_array;
+    let f = Fields::need(buf, BIND_ARRAY_HDR_SIZE, name)?;
+    f.zero32(offset_of!(S, padding), "padding")?;
+    let count = f.u32(offset_of!(S, count));
+    if count == 0 {
+        return Err(Rejection::new(
+            ErrorCode::Malformed,
+            format!("{name} with 0 entries"),
+        ));
+    }
+    if count > MAX_BIND_ENTRIES {
+        return Err(Rejection::new(
+            ErrorCode::TooBig,
+            format!("{name} with {count} entries (max {MAX_BIND_ENTRIES})"),
+        ));
+    }
+    // At most 1024 * 24 bytes: no overflow.
+    let need = BIND_ARRAY_HDR_SIZE + count as usize * entry_size;
+    Fields::need(buf, need, name)?;
+    Ok(buf[BIND_ARRAY_HDR_SIZE..need].chunks_exact(entry_size))
 }
 
 /// Bounds-checked little-endian reads at fixed offsets.
@@ -544,21 +631,41 @@ pub fn parse(buf: &[u8]) -> Result<SvmCommand, Rejection> {
             let gpu_va = f.u64(offset_of!(S, gpu_va));
             let cpu_va = f.u64(offset_of!(S, cpu_va));
             let size = f.u64(offset_of!(S, size));
-            gpu_range("BIND", gpu_va, size)?;
-            if cpu_va & PAGE_MASK != 0 {
-                return Err(misaligned("BIND cpu_va", cpu_va));
-            }
-            if cpu_va.checked_add(size).is_none() {
-                return Err(Rejection::new(
-                    ErrorCode::Malformed,
-                    format!("BIND: cpu_va {cpu_va:#x} + {size:#x} wraps around"),
-                ));
-            }
+            let e = bind_fields("BIND", gpu_va, cpu_va, size)?;
             Ok(SvmCommand::Bind {
-                gpu_va,
-                cpu_va,
-                size,
+                gpu_va: e.gpu_va,
+                cpu_va: e.cpu_va,
+                size: e.size,
             })
+        }
+        u::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND_ARRAY => {
+            type E = u::vgpu_svm_bind_entry;
+            let chunks = array_entries(buf, "BIND_ARRAY", size_of::<E>())?;
+            let mut entries = Vec::with_capacity(chunks.len());
+            for (i, b) in chunks.enumerate() {
+                let f = Fields::need(b, size_of::<E>(), "BIND_ARRAY entry")?;
+                let e = bind_fields(
+                    "BIND_ARRAY",
+                    f.u64(offset_of!(E, gpu_va)),
+                    f.u64(offset_of!(E, cpu_va)),
+                    f.u64(offset_of!(E, size)),
+                )
+                .map_err(|r| r.at(i))?;
+                entries.push(e);
+            }
+            Ok(SvmCommand::BindArray { entries })
+        }
+        u::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND_ARRAY => {
+            type E = u::vgpu_svm_unbind_entry;
+            let chunks = array_entries(buf, "UNBIND_ARRAY", size_of::<E>())?;
+            let mut entries = Vec::with_capacity(chunks.len());
+            for (i, b) in chunks.enumerate() {
+                let f = Fields::need(b, size_of::<E>(), "UNBIND_ARRAY entry")?;
+                let (start, size) = (f.u64(offset_of!(E, start)), f.u64(offset_of!(E, size)));
+                gpu_range("UNBIND_ARRAY", start, size).map_err(|r| r.at(i))?;
+                entries.push((start, size));
+            }
+            Ok(SvmCommand::UnbindArray { entries })
         }
         u::vgpu_svm_cmd_type_VGPU_SVM_CMD_JOB => {
             type S = u::vgpu_svm_cmd_job;
@@ -948,6 +1055,37 @@ pub mod build {
         )
     }
 
+    fn array_hdr(ty: u32, count: u32) -> Vec<u8> {
+        let mut v = hdr(ty);
+        v.extend_from_slice(&count.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v
+    }
+
+    /// BIND_ARRAY (0.6) of `(gpu_va, cpu_va, size)` entries.
+    pub fn bind_array(entries: &[(u64, u64, u64)]) -> Vec<u8> {
+        let mut v = array_hdr(
+            u::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND_ARRAY,
+            entries.len() as u32,
+        );
+        for &(g, c, s) in entries {
+            v = u64s(v, &[g, c, s]);
+        }
+        v
+    }
+
+    /// UNBIND_ARRAY (0.6) of `(start, size)` entries.
+    pub fn unbind_array(entries: &[(u64, u64)]) -> Vec<u8> {
+        let mut v = array_hdr(
+            u::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND_ARRAY,
+            entries.len() as u32,
+        );
+        for &(st, sz) in entries {
+            v = u64s(v, &[st, sz]);
+        }
+        v
+    }
+
     pub fn op(kind: OpKind, dst: u64, src: u64, len: u64, value: u64) -> Op {
         Op {
             kind,
@@ -1011,7 +1149,12 @@ mod tests {
         assert_eq!(SET_AS_SIZE_V0_4, 40);
         assert_eq!(set_as_v0_3(0, 0, 4).len(), SET_AS_SIZE_V0_3);
         assert_eq!(SET_AS_SIZE_V0_3, 32);
-        assert_eq!(u::VGPU_SVM_PROTOCOL_MINOR, 5, "INVALIDATE reasons and tlb_gen_gpa are 0.5");
+        assert_eq!(u::VGPU_SVM_PROTOCOL_MINOR, 6, "BIND_ARRAY and UNBIND_ARRAY are 0.6");
+        assert_eq!(BIND_ARRAY_HDR_SIZE, 16);
+        assert_eq!(size_of::<u::vgpu_svm_bind_entry>(), 24);
+        assert_eq!(size_of::<u::vgpu_svm_unbind_entry>(), 16);
+        assert_eq!(bind_array(&[(0, 0, 0)]).len(), 16 + 24);
+        assert_eq!(unbind_array(&[(0, 0)]).len(), 16 + 16);
         assert_eq!(offset_of!(u::vgpu_svm_cmd_set_as, direct_map_base), 32);
         assert_eq!(offset_of!(u::vgpu_svm_cmd_set_as, tlb_gen_gpa), 40);
         assert_eq!(offset_of!(u::vgpu_svm_stats, violations_no_direct_map), 112);

@@ -712,6 +712,79 @@ fn bindings_map_gpu_va_to_cpu_va_for_the_checker() {
     assert_eq!(r.stats().violations, 2);
 }
 
+/// BIND_ARRAY / UNBIND_ARRAY (0.6): each entry checked as a BIND, overlaps
+/// with bindings and among the entries refused, and a refused array leaves
+/// nothing behind (the entry to blame in `result`).
+#[test]
+fn bind_array_is_all_or_nothing() {
+    let mut r = Rig::new(CheckerMode::Strict);
+    let gpu_va = 0x1_0000_0000u64;
+    let cpu_va = 0x7f12_0000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    for i in 0..4 {
+        t.gpu.map_4k(gpu_va + i * 4096, DATA + i * 4096, true);
+        t.cpu.map_4k(cpu_va + i * 4096, DATA + i * 4096, true);
+    }
+    let _ = t;
+    r.set_as();
+    let page = |i: u64| (gpu_va + i * 4096, cpu_va + i * 4096, 4096u64);
+    // An overlap between entries 0 and 2: the later one is blamed, nothing bound.
+    let bad = r.cmd(&bind_array(&[page(0), page(1), (gpu_va, cpu_va, 8192)]));
+    assert_eq!((bad.status, bad.error, bad.result), (Status::Error, Some(ErrorCode::Busy), 2));
+    // Nothing bound: the page reads through CPU VA == GPU VA (no page there).
+    r.ok(&job(1, &[op(OpKind::Read, 0, gpu_va, 8, 0)]));
+    assert_eq!(r.stats().violations_no_page, 1);
+    // A misaligned entry in the middle: refused by the parser, at its index.
+    let bad = r.cmd(&bind_array(&[page(0), (gpu_va + 4096, cpu_va + 1, 4096), page(2)]));
+    assert_eq!((bad.error, bad.result), (Some(ErrorCode::Misaligned), 1));
+    // Count 0, too many, truncated, nonzero padding.
+    assert_eq!(r.err(&bind_array(&[])), ErrorCode::Malformed);
+    let many: Vec<_> = (0..protocol::MAX_BIND_ENTRIES as u64 + 1).map(page).collect();
+    assert_eq!(r.err(&bind_array(&many)), ErrorCode::TooBig);
+    let mut short = bind_array(&[page(0), page(1)]);
+    short.truncate(short.len() - 1);
+    assert_eq!(r.err(&short), ErrorCode::Malformed);
+    let mut pad = bind_array(&[page(0)]);
+    pad[12] = 1;
+    assert_eq!(r.err(&pad), ErrorCode::Malformed);
+    // All four at once: the checker maps each through its binding.
+    r.ok(&bind_array(&[page(3), page(0), page(2), page(1)]));
+    r.ok(&job(2, &[op(OpKind::Read, 0, gpu_va, 4 * 4096, 0)]));
+    let s = r.stats();
+    assert_eq!(s.violations, 1, "{s:?}");
+    // Overlapping an existing binding: nothing of the array is bound.
+    let bad = r.cmd(&bind_array(&[page(8), (gpu_va + 3 * 4096, cpu_va, 4096)]));
+    assert_eq!((bad.error, bad.result), (Some(ErrorCode::Busy), 1));
+    r.ok(&bind(gpu_va + 8 * 4096, cpu_va, 4096)); // page 8 was not bound
+    // UNBIND_ARRAY: a wrong size, or one named twice, unbinds nothing.
+    let bad = r.cmd(&unbind_array(&[(gpu_va, 4096), (gpu_va + 4096, 8192)]));
+    assert_eq!((bad.error, bad.result), (Some(ErrorCode::Malformed), 1));
+    let bad = r.cmd(&unbind_array(&[(gpu_va, 4096), (gpu_va + 4096, 4096), (gpu_va, 4096)]));
+    assert_eq!((bad.error, bad.result), (Some(ErrorCode::Malformed), 2));
+    assert_eq!(r.err(&unbind_array(&[])), ErrorCode::Malformed);
+    // Still bound: a new BIND there is refused.
+    assert_eq!(r.err(&bind(gpu_va, cpu_va, 4096)), ErrorCode::Busy);
+    r.ok(&unbind_array(&[(gpu_va + 4096, 4096), (gpu_va, 4096), (gpu_va + 2 * 4096, 4096)]));
+    // Gone: each can be bound again; the one left is not.
+    r.ok(&bind_array(&[page(0), page(1), page(2)]));
+    assert_eq!(r.err(&bind(gpu_va + 3 * 4096, cpu_va, 4096)), ErrorCode::Busy);
+}
+
+/// A context's binding limit holds for BIND_ARRAY as a whole.
+#[test]
+fn bind_array_respects_the_binding_limit() {
+    let mut r = Rig::with(EngineConfig {
+        max_bindings: 3,
+        ..EngineConfig::default()
+    });
+    r.set_as();
+    let page = |i: u64| (0x1000_0000 + i * 4096, 0x2000_0000 + i * 4096, 4096u64);
+    r.ok(&bind(page(9).0, page(9).1, 4096));
+    assert_eq!(r.err(&bind_array(&[page(0), page(1), page(2)])), ErrorCode::TooBig);
+    r.ok(&bind_array(&[page(0), page(1)]));
+    assert_eq!(r.err(&bind(page(5).0, page(5).1, 4096)), ErrorCode::TooBig);
+}
+
 #[test]
 fn invalidate_drops_tlb_entries_and_counts() {
     let mut r = Rig::new(CheckerMode::Off);

@@ -16,8 +16,8 @@ use vgpu::reference::{fnv1a64, pattern};
 use crate::child::{fork_child, Exit};
 use vgpu::Job;
 
-use crate::coherence::{CaseResult, Cx, Gpu, Mode, Step, Stop};
-use crate::mem::{Expect, Mapping, PAGE};
+use crate::coherence::{CaseResult, Cx, Gpu, Mode, Step, Stop, USERPTR_VA_BASE};
+use crate::mem::{Expect, Mapping, HPAGE, PAGE};
 use crate::sysutil::{move_pages, numa_nodes, read_file, Knob, DEBUGFS};
 
 fn knob(cx: &Cx, name: &str, value: &str) -> Result<Knob, Stop> {
@@ -657,5 +657,203 @@ pub fn killed_submit_aborted(cx: &mut Cx) -> CaseResult {
     cx.check(!done, "the killed job did not write all of B");
     cx.check_ok("the context still runs jobs", g.write_pattern(&rb, 0, B_LEN, 4));
     cx.check_mem("the CPU sees them", &b, &Expect::pattern(B_LEN, 4));
+    Ok(())
+}
+
+/// One-page userptr objects over `m` (page `i` is object `i`), in `ctx`.
+fn page_objects<'c>(ctx: &'c vgpu::Context, m: &Mapping, n: usize) -> Result<Vec<vgpu::UserptrBo<'c>>, Stop> {
+    (0..n)
+        .map(|i| ctx.userptr_raw((m.addr() as usize + i * PAGE) as *const u8, PAGE, false).step("USERPTR_CREATE"))
+        .collect()
+}
+
+/// Checks that a BIND_ARRAY failed with `errno` and blamed entry `entry`.
+fn check_batch(cx: &mut Cx, desc: &str, r: Result<(), vgpu::BatchError>, errno: i32, entry: Option<usize>) {
+    match r {
+        Err(e) => {
+            cx.check(e.error.is(errno), format!("{desc}: errno {} (want {errno})", e.error));
+            cx.check_eq(format!("{desc}: the entry blamed"), e.entry, entry);
+        }
+        Ok(()) => {
+            cx.check(false, format!("{desc}: succeeded, want errno {errno}"));
+        }
+    }
+}
+
+/// A job that hashes `pages` pages at `va` and names `bos`: the CPU's bytes must come back.
+fn hash_through(cx: &mut Cx, ctx: &vgpu::Context, desc: &str, bos: &[vgpu::UserptrBo<'_>], va: u64, m: &Mapping, off: usize) {
+    let len = bos.len() * PAGE;
+    let job = bos.iter().fold(Job::new().hash(va, len as u64), |j, bo| j.uses(bo));
+    let want = fnv1a64(&m.read(off, len));
+    match ctx.submit_readonly(&job) {
+        Ok(r) => {
+            cx.check_eq(desc, r.result, want);
+        }
+        Err(e) => {
+            cx.check(false, format!("{desc}: {e}"));
+        }
+    }
+}
+
+/// DRM_IOCTL_VGPU_SVM_BIND_ARRAY binds a batch all at once (uapi header: "All or nothing"):
+/// objects bound in one call, in the order the array gives (not by VA), are each read
+/// through by a job; a second batch interleaved between the first one's bindings (every
+/// other page) merges with them; and UNBIND of one of them alone still finds it.
+pub fn bind_array_binds_all(cx: &mut Cx) -> CaseResult {
+    const N: usize = 256;
+    let g = cx.gpu_in(Mode::Userptr)?;
+    let ctx = g.ctx();
+    let m = Mapping::anon(2 * N * PAGE)?;
+    for i in 0..2 * N {
+        m.fill(i * PAGE, PAGE, (i * 7 + 1) as u8);
+    }
+    let bos = page_objects(ctx, &m, 2 * N)?;
+    let va = USERPTR_VA_BASE + 320 * HPAGE as u64;
+    // The even pages, given from the highest VA down.
+    let even: Vec<(u32, u64)> = (0..N).rev().map(|k| (bos[2 * k].handle(), va + (2 * k * PAGE) as u64)).collect();
+    cx.check_ok("BIND_ARRAY of 256 objects (highest VA first)", ctx.bind_array(&even, false));
+    let odd: Vec<(u32, u64)> = (0..N).map(|k| (bos[2 * k + 1].handle(), va + ((2 * k + 1) * PAGE) as u64)).collect();
+    cx.check_ok("BIND_ARRAY of 256 more between them", ctx.bind_array(&odd, false));
+    // One job over all 512 pages would name 512 objects: fine (up to 1024).
+    hash_through(cx, ctx, "a job hashing through all 512 bindings sees the CPU's bytes", &bos, va, &m, 0);
+    cx.check_ok("UNBIND of one binding of the batch", ctx.unbind(va + (7 * PAGE) as u64));
+    cx.check_errno("UNBIND of it again", ctx.unbind(va + (7 * PAGE) as u64), &[libc::ENOENT]);
+    cx.check_ok("BIND of it again (its range is free)", ctx.bind_handle(bos[7].handle(), va + (7 * PAGE) as u64));
+    hash_through(cx, ctx, "the job again", &bos, va, &m, 0);
+    let all: Vec<(u32, u64)> = (0..2 * N).map(|i| (0, va + (i * PAGE) as u64)).collect();
+    cx.check_ok("BIND_ARRAY unbind of all 512", ctx.bind_array(&all, true));
+    let job = Job::new().hash(va, PAGE as u64).uses(&bos[0]);
+    cx.check_errno("a job naming an unbound object", ctx.submit_readonly(&job).map(|_| ()), &[libc::EINVAL]);
+    Ok(())
+}
+
+/// A batch that cannot be bound whole binds nothing (uapi header: "on any error no binding
+/// is added or removed"), with the documented errno and the entry to blame in `failed`: an
+/// overlap inside the batch (EBUSY, the later entry), an overlap with an existing binding
+/// (EBUSY), the same object twice (EBUSY), an object already bound (EBUSY), a bad handle in
+/// the middle (ENOENT), a bad gpu_va or pad (EINVAL); and count 0, above
+/// VGPU_SVM_BIND_ARRAY_MAX, unknown flags, nonzero pad (EINVAL, no entry), an unreadable
+/// array (EFAULT). After each, every object of the batch can still be bound alone at its VA
+/// (so none was).
+pub fn bind_array_all_or_nothing(cx: &mut Cx) -> CaseResult {
+    const N: usize = 8;
+    let g = cx.gpu_in(Mode::Userptr)?;
+    let ctx = g.ctx();
+    let m = Mapping::anon(N * PAGE)?;
+    m.fill(0, N * PAGE, 0x3c);
+    let bos = page_objects(ctx, &m, N)?;
+    let va = USERPTR_VA_BASE + 352 * HPAGE as u64;
+    let at = |i: usize| va + (i * PAGE) as u64;
+    let good: Vec<(u32, u64)> = (0..N).map(|i| (bos[i].handle(), at(i))).collect();
+    // An existing binding just past the batch's VAs.
+    let other = ctx.userptr_raw(m.addr() as *const u8, PAGE, false).step("USERPTR_CREATE")?;
+    cx.check_ok("BIND of an object past the batch", other.bind(at(N + 4)));
+
+    let mut e = good.clone();
+    e[5].1 = at(2);
+    check_batch(cx, "entry 5 overlaps entry 2", ctx.bind_array(&e, false), libc::EBUSY, Some(5));
+    let mut e = good.clone();
+    e[3].1 = at(N + 4);
+    check_batch(cx, "entry 3 overlaps an existing binding", ctx.bind_array(&e, false), libc::EBUSY, Some(3));
+    let mut e = good.clone();
+    e[6].0 = e[1].0;
+    e[6].1 = at(N + 8);
+    check_batch(cx, "entry 6 names entry 1's object again", ctx.bind_array(&e, false), libc::EBUSY, Some(6));
+    let mut e = good.clone();
+    e[4].0 = other.handle();
+    check_batch(cx, "entry 4's object is bound already", ctx.bind_array(&e, false), libc::EBUSY, Some(4));
+    let mut e = good.clone();
+    e[4].0 = 0x7fff_fff0;
+    check_batch(cx, "entry 4's handle names nothing", ctx.bind_array(&e, false), libc::ENOENT, Some(4));
+    let mut e = good.clone();
+    e[2].1 += 8;
+    check_batch(cx, "entry 2's gpu_va is unaligned", ctx.bind_array(&e, false), libc::EINVAL, Some(2));
+    let mut e = good.clone();
+    e[7].1 = 1 << 48;
+    check_batch(cx, "entry 7 reaches past 2^48", ctx.bind_array(&e, false), libc::EINVAL, Some(7));
+    // Raw arguments.
+    let mut raw: Vec<vgpu::uapi::drm_vgpu_svm_bind> =
+        good.iter().map(|&(handle, gpu_va)| vgpu::uapi::drm_vgpu_svm_bind { handle, pad: 0, gpu_va }).collect();
+    let arg = |raw: &[vgpu::uapi::drm_vgpu_svm_bind], count: u32| vgpu::uapi::drm_vgpu_svm_bind_array {
+        binds: raw.as_ptr() as u64,
+        count,
+        ..Default::default()
+    };
+    raw[1].pad = 1;
+    check_batch(cx, "entry 1 has a nonzero pad", ctx.bind_array_raw(&mut arg(&raw, N as u32)), libc::EINVAL, Some(1));
+    raw[1].pad = 0;
+    check_batch(cx, "count 0", ctx.bind_array_raw(&mut arg(&raw, 0)), libc::EINVAL, None);
+    let max = vgpu::BIND_ARRAY_MAX as u32;
+    check_batch(cx, "count above VGPU_SVM_BIND_ARRAY_MAX", ctx.bind_array_raw(&mut arg(&raw, max + 1)), libc::EINVAL, None);
+    let mut a = arg(&raw, N as u32);
+    a.flags = 2;
+    check_batch(cx, "unknown flags", ctx.bind_array_raw(&mut a), libc::EINVAL, None);
+    let mut a = arg(&raw, N as u32);
+    a.pad = 1;
+    check_batch(cx, "nonzero pad", ctx.bind_array_raw(&mut a), libc::EINVAL, None);
+    let mut a = arg(&raw, N as u32);
+    a.binds = 8;
+    check_batch(cx, "an unreadable array", ctx.bind_array_raw(&mut a), libc::EFAULT, None);
+    // Nothing of any of them was bound: each object binds alone at its VA.
+    let alone: Vec<bool> = (0..N).map(|i| ctx.bind_handle(bos[i].handle(), at(i)).is_ok()).collect();
+    cx.check_eq("after the refused batches every object binds alone at its VA", alone, vec![true; N]);
+    // Unbind batches: a VA without a binding in the middle, or one named twice, unbinds none.
+    let mut u: Vec<(u32, u64)> = (0..N).map(|i| (0, at(i))).collect();
+    u[3].1 = at(N + 1);
+    check_batch(cx, "unbind: entry 3 names no binding", ctx.bind_array(&u, true), libc::ENOENT, Some(3));
+    let mut u: Vec<(u32, u64)> = (0..N).map(|i| (0, at(i))).collect();
+    u[6].1 = at(2);
+    check_batch(cx, "unbind: entry 6 names entry 2's binding again", ctx.bind_array(&u, true), libc::EINVAL, Some(6));
+    let still: Vec<bool> = (0..N).map(|i| ctx.bind_handle(bos[i].handle(), at(i)).is_err_and(|e| e.is(libc::EBUSY))).collect();
+    cx.check_eq("after the refused unbind batches every binding is still there (BIND: EBUSY)", still, vec![true; N]);
+    let job = bos.iter().fold(Job::new().hash(va, (N * PAGE) as u64), |j, bo| j.uses(bo));
+    let want = fnv1a64(&m.read(0, N * PAGE));
+    cx.check_eq("and a job reads through them", ctx.submit_readonly(&job).map(|r| r.result).ok(), Some(want));
+    let u: Vec<(u32, u64)> = (0..N).map(|i| (0, at(i))).collect();
+    cx.check_ok("unbind batch of all of them", ctx.bind_array(&u, true).map_err(vgpu::Error::from));
+    let again: Vec<bool> = (0..N).map(|i| ctx.bind_handle(bos[i].handle(), at(i)).is_ok()).collect();
+    cx.check_eq("then each binds alone again", again, vec![true; N]);
+    Ok(())
+}
+
+/// A batch of many bindings, then the file is closed with all of them in place (and a job
+/// having used them): the release takes them down (no leak, no hang), and a new file works.
+/// `bind_many` over more than VGPU_SVM_BIND_ARRAY_MAX objects (several calls) and
+/// `close_many`, the library's batched paths, on a second file.
+pub fn bind_array_then_close(cx: &mut Cx) -> CaseResult {
+    const N: usize = 5000;
+    let m = Mapping::anon(N * PAGE)?;
+    for i in 0..N {
+        m.fill(i * PAGE, PAGE, i as u8);
+    }
+    let va = USERPTR_VA_BASE + 384 * HPAGE as u64;
+    {
+        let g = cx.gpu_in(Mode::Userptr)?;
+        let ctx = g.ctx();
+        let bos = page_objects(ctx, &m, N)?;
+        let binds: Vec<(&vgpu::UserptrBo<'_>, u64)> = bos.iter().enumerate().map(|(i, bo)| (bo, va + (i * PAGE) as u64)).collect();
+        cx.check_ok("bind_many of 5000 objects (2 BIND_ARRAY calls)", ctx.bind_many(&binds));
+        hash_through(cx, ctx, "a job through the first 1000 of them", &bos[..1000], va, &m, 0);
+        hash_through(cx, ctx, "a job through the last 1000", &bos[N - 1000..], va + ((N - 1000) * PAGE) as u64, &m, (N - 1000) * PAGE);
+        cx.check_ok("close_many of all 5000 (one unbind batch per 4096, then GEM_CLOSE each)", ctx.close_many(bos));
+        let again = ctx.userptr_raw(m.addr() as *const u8, PAGE, false).step("USERPTR_CREATE")?;
+        cx.check_ok("their VAs are free again", again.bind(va));
+    }
+    {
+        let g = cx.gpu_in(Mode::Userptr)?;
+        let ctx = g.ctx();
+        let bos = page_objects(ctx, &m, 4096)?;
+        let entries: Vec<(u32, u64)> = bos.iter().enumerate().map(|(i, bo)| (bo.handle(), va + (i * PAGE) as u64)).collect();
+        cx.check_ok("BIND_ARRAY of 4096 objects", ctx.bind_array(&entries, false).map_err(vgpu::Error::from));
+        hash_through(cx, ctx, "a job through 1024 of them", &bos[2048..3072], va + (2048 * PAGE) as u64, &m, 2048 * PAGE);
+        // The bindings were made behind the objects' backs: forget the handles, close the file.
+        for bo in bos {
+            std::mem::forget(bo);
+        }
+    }
+    let g = cx.gpu_in(Mode::Userptr)?;
+    let bo = g.ctx().userptr_raw(m.addr() as *const u8, PAGE, false).step("USERPTR_CREATE")?;
+    cx.check_ok("a new file binds at the same VA", bo.bind(va));
+    hash_through(cx, g.ctx(), "and reads through it", std::slice::from_ref(&bo), va, &m, 0);
     Ok(())
 }

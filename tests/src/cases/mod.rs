@@ -321,6 +321,27 @@ pub const CASES: &[Case] = &[
         process::oom_two_contexts,
     ),
     case(
+        "bind_array_binds_all",
+        "BIND_ARRAY: 2 batches of 256 one-page objects, interleaved by VA, bind all; a job reads through each; UNBIND of one and a batch unbind",
+        Mode::USERPTR,
+        false,
+        contract::bind_array_binds_all,
+    ),
+    case(
+        "bind_array_all_or_nothing",
+        "BIND_ARRAY refused whole (EBUSY overlap in the batch or with a binding, ENOENT bad handle, EINVAL count/pad/flags, EFAULT) binds nothing; the failed entry named",
+        Mode::USERPTR,
+        false,
+        contract::bind_array_all_or_nothing,
+    ),
+    case(
+        "bind_array_then_close",
+        "5000 objects bound by bind_many, used, closed by close_many; 4096 bound by one BIND_ARRAY, then the file closed with them bound",
+        Mode::USERPTR,
+        false,
+        contract::bind_array_then_close,
+    ),
+    case(
         "seq_window",
         "fault_to_lock_delay_us: DONTNEED+rewrite, fork/COW, migration inside the snapshot-to-lock window are retried",
         Mode::BOTH,

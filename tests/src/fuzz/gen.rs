@@ -600,7 +600,7 @@ pub fn request(r: &mut Rng, ioctl: Ioctl) -> u32 {
 
 /// An unknown driver ioctl: a number past the driver's table, any size and direction.
 pub fn unknown_request(r: &mut Rng) -> u32 {
-    ioc(r.below(4) as u32, DRM_TYPE, r.range(0x47, 0x9f) as u8, r.below(300) as usize)
+    ioc(r.below(4) as u32, DRM_TYPE, r.range(0x48, 0x9f) as u8, r.below(300) as usize)
 }
 
 /// Little-endian struct builder.
@@ -708,7 +708,7 @@ mod tests {
         assert!(reqs.iter().filter(|&&q| q == Ioctl::Submit.request()).count() > 850);
         assert!(reqs.iter().any(|&q| q != Ioctl::Submit.request()));
         let u = unknown_request(&mut r);
-        assert!((0x47..=0x9f).contains(&(u & 0xff)));
+        assert!((0x48..=0x9f).contains(&(u & 0xff)));
         assert_eq!(Op { kind: 1, flags: 2, dst: 3, src: 4, len: 5, value: 6 }.bytes()[8], 3);
         assert_eq!(fit(&mut r, vec![1, 2], ioc(IOC_RW, b'd', 0x40, 16)).len(), 16);
     }

@@ -109,7 +109,7 @@ impl Ioctl {
             Ioctl::Submit => 0x45,
             Ioctl::Stats => 0x46,
             Ioctl::GemClose => 0x09,
-            Ioctl::Unknown => 0x47,
+            Ioctl::Unknown => 0x48,
         }
     }
 

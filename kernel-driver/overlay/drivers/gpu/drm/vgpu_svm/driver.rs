@@ -144,6 +144,7 @@ const DRM_IOCTL_VGPU_SVM_BIND: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_BIND;
 const DRM_IOCTL_VGPU_SVM_UNBIND: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_UNBIND;
 const DRM_IOCTL_VGPU_SVM_SUBMIT: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_SUBMIT;
 const DRM_IOCTL_VGPU_SVM_STATS: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_STATS;
+const DRM_IOCTL_VGPU_SVM_BIND_ARRAY: u32 = kernel::uapi::VGPU_SVM_RUST_IOCTL_BIND_ARRAY;
 
 #[vtable]
 impl drm::Driver for VgpuDriver {
@@ -168,5 +169,6 @@ impl drm::Driver for VgpuDriver {
         (VGPU_SVM_UNBIND, drm_vgpu_svm_bind, ioctl::RENDER_ALLOW, File::unbind),
         (VGPU_SVM_SUBMIT, drm_vgpu_svm_submit, ioctl::RENDER_ALLOW, File::submit),
         (VGPU_SVM_STATS, drm_vgpu_svm_stats, ioctl::RENDER_ALLOW, File::stats),
+        (VGPU_SVM_BIND_ARRAY, drm_vgpu_svm_bind_array, ioctl::RENDER_ALLOW, File::bind_array),
     }
 }

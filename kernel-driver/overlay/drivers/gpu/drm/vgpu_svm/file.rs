@@ -4,6 +4,7 @@
 
 use core::sync::atomic::Ordering;
 use kernel::{
+    alloc::KVVec,
     drm::{self, gem::BaseObject},
     mm::{Mm, MmWithUser},
     mmu_notifier::IntervalNotifier,
@@ -35,8 +36,10 @@ struct Ctx {
     legacy: Option<Pin<KBox<kernel::mmu_notifier::RangeNotifier<context::LegacyFlag>>>>,
     /// Debug only: the 2019 scenario's pair of classic notifiers (`pair_notifiers`).
     pair: Option<context::PairNotifiers>,
-    /// Bound userptr objects.
-    bound: KVec<ARef<Object>>,
+    /// Bound userptr objects, sorted by GPU VA (bindings never overlap, so by range too):
+    /// overlap checks and UNBIND lookups are binary searches. kvmalloc'ed: it may hold
+    /// tens of thousands.
+    bound: KVVec<ARef<Object>>,
     next_job: u64,
 }
 
@@ -76,7 +79,7 @@ impl Drop for Ctx {
             core::mem::forget(self.svm.take());
             core::mem::forget(self.legacy.take());
             core::mem::forget(self.pair.take());
-            core::mem::forget(core::mem::replace(&mut self.bound, KVec::new()));
+            core::mem::forget(core::mem::replace(&mut self.bound, KVVec::new()));
             core::mem::forget(self.shared.clone());
             return;
         }
@@ -93,14 +96,223 @@ impl Drop for Ctx {
     }
 }
 
+/// The GPU VA range `[start, end)` of a bound object (stable under the state lock; an
+/// object without a mirror, which is never bound, reads as empty).
+fn range_of(o: &Object) -> (u64, u64) {
+    o.notifier.as_ref().map_or((0, 0), |b| {
+        let s = b.data().gpu_va.load(Ordering::Acquire);
+        (s, s.saturating_add(b.data().size))
+    })
+}
+
 impl Ctx {
-    /// The GPU VA ranges `[start, end)` of the bound objects (stable under the state lock).
+    /// The GPU VA ranges `[start, end)` of the bound objects, by GPU VA (stable under the
+    /// state lock).
     fn bindings(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.bound.iter().filter_map(|o| o.notifier.as_ref()).map(|b| {
             let s = b.data().gpu_va.load(Ordering::Acquire);
             (s, s.saturating_add(b.data().size))
         })
     }
+
+    /// Whether `[start, end)` overlaps a binding: O(log n) (`bound` is sorted and its ranges
+    /// are disjoint, so only the last binding that starts below `end` can reach `start`).
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        let i = self.bound.partition_point(|o| range_of(o).0 < end);
+        i > 0 && range_of(&self.bound[i - 1]).1 > start
+    }
+
+    /// The index in `bound` of the binding that starts at `gpu_va`: O(log n).
+    fn find(&self, gpu_va: u64) -> Option<usize> {
+        self.bound.binary_search_by_key(&gpu_va, |o| range_of(o).0).ok()
+    }
+}
+
+/// Batches up to this size change `bound` in place (a binary search and a memmove per
+/// entry, amortized growth: a single BIND at the end costs no copy); larger ones merge into
+/// (or filter out of) the list in one O(n + k) pass.
+const IN_PLACE_MAX: usize = 32;
+
+/// Protocol minor from which the device takes BIND_ARRAY and UNBIND_ARRAY (0.6).
+const BIND_ARRAY_MINOR: u32 = 6;
+
+/// A binding as the device learns of it.
+#[derive(Clone, Copy)]
+struct DevBinding {
+    gpu_va: u64,
+    cpu_va: u64,
+    size: u64,
+}
+
+/// What the device said to a run of BIND/UNBIND commands.
+enum DevAnswer {
+    /// Every command was answered OK.
+    Ok,
+    /// A command was answered with an error: the device made none of that command's
+    /// changes (it applies each all or nothing); the earlier ones stand.
+    Refused,
+    /// A command went unanswered (or got a nonsensical answer): the device may or may not
+    /// have applied it.
+    Unanswered(Error),
+}
+
+/// Tells the device of `list`'s bindings (or, with `unbind`, that they are gone): one
+/// BIND_ARRAY/UNBIND_ARRAY per `VGPU_SVM_MAX_BIND_ENTRIES` entries, or one BIND/UNBIND per
+/// entry for a device older than protocol 0.6 (`batched` false). Stops at the first answer
+/// that is not OK; returns how many entries the device applied, and its answer. Allocates
+/// (one message buffer per command): never under the update lock.
+fn device_apply(shared: &Shared, batched: bool, unbind: bool, list: &[DevBinding]) -> (usize, DevAnswer) {
+    let per = if batched { uapi::VGPU_SVM_MAX_BIND_ENTRIES as usize } else { 1 };
+    let hdr = core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
+    let mut done = 0usize;
+    for chunk in list.chunks(per) {
+        let n = chunk.len();
+        let r = if batched {
+            let entry = if unbind {
+                core::mem::size_of::<uapi::vgpu_svm_unbind_entry>()
+            } else {
+                core::mem::size_of::<uapi::vgpu_svm_bind_entry>()
+            };
+            let cmd = if unbind {
+                uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND_ARRAY
+            } else {
+                uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND_ARRAY
+            };
+            // At most 1024 entries of 24 bytes: no overflow.
+            let body = core::mem::size_of::<uapi::vgpu_svm_cmd_bind_array>() - hdr + n * entry;
+            shared.ctrl.submit(shared.ctx_id, cmd, body, gpu::cmd_timeout_ms(), |w| {
+                w.u32(n as u32).u32(0);
+                for b in chunk {
+                    if unbind {
+                        w.u64(b.gpu_va).u64(b.size);
+                    } else {
+                        w.u64(b.gpu_va).u64(b.cpu_va).u64(b.size);
+                    }
+                }
+            })
+        } else if unbind {
+            let b = chunk[0];
+            shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND, 16, gpu::cmd_timeout_ms(), |w| {
+                w.u64(b.gpu_va).u64(b.size);
+            })
+        } else {
+            let b = chunk[0];
+            let body = core::mem::size_of::<uapi::vgpu_svm_cmd_bind>() - hdr;
+            shared.ctrl.submit(shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND, body, gpu::cmd_timeout_ms(), |w| {
+                w.u64(b.gpu_va).u64(b.cpu_va).u64(b.size);
+            })
+        };
+        match r.and_then(|r| gpu::parse_resp(&r)) {
+            Ok(gpu::Resp::Ok { .. }) => done += n,
+            Ok(gpu::Resp::Error(code)) => {
+                pr_err!(
+                    "vgpu_svm: ctx {}: device refused {} of {n} binding(s) (error {code})\n",
+                    shared.ctx_id,
+                    if unbind { "UNBIND" } else { "BIND" }
+                );
+                return (done, DevAnswer::Refused);
+            }
+            Ok(gpu::Resp::Fault(_)) => return (done, DevAnswer::Unanswered(EIO)),
+            Err(e) => return (done, DevAnswer::Unanswered(e)),
+        }
+    }
+    (done, DevAnswer::Ok)
+}
+
+/// [`device_apply`] all or nothing: when the device refuses a command, what it applied
+/// before is undone (the reverse commands), so that the device's bindings are the driver's
+/// again; `EIO` then. A command that goes unanswered (also one of the undo) leaves the
+/// device's bindings unknown: the context is put out of service (`broken`) and the wait's
+/// error returned.
+fn device_apply_all(shared: &Shared, batched: bool, unbind: bool, list: &[DevBinding]) -> Result {
+    let (done, answer) = device_apply(shared, batched, unbind, list);
+    match answer {
+        DevAnswer::Ok => Ok(()),
+        DevAnswer::Unanswered(e) => {
+            shared.broken.store(true, Ordering::Release);
+            Err(e)
+        }
+        DevAnswer::Refused => {
+            if done > 0 {
+                let (undone, a) = device_apply(shared, batched, !unbind, &list[..done]);
+                if undone != done || !matches!(a, DevAnswer::Ok) {
+                    pr_err!("vgpu_svm: ctx {}: undoing a refused batch failed; context out of service\n", shared.ctx_id);
+                    shared.broken.store(true, Ordering::Release);
+                }
+            }
+            Err(EIO)
+        }
+    }
+}
+
+/// An error of a BIND/UNBIND batch, and the entry it is due to (if one is).
+type BatchError = (Error, Option<u32>);
+
+/// Runs of touching GPU VA ranges, from ranges sorted by start: one clear per run.
+fn coalesce(sorted: impl Iterator<Item = (u64, u64)>, mut f: impl FnMut(u64, u64) -> Result) -> Result {
+    let mut cur: Option<(u64, u64)> = None;
+    for (s, e) in sorted {
+        cur = match cur {
+            Some((cs, ce)) if s == ce => Some((cs, e)),
+            Some((cs, ce)) => {
+                f(cs, ce)?;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    match cur {
+        Some((cs, ce)) => f(cs, ce),
+        None => Ok(()),
+    }
+}
+
+/// Sorts `v` by `key`, in place: a heapsort, O(n log n) with neither recursion nor scratch
+/// space (core's `sort_unstable` keeps buffers on the stack and, sorting a few thousand
+/// entries, ran past the 16 KiB kernel stack).
+fn heap_sort_by_key<T, K: Ord>(v: &mut [T], key: impl Fn(&T) -> K) {
+    let sift = |v: &mut [T], mut root: usize, end: usize| loop {
+        // `end` is at most the slice's length, far below usize::MAX / 2: no overflow.
+        let mut child = 2 * root + 1;
+        if child >= end {
+            break;
+        }
+        if child + 1 < end && key(&v[child]) < key(&v[child + 1]) {
+            child += 1;
+        }
+        if key(&v[root]) >= key(&v[child]) {
+            break;
+        }
+        v.swap(root, child);
+        root = child;
+    };
+    let n = v.len();
+    for start in (0..n / 2).rev() {
+        sift(v, start, n);
+    }
+    for end in (1..n).rev() {
+        v.swap(0, end);
+        sift(v, 0, end);
+    }
+}
+
+/// Reads `count` (at most `VGPU_SVM_BIND_ARRAY_MAX`) `struct drm_vgpu_svm_bind` from user
+/// memory at `addr`.
+fn read_binds(addr: u64, count: u32) -> Result<KVVec<uapi::drm_vgpu_svm_bind>> {
+    const SIZE: usize = core::mem::size_of::<uapi::drm_vgpu_svm_bind>();
+    let n = count as usize;
+    let mut out = KVVec::with_capacity(n, GFP_KERNEL)?;
+    // At most 4096 * 16 bytes: no overflow.
+    let mut r = UserSlice::new(UserPtr::from_addr(addr as usize), n * SIZE).reader();
+    for _ in 0..n {
+        let mut raw = [0u8; SIZE];
+        r.read_slice(&mut raw)?;
+        let handle = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let pad = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+        let gpu_va = u64::from_ne_bytes([raw[8], raw[9], raw[10], raw[11], raw[12], raw[13], raw[14], raw[15]]);
+        out.push(uapi::drm_vgpu_svm_bind { handle, pad, gpu_va }, GFP_KERNEL)?;
+    }
+    Ok(out)
 }
 
 struct FileState {
@@ -198,7 +410,7 @@ impl File {
             let name = kernel::str::CString::try_from_fmt(fmt!("ctx{id}"))?;
             let debugfs = KBox::pin_init(dev.debugfs.read_callback_file(&name, shared.clone(), &show_ctx), GFP_KERNEL)?;
             *self.shared.lock() = Some(shared.clone());
-            st.ctx = Some(Ctx { shared, _debugfs: debugfs, svm: None, legacy: None, pair: None, bound: KVec::new(), next_job: 1 });
+            st.ctx = Some(Ctx { shared, _debugfs: debugfs, svm: None, legacy: None, pair: None, bound: KVVec::new(), next_job: 1 });
         }
         st.ctx.as_mut().ok_or(EINVAL)
     }
@@ -287,100 +499,252 @@ impl File {
         Ok(0)
     }
 
-    /// DRM_IOCTL_VGPU_SVM_BIND.
+    /// DRM_IOCTL_VGPU_SVM_BIND: a batch of one.
     pub(crate) fn bind(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_bind, file: &drm::File<File>) -> Result<u32> {
-        if req.pad != 0 || req.gpu_va == 0 || req.gpu_va % PAGE != 0 {
-            return Err(EINVAL);
-        }
-        let this = file.inner();
-        owner_mm(&this)?;
-        let obj = Object::lookup_handle(file, req.handle).map_err(|_| ENOENT)?;
-        let mut st = this.state.lock();
-        let ctx = this.ctx(dev, &mut st)?;
-        let n = obj.notifier.as_ref().ok_or(EINVAL)?;
-        let m = n.data();
-        if !Arc::ptr_eq(&m.shared, &ctx.shared) {
-            return Err(EINVAL);
-        }
-        let end = req.gpu_va.checked_add(m.size).ok_or(EINVAL)?;
-        if end > VA_LIMIT {
-            return Err(EINVAL);
-        }
-        if m.gpu_va.load(Ordering::Acquire) != 0 {
-            return Err(EBUSY);
-        }
-        if ctx.bindings().any(|(s, e)| s < end && req.gpu_va < e) {
-            return Err(EBUSY);
-        }
-        // Allocate before the device learns of the binding: nothing may fail after it did.
-        ctx.bound.reserve(1, GFP_KERNEL)?;
-        // The binding owns its range from now on: SVM entries there (identity mappings, or a
-        // 2 MiB leaf overlapping it) go first, and the device drops their translations. No job
-        // runs meanwhile (jobs hold the state lock), so nothing maps them again.
-        {
-            let g = ctx.shared.update.lock();
-            ctx.shared.clear_and_flush(&g, req.gpu_va, end, uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_BIND)?;
-        }
-        let body = core::mem::size_of::<uapi::vgpu_svm_cmd_bind>() - core::mem::size_of::<uapi::vgpu_svm_cmd_hdr>();
-        let (gva, cva, size) = (req.gpu_va, m.cpu, m.size);
-        let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_BIND, body, gpu::cmd_timeout_ms(), |w| {
-            w.u64(gva).u64(cva).u64(size);
-        });
-        match r.and_then(|r| gpu::parse_resp(&r)) {
-            Ok(gpu::Resp::Ok { .. }) => {}
-            Ok(_) => return Err(EIO),
-            Err(e) => {
-                // Unanswered: the device may or may not have the binding; the driver cannot
-                // know, so the context is out of service.
-                ctx.shared.broken.store(true, Ordering::Release);
-                return Err(e);
-            }
-        }
-        {
-            let _g = ctx.shared.update.lock();
-            m.gpu_va.store(req.gpu_va, Ordering::Release);
-            // Nothing is mirrored at the new VA yet: every page needs validation.
-            m.mark_all_stale();
-        }
-        ctx.bound.push(obj, GFP_KERNEL)?;
+        let one = [uapi::drm_vgpu_svm_bind { handle: req.handle, pad: req.pad, gpu_va: req.gpu_va }];
+        Self::bind_entries(dev, file, &one).map_err(|(e, _)| e)?;
         Ok(0)
     }
 
-    /// DRM_IOCTL_VGPU_SVM_UNBIND.
-    pub(crate) fn unbind(_dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_bind, file: &drm::File<File>) -> Result<u32> {
-        if req.pad != 0 {
+    /// DRM_IOCTL_VGPU_SVM_UNBIND: a batch of one.
+    pub(crate) fn unbind(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_bind, file: &drm::File<File>) -> Result<u32> {
+        let one = [uapi::drm_vgpu_svm_bind { handle: req.handle, pad: req.pad, gpu_va: req.gpu_va }];
+        Self::unbind_entries(dev, file, &one).map_err(|(e, _)| e)?;
+        Ok(0)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_BIND_ARRAY: many BINDs (or UNBINDs), all or nothing.
+    pub(crate) fn bind_array(
+        dev: &VgpuDevice,
+        req: &mut uapi::drm_vgpu_svm_bind_array,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        req.failed = uapi::VGPU_SVM_BIND_ARRAY_NO_ENTRY;
+        if req.pad != 0
+            || req.flags & !uapi::VGPU_SVM_BIND_ARRAY_UNBIND != 0
+            || req.count == 0
+            || req.count > uapi::VGPU_SVM_BIND_ARRAY_MAX
+        {
             return Err(EINVAL);
         }
-        let this = file.inner();
-        owner_mm(&this)?;
-        let mut st = this.state.lock();
-        // Nothing is bound on a file without a context: do not create one to find that out.
-        let ctx = st.ctx.as_mut().ok_or(ENOENT)?;
-        let pos = ctx
-            .bound
-            .iter()
-            .position(|o| o.notifier.as_ref().is_some_and(|n| n.data().gpu_va.load(Ordering::Acquire) == req.gpu_va))
-            .ok_or(ENOENT)?;
-        let obj = ctx.bound.remove(pos)?;
-        if let Some(n) = obj.notifier.as_ref() {
-            let m = n.data();
-            let (gva, size) = (m.gpu_va.load(Ordering::Acquire), m.size);
-            {
-                let g = ctx.shared.update.lock();
-                m.gpu_va.store(0, Ordering::Release);
-                ctx.shared.clear_and_flush(&g, gva, gva + size, uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNBIND)?;
+        owner_mm(&file.inner())?;
+        let entries = read_binds(req.binds, req.count)?;
+        let r = if req.flags & uapi::VGPU_SVM_BIND_ARRAY_UNBIND != 0 {
+            Self::unbind_entries(dev, file, &entries)
+        } else {
+            Self::bind_entries(dev, file, &entries)
+        };
+        r.map_err(|(e, at)| {
+            if let Some(i) = at {
+                req.failed = i;
             }
-            let r = ctx.shared.ctrl.submit(ctx.shared.ctx_id, uapi::vgpu_svm_cmd_type_VGPU_SVM_CMD_UNBIND, 16, gpu::cmd_timeout_ms(), |w| {
-                w.u64(gva).u64(size);
-            });
-            if let Err(e) = r.and_then(|r| gpu::parse_resp(&r)) {
-                // The entries are gone and flushed, but the device's view of the binding is
-                // unknown: the context is out of service.
-                ctx.shared.broken.store(true, Ordering::Release);
-                return Err(e);
+            e
+        })?;
+        Ok(0)
+    }
+
+    /// Binds every entry or none. Checks everything (pad, alignment, handles, ownership, the
+    /// VA limit, overlaps with the bindings and among the entries) before the device learns
+    /// of any; allocates everything before the update lock; takes the update lock twice per
+    /// batch (clearing SVM entries, then publishing the bindings), not per object.
+    fn bind_entries(dev: &VgpuDevice, file: &drm::File<File>, entries: &[uapi::drm_vgpu_svm_bind]) -> Result<(), BatchError> {
+        let n = entries.len();
+        for (i, b) in entries.iter().enumerate() {
+            if b.pad != 0 || b.gpu_va == 0 || b.gpu_va % PAGE != 0 {
+                return Err((EINVAL, Some(i as u32)));
             }
         }
-        Ok(0)
+        let this = file.inner();
+        owner_mm(&this).map_err(|e| (e, None))?;
+        let no = |e: Error| (e, None);
+        let mut objs = KVVec::<ARef<Object>>::with_capacity(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        for (i, b) in entries.iter().enumerate() {
+            let o = Object::lookup_handle(file, b.handle).map_err(|_| (ENOENT, Some(i as u32)))?;
+            objs.push(o, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        }
+        // (gpu_va, end, entry), then sorted by gpu_va; (object, entry), sorted by object.
+        let mut order = KVVec::<(u64, u64, u32)>::with_capacity(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        let mut same = KVVec::<(usize, u32)>::with_capacity(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        let mut list = KVVec::<DevBinding>::with_capacity(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+
+        let mut st = this.state.lock();
+        let ctx = this.ctx(dev, &mut st).map_err(no)?;
+        for (i, (b, o)) in entries.iter().zip(objs.iter()).enumerate() {
+            let at = Some(i as u32);
+            let m = o.notifier.as_ref().ok_or((EINVAL, at))?.data();
+            if !Arc::ptr_eq(&m.shared, &ctx.shared) {
+                return Err((EINVAL, at));
+            }
+            let end = b.gpu_va.checked_add(m.size).ok_or((EINVAL, at))?;
+            if end > VA_LIMIT {
+                return Err((EINVAL, at));
+            }
+            if m.gpu_va.load(Ordering::Acquire) != 0 || ctx.overlaps(b.gpu_va, end) {
+                return Err((EBUSY, at));
+            }
+            order.push((b.gpu_va, end, i as u32), GFP_KERNEL).map_err(|e| no(e.into()))?;
+            same.push((core::ptr::from_ref::<Object>(o) as usize, i as u32), GFP_KERNEL).map_err(|e| no(e.into()))?;
+            list.push(DevBinding { gpu_va: b.gpu_va, cpu_va: m.cpu, size: m.size }, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        }
+        // Among the entries: no two ranges overlap (sorted, only neighbours can), no object
+        // twice. The later entry of a pair is the one to blame.
+        heap_sort_by_key(&mut order, |&(s, _, _)| s);
+        for w in order.windows(2) {
+            if w[0].1 > w[1].0 {
+                return Err((EBUSY, Some(w[0].2.max(w[1].2))));
+            }
+        }
+        heap_sort_by_key(&mut same, |&x| x);
+        for w in same.windows(2) {
+            if w[0].0 == w[1].0 {
+                return Err((EBUSY, Some(w[0].1.max(w[1].1))));
+            }
+        }
+        // Allocate before the device learns of the bindings: nothing may fail after it did.
+        let in_place = n <= IN_PLACE_MAX;
+        let mut merged = if in_place {
+            ctx.bound.reserve(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+            KVVec::new()
+        } else {
+            let total = ctx.bound.len().checked_add(n).ok_or((ENOMEM, None))?;
+            KVVec::<ARef<Object>>::with_capacity(total, GFP_KERNEL).map_err(|e| no(e.into()))?
+        };
+        // The bindings own their ranges from now on: SVM entries there (identity mappings, or
+        // a 2 MiB leaf overlapping one) go first, and the device drops their translations,
+        // once per run of touching ranges. No job runs meanwhile (jobs hold the state lock),
+        // so nothing maps them again. A failure here changed nothing the process can see.
+        {
+            let g = ctx.shared.update.lock();
+            let reason = uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_BIND;
+            coalesce(order.iter().map(|&(s, e, _)| (s, e)), |s, e| {
+                ctx.shared.clear_and_flush(&g, s, e, reason).map(|_| ())
+            })
+            .map_err(no)?;
+        }
+        let batched = (dev.capset.protocol_version & 0xffff) >= BIND_ARRAY_MINOR;
+        device_apply_all(&ctx.shared, batched, false, &list).map_err(no)?;
+        {
+            let _g = ctx.shared.update.lock();
+            for (b, o) in entries.iter().zip(objs.iter()) {
+                if let Some(n) = o.notifier.as_ref() {
+                    n.data().gpu_va.store(b.gpu_va, Ordering::Release);
+                    // Nothing is mirrored at the new VA yet: every page needs validation.
+                    n.data().mark_all_stale();
+                }
+            }
+        }
+        // Into the sorted list, without allocating (reserved above).
+        if in_place {
+            for &(gva, _, i) in order.iter() {
+                let at = ctx.bound.partition_point(|o| range_of(o).0 < gva);
+                if let Some(o) = objs.get(i as usize) {
+                    if ctx.bound.insert_within_capacity(at, o.clone()).is_err() {
+                        // Cannot happen (reserved): see `keep`.
+                        pr_err!("vgpu_svm: bound-object list short of its reservation\n");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // A large batch: merge the new bindings (by GPU VA) with the list in one pass.
+        let mut old = core::mem::replace(&mut ctx.bound, KVVec::new());
+        let mut rest = old.drain_all().peekable();
+        for &(gva, _, i) in order.iter() {
+            while let Some(o) = rest.next_if(|o| range_of(o).0 < gva) {
+                Self::keep(&mut merged, o);
+            }
+            if let Some(o) = objs.get(i as usize) {
+                Self::keep(&mut merged, o.clone());
+            }
+        }
+        for o in rest {
+            Self::keep(&mut merged, o);
+        }
+        ctx.bound = merged;
+        Ok(())
+    }
+
+    /// Pushes a bound object into a list reserved for it (`bind_entries`).
+    fn keep(list: &mut KVVec<ARef<Object>>, o: ARef<Object>) {
+        if list.push_within_capacity(o).is_err() {
+            // Cannot happen (the capacity was reserved for every object): a driver bug. The
+            // object stays bound on the device and in its mirror; it is only dropped from the
+            // list, so a later UNBIND gets ENOENT.
+            pr_err!("vgpu_svm: bound-object list short of its reservation\n");
+        }
+    }
+
+    /// Unbinds every entry or none (entries name bindings by `gpu_va`; handles are ignored).
+    fn unbind_entries(dev: &VgpuDevice, file: &drm::File<File>, entries: &[uapi::drm_vgpu_svm_bind]) -> Result<(), BatchError> {
+        let n = entries.len();
+        for (i, b) in entries.iter().enumerate() {
+            if b.pad != 0 {
+                return Err((EINVAL, Some(i as u32)));
+            }
+        }
+        let this = file.inner();
+        owner_mm(&this).map_err(|e| (e, None))?;
+        let no = |e: Error| (e, None);
+        // (index in `bound`, entry), sorted by index.
+        let mut pos = KVVec::<(usize, u32)>::with_capacity(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        let mut list = KVVec::<DevBinding>::with_capacity(n, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        let mut st = this.state.lock();
+        // Nothing is bound on a file without a context: do not create one to find that out.
+        let ctx = st.ctx.as_mut().ok_or((ENOENT, Some(0)))?;
+        for (i, b) in entries.iter().enumerate() {
+            let p = ctx.find(b.gpu_va).ok_or((ENOENT, Some(i as u32)))?;
+            let m = ctx.bound[p].notifier.as_ref().ok_or((ENOENT, Some(i as u32)))?.data();
+            pos.push((p, i as u32), GFP_KERNEL).map_err(|e| no(e.into()))?;
+            list.push(DevBinding { gpu_va: b.gpu_va, cpu_va: m.cpu, size: m.size }, GFP_KERNEL).map_err(|e| no(e.into()))?;
+        }
+        heap_sort_by_key(&mut pos, |&x| x);
+        for w in pos.windows(2) {
+            if w[0].0 == w[1].0 {
+                return Err((EINVAL, Some(w[0].1.max(w[1].1))));
+            }
+        }
+        // The device first: if it refuses, nothing changed here (and what it did is undone).
+        // No job runs meanwhile (jobs hold the state lock), so no device access sees a
+        // binding the checker no longer knows.
+        device_apply_all(&ctx.shared, (dev.capset.protocol_version & 0xffff) >= BIND_ARRAY_MINOR, true, &list)
+            .map_err(no)?;
+        // Then the entries go and the device drops their translations: one update-lock
+        // section for the batch, one clear per run of touching ranges (sorted: `bound` is).
+        let cleared = {
+            let g = ctx.shared.update.lock();
+            for &(p, _) in pos.iter() {
+                if let Some(n) = ctx.bound[p].notifier.as_ref() {
+                    n.data().gpu_va.store(0, Ordering::Release);
+                }
+            }
+            let reason = uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNBIND;
+            // `pos` is sorted by index in `bound`, so by GPU VA; `list` is in entry order.
+            coalesce(
+                pos.iter().filter_map(|&(_, i)| list.get(i as usize)).map(|d| (d.gpu_va, d.gpu_va.saturating_add(d.size))),
+                |s, e| ctx.shared.clear_and_flush(&g, s, e, reason).map(|_| ()),
+            )
+        };
+        // Drop the objects from the list (no allocation); freeing one removes its notifier,
+        // which must not happen under the update lock. A few: removed in place, from the
+        // highest index down (the lower ones stay valid).
+        if n <= IN_PLACE_MAX {
+            for &(p, _) in pos.iter().rev() {
+                let _ = ctx.bound.remove(p);
+            }
+            return cleared.map_err(no);
+        }
+        let mut k = 0usize;
+        let mut idx = 0usize;
+        ctx.bound.retain(|_| {
+            let gone = pos.get(k).is_some_and(|&(p, _)| p == idx);
+            if gone {
+                k += 1;
+            }
+            idx += 1;
+            !gone
+        });
+        // A failed flush reset the device (the context is out of service): report it.
+        cleared.map_err(no)
     }
 
     /// DRM_IOCTL_VGPU_SVM_SUBMIT: run a job and wait for it.
@@ -426,7 +790,7 @@ impl File {
         let shared = ctx.shared.clone();
         let svm = ctx.svm.as_deref();
         // The bindings cannot change while the job runs (BIND/UNBIND take the state lock).
-        let mut bindings = KVec::with_capacity(ctx.bound.len(), GFP_KERNEL)?;
+        let mut bindings = KVVec::with_capacity(ctx.bound.len(), GFP_KERNEL)?;
         for r in ctx.bindings() {
             bindings.push(r, GFP_KERNEL)?;
         }

@@ -158,6 +158,13 @@ fn one_page_jobs_with(
     Ok(v)
 }
 
+/// Runs `f` and returns the device faults the driver serviced for `ctx` meanwhile.
+fn serviced(ctx: &Context, f: impl FnOnce() -> R<()>) -> R<u64> {
+    let before = ctx.stats().ctx("stats")?;
+    f()?;
+    Ok(ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced)
+}
+
 /// p50 and p99 (µs) of a sample in ns.
 fn p50_99(s: &[f64]) -> (f64, f64) {
     (percentile(s, 50.0) / 1e3, percentile(s, 99.0) / 1e3)
@@ -194,19 +201,15 @@ fn latency(ctx: &Context, dm: &Dmirror, p: &Params) -> R<()> {
         // SVM, 4 KiB: fresh pages (one fault each), then the same jobs again
         // (mirrored now: no fault), then dmirror on fresh pages.
         let (m, pages) = guarded_pages(p.n_4k)?;
-        let before = ctx.stats().ctx("stats")?;
-        svm_4k.push(one_page_jobs(ctx, &pages, "svm 1-page job")?);
-        f4k += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
-        let before = ctx.stats().ctx("stats")?;
-        nofault.push(one_page_jobs(ctx, &pages, "svm 1-page job (mirrored)")?);
-        f_again += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+        f4k += serviced(ctx, || Ok(svm_4k.push(one_page_jobs(ctx, &pages, "svm 1-page job")?)))?;
+        f_again += serviced(ctx, || Ok(nofault.push(one_page_jobs(ctx, &pages, "svm 1-page job (mirrored)")?)))?;
         drop(m);
         // The same on fresh pages with SUBMIT_PREFAULT: the driver mirrors the page before
         // the job starts, so the job takes no device fault.
         let (m, pages) = guarded_pages(p.n_4k)?;
-        let before = ctx.stats().ctx("stats")?;
-        prefault.push(one_page_jobs_with(ctx, &pages, "svm 1-page job (PREFAULT)", Job::prefault)?);
-        f_pre += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+        f_pre += serviced(ctx, || {
+            Ok(prefault.push(one_page_jobs_with(ctx, &pages, "svm 1-page job (PREFAULT)", Job::prefault)?))
+        })?;
         drop(m);
         let m = fresh(p.n_4k * PAGE, false)?;
         let mut d4 = Vec::with_capacity(p.n_4k);
@@ -218,12 +221,12 @@ fn latency(ctx: &Context, dm: &Dmirror, p: &Params) -> R<()> {
         dm_4k.push(d4);
         drop(m);
         // THP: first write into fresh 2 MiB blocks.
-        let before = ctx.stats().ctx("stats")?;
-        let m = fresh(p.n_thp * HPAGE, true)?;
-        let blocks: Vec<u64> = (0..p.n_thp).map(|b| m.addr() + (b * HPAGE) as u64).collect();
-        svm_thp.push(one_page_jobs(ctx, &blocks, "svm 1-page job (THP)")?);
-        drop(m);
-        fthp += ctx.stats().ctx("stats")?.delta_since(&before).faults_serviced;
+        fthp += serviced(ctx, || {
+            let m = fresh(p.n_thp * HPAGE, true)?;
+            let blocks: Vec<u64> = (0..p.n_thp).map(|b| m.addr() + (b * HPAGE) as u64).collect();
+            svm_thp.push(one_page_jobs(ctx, &blocks, "svm 1-page job (THP)")?);
+            Ok(())
+        })?;
         let m = fresh(p.n_thp * HPAGE, true)?;
         let mut dt = Vec::with_capacity(p.n_thp);
         for b in 0..p.n_thp {

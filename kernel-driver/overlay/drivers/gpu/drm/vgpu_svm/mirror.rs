@@ -288,14 +288,14 @@ fn op_ranges(op: &uapi::drm_vgpu_svm_op) -> [Option<(u64, u64, bool)>; 2] {
 /// alone (only the bound object backs them). Best effort: a range that cannot be mirrored
 /// (a hole, PROT_NONE, read-only for a write, memfd_secret, EBUSY) is left to the device's
 /// faults, which report the error as without the flag. Only a fatal signal ends it
-/// (`EINTR`). Returns the number of GPU entries written.
+/// (`EINTR`). The GPU entries written are counted in `prefaulted_pages`.
 pub(crate) fn prefault<T: IntervalNotifierOps<Locked = Locked>>(
     shared: &Shared,
     n: &IntervalNotifier<T>,
     ops: &[uapi::drm_vgpu_svm_op],
     bindings: &[(u64, u64)],
-) -> Result<u64> {
-    let Some(mm) = shared.mm.mmget_not_zero() else { return Ok(0) };
+) -> Result {
+    let Some(mm) = shared.mm.mmget_not_zero() else { return Ok(()) };
     let mut budget = PREFAULT_MAX_PAGES;
     let mut written = 0u64;
     // Bounded: at most 2 ranges per op, VGPU_SVM_MAX_OPS ops.
@@ -318,7 +318,7 @@ pub(crate) fn prefault<T: IntervalNotifierOps<Locked = Locked>>(
         }
     }
     shared.stats.prefaulted_pages.fetch_add(written, Ordering::Relaxed);
-    Ok(written)
+    Ok(())
 }
 
 /// Where the faulting op touches memory next: the end of its range (page-aligned up) that

@@ -23,6 +23,23 @@
 //! The update lock is the one returned by [`IntervalNotifierOps::update_lock`]: passing the
 //! guard of any other lock is caught at run time (a warning, and `read_retry` then reports a
 //! retry so nothing stale is committed).
+//!
+//! # Two passes
+//!
+//! A notifier may split its work in two (7.1's `invalidate_start`/`invalidate_finish`): the
+//! first pass, [`IntervalNotifierOps::invalidate_start`], starts what takes long (a device
+//! TLB flush) and returns [`Start::Deferred`]; mm calls the first pass of every notifier of
+//! the range before the second pass, [`IntervalNotifierOps::invalidate_finish`], of any,
+//! so that one munmap over many notifiers waits for their devices once, not once each. The
+//! promise moves with it: the range may change only after every second pass returned.
+//!
+//! Each notifier embeds one `struct mmu_interval_notifier_finish` (nothing is allocated in
+//! the callback). Callbacks of one notifier may run in parallel (two invalidations of
+//! different parts of its range), so the embedded one is claimed ([`FinishSlot::claim`]):
+//! a first pass that cannot claim it (another invalidation owns it) does all its work
+//! itself, as a single pass. A [`Deferred`] exists only while the claim is held, and it is
+//! the only way to reach the notifier's per-pass data ([`IntervalNotifierOps::Pass`]); a
+//! non-blockable range never yields one (the second pass may sleep).
 
 use crate::{
     bindings,
@@ -32,7 +49,12 @@ use crate::{
     sync::{lock::Guard, Mutex},
     types::Opaque,
 };
-use core::{marker::PhantomPinned, ptr};
+use core::{
+    cell::UnsafeCell,
+    marker::PhantomPinned,
+    ptr,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 /// `enum mmu_notifier_event`: why a range is being invalidated.
 pub mod event {
@@ -119,6 +141,97 @@ pub trait IntervalNotifierOps: Send + Sync + Sized {
     /// blockable and that would need sleeping, return `false` without doing anything.
     /// Must not allocate memory with reclaim (`GFP_KERNEL`), nor insert or remove notifiers.
     fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: CurSeq) -> bool;
+
+    /// Whether mm calls [`Self::invalidate_start`] and [`Self::invalidate_finish`] instead of
+    /// [`Self::invalidate`] (see "Two passes" in the module documentation).
+    const TWO_PASS: bool = false;
+
+    /// What a first pass shares with its second pass (for example the preallocated device
+    /// message it sent and the second pass waits for), given to [`IntervalNotifier::insert`].
+    /// Reached only through a [`Deferred`] and in [`Self::invalidate_finish`], so at most one
+    /// invalidation uses it at a time. Single-pass notifiers use `()`.
+    type Pass: Send;
+
+    /// The first pass of a two-pass notifier ([`Self::TWO_PASS`]). Has the duties of
+    /// [`Self::invalidate`] except that what it cannot finish without sleeping on the device
+    /// may be left to [`Self::invalidate_finish`]: it then claims `slot`, keeps what the
+    /// second pass needs in [`Deferred::pass`], and returns [`Start::Deferred`]. Without a
+    /// claim it must do everything itself. The default is [`Self::invalidate`].
+    fn invalidate_start<'a>(
+        this: &'a IntervalNotifier<Self>,
+        range: &Range<'_>,
+        cur_seq: CurSeq,
+        slot: FinishSlot<'a, Self>,
+    ) -> Start<'a, Self> {
+        let _ = slot;
+        Start::Done(Self::invalidate(this, range, cur_seq))
+    }
+
+    /// The second pass, after the first pass of every notifier of the range: finishes what
+    /// [`Self::invalidate_start`] deferred. May sleep (a range whose first pass could defer
+    /// is blockable); has no way to fail, so on a device that does not confirm it must make
+    /// the device stop using memory (reset it) before it returns. Not called with the update
+    /// lock held; must not allocate with reclaim.
+    fn invalidate_finish(this: &IntervalNotifier<Self>, pass: &mut Self::Pass) {
+        let _ = (this, pass);
+    }
+}
+
+/// What a first pass returns ([`IntervalNotifierOps::invalidate_start`]).
+pub enum Start<'a, T: IntervalNotifierOps> {
+    /// Everything is done: what [`IntervalNotifierOps::invalidate`] would return.
+    Done(bool),
+    /// The rest is left to [`IntervalNotifierOps::invalidate_finish`], which mm will call.
+    Deferred(Deferred<'a, T>),
+}
+
+/// The right to claim a notifier's embedded finish pass, given to a first pass.
+pub struct FinishSlot<'a, T: IntervalNotifierOps> {
+    n: &'a IntervalNotifier<T>,
+    blockable: bool,
+}
+
+impl<'a, T: IntervalNotifierOps> FinishSlot<'a, T> {
+    /// Claims the embedded finish pass: `None` if another invalidation of this notifier holds
+    /// it, or if the range is not blockable (the second pass may sleep). The claim ends when
+    /// the second pass returned, or when the [`Deferred`] is dropped unreturned.
+    pub fn claim(self) -> Option<Deferred<'a, T>> {
+        if !self.blockable {
+            return None;
+        }
+        self.n
+            .finish_busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Deferred { n: self.n })
+    }
+}
+
+/// A claimed finish pass (see [`FinishSlot::claim`]).
+///
+/// # Invariants
+///
+/// `n.finish_busy` is true and was set by the claim that made this value, so nothing else
+/// reaches `n.pass` while it lives.
+pub struct Deferred<'a, T: IntervalNotifierOps> {
+    n: &'a IntervalNotifier<T>,
+}
+
+impl<T: IntervalNotifierOps> Deferred<'_, T> {
+    /// The data handed to the second pass.
+    pub fn pass(&mut self) -> &mut T::Pass {
+        // SAFETY: The claim is ours (type invariant): no other `Deferred` and no second pass
+        // of this notifier exists until it is released, and `&mut self` makes this borrow
+        // unique.
+        unsafe { &mut *self.n.pass.get() }
+    }
+}
+
+impl<T: IntervalNotifierOps> Drop for Deferred<'_, T> {
+    fn drop(&mut self) {
+        // Claimed but not handed to mm (the first pass changed its mind): release.
+        self.n.finish_busy.store(false, Ordering::Release);
+    }
 }
 
 /// A registered `struct mmu_interval_notifier` with its owner's data.
@@ -127,33 +240,44 @@ pub trait IntervalNotifierOps: Send + Sync + Sized {
 ///
 /// `raw` was successfully inserted with `mmu_interval_notifier_insert()` on an mm and with
 /// `Self::OPS`, and stays registered until `drop`, which removes it (waiting for callbacks).
-/// `data`, `start` and `length` were initialized before `raw` was inserted (a callback may
-/// run as soon as it is) and are dropped only after it was removed.
+/// `data`, `start`, `length` and the finish-pass fields were initialized before `raw` was
+/// inserted (a callback may run as soon as it is) and are dropped only after it was removed.
+/// `finish` is on mm's list of second passes, or claimed by a first pass, only while
+/// `finish_busy` is true; `pass` is accessed only by the holder of that claim.
 #[pin_data(PinnedDrop)]
 pub struct IntervalNotifier<T: IntervalNotifierOps> {
     #[pin]
     raw: Opaque<bindings::mmu_interval_notifier>,
     data: T,
+    /// The embedded second pass (see "Two passes" in the module documentation).
+    #[pin]
+    finish: Opaque<bindings::mmu_interval_notifier_finish>,
+    finish_busy: AtomicBool,
+    pass: UnsafeCell<T::Pass>,
     start: usize,
     length: usize,
     #[pin]
     _pin: PhantomPinned,
 }
 
-// SAFETY: The C notifier is safe to use from any thread; `T` is `Send + Sync`.
+// SAFETY: The C notifier is safe to use from any thread; `T` is `Send + Sync` and `T::Pass`
+// is `Send`.
 unsafe impl<T: IntervalNotifierOps> Send for IntervalNotifier<T> {}
-// SAFETY: As above; the sequence functions are thread safe by design.
+// SAFETY: As above; the sequence functions are thread safe by design, and `pass` is reached
+// only by the one holder of the finish-pass claim (type invariant), from whichever thread
+// (hence `T::Pass: Send`).
 unsafe impl<T: IntervalNotifierOps> Sync for IntervalNotifier<T> {}
 
 impl<T: IntervalNotifierOps> IntervalNotifier<T> {
     const OPS: bindings::mmu_interval_notifier_ops = bindings::mmu_interval_notifier_ops {
         invalidate: Some(Self::invalidate_callback),
-        invalidate_start: None,
-        invalidate_finish: None,
+        invalidate_start: if T::TWO_PASS { Some(Self::invalidate_start_callback) } else { None },
+        invalidate_finish: if T::TWO_PASS { Some(Self::invalidate_finish_callback) } else { None },
     };
 
-    /// Watches `[start, start + length)` of `mm`. Sleeps (takes the mmap lock).
-    pub fn insert(mm: &MmWithUser, start: usize, length: usize, data: T) -> impl PinInit<Self, Error> {
+    /// Watches `[start, start + length)` of `mm`. Sleeps (takes the mmap lock). `pass` is the
+    /// data of the finish pass ([`IntervalNotifierOps::Pass`]).
+    pub fn insert(mm: &MmWithUser, start: usize, length: usize, data: T, pass: T::Pass) -> impl PinInit<Self, Error> {
         let mm = mm.as_raw();
         // (Inside the initializer, `start` and `length` name the fields once initialized.)
         let (first, len) = (start, length);
@@ -166,6 +290,10 @@ impl<T: IntervalNotifierOps> IntervalNotifier<T> {
             data,
             start,
             length,
+            // All zeroes is an unlinked finish pass; mm sets its fields when it queues it.
+            finish: Opaque::zeroed(),
+            finish_busy: AtomicBool::new(false),
+            pass: UnsafeCell::new(pass),
             _pin: PhantomPinned,
             raw <- Opaque::try_ffi_init(move |slot: *mut bindings::mmu_interval_notifier| {
                 // SAFETY: `slot` is valid, pinned memory for the notifier; `mm` has users
@@ -260,6 +388,43 @@ impl<T: IntervalNotifierOps> IntervalNotifier<T> {
         // SAFETY: The core passes a valid range for the duration of the call.
         let range = Range(unsafe { &*range });
         T::invalidate(this, &range, CurSeq(cur_seq))
+    }
+
+    unsafe extern "C" fn invalidate_start_callback(
+        raw: *mut bindings::mmu_interval_notifier,
+        range: *const bindings::mmu_notifier_range,
+        cur_seq: c_ulong,
+        finish: *mut *mut bindings::mmu_interval_notifier_finish,
+    ) -> bool {
+        // SAFETY: As in `invalidate_callback`.
+        let this = unsafe { &*crate::container_of!(Opaque::cast_from(raw).cast_mut(), Self, raw) };
+        // SAFETY: The core passes a valid range for the duration of the call.
+        let range = Range(unsafe { &*range });
+        let slot = FinishSlot { n: this, blockable: range.blockable() };
+        match T::invalidate_start(this, &range, CurSeq(cur_seq), slot) {
+            Start::Done(done) => done,
+            Start::Deferred(d) => {
+                // The claim passes to mm, which calls the second pass with `finish`; that
+                // callback releases it (type invariant).
+                core::mem::forget(d);
+                // SAFETY: `finish` is the core's out-parameter, valid for writing (it is
+                // NULL on entry); `this.finish` is pinned with `this`, which stays alive
+                // until removal, and removal waits for the second pass.
+                unsafe { *finish = this.finish.get() };
+                true
+            }
+        }
+    }
+
+    unsafe extern "C" fn invalidate_finish_callback(finish: *mut bindings::mmu_interval_notifier_finish) {
+        // SAFETY: mm calls this only with a pointer our first pass returned: the `finish`
+        // field of a live, pinned `IntervalNotifier<T>` (removal waits for the second pass).
+        let this = unsafe { &*crate::container_of!(Opaque::cast_from(finish).cast_mut(), Self, finish) };
+        // SAFETY: The first pass claimed the finish pass and gave the claim to mm (type
+        // invariant); this callback is its holder now, and the only one.
+        let pass = unsafe { &mut *this.pass.get() };
+        T::invalidate_finish(this, pass);
+        this.finish_busy.store(false, Ordering::Release);
     }
 }
 

@@ -56,6 +56,9 @@ pub(crate) struct Stats {
     /// Device flushes sent as INVALIDATE (a job of the context was on the device, or the
     /// device has no TLB generation).
     pub(crate) flushes_sent: AtomicU64,
+    /// ... of which posted by a notifier's first pass and waited for in its second (so one
+    /// munmap over many userptr objects waits for their INVALIDATEs together).
+    pub(crate) flushes_posted: AtomicU64,
     /// GPU entries written by `VGPU_SVM_SUBMIT_PREFAULT` before jobs started (4 KiB units).
     pub(crate) prefaulted_pages: AtomicU64,
     pub(crate) events: [AtomicU64; EVENTS],
@@ -102,6 +105,29 @@ pub(crate) struct Locked {
     /// needs no device round trip (an INVALIDATE would fail, and make the driver reset the
     /// device, for a context the device no longer knows).
     pub(crate) destroyed: bool,
+    /// INVALIDATEs posted by a first pass and not yet collected by its second pass
+    /// ([`Shared::collect_flush`]): CTX_DESTROY waits until none is left, or the device could
+    /// answer one for a context it no longer knows (and the driver would reset it).
+    pub(crate) posted_flushes: u32,
+}
+
+/// What [`Shared::clear_then_flush`] did.
+enum Flushed {
+    /// Cleared, and flushed on the device if it had to be.
+    Done(Cleared),
+    /// Cleared, and an INVALIDATE posted: its answer is still to be collected.
+    Posted,
+}
+
+/// What [`Shared::invalidate`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalidated {
+    /// All done (what an `invalidate` callback returns: `false` for a non-blockable range
+    /// that would have to sleep).
+    Done(bool),
+    /// Done except the device's answer to an INVALIDATE posted with the caller's message:
+    /// the caller's second pass collects it ([`Shared::collect_flush`]).
+    Posted,
 }
 
 /// The part of a context that notifier callbacks reach (shared with them through an `Arc`).
@@ -147,7 +173,7 @@ impl Shared {
         Arc::pin_init(
             try_pin_init!(Self {
                 ctx_id: id,
-                update <- new_mutex!(Locked { jobs_in_flight: 0, destroyed: false }),
+                update <- new_mutex!(Locked { jobs_in_flight: 0, destroyed: false, posted_flushes: 0 }),
                 pt: PageTable::new()?,
                 ctrl,
                 inval: InvalidateMsg::new(id)?,
@@ -194,6 +220,12 @@ impl Shared {
     /// The invalidation protocol, for a notifier whose CPU range `[cpu_start, cpu_end)` is
     /// mirrored at GPU VA `gpu_start` (SVM: the same address). Called from the notifier
     /// callbacks. Allocates nothing.
+    ///
+    /// With `post` (a first pass that holds its notifier's finish pass, whose message this
+    /// is), an INVALIDATE the device must answer is only posted, with that message, and
+    /// [`Invalidated::Posted`] returned: the second pass waits for the answer
+    /// ([`Self::collect_flush`]). Everything else, including every error path, is done here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn invalidate<T: IntervalNotifierOps<Locked = Locked>>(
         &self,
         n: &IntervalNotifier<T>,
@@ -202,7 +234,8 @@ impl Shared {
         map: impl Fn(u64, u64) -> Option<(u64, u64)>,
         mark_stale: impl Fn(u64, u64),
         waits_for_jobs: bool,
-    ) -> bool {
+        post: Option<&InvalidateMsg>,
+    ) -> Invalidated {
         let ev = range.event() as usize;
         if let Some(c) = self.stats.events.get(ev) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -211,8 +244,9 @@ impl Shared {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let blockable = range.blockable();
-        let done = self.invalidate_locked(n, range, cur_seq, map, mark_stale, waits_for_jobs, blockable);
+        let out = self.invalidate_locked(n, range, cur_seq, map, mark_stale, waits_for_jobs, blockable, post);
         if !blockable {
+            let done = out == Invalidated::Done(true);
             // Atomics only: this path must neither sleep nor allocate.
             let d = &debug::COUNTERS;
             self.stats.nonblock_calls.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +259,7 @@ impl Shared {
             mine.fetch_add(1, Ordering::Relaxed);
             all.fetch_add(1, Ordering::Relaxed);
         }
-        done
+        out
     }
 
     /// [`Self::invalidate`] after the counting: the protocol itself.
@@ -239,34 +273,36 @@ impl Shared {
         mark_stale: impl Fn(u64, u64),
         waits_for_jobs: bool,
         blockable: bool,
-    ) -> bool {
+        post: Option<&InvalidateMsg>,
+    ) -> Invalidated {
+        use Invalidated::Done;
         let mut guard = if blockable {
             self.update.lock()
         } else {
             match self.update.try_lock() {
                 Some(g) => g,
-                None => return false,
+                None => return Done(false),
             }
         };
         // Always, under the lock: any update in progress must retry.
         n.set_seq(&guard, cur_seq);
         if debug::skip_invalidate() {
-            return true;
+            return Done(true);
         }
         // Userptr objects remember which of their pages need mirroring again (under the lock,
         // so a commit that clears the marks is ordered against it).
         mark_stale(range.start() as u64, range.end() as u64);
         let Some((gs, ge)) = map(range.start() as u64, range.end() as u64) else {
-            return true;
+            return Done(true);
         };
         let ge = ge.min(VA_LIMIT);
         if gs >= ge {
-            return true;
+            return Done(true);
         }
         // A context that cannot fault: wait for its jobs before the pages go away.
         if waits_for_jobs && guard.jobs_in_flight > 0 {
             if !blockable {
-                return false;
+                return Done(false);
             }
             let mut waited_ms = 0u32;
             while guard.jobs_in_flight > 0 && waited_ms < crate::gpu::job_timeout_ms() {
@@ -278,18 +314,38 @@ impl Shared {
         }
         if !blockable && !self.pt.any_valid(gs, ge) {
             // Nothing mirrored here, nothing cached by the device: no need to sleep.
-            return true;
+            return Done(true);
         }
         if !blockable {
             // Clearing is fine, but the device round trip would sleep.
-            return false;
+            return Done(false);
         }
         // On failure the device was reset (it touches no guest memory any more): only then may
         // mm go on and free the pages.
         let reason = event_reason(range.event());
-        let _ = self.clear_then_flush(&guard, gs, ge, reason, debug::clear_to_invalidate_delay_us());
+        let flushed = self.clear_then_flush(&guard, gs, ge, reason, debug::clear_to_invalidate_delay_us(), post);
+        let posted = matches!(flushed, Ok(Flushed::Posted));
+        if posted {
+            // Counted before the unlock: CTX_DESTROY, under this lock, sees it.
+            guard.posted_flushes += 1;
+        }
         drop(guard);
-        true
+        if posted {
+            Invalidated::Posted
+        } else {
+            Done(true)
+        }
+    }
+
+    /// The second pass of an invalidation that returned [`Invalidated::Posted`]: waits for the
+    /// device's answer to the INVALIDATE posted with `msg`. If the device does not confirm, it
+    /// is reset before this returns (then it uses no guest memory). Not under the update lock
+    /// (takes it briefly); allocates nothing.
+    pub(crate) fn collect_flush(&self, msg: &InvalidateMsg) {
+        if let Err(e) = msg.collect(&self.ctrl) {
+            self.flush_failed(e);
+        }
+        self.update.lock().posted_flushes -= 1;
     }
 
     /// Proof for the page table that `guard` holds this context's update lock (`EINVAL`, a
@@ -311,12 +367,18 @@ impl Shared {
         ge: u64,
         reason: u32,
     ) -> Result<Cleared> {
-        self.clear_then_flush(guard, gs, ge, reason, 0)
+        self.clear_then_flush(guard, gs, ge, reason, 0, None).map(|f| match f {
+            Flushed::Done(c) => c,
+            // Not reached: nothing was posted without a message to post with.
+            Flushed::Posted => Cleared::default(),
+        })
     }
 
     /// [`Self::clear_and_flush`], sleeping `delay_us` between clearing and the INVALIDATE
     /// when entries were cleared (debug only: `clear_to_invalidate_delay_us`; callers in a
-    /// non-blockable context pass 0, and none reaches here).
+    /// non-blockable context pass 0, and none reaches here). With `post`, an INVALIDATE the
+    /// device must answer is posted with that message and not waited for
+    /// ([`Flushed::Posted`]; see [`Self::invalidate`]).
     fn clear_then_flush(
         &self,
         guard: &Guard<'_, Locked, MutexBackend>,
@@ -324,13 +386,14 @@ impl Shared {
         ge: u64,
         reason: u32,
         delay_us: u32,
-    ) -> Result<Cleared> {
+        post: Option<&InvalidateMsg>,
+    ) -> Result<Flushed> {
         let token = self.token(guard)?;
         let cleared = self.pt.clear(&token, gs, ge);
         self.stats.pages_cleared.fetch_add(cleared.pages, Ordering::Relaxed);
         if cleared.entries == 0 {
             // The device caches only valid entries: nothing to flush.
-            return Ok(cleared);
+            return Ok(Flushed::Done(cleared));
         }
         if delay_us > 0 {
             // The device may still use its cached translations here (the INVALIDATE is not
@@ -342,8 +405,42 @@ impl Shared {
         // A cleared 2 MiB leaf may overlap the range only partly: flush its whole block.
         let align = if cleared.large { LARGE_PAGE } else { PAGE };
         let (fs, fe) = (gs & !(align - 1), ge.saturating_add(align - 1) & !(align - 1));
+        if let Some(msg) = post {
+            if self.post_flush(guard, msg, fs, fe - fs, reason)? {
+                return Ok(Flushed::Posted);
+            }
+            return Ok(Flushed::Done(cleared));
+        }
         self.flush(guard, fs, fe - fs, reason)?;
-        Ok(cleared)
+        Ok(Flushed::Done(cleared))
+    }
+
+    /// [`Self::flush`] without the wait: true if an INVALIDATE was posted with `msg` (the
+    /// caller counts it in [`Locked::posted_flushes`] before it unlocks, and must
+    /// [`Self::collect_flush`] it), false if none was needed (destroyed context, idle fast
+    /// path). A post that fails resets the device, as a flush that fails does. Under the
+    /// update lock; allocates nothing.
+    fn post_flush(
+        &self,
+        guard: &Guard<'_, Locked, MutexBackend>,
+        msg: &InvalidateMsg,
+        start: u64,
+        size: u64,
+        reason: u32,
+    ) -> Result<bool> {
+        if guard.destroyed || self.flush_idle(guard) {
+            return Ok(false);
+        }
+        self.stats.flushes_sent.fetch_add(1, Ordering::Relaxed);
+        // As in `flush`: with the fail_invalidate knob the INVALIDATE "fails" (and the device
+        // is reset), here at once instead of in the second pass.
+        let sent = if debug::fail_invalidate() { Err(EIO) } else { msg.post(&self.ctrl, start, size, reason) };
+        if let Err(e) = sent {
+            self.flush_failed(e);
+            return Err(e);
+        }
+        self.stats.flushes_posted.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// Has the device drop its translations of `[start, start + size)` (INVALIDATE for
@@ -360,21 +457,26 @@ impl Shared {
         self.stats.flushes_sent.fetch_add(1, Ordering::Relaxed);
         let sent = if debug::fail_invalidate() { Err(EIO) } else { self.inval.send(&self.ctrl, start, size, reason) };
         if let Err(e) = sent {
-            // The device did not confirm that it dropped the translations: it may still use
-            // the old pages, which mm frees as soon as we return. Reset it: when the reset
-            // is done, it uses no guest memory at all. Every context of the device is gone
-            // with it (ENODEV from now on); this one is also marked broken.
-            // (Once per context: after the reset, its INVALIDATEs fail at once, EBUSY or ENODEV.)
-            if !self.broken.swap(true, Ordering::AcqRel) {
-                pr_err!(
-                    "vgpu_svm: ctx {}: device INVALIDATE not confirmed ({e:?}); resetting the device\n",
-                    self.ctx_id
-                );
-            }
-            self.ctrl.reset_device();
+            self.flush_failed(e);
             return Err(e);
         }
         Ok(())
+    }
+
+    /// A device that did not confirm an INVALIDATE: reset it (see [`Self::flush`]).
+    fn flush_failed(&self, e: Error) {
+        // The device did not confirm that it dropped the translations: it may still use the
+        // old pages, which mm frees as soon as the callback returns. Reset it: when the reset
+        // is done, it uses no guest memory at all. Every context of the device is gone with
+        // it (ENODEV from now on); this one is also marked broken.
+        // (Once per context: after the reset, its INVALIDATEs fail at once, EBUSY or ENODEV.)
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            pr_err!(
+                "vgpu_svm: ctx {}: device INVALIDATE not confirmed ({e:?}); resetting the device\n",
+                self.ctx_id
+            );
+        }
+        self.ctrl.reset_device();
     }
 
     /// The idle fast path of [`Self::flush`]: when no JOB or RESUME of this context is on the
@@ -442,13 +544,15 @@ pub(crate) struct SvmMirror {
 
 impl IntervalNotifierOps for SvmMirror {
     type Locked = Locked;
+    type Pass = ();
 
     fn update_lock(&self) -> &Mutex<Locked> {
         &self.shared.update
     }
 
     fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: CurSeq) -> bool {
-        this.data().shared.invalidate(this, range, cur_seq, |s, e| Some((s, e)), |_, _| {}, false)
+        this.data().shared.invalidate(this, range, cur_seq, |s, e| Some((s, e)), |_, _| {}, false, None)
+            == Invalidated::Done(true)
     }
 }
 
@@ -458,7 +562,7 @@ pub(crate) fn svm_notifier(
     shared: Arc<Shared>,
 ) -> Result<Pin<KBox<IntervalNotifier<SvmMirror>>>> {
     KBox::pin_init(
-        IntervalNotifier::insert(mm, 0, VA_LIMIT as usize, SvmMirror { shared }),
+        IntervalNotifier::insert(mm, 0, VA_LIMIT as usize, SvmMirror { shared }, ()),
         GFP_KERNEL,
     )
 }
@@ -589,6 +693,7 @@ impl Shared {
         writeln!(out, "{p}nonblock-eagain:\t{}", ld(&s.nonblock_eagain))?;
         writeln!(out, "{p}flushes-elided:\t{}", ld(&s.flushes_elided))?;
         writeln!(out, "{p}flushes-sent:\t{}", ld(&s.flushes_sent))?;
+        writeln!(out, "{p}flushes-posted:\t{}", ld(&s.flushes_posted))?;
         writeln!(out, "{p}prefaulted-pages:\t{}", ld(&s.prefaulted_pages))?;
         for (i, name) in EVENT_NAMES.iter().enumerate() {
             writeln!(out, "{p}events-{name}:\t{}", ld(&s.events[i]))?;

@@ -8,14 +8,15 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     drm::{gem, DeviceContext},
     mm::MmWithUser,
-    mmu_notifier::{CurSeq, IntervalNotifier, IntervalNotifierOps, Range},
+    mmu_notifier::{CurSeq, FinishSlot, IntervalNotifier, IntervalNotifierOps, Range, Start},
     alloc::{flags::GFP_KERNEL_ACCOUNT, KVVec},
     prelude::*,
     sync::{lock::Guard, lock::mutex::MutexBackend, Arc, Mutex, SetOnce},
 };
 
 use crate::{
-    context::{Locked, Shared},
+    context::{Invalidated, Locked, Shared},
+    gpu::InvalidateMsg,
     driver::{VgpuDevice, VgpuDriver},
     mirror::{self, Placement},
     pagetable::PAGE,
@@ -101,14 +102,15 @@ impl UserptrMirror {
     }
 }
 
-impl IntervalNotifierOps for UserptrMirror {
-    type Locked = Locked;
-
-    fn update_lock(&self) -> &Mutex<Locked> {
-        &self.shared.update
-    }
-
-    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: CurSeq) -> bool {
+impl UserptrMirror {
+    /// The invalidation of `range` (see [`Shared::invalidate`]); with `post`, an INVALIDATE
+    /// the device must answer is posted with that message and left to the second pass.
+    fn invalidate_range(
+        this: &UserptrNotifier,
+        range: &Range<'_>,
+        cur_seq: CurSeq,
+        post: Option<&InvalidateMsg>,
+    ) -> Invalidated {
         let m = this.data();
         let (cpu, size) = (m.cpu, m.size);
         // Called by `Shared::invalidate` under the update lock, which BIND and UNBIND hold
@@ -123,7 +125,48 @@ impl IntervalNotifierOps for UserptrMirror {
             (s < e).then(|| (gpu + (s - cpu), gpu + (e - cpu)))
         };
         let waits = !m.shared.svm.load(Ordering::Acquire);
-        m.shared.invalidate(this, range, cur_seq, map, |s, e| m.mark_stale(s, e), waits)
+        m.shared.invalidate(this, range, cur_seq, map, |s, e| m.mark_stale(s, e), waits, post)
+    }
+}
+
+/// Two passes: one munmap (or migration, or swap-out) over many userptr objects of a busy
+/// device posts every object's INVALIDATE in the first passes and waits for the answers in
+/// the second, so the device round trips overlap instead of adding up. Each object has its
+/// own preallocated INVALIDATE for that (its [`IntervalNotifierOps::Pass`]); a second
+/// invalidation of the same object while the first one's answer is pending (they may run in
+/// parallel) finds the finish pass claimed and does a single pass with the context's shared
+/// message, under the update lock, as before.
+impl IntervalNotifierOps for UserptrMirror {
+    type Locked = Locked;
+    type Pass = InvalidateMsg;
+    const TWO_PASS: bool = true;
+
+    fn update_lock(&self) -> &Mutex<Locked> {
+        &self.shared.update
+    }
+
+    fn invalidate(this: &IntervalNotifier<Self>, range: &Range<'_>, cur_seq: CurSeq) -> bool {
+        Self::invalidate_range(this, range, cur_seq, None) == Invalidated::Done(true)
+    }
+
+    fn invalidate_start<'a>(
+        this: &'a IntervalNotifier<Self>,
+        range: &Range<'_>,
+        cur_seq: CurSeq,
+        slot: FinishSlot<'a, Self>,
+    ) -> Start<'a, Self> {
+        let Some(mut claim) = slot.claim() else {
+            return Start::Done(Self::invalidate(this, range, cur_seq));
+        };
+        match Self::invalidate_range(this, range, cur_seq, Some(&*claim.pass())) {
+            Invalidated::Posted => Start::Deferred(claim),
+            // Nothing posted: `claim` is dropped, which releases the finish pass.
+            Invalidated::Done(done) => Start::Done(done),
+        }
+    }
+
+    fn invalidate_finish(this: &IntervalNotifier<Self>, msg: &mut InvalidateMsg) {
+        this.data().shared.collect_flush(msg);
     }
 }
 
@@ -186,6 +229,8 @@ pub(crate) fn create_userptr(
         let bits = if left >= 64 { u64::MAX } else { (1u64 << left) - 1 };
         stale.push(AtomicU64::new(bits), GFP_KERNEL_ACCOUNT)?;
     }
+    // The object's own INVALIDATE, for the second pass of its notifier.
+    let inval = InvalidateMsg::new(shared.ctx_id)?;
     let obj = Object::new(dev, size as usize, UserptrArgs)?;
     // The object's kernel memory is the caller's: charged to its memcg.
     let n = KBox::pin_init(
@@ -201,6 +246,7 @@ pub(crate) fn create_userptr(
                 gpu_va: AtomicU64::new(0),
                 stale,
             },
+            inval,
         ),
         GFP_KERNEL_ACCOUNT,
     )?;

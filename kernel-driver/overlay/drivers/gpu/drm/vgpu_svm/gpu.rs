@@ -229,6 +229,14 @@ impl InvalidateMsg {
     /// vgpu_svm_inval_reason`) goes only to a device of protocol 0.5 or later; older ones
     /// get 0 ("unknown").
     pub(crate) fn send(&self, q: &ControlQueue, start: u64, size: u64, reason: u32) -> Result {
+        self.post(q, start, size, reason)?;
+        self.collect(q)
+    }
+
+    /// The first half of [`Self::send`]: queues the INVALIDATE without waiting for the answer
+    /// (sleeps only while the queue is full, bounded). Collect the answer with
+    /// [`Self::collect`]; until then the device may still use the old translations.
+    pub(crate) fn post(&self, q: &ControlQueue, start: u64, size: u64, reason: u32) -> Result {
         let ctx_id = self.ctx_id;
         let flags = if q.inval_reasons { reason } else { uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_UNKNOWN };
         self.x.fill(|buf| {
@@ -237,7 +245,13 @@ impl InvalidateMsg {
                 .u64(start)
                 .u64(size);
         })?;
-        q.vq.send(&self.x, cmd_timeout_ms())?;
+        q.vq.start(&self.x, cmd_timeout_ms())
+    }
+
+    /// The second half of [`Self::send`]: waits (uninterruptibly, bounded) for the answer to
+    /// the INVALIDATE [`Self::post`] queued; `Ok` once the device confirmed.
+    pub(crate) fn collect(&self, q: &ControlQueue) -> Result {
+        q.vq.wait(&self.x, cmd_timeout_ms())?;
         match self.x.with_response(parse_resp)?? {
             Resp::Ok { .. } => Ok(()),
             other => {

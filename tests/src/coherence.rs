@@ -465,24 +465,28 @@ impl Gpu {
                 gpu: addr,
                 bo: None,
             }),
-            Mode::Userptr => {
-                let bo = self.ctx.userptr_raw(addr as *const u8, len, readonly)?;
-                let h = HPAGE as u64;
-                // Same offset within 2 MiB as the CPU VA, so that large
-                // entries are possible; a 2 MiB hole after each.
-                let in_huge = addr % h;
-                let span = (in_huge + len as u64).next_multiple_of(h) + h;
-                let base = self.next_va.fetch_add(span, Ordering::Relaxed);
-                let gpu = base + in_huge;
-                bo.bind(gpu)?;
-                Ok(Region {
-                    cpu: addr,
-                    len,
-                    gpu,
-                    bo: Some(bo),
-                })
-            }
+            Mode::Userptr => self.bound_region(addr, len, readonly),
         }
+    }
+
+    /// `[addr, addr + len)` through a new userptr object bound at a fresh GPU VA, in either
+    /// mode (an SVM context may have userptr bindings too).
+    pub fn bound_region(&self, addr: u64, len: usize, readonly: bool) -> vgpu::Result<Region<'_>> {
+        let bo = self.ctx.userptr_raw(addr as *const u8, len, readonly)?;
+        let h = HPAGE as u64;
+        // Same offset within 2 MiB as the CPU VA, so that large
+        // entries are possible; a 2 MiB hole after each.
+        let in_huge = addr % h;
+        let span = (in_huge + len as u64).next_multiple_of(h) + h;
+        let base = self.next_va.fetch_add(span, Ordering::Relaxed);
+        let gpu = base + in_huge;
+        bo.bind(gpu)?;
+        Ok(Region {
+            cpu: addr,
+            len,
+            gpu,
+            bo: Some(bo),
+        })
     }
 
     /// Runs `job` with the objects of `regions` named.

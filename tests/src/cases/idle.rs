@@ -18,15 +18,17 @@ use vgpu::Job;
 use crate::coherence::{CaseResult, Cx, Gpu, Mode, Stop};
 use crate::mem::{Expect, Mapping, PAGE};
 
-/// The context's flush counters (its fdinfo: `vgpu_svm-flushes-elided`, `-sent`).
+/// The context's flush counters (its fdinfo: `vgpu_svm-flushes-elided`, `-sent`, `-posted`).
 #[derive(Clone, Copy, Debug, Default)]
-struct Flushes {
-    elided: u64,
-    sent: u64,
+pub(super) struct Flushes {
+    pub(super) elided: u64,
+    pub(super) sent: u64,
+    /// Of `sent`, posted by a userptr notifier's first pass and collected by its second.
+    pub(super) posted: u64,
 }
 
 impl Flushes {
-    fn read(g: &Gpu) -> Result<Flushes, Stop> {
+    pub(super) fn read(g: &Gpu) -> Result<Flushes, Stop> {
         let path = format!("/proc/self/fdinfo/{}", g.ctx().device().as_raw_fd());
         let text = std::fs::read_to_string(&path).map_err(|e| Stop::Fail(format!("{path}: {e}")))?;
         let keys: HashMap<&str, u64> = text
@@ -37,11 +39,19 @@ impl Flushes {
             })
             .collect();
         let get = |k: &str| keys.get(k).copied().ok_or_else(|| Stop::Fail(format!("{path} has no `{k}`:\n{text}")));
-        Ok(Flushes { elided: get("vgpu_svm-flushes-elided")?, sent: get("vgpu_svm-flushes-sent")? })
+        Ok(Flushes {
+            elided: get("vgpu_svm-flushes-elided")?,
+            sent: get("vgpu_svm-flushes-sent")?,
+            posted: get("vgpu_svm-flushes-posted")?,
+        })
     }
 
-    fn since(self, earlier: Flushes) -> Flushes {
-        Flushes { elided: self.elided - earlier.elided, sent: self.sent - earlier.sent }
+    pub(super) fn since(self, earlier: Flushes) -> Flushes {
+        Flushes {
+            elided: self.elided - earlier.elided,
+            sent: self.sent - earlier.sent,
+            posted: self.posted - earlier.posted,
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod idle;
 mod mm;
 mod process;
 pub mod promises;
+mod storm;
 mod userptr;
 mod vma;
 
@@ -368,6 +369,13 @@ pub const CASES: &[Case] = &[
         Mode::BOTH,
         false,
         idle::idle_litmus,
+    ),
+    case(
+        "userptr_storm",
+        "one MADV_DONTNEED over 8 userptr objects, while jobs read them: SVM posts every object's INVALIDATE in the first passes, waits in the second; the device sees the CPU's last data",
+        Mode::BOTH,
+        false,
+        storm::userptr_storm,
     ),
     case(
         "nonblock_reap",

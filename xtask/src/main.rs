@@ -31,7 +31,8 @@ commands:
   kernel                build the guest kernel with the vgpu_svm overlay (cached, incremental)
   guest                 build the guest programs and the kernel's hmm-tests
   vm --job NAME         boot the VM with vgpu-device and run guest job NAME
-                        (a script in tests/guest-jobs/)
+                        (a script in tests/guest-jobs/; with --job bench,
+                        VGPU_BENCH_GROUPS=GROUP,... runs only those bench groups)
   test                  host unit tests, then the in-VM tests (the README's test command)
   demo                  boot the VM with the device and show the handshake (the main job)
   soak                  a stress run in the VM until the device checked 10^7 page accesses
@@ -167,6 +168,12 @@ fn main() {
             let job = o.job.clone().context("`vm` needs --job NAME")?;
             if job == "fuzz" {
                 return fuzz::fuzz(&o);
+            }
+            if let (true, Ok(groups)) = (job == "bench", std::env::var("VGPU_BENCH_GROUPS")) {
+                // A subset of the guest bench (e.g. `storm`): its figure lines are in the
+                // run's console.log; `cargo xtask bench` is what makes the tables.
+                let spec = JobRun { extra_cmdline: format!("vgpu_bench={groups}"), ..job_spec(&o, &job) };
+                return run_job_with(&o, &job, &spec).and_then(|out| job_verdict(&job, out.guest_status, &out.console_log));
             }
             run_job(&o, &job).and_then(|out| job_verdict(&job, out.guest_status, &out.console_log))
         }

@@ -2,7 +2,9 @@
 //! CPU memcpy of the same bytes in the guest (`devcopy`, also the group the
 //! checker boots run), and the INVALIDATE cost seen from the CPU: munmap of
 //! a mirrored page (device idle) vs an unmirrored one measured in a forked
-//! child while no context is open (`device` = devcopy + this).
+//! child while no context is open (`device` = devcopy + this); and an
+//! invalidation storm on a busy device: munmap of many bound userptr objects
+//! vs munmap of one, while a job of the context runs.
 //!
 //! The checker's cost is measured by the host: it boots VMs with `--checker
 //! strict` and `--checker off` in turn, each running `--only devcopy`.
@@ -29,7 +31,8 @@ pub const DEFAULT: Params = Params {
 
 pub fn run(p: &Params) -> R<()> {
     copy(p)?;
-    munmap_1page(p)
+    munmap_1page(p)?;
+    storm(p)
 }
 
 pub fn copy(p: &Params) -> R<()> {
@@ -176,4 +179,110 @@ pub fn munmap_1page(p: &Params) -> R<()> {
         f.emit();
     }
     Ok(())
+}
+
+/// Objects one storm munmap covers.
+const STORM_OBJECTS: usize = 16;
+/// Samples per repetition, of each kind.
+const STORM_SAMPLES: usize = 15;
+/// Where the storm's objects are bound (one page each, side by side).
+const STORM_VA: u64 = 0x2000_0000_0000;
+
+/// An invalidation storm on a busy device: munmap of a mapping that
+/// `STORM_OBJECTS` one-page userptr objects cover (each bound in an SVM
+/// context and mirrored) while a job of that context runs, vs munmap of a
+/// mapping one such object covers, same conditions, interleaved. Each
+/// object's INVALIDATE needs a device round trip (a job is in flight); with
+/// the two-pass notifier they are all posted before the first is waited for,
+/// so the storm costs about one round trip, not `STORM_OBJECTS`.
+pub fn storm(p: &Params) -> R<()> {
+    let ctx = svm_context()?;
+    let busy_len = 8 * MIB;
+    let busy = fresh(busy_len, false)?;
+    touch_pages(busy.addr(), busy_len);
+    let busy_job = Job::new().hash(busy.addr(), busy_len as u64);
+    // SAFETY: the job reads the fresh mapping `busy` only.
+    unsafe { ctx.submit(&busy_job) }.ctx("busy job")?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut many, mut one) = (vec![], vec![]);
+    let (mut all_many, mut all_one) = (vec![], vec![]);
+    let before = ctx.stats().ctx("stats")?;
+    let (mut busy_jobs, mut samples) = (0u64, 0u64);
+    std::thread::scope(|s| -> R<()> {
+        let worker = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: as above.
+                if unsafe { ctx.submit(&busy_job) }.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        });
+        let r = (|| {
+            for rep in 0..p.reps {
+                progress(&format!("storm: {STORM_OBJECTS} objects vs 1, device busy: rep {}/{}", rep + 1, p.reps));
+                let (mut a, mut b) = (vec![], vec![]);
+                for _ in 0..STORM_SAMPLES {
+                    b.push(storm_munmap(&ctx, 1)?);
+                    a.push(storm_munmap(&ctx, STORM_OBJECTS)?);
+                    samples += 1;
+                }
+                many.push(percentile(&a, 50.0) / 1e3);
+                one.push(percentile(&b, 50.0) / 1e3);
+                all_many.extend(a);
+                all_one.extend(b);
+            }
+            Ok(())
+        })();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        busy_jobs = worker.join().map_err(|_| "busy thread panicked".to_string())?;
+        r
+    })?;
+    let d = ctx.stats().ctx("stats")?.delta_since(&before);
+    Figure::from_reps(format!("storm_munmap_{STORM_OBJECTS}_objects_busy_p50"), &many, "us")
+        .baseline_reps("storm_munmap_1_object_busy_p50", &one)
+        .param("what", format!("munmap of {STORM_OBJECTS} pages, each a userptr object bound and mirrored in an SVM context, while a job of the context runs (an 8 MiB HASH, back to back) vs munmap of 1 such page; p50 per repetition"))
+        .param("samples_per_rep", STORM_SAMPLES)
+        .param("reps", p.reps)
+        .param("busy_jobs", busy_jobs)
+        .param("device_invalidations_per_sample_pair", d.device_invalidations as f64 / samples.max(1) as f64)
+        .samples(
+            "invalidate-storm",
+            &format!("munmap of {STORM_OBJECTS} objects, device busy"),
+            &all_many,
+            "munmap of 1 object, device busy",
+            &all_one,
+        )
+        .emit();
+    Ok(())
+}
+
+/// One storm sample: `n` one-page objects over a fresh mapping, bound and
+/// mirrored; then (the busy thread's next job has started meanwhile) the
+/// timed munmap. Returns ns.
+fn storm_munmap(ctx: &vgpu::Context, n: usize) -> R<f64> {
+    let len = n * PAGE;
+    let m = Mapping::anon(len).ctx("mmap")?;
+    touch_pages(m.addr(), len);
+    let bos = (0..n)
+        .map(|i| ctx.userptr_raw((m.addr() + (i * PAGE) as u64) as *const u8, PAGE, false))
+        .collect::<vgpu::Result<Vec<_>>>()
+        .ctx("USERPTR_CREATE")?;
+    let binds: Vec<_> = bos.iter().enumerate().map(|(i, bo)| (bo, STORM_VA + (i * PAGE) as u64)).collect();
+    ctx.bind_many(&binds).ctx("BIND_ARRAY")?;
+    let mut job = Job::new();
+    for (i, bo) in bos.iter().enumerate() {
+        job = job.read(STORM_VA + (i * PAGE) as u64, 8).uses(bo);
+    }
+    // SAFETY: the job reads the objects' pages (the fresh mapping `m`) only.
+    unsafe { ctx.submit(&job) }.ctx("mirror job")?;
+    // Let the busy thread, which waited for this file, start its next job.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let (addr, len) = m.leak();
+    // SAFETY: our mapping, leaked above.
+    let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
+    drop(bos);
+    Ok(ns(d))
 }

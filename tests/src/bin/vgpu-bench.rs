@@ -9,7 +9,8 @@
 //!
 //! Usage: `vgpu-bench [--only GROUP[,GROUP...]]`; groups: fault, userptr,
 //! cpu, device, scale (in that order), and devcopy (the device copy alone, a
-//! part of device: what the host's checker boots run). Every figure has at
+//! part of device: what the host's checker boots run) and storm (the busy-device
+//! invalidation storm alone, a part of device). Every figure has at
 //! least 7 repetitions (`reps`, and `baseline_reps` interleaved with them). Sizes are chosen so that the whole run
 //! fits in a few minutes under QEMU TCG in a 2 GiB guest; each figure's
 //! params say what was measured.
@@ -30,6 +31,7 @@ const GROUPS: &[Group] = &[
     ("cpu", || bench::cpu::run(&bench::cpu::DEFAULT)),
     ("device", || bench::device::run(&bench::device::DEFAULT)),
     ("devcopy", || bench::device::copy(&bench::device::DEFAULT)),
+    ("storm", || bench::device::storm(&bench::device::DEFAULT)),
     ("scale", || bench::scale::run(&bench::scale::DEFAULT)),
 ];
 
@@ -78,9 +80,9 @@ fn main() -> ExitCode {
     let t0 = Instant::now();
     let mut failed = 0;
     for (name, f) in GROUPS {
-        // `devcopy` is part of `device`: alone only when asked for.
+        // `devcopy` and `storm` are part of `device`: alone only when asked for.
         let asked = only.as_ref().map(|o| o.iter().any(|g| g == name));
-        if asked == Some(false) || (asked.is_none() && *name == "devcopy") {
+        if asked == Some(false) || (asked.is_none() && matches!(*name, "devcopy" | "storm")) {
             continue;
         }
         eprintln!("vgpu-guest: bench: group {name} ...");

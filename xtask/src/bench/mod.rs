@@ -1044,7 +1044,7 @@ vgpu-bench: {\"name\":\"bad\",\"value\":1,\"unit\":\"ms\",\"params\":{},\"reps\"
         assert!(md.contains("- commit: abc123 (clean)"), "{md}");
         assert!(md.contains("## How measured"));
         assert!(md.contains("| munmap of mirrored 256 MiB vs unmirrored (svm) | `munmap_256m.svm` ratio | 1.10x | 1.10–1.10x | 7 | ≤ 1.3x | met |"), "{md}");
-        assert!(md.contains("1 of 22 rows met."), "{md}");
+        assert!(md.contains("1 of 23 rows met."), "{md}");
         assert!(
             md.contains("- target \"munmap of mirrored 256 MiB vs unmirrored (userptr)\": no data"),
             "{md}"

@@ -18,6 +18,30 @@ use crate::{
 /// Operations of one job, copied from user space and checked.
 pub(crate) struct Ops(pub(crate) KVec<uapi::drm_vgpu_svm_op>);
 
+/// A range of GPU VA an op touches: `len` bytes from `addr`, written or only read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
+    pub(crate) write: bool,
+}
+
+/// What `op` touches, source before destination (the order the device accesses them in);
+/// `None` for an unknown kind. The one place that maps op kinds to memory: the checks at
+/// submit ([`Ops::check`]), SUBMIT_PREFAULT and the fault window (`mirror::op_ranges`) all
+/// read it. The spans are as user space wrote them: unchecked until [`Ops::check`] passed.
+pub(crate) fn op_spans(op: &uapi::drm_vgpu_svm_op) -> Option<[Option<Span>; 2]> {
+    let span = |addr: u64, len: u64, write: bool| Some(Span { addr, len, write });
+    Some(match op.kind {
+        uapi::VGPU_SVM_OP_KIND_COPY => [span(op.src, op.len, false), span(op.dst, op.len, true)],
+        uapi::VGPU_SVM_OP_KIND_FILL | uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN => [span(op.dst, op.len, true), None],
+        uapi::VGPU_SVM_OP_KIND_HASH | uapi::VGPU_SVM_OP_KIND_READ => [span(op.src, op.len, false), None],
+        // One u64, whatever `len` says.
+        uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD => [span(op.dst, 8, true), None],
+        _ => return None,
+    })
+}
+
 impl Ops {
     /// Checks kinds, flags, lengths and address ranges.
     pub(crate) fn check(&self) -> Result {
@@ -32,14 +56,9 @@ impl Ops {
             // Every address and length is the user's: checked arithmetic only (an overflowing
             // `+` is a BUG with CONFIG_RUST_OVERFLOW_CHECKS).
             let in_va = |a: u64, len: u64| a.checked_add(len).is_some_and(|e| e <= VA_LIMIT);
-            let ok = match op.kind {
-                uapi::VGPU_SVM_OP_KIND_COPY => in_va(op.dst, op.len) && in_va(op.src, op.len),
-                uapi::VGPU_SVM_OP_KIND_FILL | uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN => in_va(op.dst, op.len),
-                uapi::VGPU_SVM_OP_KIND_HASH | uapi::VGPU_SVM_OP_KIND_READ => in_va(op.src, op.len),
-                uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD => op.dst % 8 == 0 && in_va(op.dst, 8),
-                _ => false,
-            };
-            if !ok {
+            let spans = op_spans(op).ok_or(EINVAL)?;
+            let aligned = op.kind != uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD || op.dst % 8 == 0;
+            if !aligned || !spans.iter().flatten().all(|s| in_va(s.addr, s.len)) {
                 return Err(EINVAL);
             }
         }

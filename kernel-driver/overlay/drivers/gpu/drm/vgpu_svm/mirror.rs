@@ -269,16 +269,9 @@ pub(crate) const PREFAULT_MAX_PAGES: u64 = uapi::VGPU_SVM_PREFAULT_MAX as u64 / 
 /// its source (read) and destination (write). Lengths and ends were checked by
 /// `Ops::check` (below 2^48, no overflow).
 fn op_ranges(op: &uapi::drm_vgpu_svm_op) -> [Option<(u64, u64, bool)>; 2] {
-    let span = |a: u64, len: u64, write: bool| {
-        (len > 0).then(|| (a & !(PAGE - 1), (a + len).next_multiple_of(PAGE), write))
-    };
-    match op.kind {
-        uapi::VGPU_SVM_OP_KIND_COPY => [span(op.src, op.len, false), span(op.dst, op.len, true)],
-        uapi::VGPU_SVM_OP_KIND_FILL | uapi::VGPU_SVM_OP_KIND_WRITE_PATTERN => [span(op.dst, op.len, true), None],
-        uapi::VGPU_SVM_OP_KIND_HASH | uapi::VGPU_SVM_OP_KIND_READ => [span(op.src, op.len, false), None],
-        uapi::VGPU_SVM_OP_KIND_ATOMIC_ADD => [span(op.dst, 8, true), None],
-        _ => [None, None],
-    }
+    crate::job::op_spans(op)
+        .unwrap_or_default()
+        .map(|s| s.filter(|s| s.len > 0).map(|s| (s.addr & !(PAGE - 1), (s.addr + s.len).next_multiple_of(PAGE), s.write)))
 }
 
 /// `VGPU_SVM_SUBMIT_PREFAULT`: before an SVM job starts, mirrors what its ops will touch,

@@ -55,6 +55,15 @@ impl Flushes {
     }
 }
 
+/// Sleeps 0..2 ms, the next step of the xorshift sequence in `x` (a race case's CPU side:
+/// its changes then land anywhere in and between the device thread's jobs).
+pub(super) fn random_pause(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    std::thread::sleep(Duration::from_micros(*x % 2000));
+}
+
 /// Pages the jobs read; one more page after them is the one they write.
 const N: usize = 4;
 
@@ -179,11 +188,8 @@ pub fn idle_litmus(cx: &mut Cx) -> CaseResult {
             last += 1;
             let _ = m.madvise(0, len + PAGE, libc::MADV_DONTNEED);
             m.write_pattern(0, len, 100_000 + last);
-            // xorshift: 0..2 ms between invalidations, so they fall anywhere in and between jobs.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            std::thread::sleep(Duration::from_micros(x % 2000));
+            // 0..2 ms between invalidations, so they fall anywhere in and between jobs.
+            random_pause(&mut x);
         }
         stop.store(true, Ordering::Relaxed);
         dev.join().unwrap_or_else(|_| vec!["device thread panicked".into()])

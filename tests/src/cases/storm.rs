@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use vgpu::Job;
 
-use super::idle::Flushes;
+use super::idle::{random_pause, Flushes};
 use crate::coherence::{CaseResult, Cx, Mode, Region, Stop};
 use crate::mem::{Expect, Mapping, PAGE};
 
@@ -73,11 +73,7 @@ pub fn userptr_storm(cx: &mut Cx) -> CaseResult {
             last += 1;
             let _ = m.madvise(0, len, libc::MADV_DONTNEED);
             m.write_pattern(0, len, 300_000 + last);
-            // xorshift: 0..2 ms between storms, so they fall anywhere in and between jobs.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            std::thread::sleep(Duration::from_micros(x % 2000));
+            random_pause(&mut x);
         }
         stop.store(true, Ordering::Relaxed);
         dev.join().unwrap_or_else(|_| vec!["device thread panicked".into()])

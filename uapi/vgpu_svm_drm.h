@@ -124,11 +124,19 @@ struct drm_vgpu_svm_userptr_create {
  * unaligned, beyond 2^48, an object of another file), -EBUSY (the object is
  * already bound, or the range overlaps another binding), -EPERM (the
  * caller's mm is not the file's), -EIO/-ETIMEDOUT/-ENODEV (the device did not
- * confirm), -ENOMEM.
+ * confirm), -ENOMEM, and the two ends of the wait below.
  *
  * DRM_IOCTL_VGPU_SVM_UNBIND takes the same struct (gpu_va identifies the
  * binding; -ENOENT if there is none; -EINVAL for nonzero pad; -EPERM, -EIO,
- * -ETIMEDOUT, -ENODEV as for BIND).
+ * -ETIMEDOUT, -ENODEV, -EINTR as for BIND).
+ *
+ * No job sees the bindings change: while jobs of the file run, BIND, UNBIND
+ * and BIND_ARRAY wait (after their argument checks, before any change) until
+ * the file's running jobs have ended, and no job of the file starts
+ * meanwhile. The wait is bounded: -ETIMEDOUT once the file's jobs ran for
+ * the job timeout plus the command timeout plus 1 s more (the module
+ * parameters job_timeout_ms and cmd_timeout_ms); -EINTR on a fatal signal.
+ * Either way nothing changed. Jobs of other files are not waited for.
  */
 struct drm_vgpu_svm_bind {
 	__u32 handle;
@@ -169,7 +177,9 @@ struct drm_vgpu_svm_bind {
  * overlaps another binding or another entry's range); and -EFAULT (the array
  * is unreadable), -EPERM, -ENOMEM, -EIO/-ETIMEDOUT/-ENODEV/-EINTR (the
  * device did not confirm: -EIO if it refused, and then nothing changed; if it
- * did not answer, the context is out of service: later jobs get -EIO).
+ * did not answer, the context is out of service: later jobs get -EIO), and
+ * -ETIMEDOUT/-EINTR as BIND's wait for the file's running jobs (nothing
+ * changed).
  * For an overlap between two entries, @failed is the later one in the array.
  *
  * Unbind errors (VGPU_SVM_BIND_ARRAY_UNBIND): -ENOENT (no binding at an
@@ -227,6 +237,13 @@ struct drm_vgpu_svm_op {
  * the flag; but a job that fails at one op may have faulted in the pages of
  * later ops (allocated, copy-on-write broken), which without the flag it
  * would not have reached.
+ *
+ * Jobs of one file run concurrently: SUBMIT holds no file-wide lock while its
+ * job runs, so jobs submitted from several threads on one file run side by
+ * side (the device takes them in turns by time slices), and USERPTR_CREATE,
+ * STATS and GET_PARAM do not wait for them. BIND, UNBIND and BIND_ARRAY do
+ * (see there): a job sees the file's bindings as they were when it was
+ * submitted, for the whole job.
  *
  * Returns 0 when every op completed, else one of:
  * -EINVAL: bad ops (unknown kind, nonzero flags, len above

@@ -105,6 +105,9 @@ const ONCE_ONLY: &[&str] = &[
     // drained; a drain (lru_add_drain_all, e.g. mlock) before marking would fix it. Alone
     // the case is exact.
     "idle_page_tracking",
+    // Seconds of device time per run (a long job, three times): what it asserts is an order
+    // between one file's own ioctls, which other patterns only slow down.
+    "one_file_jobs",
 ];
 
 /// Scenarios that change process-wide or machine-wide state another thread's copy would

@@ -845,8 +845,9 @@ impl Context {
         Ok(())
     }
 
-    /// On a pool worker: runs the context's first job for one time slice;
-    /// puts the context back in the pool's queue if work is left.
+    /// On a pool worker: runs the context's first job for one time slice,
+    /// puts it back at the end of the context's queue if it is not done, and
+    /// the context back in the pool's queue if work is left.
     pub(crate) fn run_slice(self: Arc<Self>, pool: &Pool) {
         let Some((mut job, done)) = lock(&self.work).items.pop_front() else {
             lock(&self.work).scheduled = false;
@@ -854,8 +855,10 @@ impl Context {
         };
         let outcome = engine::run(&self, &mut job, engine::QUANTUM);
         if outcome == Outcome::Preempted {
-            // Same place in the context's order: first.
-            lock(&self.work).items.push_front((job, done));
+            // Behind the context's other jobs: the jobs of one context share it by time
+            // slices (a short job submitted while a long one runs does not wait for all of
+            // it; the driver runs jobs of one file concurrently).
+            lock(&self.work).items.push_back((job, done));
             pool.requeue(self);
             return;
         }

@@ -4,11 +4,13 @@
 //! A context with work is *ready*: it sits once in the pool's round-robin
 //! queue. A worker takes the first ready context, runs its first job for at
 //! most one time slice ([`crate::engine::QUANTUM`] accesses), and puts the
-//! context back at the end of the queue if it has work left (the job
-//! continues where it stopped in the next slice). So the jobs of one
-//! context still run one after another in submission order, never two at
-//! once, and a long or slow job of one context cannot keep the jobs of
-//! other contexts from running for more than a slice per worker.
+//! context back at the end of the queue if it has work left; a job that is
+//! not done goes to the end of its context's own queue (it continues where
+//! it stopped in a later slice). So the jobs of one context never run two
+//! at once but share the context by time slices, round robin (a short job
+//! submitted while a long one runs ends after at most a slice of each job
+//! ahead of it), and a long or slow job of one context cannot keep the jobs
+//! of other contexts from running for more than a slice per worker.
 //!
 //! Nothing on the control queue ever waits for a worker: INVALIDATE waits
 //! only for the access sections of its own context ([`crate::invalidate`]).

@@ -1149,6 +1149,44 @@ fn a_long_job_does_not_starve_other_contexts() {
     assert_eq!(deferred(&long).error, Some(ErrorCode::Aborted));
 }
 
+/// One worker, one context, a long job then a short one: the short job
+/// ends first (after at most a slice of the long one; the jobs of one
+/// context take turns by time slices, they are not run strictly in order).
+#[test]
+fn a_short_job_does_not_wait_for_a_long_job_of_its_context() {
+    let mut r = Rig::with(EngineConfig {
+        workers: 1,
+        access_delay: std::time::Duration::from_millis(1),
+        ..EngineConfig::default()
+    });
+    let va = 0x4000_0000u64;
+    let mut t = Tables::new(&r.mem);
+    for i in 0..8 {
+        t.map_2m(va + i * 2 * MB, DATA + i * 2 * MB);
+    }
+    let _ = t;
+    assert_eq!(
+        send(&mut r.dev, 1, &set_as(GPU_PT, CPU_PT, 4))
+            .unwrap()
+            .status,
+        Status::Ok
+    );
+    // 4096 steps of at least 1 ms each: 16 time slices.
+    let long = send(
+        &mut r.dev,
+        1,
+        &job(1, &[op(OpKind::Read, 0, va, 16 * MB, 0)]),
+    )
+    .unwrap_err();
+    let short = send(&mut r.dev, 1, &job(2, &[op(OpKind::Read, 0, va, 8, 0)])).unwrap_err();
+    let a = deferred(&short);
+    assert_eq!((a.status, a.job_id), (Status::Ok, 2));
+    assert!(long.try_recv().is_err(), "the long job finished first");
+    r.dev.handle_control(&vg::ctx_destroy(1), BIG);
+    assert_eq!(deferred(&long).error, Some(ErrorCode::Aborted));
+    assert_eq!(stats_on(&mut r.dev, 0).violations, 0);
+}
+
 /// INVALIDATE of a context with an access in flight (a slow one: 300 ms)
 /// does not hold up the control queue: it is answered later, from the
 /// context's side, once that access has ended; meanwhile the other

@@ -478,6 +478,13 @@ pub const CASES: &[Case] = &[
         false,
         promises::release_visible,
     ),
+    case(
+        "one_file_jobs",
+        "one file: a short job, USERPTR_CREATE, STATS return while a long job runs; BIND/UNBIND wait for it",
+        Mode::BOTH,
+        false,
+        promises::one_file_jobs,
+    ),
 ];
 
 #[cfg(test)]

@@ -744,3 +744,198 @@ pub fn submit_prefault(cx: &mut Cx) -> CaseResult {
     }
     Ok(())
 }
+
+/// How a long job A of [`one_file_jobs`] went, and what another thread saw while it ran.
+struct Race<T> {
+    /// A's result and how long its SUBMIT took.
+    a: (vgpu::Result<vgpu::JobResult>, std::time::Duration),
+    /// What the other thread did once A was on the device, how long it took, whether A's
+    /// SUBMIT had returned when it did, and whether A's last op (a FILL of `flag`'s second
+    /// byte with [`A_ENDED`]) had landed by then (the device ran all of A).
+    other: (T, std::time::Duration, bool, bool),
+}
+
+/// Runs `a` on a thread of its own and, once its first op (a FILL of `flag`'s first byte with
+/// [`A_STARTED`]) has landed, i.e. once A runs on the device, `other` on this thread; records
+/// whether A's SUBMIT had returned when `other` did (an order seen through an atomic, not a
+/// timing threshold), and whether A's last op had landed (seen through memory: A's thread
+/// records its return only after the ioctl, so an ioctl that rightly waited for A's job can
+/// return just before that). `Err` if A's first FILL never showed within 60 s.
+fn race<T>(
+    flag: &Mapping,
+    a: impl FnOnce() -> vgpu::Result<vgpu::JobResult> + Send,
+    other: impl FnOnce() -> T,
+) -> Result<Race<T>, Stop> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    flag.write_u64(0, 0);
+    let a_done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let ha = s.spawn(|| {
+            let t = Instant::now();
+            let r = a();
+            a_done.store(true, Ordering::SeqCst);
+            (r, t.elapsed())
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while flag.read_u64(0) & 0xff != A_STARTED as u64 && !a_done.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let started = flag.read_u64(0) & 0xff == A_STARTED as u64;
+        let other = if started && !a_done.load(Ordering::SeqCst) {
+            let t = Instant::now();
+            let v = other();
+            let done_then = a_done.load(Ordering::SeqCst);
+            let ended_then = flag.read_u64(0) >> 8 & 0xff == A_ENDED as u64;
+            Some((v, t.elapsed(), done_then, ended_then))
+        } else {
+            None
+        };
+        let a = ha.join().map_err(|_| Stop::from("job A's thread panicked"))?;
+        match other {
+            Some(other) => Ok(Race { a, other }),
+            None if started => Err(Stop::from(format!(
+                "job A ({:?}) returned before the other thread saw it running: make it longer",
+                a.1
+            ))),
+            None => Err(Stop::from(format!("job A's first op never showed within 60 s: {:?}", a.0))),
+        }
+    })
+}
+
+/// The byte A's first op writes (see [`race`]).
+const A_STARTED: u8 = 0xa5;
+/// The byte A's last op writes, after A_STARTED (see [`race`]).
+const A_ENDED: u8 = 0x5a;
+
+/// Jobs of one file do not wait for each other, and the bindings do not change under a
+/// running job (SUBMIT: "jobs of one file run concurrently: ..."; BIND/UNBIND/BIND_ARRAY:
+/// "wait until the file's running jobs have ended ... -ETIMEDOUT ... -EINTR"). On one file
+/// (one `Context`), a long job A (a FILL of a flag, then HASHes over 32 MiB, tens of times the
+/// device time of a short job) runs on a thread; once the flag shows A is on the device:
+/// - a short job B on other memory, USERPTR_CREATE and STATS on this thread all return while
+///   A is still running (before, SUBMIT held the file's state lock for the whole job: B
+///   returned after A);
+/// - BIND of a new object at a free GPU VA returns only after A's job ended (its last op, a
+///   FILL of the flag's second byte, landed), or with the documented ETIMEDOUT, and the
+///   binding works;
+/// - UNBIND of that binding, while another A names the object and HASHes it (its last
+///   HASH), returns only after A's job ended, and that HASH saw the object's bytes.
+/// Every A's result is the hash the CPU computes. The device's verdict judges all of it.
+pub fn one_file_jobs(cx: &mut Cx) -> CaseResult {
+    use std::time::{Duration, Instant};
+    let g = cx.gpu()?;
+    let c = g.ctx();
+    let big_len = 32 << 20;
+    let big = Mapping::anon(big_len)?;
+    big.write_pattern(0, big_len, 7);
+    let flag = Mapping::anon(PAGE)?;
+    let small = Mapping::anon(PAGE)?;
+    small.write_pattern(0, PAGE, 3);
+    let obj = Mapping::anon(PAGE)?;
+    obj.write_pattern(0, PAGE, 5);
+    let rb = g.map(&big)?;
+    let rf = g.map(&flag)?;
+    let rs = g.map(&small)?;
+    let big_hash = Expect::pattern(big_len, 7).hash(0, big_len);
+    let small_hash = Expect::pattern(PAGE, 3).hash(0, PAGE);
+    // Mirror everything once (SVM: A's time is then device time, not fault servicing), and
+    // measure one pass over the buffer and a short job alone.
+    g.fill(&rf, 0, 8, 0).step("FILL of the flag")?;
+    let t = Instant::now();
+    let h = g.hash(&rb, 0, big_len).step("HASH of the buffer")?;
+    let pass = t.elapsed();
+    cx.check_eq("the device's hash of the buffer", h, big_hash);
+    let t = Instant::now();
+    cx.check_eq("job B alone: the hash of the small buffer", g.hash(&rs, 0, PAGE).ok(), Some(small_hash));
+    let b_alone = t.elapsed();
+    // A: at least 40 times B alone and at least 1.5 s of device time, at most 61 passes (A
+    // has a FILL before them, a FILL after them and, in the UNBIND round, a HASH between:
+    // 64 ops at most).
+    let want = (b_alone * 40).max(Duration::from_millis(1500));
+    let passes = (want.as_nanos() / pass.as_nanos().max(1) + 1).clamp(2, 61) as usize;
+    cx.note(format!("one HASH pass over 32 MiB: {pass:?}; job B alone: {b_alone:?}; A does {passes} passes"));
+    let job_a = |last: Option<(u64, &vgpu::UserptrBo<'_>)>| {
+        let mut j = Job::new().fill(rf.va(0), 1, A_STARTED);
+        for _ in 0..passes {
+            j = j.hash(rb.va(0), big_len as u64);
+        }
+        if let Some((va, bo)) = last {
+            j = j.hash(va, PAGE as u64).uses(bo);
+        }
+        // (SUBMIT's result stays the last HASH's.)
+        g.submit(&[&rb, &rf], j.fill(rf.va(1), 1, A_ENDED))
+    };
+
+    // Round 1: B, USERPTR_CREATE and STATS while A runs.
+    let r = race(&flag, || job_a(None), || {
+        let t = Instant::now();
+        let b = g.submit(&[&rs], Job::new().hash(rs.va(0), PAGE as u64));
+        let b_time = t.elapsed();
+        let bo = c.userptr_raw(obj.addr() as *const u8, PAGE, false);
+        let stats = c.stats();
+        (b, b_time, bo, stats)
+    })?;
+    let ((b, b_time, bo, stats), _, a_returned, a_ended) = r.other;
+    let a_time = r.a.1;
+    cx.check_eq("job A's result (the buffer's hash)", r.a.0.ok().map(|j| j.result), Some(big_hash));
+    cx.check_eq("job B's result", b.ok().map(|j| j.result), Some(small_hash));
+    cx.note(format!("job A took {a_time:?}; job B, submitted while A ran, {b_time:?} ({:.0}x shorter)",
+        a_time.as_secs_f64() / b_time.as_secs_f64().max(1e-6)));
+    cx.check(
+        !a_returned && !a_ended,
+        "job B, USERPTR_CREATE and STATS on the same file returned while job A still ran (its SUBMIT had not returned, its last op not run)",
+    );
+    cx.check_ok("STATS while job A ran", stats);
+    let bo = bo.step("USERPTR_CREATE while job A ran")?;
+
+    // Round 2: BIND while A runs waits for A.
+    let va = HAND_VA + 64 * HPAGE as u64;
+    let r = race(&flag, || job_a(None), || c.bind_handle(bo.handle(), va))?;
+    let (bound, bind_time, _, a_ended) = r.other;
+    cx.check_eq("job A's result (round 2)", r.a.0.ok().map(|j| j.result), Some(big_hash));
+    match bound {
+        Ok(()) => {
+            cx.check(a_ended, format!("BIND while job A ran returned only after A's last op ran ({bind_time:?}; A {:?})", r.a.1));
+        }
+        Err(e) if e.is(libc::ETIMEDOUT) => {
+            cx.note(format!("BIND while job A ran: ETIMEDOUT after {bind_time:?}"));
+            cx.check_ok("BIND after job A", c.bind_handle(bo.handle(), va)).ok_or("BIND after job A")?;
+        }
+        Err(e) => {
+            cx.check(false, format!("BIND while job A ran: {e}"));
+            return Ok(());
+        }
+    }
+    // SAFETY: the job only reads.
+    let h = unsafe { c.submit(&Job::new().hash(va, PAGE as u64).uses(&bo)) };
+    cx.check_eq("a job through the new binding sees the object's bytes", h.ok().map(|j| j.result), Some(Expect::pattern(PAGE, 5).hash(0, PAGE)));
+
+    // Round 3: UNBIND of a binding that A names (and HASHes last) waits for A.
+    let r = race(&flag, || job_a(Some((va, &bo))), || c.unbind(va))?;
+    let (unbound, unbind_time, _, a_ended) = r.other;
+    cx.check_eq(
+        "job A naming the object: its last HASH, over the binding, saw the object's bytes",
+        r.a.0.ok().map(|j| j.result),
+        Some(Expect::pattern(PAGE, 5).hash(0, PAGE)),
+    );
+    match unbound {
+        Ok(()) => {
+            cx.check(a_ended, format!("UNBIND while job A ran returned only after A's last op ran ({unbind_time:?}; A {:?})", r.a.1));
+        }
+        Err(e) if e.is(libc::ETIMEDOUT) => {
+            cx.note(format!("UNBIND while job A ran: ETIMEDOUT after {unbind_time:?}"));
+            cx.check_ok("UNBIND after job A", c.unbind(va));
+        }
+        Err(e) => {
+            cx.check(false, format!("UNBIND while job A ran: {e}"));
+        }
+    }
+    // SAFETY: the job only reads.
+    let after = unsafe { c.submit(&Job::new().read(va, 8)) };
+    cx.check_errno("a job at the unbound GPU VA", after, &[EFAULT]);
+    Ok(())
+}

@@ -5,8 +5,14 @@
 //!
 //! Lock order: `File::state` (per file, may allocate) -> `update` (the notifier lock: no
 //! allocation, no `read_begin`, no notifier insertion or removal under it).
+//!
+//! Jobs run without the state lock: SUBMIT holds it only to take its snapshot (job id,
+//! bindings, SVM notifier) and to count the job in [`Running`]; BIND, UNBIND, BIND_ARRAY
+//! wait, holding the state lock but not the update lock, until that count is 0
+//! ([`Running::wait_idle`]), so no job sees the bindings change. `Running`'s wait queue
+//! lock is the innermost of all (the kernel's, taken only inside wake-up and wait calls).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     bindings,
     mm::Mm,
@@ -14,6 +20,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{aref::ARef, lock::mutex::MutexBackend, lock::Guard, Arc, Mutex},
+    types::Opaque,
     uapi,
 };
 
@@ -130,6 +137,115 @@ pub(crate) enum Invalidated {
     Posted,
 }
 
+/// The jobs of a context that are running (SUBMITs past their snapshot, not yet returned),
+/// and a wait queue for the moment there are none. A job counts itself under the file's
+/// state lock ([`Running::start`]) and uncounts itself, with no lock held, when its
+/// [`RunningJob`] drops (every path out of SUBMIT after the snapshot, errors included).
+/// Whoever must not run next to a job (a change of the bindings) holds the state lock, so
+/// that no job starts, and waits for the count to reach 0 ([`Running::wait_idle`]).
+///
+/// Not [`kernel::sync::CondVar`]: its timed wait is interruptible by any signal, and these
+/// waits end only on a fatal one (EINTR stays the header's "fatal signal"), as the driver's
+/// other waits (`Wait::Killable`); so the wait queue is used directly, with `TASK_KILLABLE`.
+#[pin_data]
+pub(crate) struct Running {
+    count: AtomicU32,
+    #[pin]
+    idle: Opaque<bindings::wait_queue_head>,
+}
+
+// SAFETY: `count` is atomic, and the kernel's wait queue is made to be used from any thread
+// (its own spinlock guards it); `Running` is pinned and never moved once initialized, and
+// holds nothing tied to the thread that made it.
+unsafe impl Send for Running {}
+// SAFETY: As above: every use through `&Running` is an atomic or a wait-queue call, all
+// thread safe.
+unsafe impl Sync for Running {}
+
+impl Running {
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            count: AtomicU32::new(0),
+            idle <- Opaque::ffi_init(|slot: *mut bindings::wait_queue_head| {
+                // SAFETY: `slot` is valid for writing an uninitialized wait queue head; the
+                // name and class key are static.
+                unsafe {
+                    bindings::__init_waitqueue_head(
+                        slot,
+                        c"vgpu_svm_running".as_char_ptr(),
+                        kernel::static_lock_class!().as_ptr(),
+                    )
+                };
+            }),
+        })
+    }
+
+    /// Jobs running now.
+    pub(crate) fn count(&self) -> u32 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Counts a job of `shared`'s context as running until the returned guard drops. Called
+    /// under the file's state lock (so that a [`Self::wait_idle`] holding it sees no new job).
+    pub(crate) fn start(shared: &Arc<Shared>) -> RunningJob {
+        // At most one per SUBMIT in progress on the file: far below u32::MAX.
+        shared.running.count.fetch_add(1, Ordering::AcqRel);
+        RunningJob { shared: shared.clone() }
+    }
+
+    /// Waits until no job is running, at most `timeout_ms` (`ETIMEDOUT`), or until a fatal
+    /// signal (`EINTR`). The caller holds the file's state lock (no job starts meanwhile) and
+    /// not the update lock (a running job takes it to finish).
+    pub(crate) fn wait_idle(&self, timeout_ms: u32) -> Result {
+        if self.count() == 0 {
+            return Ok(());
+        }
+        let mut left = kernel::time::msecs_to_jiffies(timeout_ms);
+        let wait = Opaque::<bindings::wait_queue_entry>::uninit();
+        // SAFETY: `wait` points to valid memory, and stays where it is until `finish_wait`.
+        unsafe { bindings::init_wait(wait.get()) };
+        let r = loop {
+            // SAFETY: both point to valid memory; `wait` is removed from the queue by
+            // `finish_wait` below, before it goes out of scope. Queued and in TASK_KILLABLE
+            // before the count is read: a job that drops it to 0 after this read wakes us
+            // (`RunningJob::drop` decrements, then wakes the queue).
+            unsafe { bindings::prepare_to_wait(self.idle.get(), wait.get(), bindings::TASK_KILLABLE as i32) };
+            if self.count() == 0 {
+                break Ok(());
+            }
+            if kernel::hmm::fatal_signal_pending() {
+                break Err(EINTR);
+            }
+            if left == 0 {
+                break Err(ETIMEDOUT);
+            }
+            let ticks = kernel::ffi::c_long::try_from(left).unwrap_or(kernel::ffi::c_long::MAX);
+            // SAFETY: No preconditions (sleeps at most `ticks` jiffies, in the state set
+            // above; a fatal signal or a wake-up ends it early).
+            let rest = unsafe { bindings::schedule_timeout(ticks) };
+            left = kernel::time::Jiffies::try_from(rest).unwrap_or(0);
+        };
+        // SAFETY: both point to valid memory; `wait` was prepared on this queue.
+        unsafe { bindings::finish_wait(self.idle.get(), wait.get()) };
+        r
+    }
+}
+
+/// A running job (see [`Running`]): uncounts it and wakes the waiters when dropped.
+pub(crate) struct RunningJob {
+    shared: Arc<Shared>,
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        let r = &self.shared.running;
+        if r.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: `idle` is an initialized wait queue head, alive as long as `shared`.
+            unsafe { bindings::__wake_up(r.idle.get(), bindings::TASK_NORMAL, 0, core::ptr::null_mut()) };
+        }
+    }
+}
+
 /// The part of a context that notifier callbacks reach (shared with them through an `Arc`).
 #[pin_data]
 pub(crate) struct Shared {
@@ -161,6 +277,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     /// The device-wide event counters ([`DEVICE_EVENTS`]).
     pub(crate) device_events: &'static [AtomicU64; EVENTS],
+    /// The context's jobs running outside the file's state lock.
+    #[pin]
+    pub(crate) running: Running,
 }
 
 impl Shared {
@@ -186,6 +305,7 @@ impl Shared {
                 mm,
                 stats: Stats::default(),
                 device_events,
+                running <- Running::new(),
             }),
             GFP_KERNEL,
         )
@@ -560,11 +680,8 @@ impl IntervalNotifierOps for SvmMirror {
 pub(crate) fn svm_notifier(
     mm: &kernel::mm::MmWithUser,
     shared: Arc<Shared>,
-) -> Result<Pin<KBox<IntervalNotifier<SvmMirror>>>> {
-    KBox::pin_init(
-        IntervalNotifier::insert(mm, 0, VA_LIMIT as usize, SvmMirror { shared }, ()),
-        GFP_KERNEL,
-    )
+) -> Result<Arc<IntervalNotifier<SvmMirror>>> {
+    Arc::pin_init(IntervalNotifier::insert(mm, 0, VA_LIMIT as usize, SvmMirror { shared }, ()), GFP_KERNEL)
 }
 
 /// Debug only (`legacy_valid_flag`): the pre-2019 scheme's flag, cleared when an

@@ -15,7 +15,7 @@ use kernel::{
 };
 
 use crate::{
-    context::{self, Shared, SvmMirror, EVENTS},
+    context::{self, Running, Shared, SvmMirror, EVENTS},
     driver::{VgpuDevice, VgpuDriver},
     gem::{self, Object},
     gpu::{self, parse_stats},
@@ -31,7 +31,14 @@ struct Ctx {
     shared: Arc<Shared>,
     /// `/sys/kernel/debug/vgpu_svm/ctx<N>`.
     _debugfs: Pin<KBox<kernel::debugfs::File<Arc<Shared>>>>,
-    svm: Option<Pin<KBox<SvmNotifier>>>,
+    /// The SVM notifier (SVM contexts). In an `Arc` (pinned, as every kernel `Arc`) so that a
+    /// job takes its own reference under the state lock and runs without that lock, with no
+    /// borrow of `Ctx` outliving it. CTX_CONFIG, which replaces or drops it, refuses
+    /// (`EBUSY`) once a job was submitted, and a running job was (its `next_job` was taken
+    /// under the same lock); were it ever dropped here while a job ran, the job's reference
+    /// would keep the notifier registered, and its callbacks keeping the device coherent,
+    /// until the job ended (removal then runs in that job's thread, with no lock held).
+    svm: Option<Arc<SvmNotifier>>,
     /// Debug only: the legacy valid-flag notifier (see `debug.rs`).
     legacy: Option<Pin<KBox<kernel::mmu_notifier::RangeNotifier<context::LegacyFlag>>>>,
     /// Debug only: the 2019 scenario's pair of classic notifiers (`pair_notifiers`).
@@ -42,6 +49,10 @@ struct Ctx {
     bound: KVVec<ARef<Object>>,
     next_job: u64,
 }
+
+// A context's jobs run without the state lock (see `File::submit` and `context::Running`).
+// The file's release (this `Drop`) needs no wait for them: DRM releases a file only when no
+// ioctl holds it, so no SUBMIT (hence no job) of it is running then.
 
 impl Drop for Ctx {
     fn drop(&mut self) {
@@ -108,8 +119,9 @@ impl Drop for Ctx {
     }
 }
 
-/// The GPU VA range `[start, end)` of a bound object (stable under the state lock; an
-/// object without a mirror, which is never bound, reads as empty).
+/// The GPU VA range `[start, end)` of a bound object (stable under the state lock, and while
+/// a job of the context runs: see `File::submit`; an object without a mirror, which is never
+/// bound, reads as empty).
 fn range_of(o: &Object) -> (u64, u64) {
     o.notifier.as_ref().map_or((0, 0), |b| {
         let s = b.data().gpu_va.load(Ordering::Acquire);
@@ -336,6 +348,10 @@ struct FileState {
 pub(crate) struct File {
     /// The opener's mm: only this mm may use the context (a fork child gets `EPERM`).
     mm: ARef<Mm>,
+    /// Serializes the ioctls that create the context or change its configuration and
+    /// bindings (and STATS's reading of it). Held across their device round trips, and by
+    /// BIND/UNBIND/BIND_ARRAY while they wait for the context's running jobs; SUBMIT holds it
+    /// only to take its snapshot, not while its job runs.
     #[pin]
     state: Mutex<FileState>,
     /// The context's shared part, for fdinfo (never held for long, unlike `state`).
@@ -461,7 +477,10 @@ impl File {
         let mm = owner_mm(&this)?;
         let mut st = this.state.lock();
         let ctx = this.ctx(dev, &mut st)?;
-        if ctx.next_job != 1 {
+        // A running job took its job id under this lock, so `next_job != 1` already refuses
+        // while one runs; the count makes that plain (no job may see the SVM notifier or the
+        // context's mode change: this must never need to wait).
+        if ctx.next_job != 1 || ctx.shared.running.count() != 0 {
             return Err(EBUSY);
         }
         let want = req.flags & uapi::VGPU_SVM_CTX_SVM != 0;
@@ -621,10 +640,14 @@ impl File {
             let total = ctx.bound.len().checked_add(n).ok_or((ENOMEM, None))?;
             KVVec::<ARef<Object>>::with_capacity(total, GFP_KERNEL).map_err(|e| no(e.into()))?
         };
+        // Before the first change: wait for the context's running jobs (no job sees its
+        // bindings change; none starts meanwhile, we hold the state lock).
+        ctx.shared.running.wait_idle(Self::idle_wait_ms()).map_err(no)?;
         // The bindings own their ranges from now on: SVM entries there (identity mappings, or
         // a 2 MiB leaf overlapping one) go first, and the device drops their translations,
-        // once per run of touching ranges. No job runs meanwhile (jobs hold the state lock),
-        // so nothing maps them again. A failure here changed nothing the process can see.
+        // once per run of touching ranges. No job runs meanwhile (waited for above, and none
+        // starts while we hold the state lock), so nothing maps them again. A failure here
+        // changed nothing the process can see.
         {
             let g = ctx.shared.update.lock();
             let reason = uapi::vgpu_svm_inval_reason_VGPU_SVM_INVAL_BIND;
@@ -715,9 +738,12 @@ impl File {
                 return Err((EINVAL, Some(w[0].1.max(w[1].1))));
             }
         }
+        // Wait for the context's running jobs: none may see a binding go (and none starts
+        // while we hold the state lock).
+        ctx.shared.running.wait_idle(Self::idle_wait_ms()).map_err(no)?;
         // The device first: if it refuses, nothing changed here (and what it did is undone).
-        // No job runs meanwhile (jobs hold the state lock), so no device access sees a
-        // binding the checker no longer knows.
+        // No job runs meanwhile, so no device access sees a binding the checker no longer
+        // knows.
         device_apply_all(&ctx.shared, (dev.capset.protocol_version & 0xffff) >= BIND_ARRAY_MINOR, true, &list)
             .map_err(no)?;
         // Then the entries go and the device drops their translations: one update-lock
@@ -759,7 +785,16 @@ impl File {
         cleared.map_err(no)
     }
 
-    /// DRM_IOCTL_VGPU_SVM_SUBMIT: run a job and wait for it.
+    /// How long BIND, UNBIND and BIND_ARRAY wait for the context's running jobs
+    /// ([`Running::wait_idle`]): a job's device round trip (the job timeout), the ABORT that
+    /// may follow it (the command timeout), and a second of slack for the rest of SUBMIT.
+    fn idle_wait_ms() -> u32 {
+        gpu::job_timeout_ms().saturating_add(gpu::cmd_timeout_ms()).saturating_add(1000)
+    }
+
+    /// DRM_IOCTL_VGPU_SVM_SUBMIT: run a job and wait for it. The file's state lock is held
+    /// only for the snapshot below; the job runs without it, so jobs of one file run
+    /// concurrently (each with its own job id; the device runs them side by side).
     pub(crate) fn submit(dev: &VgpuDevice, req: &mut uapi::drm_vgpu_svm_submit, file: &drm::File<File>) -> Result<u32> {
         if req.flags & !uapi::VGPU_SVM_SUBMIT_PREFAULT != 0 || req.pad != 0 || req.nr_ops == 0 || req.nr_ops > uapi::VGPU_SVM_MAX_OPS || req.nr_handles > 1024 {
             return Err(EINVAL);
@@ -795,17 +830,24 @@ impl File {
             objs.push(Object::lookup_handle(file, *h).map_err(|_| ENOENT)?, GFP_KERNEL)?;
         }
 
-        let mut st = this.state.lock();
-        let ctx = this.ctx(dev, &mut st)?;
-        let job_id = ctx.next_job;
-        ctx.next_job += 1;
-        let shared = ctx.shared.clone();
-        let svm = ctx.svm.as_deref();
-        // The bindings cannot change while the job runs (BIND/UNBIND take the state lock).
-        let mut bindings = KVVec::with_capacity(ctx.bound.len(), GFP_KERNEL)?;
-        for r in ctx.bindings() {
-            bindings.push(r, GFP_KERNEL)?;
-        }
+        // The snapshot, under the state lock: the job's id, the context, the SVM notifier (a
+        // reference of our own) and the bindings (a copy); and the job counted as running
+        // until `_running` drops, on every path out of here. The bindings cannot change while
+        // it runs: BIND, UNBIND and BIND_ARRAY wait for the count to be 0 under the state
+        // lock. CTX_CONFIG refuses once `next_job` moved.
+        let (job_id, shared, svm, bindings, _running) = {
+            let mut st = this.state.lock();
+            let ctx = this.ctx(dev, &mut st)?;
+            let job_id = ctx.next_job;
+            ctx.next_job += 1;
+            let mut bindings = KVVec::with_capacity(ctx.bound.len(), GFP_KERNEL)?;
+            for r in ctx.bindings() {
+                bindings.push(r, GFP_KERNEL)?;
+            }
+            let running = Running::start(&ctx.shared);
+            (job_id, ctx.shared.clone(), ctx.svm.clone(), bindings, running)
+        };
+        let svm = svm.as_deref();
         if req.flags & uapi::VGPU_SVM_SUBMIT_PREFAULT != 0 {
             if let Some(n) = svm {
                 crate::mirror::prefault(&shared, n, &ops.0, &bindings)?;

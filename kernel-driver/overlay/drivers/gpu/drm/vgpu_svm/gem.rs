@@ -30,7 +30,9 @@ pub(crate) struct UserptrMirror {
     pub(crate) size: u64,
     pub(crate) readonly: bool,
     /// GPU VA it is bound at (0: not bound). Changed under the file's state lock and the
-    /// update lock (so the notifier callback, which holds the latter, sees a stable value).
+    /// update lock (so the notifier callback, which holds the latter, sees a stable value),
+    /// and only while no job of the context runs (BIND/UNBIND wait for them: a job sees a
+    /// stable value too).
     pub(crate) gpu_va: AtomicU64,
     /// One bit per page: set when the page must be mirrored again (initially all; set by
     /// invalidations, cleared by commits, both under the update lock). Revalidation then

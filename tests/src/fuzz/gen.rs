@@ -532,8 +532,8 @@ pub fn bind_array_len(r: &mut Rng) -> usize {
     (match r.below(100) {
         0..=44 => r.range(1, 4),
         45..=79 => r.range(5, 16),
-        80..=93 => r.range(17, 256),
-        94..=97 => r.range(257, BIND_ARRAY_MAX as u64 - 1),
+        80..=95 => r.range(17, 256),
+        96..=98 => r.range(257, BIND_ARRAY_MAX as u64 - 1),
         _ => BIND_ARRAY_MAX as u64,
     }) as usize
 }

@@ -540,7 +540,7 @@ impl<'a> Worker<'a> {
         table.push((Action::Mem, 30));
         table.push((Action::Reopen, 2));
         table.push((Action::DataCheck, 20));
-        table.push((Action::BindArrayCheck, 3));
+        table.push((Action::BindArrayCheck, 2));
         if !self.foreign.is_empty() {
             table.push((Action::Foreign, 150));
         }
@@ -985,7 +985,7 @@ impl Worker<'_> {
             70..=96 => r.range(9, 64),
             97 | 98 => r.range(65, 512),
             // The limit: 4096 objects (a few per run).
-            _ if r.pct(50) => oracle::BIND_ARRAY_MAX as u64,
+            _ if r.pct(35) => oracle::BIND_ARRAY_MAX as u64,
             _ => r.range(513, oracle::BIND_ARRAY_MAX as u64 - 1),
         } as usize;
         // Objects: READONLY userptr ranges over the worker's buffer (no job uses them).
@@ -1017,7 +1017,7 @@ impl Worker<'_> {
         let no = oracle::NO_ENTRY;
         let j = r.below(n as u64) as usize;
         let i = if j > 0 { r.below(j as u64) as usize } else { 0 };
-        let (ji, ii) = (j as u32, i as u32);
+        let ji = j as u32;
         let unknown = handles.iter().copied().max().unwrap_or(0) + 1 + r.below(1000) as u32;
         let bad_ptr = r.pick(&[Ptr::Null, Ptr::Unmapped, Ptr::Straddle, Ptr::Kernel]);
         // A bind with one bad entry, or after part of it was bound.
@@ -1044,9 +1044,13 @@ impl Worker<'_> {
                 bad[j].handle = unknown;
                 (Want::err(libc::ENOENT, &[ji]), "an unknown handle", Ptr::Valid)
             }
-            5 if j > 0 => {
+            // An earlier object no larger than entry j's own: its range at entry j's gpu_va
+            // then overlaps no other entry (else that overlap may be the error found).
+            5 if (0..j).any(|k| sizes[k] <= sizes[j]) => {
+                let fit: Vec<usize> = (0..j).filter(|&k| sizes[k] <= sizes[j]).collect();
+                let i = fit[r.below(fit.len() as u64) as usize];
                 bad[j].handle = bad[i].handle;
-                (Want::err(libc::EBUSY, &[ii, ji]), "one object named twice", Ptr::Valid)
+                (Want::err(libc::EBUSY, &[i as u32, ji]), "one object named twice", Ptr::Valid)
             }
             6 if j > 0 => {
                 bad[j].gpu_va = good[i].gpu_va + r.below(sizes[i] / PAGE) * PAGE;

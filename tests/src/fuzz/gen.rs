@@ -12,7 +12,9 @@
 //! READONLY; a binding starts and ends in write-safe territory. Unsafe write ops become
 //! READs of the same range.
 
-use super::oracle::{Ioctl, ioc, DRM_TYPE, IOC_READ, IOC_WRITE, MAX_HANDLES, MAX_OPS, MAX_OP_LEN};
+use super::oracle::{
+    ioc, BindEntry, Ioctl, BIND_ARRAY_MAX, BIND_ARRAY_UNBIND, DRM_TYPE, IOC_READ, IOC_WRITE, MAX_HANDLES, MAX_OPS, MAX_OP_LEN,
+};
 use super::rng::Rng;
 
 /// Page size.
@@ -506,6 +508,12 @@ pub fn bind_gpu_va(r: &mut Rng, l: &Layout, m: &Model, size: u64) -> u64 {
         _ => r.next_u64() >> r.below(64),
     };
     let va = if r.one_in(12) { va.wrapping_add_signed(jitter(r)) } else { va };
+    safe_bind_va(r, l, va, size)
+}
+
+/// `va` if a binding of `size` bytes there starts and ends in write-safe territory, else a
+/// GPU VA where it does (see [`bind_gpu_va`]).
+pub fn safe_bind_va(r: &mut Rng, l: &Layout, va: u64, size: u64) -> u64 {
     let safe = |va: u64| l.write_start_safe(va) && l.write_start_safe(va.saturating_add(size));
     if safe(va) {
         return va;
@@ -516,6 +524,140 @@ pub fn bind_gpu_va(r: &mut Rng, l: &Layout, m: &Model, size: u64) -> u64 {
     }
     // Too big for the zone: GPU VAs above user space (no CPU memory there).
     USER_TOP + r.below((VA_LIMIT - USER_TOP) / PAGE) * PAGE
+}
+
+/// How many entries a BIND_ARRAY carries (those written; the count field may say
+/// otherwise): a few mostly, sometimes many, rarely the limit.
+pub fn bind_array_len(r: &mut Rng) -> usize {
+    (match r.below(100) {
+        0..=44 => r.range(1, 4),
+        45..=79 => r.range(5, 16),
+        80..=95 => r.range(17, 256),
+        96..=98 => r.range(257, BIND_ARRAY_MAX as u64 - 1),
+        _ => BIND_ARRAY_MAX as u64,
+    }) as usize
+}
+
+/// BIND_ARRAY's count for `n` written entries: `n` mostly; else 0, the limit, just past
+/// it, one more or one fewer than written, or anything.
+pub fn bind_array_count(r: &mut Rng, n: usize) -> u32 {
+    let n = n as u32;
+    match r.below(100) {
+        0..=92 => n,
+        93 => 0,
+        94 | 95 => BIND_ARRAY_MAX + 1,
+        96 => BIND_ARRAY_MAX,
+        97 => n + 1,
+        98 => n.saturating_sub(1),
+        _ => r.next_u32(),
+    }
+}
+
+/// BIND_ARRAY's flags: bind or unbind mostly, rarely unknown bits.
+pub fn bind_array_flags(r: &mut Rng) -> u32 {
+    match r.below(100) {
+        0..=59 => 0,
+        60..=94 => BIND_ARRAY_UNBIND,
+        _ => (1 << r.range(1, 31)) | r.below(2) as u32,
+    }
+}
+
+fn shuffle<T>(r: &mut Rng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = r.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// `n` BIND_ARRAY entries, each with the size the fuzzer believes its object has (a guess
+/// for a handle it does not know). Binds: distinct known objects laid out back to back (or
+/// with gaps) in the GPU zone, or entries drawn one by one as for BIND; unbinds: the starts
+/// of known bindings, or GPU VAs as for UNBIND. Then, in some arrays, hostile entries: an
+/// object or a gpu_va named again, a range overlapping an earlier entry's, a misaligned,
+/// zero, wrapping or boundary gpu_va, one ending past 2^48, an unknown handle, a nonzero
+/// pad. A bind's gpu_va stays write-safe (as BIND's).
+pub fn bind_array_entries(r: &mut Rng, l: &Layout, m: &Model, n: usize, unbind: bool) -> Vec<(BindEntry, u64)> {
+    let guess = |r: &mut Rng, h: u32| m.handle(h).map_or_else(|| r.range(1, 16) * PAGE, |o| o.size);
+    let mut v: Vec<(BindEntry, u64)> = Vec::with_capacity(n);
+    if unbind {
+        let mut known: Vec<Binding> = m.bindings.clone();
+        shuffle(r, &mut known);
+        let from_model = r.pct(70);
+        for i in 0..n {
+            let gpu_va = match known.get(i) {
+                Some(b) if from_model => b.gpu_va,
+                _ => unbind_gpu_va(r, l, m),
+            };
+            let handle = if r.pct(80) { 0 } else { r.next_u32() };
+            v.push((BindEntry { handle, pad: 0, gpu_va }, 0));
+        }
+    } else if r.pct(50) {
+        // A plausible batch: distinct objects, back to back or with gaps, in the zone.
+        let mut hs: Vec<Handle> = m.handles.clone();
+        shuffle(r, &mut hs);
+        let gaps = r.pct(40);
+        let mut va = GPU_ZONE + r.below(GPU_ZONE_LEN / PAGE / 2) * PAGE;
+        for i in 0..n {
+            let (handle, size) = match hs.get(i) {
+                Some(h) => (h.handle, h.size),
+                None => {
+                    let h = handle(r, m);
+                    (h, guess(r, h))
+                }
+            };
+            let at = safe_bind_va(r, l, va, size);
+            v.push((BindEntry { handle, pad: 0, gpu_va: at }, size));
+            va = at.saturating_add(size).saturating_add(if gaps { r.below(4) * PAGE } else { 0 });
+        }
+    } else {
+        for _ in 0..n {
+            let h = handle(r, m);
+            let size = guess(r, h);
+            v.push((BindEntry { handle: h, pad: 0, gpu_va: bind_gpu_va(r, l, m, size) }, size));
+        }
+    }
+    // Hostile entries: none in half the arrays, else each entry with some probability.
+    let odds = match r.below(4) {
+        0 | 1 => 0,
+        2 => (n as u64).max(2),
+        _ => 4,
+    };
+    for i in 0..n {
+        if odds == 0 || !r.one_in(odds) {
+            continue;
+        }
+        let earlier = if i > 0 { Some(v[r.below(i as u64) as usize]) } else { None };
+        let (e, size) = &mut v[i];
+        match r.below(9) {
+            0 => {
+                if let Some((p, psize)) = earlier {
+                    e.handle = p.handle; // the same object twice
+                    *size = psize;
+                }
+            }
+            1 => {
+                if let Some((p, psize)) = earlier {
+                    // The same gpu_va, or inside the earlier range.
+                    e.gpu_va = p.gpu_va.wrapping_add(r.below((psize / PAGE).max(1)) * PAGE);
+                }
+            }
+            2 => e.gpu_va = e.gpu_va.wrapping_add(r.range(1, PAGE - 1)),
+            // Zero, or a range that wraps past 2^64.
+            3 => e.gpu_va = r.pick(&[0, u64::MAX - PAGE + 1, 0u64.wrapping_sub(*size & !(PAGE - 1))]),
+            4 => e.gpu_va = VA_LIMIT - PAGE * r.range(0, 2),
+            5 => {
+                let choices = [0, u32::MAX, r.next_u32(), r.range(1, 64) as u32 + 1000];
+                e.handle = r.pick(&choices);
+            }
+            6 => e.pad = pad(r) | 1 << r.below(32),
+            7 => e.gpu_va = boundary(r),
+            _ => e.gpu_va = e.gpu_va.wrapping_add_signed(jitter(r)),
+        }
+        if !unbind {
+            e.gpu_va = safe_bind_va(r, l, e.gpu_va, *size);
+        }
+    }
+    v
 }
 
 /// A GPU VA for UNBIND: a known binding mostly.
@@ -677,6 +819,12 @@ mod tests {
                 assert!(l.write_start_safe(va) && l.write_start_safe(va.saturating_add(size)));
                 m.bind(Binding { gpu_va: va, size, handle: h.handle });
             }
+            if i % 7 == 0 {
+                let n = bind_array_len(&mut r).min(64);
+                for (e, size) in bind_array_entries(&mut r, &l, &m, n, false) {
+                    assert!(l.write_start_safe(e.gpu_va) && l.write_start_safe(e.gpu_va.saturating_add(size)), "{e:?} size {size:#x}");
+                }
+            }
             let mut o = op(&mut r, &l, &m);
             sanitize_op(&l, &mut o);
             if let Some((d, _)) = super::super::oracle::op_write_range(&o) {
@@ -711,6 +859,53 @@ mod tests {
         assert!((0x48..=0x9f).contains(&(u & 0xff)));
         assert_eq!(Op { kind: 1, flags: 2, dst: 3, src: 4, len: 5, value: 6 }.bytes()[8], 3);
         assert_eq!(fit(&mut r, vec![1, 2], ioc(IOC_RW, b'd', 0x40, 16)).len(), 16);
+    }
+
+    #[test]
+    fn bind_arrays_mix_plausible_and_hostile_entries() {
+        use super::super::oracle::{bind_array_doomed, BIND_ARRAY_MAX};
+        let l = layout();
+        let mut m = Model::default();
+        let mut r = Rng::new(4);
+        for h in 1..=20u32 {
+            m.add_handle(Handle { handle: h, cpu: ARENA_BASE, size: PAGE * (h as u64 % 4 + 1), ro: true });
+        }
+        for h in 1..=10u32 {
+            m.bind(Binding { gpu_va: GPU_ZONE + h as u64 * (1 << 20), size: PAGE, handle: h });
+        }
+        let (mut doomed, mut clean, mut unbind_doomed, mut unbind_clean) = (0, 0, 0, 0);
+        let (mut lens, mut at_limit, mut counts_off) = (0usize, 0, 0);
+        for _ in 0..4000 {
+            let n = bind_array_len(&mut r);
+            assert!((1..=BIND_ARRAY_MAX as usize).contains(&n));
+            lens += n;
+            at_limit += (n == BIND_ARRAY_MAX as usize) as u32;
+            counts_off += (bind_array_count(&mut r, n) != n as u32) as u32;
+            let n = n.min(32);
+            let e: Vec<_> = bind_array_entries(&mut r, &l, &m, n, false).into_iter().map(|(e, _)| e).collect();
+            match bind_array_doomed(&e, false) {
+                Some(_) => doomed += 1,
+                None => clean += 1,
+            }
+            let e: Vec<_> = bind_array_entries(&mut r, &l, &m, n, true).into_iter().map(|(e, _)| e).collect();
+            match bind_array_doomed(&e, true) {
+                Some(_) => unbind_doomed += 1,
+                None => unbind_clean += 1,
+            }
+        }
+        // Both kinds often: the checks are exercised and calls reach the device.
+        assert!(doomed > 800 && clean > 800, "bind: doomed {doomed} clean {clean}");
+        assert!(unbind_doomed > 400 && unbind_clean > 800, "unbind: doomed {unbind_doomed} clean {unbind_clean}");
+        assert!(at_limit > 10 && counts_off > 100 && lens / 4000 < 400, "limit {at_limit} off {counts_off} mean {}", lens / 4000);
+        // A plausible batch binds distinct known objects back to back.
+        let mut r = Rng::new(9);
+        let ok = (0..200)
+            .filter(|_| {
+                let e = bind_array_entries(&mut r, &l, &m, 8, false);
+                e.windows(2).all(|w| w[0].0.gpu_va.saturating_add(w[0].1) <= w[1].0.gpu_va) && bind_array_doomed(&e.iter().map(|x| x.0).collect::<Vec<_>>(), false).is_none()
+            })
+            .count();
+        assert!(ok > 40, "{ok}");
     }
 
     #[test]

@@ -22,6 +22,18 @@ pub const MAX_OP_LEN: u64 = 1 << 32;
 pub const MAX_OPS: u32 = 64;
 /// Most handles a SUBMIT takes.
 pub const MAX_HANDLES: u32 = 1024;
+/// Most entries of one BIND_ARRAY (`VGPU_SVM_BIND_ARRAY_MAX`).
+pub const BIND_ARRAY_MAX: u32 = 4096;
+/// `VGPU_SVM_BIND_ARRAY_UNBIND`.
+pub const BIND_ARRAY_UNBIND: u32 = 1;
+/// `VGPU_SVM_BIND_ARRAY_NO_ENTRY`: `.failed` when no single entry is to blame.
+pub const NO_ENTRY: u32 = 0xffff_ffff;
+/// Size of one BIND_ARRAY entry (`struct drm_vgpu_svm_bind`).
+pub const BIND_ENTRY_SIZE: usize = 16;
+/// Offset of `.failed` in `struct drm_vgpu_svm_bind_array`.
+pub const FAILED_OFFSET: usize = 16;
+/// The largest userptr object (USERPTR_CREATE refuses sizes above 64 GiB).
+pub const MAX_OBJECT: u64 = 64 << 30;
 
 /// An ioctl request number.
 pub const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
@@ -57,6 +69,8 @@ pub enum Ioctl {
     Submit,
     /// DRM_IOCTL_VGPU_SVM_STATS.
     Stats,
+    /// DRM_IOCTL_VGPU_SVM_BIND_ARRAY.
+    BindArray,
     /// DRM_IOCTL_GEM_CLOSE (DRM core).
     GemClose,
     /// A driver-range number the driver does not define.
@@ -71,7 +85,7 @@ pub use libc::{
 
 impl Ioctl {
     /// Every ioctl, in table order.
-    pub const ALL: [Ioctl; 9] = [
+    pub const ALL: [Ioctl; 10] = [
         Ioctl::GetParam,
         Ioctl::CtxConfig,
         Ioctl::UserptrCreate,
@@ -79,6 +93,7 @@ impl Ioctl {
         Ioctl::Unbind,
         Ioctl::Submit,
         Ioctl::Stats,
+        Ioctl::BindArray,
         Ioctl::GemClose,
         Ioctl::Unknown,
     ];
@@ -93,6 +108,7 @@ impl Ioctl {
             Ioctl::Unbind => "UNBIND",
             Ioctl::Submit => "SUBMIT",
             Ioctl::Stats => "STATS",
+            Ioctl::BindArray => "BIND_ARRAY",
             Ioctl::GemClose => "GEM_CLOSE",
             Ioctl::Unknown => "UNKNOWN",
         }
@@ -108,6 +124,7 @@ impl Ioctl {
             Ioctl::Unbind => 0x44,
             Ioctl::Submit => 0x45,
             Ioctl::Stats => 0x46,
+            Ioctl::BindArray => 0x47,
             Ioctl::GemClose => 0x09,
             Ioctl::Unknown => 0x48,
         }
@@ -116,7 +133,7 @@ impl Ioctl {
     /// The kernel's direction bits for it.
     pub fn dir(self) -> u32 {
         match self {
-            Ioctl::GetParam | Ioctl::UserptrCreate | Ioctl::Submit => IOC_READ | IOC_WRITE,
+            Ioctl::GetParam | Ioctl::UserptrCreate | Ioctl::Submit | Ioctl::BindArray => IOC_READ | IOC_WRITE,
             Ioctl::CtxConfig | Ioctl::Bind | Ioctl::Unbind | Ioctl::GemClose => IOC_WRITE,
             Ioctl::Stats => IOC_READ,
             Ioctl::Unknown => 0,
@@ -132,6 +149,7 @@ impl Ioctl {
             Ioctl::Bind | Ioctl::Unbind => 16,
             Ioctl::Submit => 48,
             Ioctl::Stats => 288,
+            Ioctl::BindArray => 24,
             Ioctl::GemClose => 8,
             Ioctl::Unknown => 0,
         }
@@ -156,6 +174,9 @@ impl Ioctl {
                 ErrSet::of(&[EINVAL, EFAULT, ENOENT, EPERM, EAGAIN, EBUSY, ETIMEDOUT, EIO, ENODEV, ENOMEM, ENOSPC])
             }
             Ioctl::Stats => ErrSet::of(&[EIO, ETIMEDOUT, ENODEV, ENOMEM]),
+            // EINTR is documented with the device errors ("did not confirm"); it is the
+            // device wait cut short by a fatal signal, which the fuzzer never sends.
+            Ioctl::BindArray => ErrSet::of(&[EINVAL, ENOENT, EBUSY, EFAULT, EPERM, ENOMEM, EIO, ETIMEDOUT, ENODEV]),
             Ioctl::GemClose => ErrSet::of(&[EINVAL, ENOENT]),
             Ioctl::Unknown => ErrSet::of(&[EINVAL, ENOTTY]),
         }
@@ -391,6 +412,63 @@ pub struct SubmitArrays {
     pub handles_readable: Tri,
 }
 
+/// One BIND_ARRAY entry (`struct drm_vgpu_svm_bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BindEntry {
+    /// The object (ignored for an unbind).
+    pub handle: u32,
+    /// Must be 0.
+    pub pad: u32,
+    /// Where to bind it (for an unbind: the start of the binding).
+    pub gpu_va: u64,
+}
+
+impl BindEntry {
+    /// The ABI bytes.
+    pub fn bytes(&self) -> [u8; BIND_ENTRY_SIZE] {
+        let mut b = [0u8; BIND_ENTRY_SIZE];
+        b[0..4].copy_from_slice(&self.handle.to_le_bytes());
+        b[4..8].copy_from_slice(&self.pad.to_le_bytes());
+        b[8..16].copy_from_slice(&self.gpu_va.to_le_bytes());
+        b
+    }
+}
+
+/// What the fuzzer knows about a BIND_ARRAY's entries, for the oracle.
+#[derive(Debug, Clone)]
+pub struct BindArrayEntries {
+    /// The address placed in the `binds` field.
+    pub addr: u64,
+    /// Readability of all `count` entries at `addr`.
+    pub readable: Tri,
+    /// The entries written there (when readable; fewer than `count` if the call lies).
+    pub entries: Vec<BindEntry>,
+}
+
+/// The user arrays an ioctl's argument points at, as the fuzzer placed them.
+#[derive(Debug, Clone)]
+pub enum Arrays {
+    /// SUBMIT's ops and handles.
+    Submit(SubmitArrays),
+    /// BIND_ARRAY's entries.
+    BindArray(BindArrayEntries),
+}
+
+impl Arrays {
+    fn submit(&self) -> Option<&SubmitArrays> {
+        match self {
+            Arrays::Submit(a) => Some(a),
+            Arrays::BindArray(_) => None,
+        }
+    }
+    fn bind_array(&self) -> Option<&BindArrayEntries> {
+        match self {
+            Arrays::BindArray(a) => Some(a),
+            Arrays::Submit(_) => None,
+        }
+    }
+}
+
 /// The caller's relation to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
@@ -432,7 +510,7 @@ pub fn op_write_range(op: &Op) -> Option<(u64, u64)> {
 pub const CTX_CREATE_ERRORS: ErrSet = ErrSet::of(&[ENOMEM, ENOSPC, ENODEV, EIO, ETIMEDOUT]);
 
 /// The results the driver may give for the argument `v` (a kernel view) of `ioctl`.
-pub fn driver_expect(ioctl: Ioctl, v: &[u8], caller: Caller, arrays: Option<&SubmitArrays>) -> ErrSet {
+pub fn driver_expect(ioctl: Ioctl, v: &[u8], caller: Caller, arrays: Option<&Arrays>) -> ErrSet {
     let doc = ioctl.documented();
     // `shape`: an EINVAL condition the header names. `owner`: the result set for the owner
     // once the argument is well formed.
@@ -484,7 +562,8 @@ pub fn driver_expect(ioctl: Ioctl, v: &[u8], caller: Caller, arrays: Option<&Sub
                 (false, doc.without(EPERM).without(EINVAL).with(0))
             }
         }
-        Ioctl::Submit => return submit_expect(v, caller, arrays),
+        Ioctl::Submit => return submit_expect(v, caller, arrays.and_then(Arrays::submit)),
+        Ioctl::BindArray => return bind_array_expect(v, caller, arrays.and_then(Arrays::bind_array)),
         Ioctl::Stats => (false, doc.with(0)),
         Ioctl::GemClose => (false, doc.with(0)),
         Ioctl::Unknown => (false, doc),
@@ -543,9 +622,129 @@ fn submit_expect(v: &[u8], caller: Caller, arrays: Option<&SubmitArrays>) -> Err
     }
 }
 
+/// BIND_ARRAY's array-level fields are wrong (count 0 or above the maximum, unknown
+/// flags, nonzero pad): EINVAL before any entry is looked at, `.failed` NO_ENTRY.
+pub fn bind_array_shape_bad(v: &[u8]) -> bool {
+    let (count, flags, pad) = (u32_at(v, 8), u32_at(v, 12), u32_at(v, 20));
+    count == 0 || count > BIND_ARRAY_MAX || flags & !BIND_ARRAY_UNBIND != 0 || pad != 0
+}
+
+/// A BIND_ARRAY entry that the header says fails with EINVAL whatever the file holds: nonzero
+/// pad; for a bind also gpu_va 0, unaligned or at/above 2^48.
+fn entry_invalid(e: &BindEntry, unbind: bool) -> bool {
+    e.pad != 0 || (!unbind && (e.gpu_va == 0 || e.gpu_va % PAGE != 0 || e.gpu_va >= VA_LIMIT))
+}
+
+/// Whether entry `i` of `entries` can be the one an EINVAL is due to (`.failed == i`): its
+/// pad; for a bind its gpu_va (0, unaligned, or a range that may end past 2^48: objects are
+/// at most 64 GiB) or its object (one of another file: the fuzzer never shares objects
+/// between files, so that cannot be); for an unbind the same binding named at an earlier
+/// entry ("@failed the second").
+pub fn entry_may_be_einval(entries: &[BindEntry], i: usize, unbind: bool) -> bool {
+    let e = entries[i];
+    if e.pad != 0 {
+        return true;
+    }
+    if unbind {
+        return entries[..i].iter().any(|p| p.gpu_va == e.gpu_va);
+    }
+    e.gpu_va == 0 || e.gpu_va % PAGE != 0 || e.gpu_va.checked_add(MAX_OBJECT).is_none_or(|end| end > VA_LIMIT)
+}
+
+/// What a BIND_ARRAY whose entries are all known must fail with, if the header says it
+/// cannot succeed whatever the file holds (None: it may). A bind cannot with an invalid
+/// entry, two entries naming one object ("named twice") or starting at one gpu_va (ranges of
+/// at least a page overlap); an unbind cannot with nonzero pad, a gpu_va where no binding can
+/// start (0, unaligned, at/above 2^48) or one binding named twice. Which entry's error comes
+/// first the header does not say, so any of the per-entry errors (and ENOMEM); the device
+/// never learns of the array, so no device error.
+pub fn bind_array_doomed(entries: &[BindEntry], unbind: bool) -> Option<ErrSet> {
+    let dup = |f: fn(&BindEntry) -> u64| {
+        let mut v: Vec<u64> = entries.iter().map(f).collect();
+        v.sort_unstable();
+        v.windows(2).any(|w| w[0] == w[1])
+    };
+    if unbind {
+        let nowhere = |e: &BindEntry| e.gpu_va == 0 || e.gpu_va % PAGE != 0 || e.gpu_va >= VA_LIMIT;
+        if entries.iter().any(|e| entry_invalid(e, true) || nowhere(e)) || dup(|e| e.gpu_va) {
+            return Some(ErrSet::of(&[EINVAL, ENOENT, ENOMEM]));
+        }
+        return None;
+    }
+    if entries.iter().any(|e| entry_invalid(e, false)) || dup(|e| e.handle as u64) || dup(|e| e.gpu_va) {
+        return Some(ErrSet::of(&[EINVAL, ENOENT, EBUSY, ENOMEM]));
+    }
+    None
+}
+
+fn bind_array_expect(v: &[u8], caller: Caller, arrays: Option<&BindArrayEntries>) -> ErrSet {
+    let doc = Ioctl::BindArray.documented();
+    if bind_array_shape_bad(v) {
+        return match caller {
+            Caller::Owner => ErrSet::only(EINVAL),
+            Caller::Foreign => ErrSet::of(&[EINVAL, EPERM]),
+        };
+    }
+    let (addr, count, unbind) = (u64_at(v, 0), u32_at(v, 8), u32_at(v, 12) & BIND_ARRAY_UNBIND != 0);
+    // EBUSY is a bind error only.
+    let doc = if unbind { doc.without(EBUSY) } else { doc };
+    // The entries: what we know only if the view carries the address we placed.
+    let readable = match arrays {
+        Some(a) if a.addr == addr => a.readable,
+        _ if addr == 0 => Tri::No,
+        _ => Tri::Maybe,
+    };
+    // `exact`: what the owner gets; for a foreign caller these or EPERM (no order given).
+    let exact = match readable {
+        Tri::No => Some(ErrSet::only(EFAULT)),
+        Tri::Yes => {
+            let a = arrays.expect("readable entries come from the array we placed");
+            match a.entries.get(..count as usize) {
+                Some(e) => bind_array_doomed(e, unbind),
+                None => None,
+            }
+            .or(Some(doc.without(EPERM).without(EFAULT).with(0)))
+        }
+        Tri::Maybe => None,
+    };
+    match caller {
+        Caller::Owner => exact.unwrap_or(doc.without(EPERM).with(0)),
+        Caller::Foreign => match (readable, exact) {
+            (_, Some(e)) if !e.has(0) => e.with(EPERM),
+            // Unknown entries: whatever they may cause before the mm is checked, never
+            // success and no device error (the device never learns of the array).
+            (Tri::Maybe, _) => ErrSet::of(&[EPERM, EFAULT, EINVAL, ENOENT, ENOMEM]).or(if unbind { ErrSet::default() } else { ErrSet::only(EBUSY) }),
+            _ => ErrSet::only(EPERM),
+        },
+    }
+}
+
+/// Whether BIND_ARRAY's `.failed`, read back after a call that returned `got`, is what the
+/// header promises (`v`: the kernel view of the argument; `entries`: the entries, when all
+/// `count` are known): VGPU_SVM_BIND_ARRAY_NO_ENTRY on success and for an error no single
+/// entry is to blame (the array-level fields, EFAULT, EPERM, ENOMEM, the device errors); an
+/// index below `count` for ENOENT and EBUSY; either for EINVAL, and an index only of an
+/// entry that can be to blame.
+pub fn bind_array_failed_ok(v: &[u8], got: i32, failed: u32, entries: Option<&[BindEntry]>) -> bool {
+    let count = u32_at(v, 8);
+    let unbind = u32_at(v, 12) & BIND_ARRAY_UNBIND != 0;
+    if got == 0 || bind_array_shape_bad(v) {
+        return failed == NO_ENTRY;
+    }
+    match got {
+        ENOENT | EBUSY => failed < count,
+        EINVAL => {
+            failed == NO_ENTRY
+                || (failed < count
+                    && entries.is_none_or(|e| e.len() < count as usize || entry_may_be_einval(e, failed as usize, unbind)))
+        }
+        _ => failed == NO_ENTRY,
+    }
+}
+
 /// All results allowed for a call of `ioctl` with request `req` and argument bytes `bytes` at
 /// a pointer of class `ptr`.
-pub fn expect(ioctl: Ioctl, req: u32, ptr: Ptr, bytes: &[u8], caller: Caller, arrays: Option<&SubmitArrays>) -> ErrSet {
+pub fn expect(ioctl: Ioctl, req: u32, ptr: Ptr, bytes: &[u8], caller: Caller, arrays: Option<&Arrays>) -> ErrSet {
     let t = transport(ioctl, req);
     if t.wrong_type {
         return ErrSet::only(ENOTTY);
@@ -561,7 +760,10 @@ pub fn expect(ioctl: Ioctl, req: u32, ptr: Ptr, bytes: &[u8], caller: Caller, ar
         match ptr.readable() {
             Tri::No => return ErrSet::only(EFAULT).or(kmalloc),
             Tri::Maybe => match (caller, ioctl) {
-                (Caller::Foreign, Ioctl::CtxConfig | Ioctl::UserptrCreate | Ioctl::Bind | Ioctl::Unbind | Ioctl::Submit) => {
+                (
+                    Caller::Foreign,
+                    Ioctl::CtxConfig | Ioctl::UserptrCreate | Ioctl::Bind | Ioctl::Unbind | Ioctl::Submit | Ioctl::BindArray,
+                ) => {
                     ErrSet::of(&[EINVAL, EPERM, EFAULT])
                 }
                 _ => ioctl.documented().with(0).with(EFAULT),
@@ -595,6 +797,18 @@ mod tests {
         assert_eq!(Ioctl::Unbind.request(), uapi::DRM_IOCTL_VGPU_SVM_UNBIND);
         assert_eq!(Ioctl::Submit.request(), uapi::DRM_IOCTL_VGPU_SVM_SUBMIT);
         assert_eq!(Ioctl::Stats.request(), uapi::DRM_IOCTL_VGPU_SVM_STATS);
+        assert_eq!(Ioctl::BindArray.request(), uapi::DRM_IOCTL_VGPU_SVM_BIND_ARRAY);
+        assert_eq!(Ioctl::BindArray.size(), std::mem::size_of::<uapi::drm_vgpu_svm_bind_array>());
+        assert_eq!(FAILED_OFFSET, std::mem::offset_of!(uapi::drm_vgpu_svm_bind_array, failed));
+        assert_eq!(BIND_ENTRY_SIZE, std::mem::size_of::<uapi::drm_vgpu_svm_bind>());
+        assert_eq!(BIND_ARRAY_MAX, uapi::VGPU_SVM_BIND_ARRAY_MAX);
+        assert_eq!(BIND_ARRAY_UNBIND, uapi::VGPU_SVM_BIND_ARRAY_UNBIND);
+        assert_eq!(NO_ENTRY, uapi::VGPU_SVM_BIND_ARRAY_NO_ENTRY);
+        // Every ioctl has its own number (the unknown one is past the driver's table).
+        let mut nrs: Vec<u8> = Ioctl::ALL.iter().map(|i| i.nr()).collect();
+        nrs.sort_unstable();
+        nrs.dedup();
+        assert_eq!(nrs.len(), Ioctl::ALL.len());
         assert_eq!(Ioctl::GemClose.request(), 0x4008_6409);
         assert_eq!(Ioctl::Stats.size(), std::mem::size_of::<uapi::drm_vgpu_svm_stats>());
         assert_eq!(Ioctl::Submit.size(), std::mem::size_of::<uapi::drm_vgpu_svm_submit>());
@@ -664,7 +878,7 @@ mod tests {
     #[test]
     fn submit_rules() {
         let read = Op { kind: 6, flags: 0, dst: 0, src: 0x1000, len: 8, value: 0 };
-        let arrays = |ops: Vec<Op>, r: Tri, hr: Tri| SubmitArrays { ops_addr: 0x5000, ops_readable: r, ops, handles_addr: 0x6000, handles_readable: hr };
+        let arrays = |ops: Vec<Op>, r: Tri, hr: Tri| Arrays::Submit(SubmitArrays { ops_addr: 0x5000, ops_readable: r, ops, handles_addr: 0x6000, handles_readable: hr });
         let req = Ioctl::Submit.request();
         let o = Caller::Owner;
         let ok = arrays(vec![read], Tri::Yes, Tri::Yes);
@@ -686,6 +900,130 @@ mod tests {
         assert_eq!(expect(Ioctl::Submit, req, Ptr::Valid, &submit_bytes(0x5000, 0, 0, 0), f, Some(&ok)), ErrSet::of(&[EINVAL, EPERM]));
         // The submit is _IOWR: a read-only argument runs the job, then the copy back fails.
         assert_eq!(expect(Ioctl::Submit, req, Ptr::ReadOnly, &submit_bytes(0x5000, 1, 0, 0), o, Some(&ok)), ErrSet::only(EFAULT));
+    }
+
+    fn bind_array_bytes(binds: u64, count: u32, flags: u32, pad: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 24];
+        b[..8].copy_from_slice(&binds.to_le_bytes());
+        b[8..12].copy_from_slice(&count.to_le_bytes());
+        b[12..16].copy_from_slice(&flags.to_le_bytes());
+        b[16..20].copy_from_slice(&0x1234u32.to_le_bytes()); // failed: out only
+        b[20..24].copy_from_slice(&pad.to_le_bytes());
+        b
+    }
+
+    fn entries(r: Tri, e: &[(u32, u32, u64)]) -> Arrays {
+        Arrays::BindArray(BindArrayEntries {
+            addr: 0x7000,
+            readable: r,
+            entries: e.iter().map(|&(handle, pad, gpu_va)| BindEntry { handle, pad, gpu_va }).collect(),
+        })
+    }
+
+    #[test]
+    fn bind_array_rules() {
+        let req = Ioctl::BindArray.request();
+        let (o, f) = (Caller::Owner, Caller::Foreign);
+        let ba = |a: &Arrays, count, flags, pad, c| expect(Ioctl::BindArray, req, Ptr::Valid, &bind_array_bytes(0x7000, count, flags, pad), c, Some(a));
+        let g = 0x3000_0000_0000u64;
+        let ok = entries(Tri::Yes, &[(1, 0, g), (2, 0, g + 0x10000)]);
+        let e = ba(&ok, 2, 0, 0, o);
+        assert!(e.has(0) && e.has(ENOENT) && e.has(EBUSY) && e.has(EIO) && e.has(ENOMEM) && e.has(EINVAL));
+        assert!(!e.has(EFAULT) && !e.has(EPERM) && !e.has(EINTR) && !e.has(ENOSPC), "{}", e.describe());
+        // Array-level fields: EINVAL, nothing else.
+        for (count, flags, pad) in [(0, 0, 0), (BIND_ARRAY_MAX + 1, 0, 0), (u32::MAX, 0, 0), (2, 2, 0), (2, 1 << 31, 0), (2, 0, 1)] {
+            assert_eq!(ba(&ok, count, flags, pad, o), ErrSet::only(EINVAL), "count {count} flags {flags:#x} pad {pad:#x}");
+            assert_eq!(ba(&ok, count, flags, pad, f), ErrSet::of(&[EINVAL, EPERM]));
+        }
+        // The limit itself is fine (entries beyond those written: unknown, anything documented).
+        assert!(ba(&ok, BIND_ARRAY_MAX, 0, 0, o).has(0));
+        // Unreadable entries (NULL, unmapped, half mapped): EFAULT.
+        let bad_ptr = entries(Tri::No, &[(1, 0, g)]);
+        assert_eq!(ba(&bad_ptr, 1, 0, 0, o), ErrSet::only(EFAULT));
+        assert_eq!(ba(&bad_ptr, 1, 1, 0, o), ErrSet::only(EFAULT));
+        assert_eq!(ba(&bad_ptr, 1, 0, 0, f), ErrSet::of(&[EFAULT, EPERM]));
+        assert_eq!(expect(Ioctl::BindArray, req, Ptr::Valid, &bind_array_bytes(0, 3, 0, 0), o, None), ErrSet::only(EFAULT));
+        // Entries the oracle cannot see (memory others change): anything documented.
+        let maybe = entries(Tri::Maybe, &[]);
+        let e = ba(&maybe, 5, 0, 0, o);
+        assert!(e.has(0) && e.has(EFAULT) && !e.has(EPERM));
+        assert!(!ba(&maybe, 5, 0, 0, f).has(0));
+        // Bind entries that cannot succeed: per-entry errors only, never success or a device error.
+        let doomed = |e: &[(u32, u32, u64)], flags| ba(&entries(Tri::Yes, e), e.len() as u32, flags, 0, o);
+        let per_entry = ErrSet::of(&[EINVAL, ENOENT, EBUSY, ENOMEM]);
+        assert_eq!(doomed(&[(1, 0, g), (2, 1, g + 0x10000)], 0), per_entry, "nonzero pad");
+        assert_eq!(doomed(&[(1, 0, g), (2, 0, 0)], 0), per_entry, "gpu_va 0");
+        assert_eq!(doomed(&[(1, 0, g + 8), (2, 0, g + 0x10000)], 0), per_entry, "misaligned");
+        assert_eq!(doomed(&[(1, 0, VA_LIMIT), (2, 0, g)], 0), per_entry, "at 2^48");
+        assert_eq!(doomed(&[(1, 0, u64::MAX - 4095)], 0), per_entry, "wrapping");
+        assert_eq!(doomed(&[(1, 0, g), (1, 0, g + 0x10000)], 0), per_entry, "an object named twice");
+        assert_eq!(doomed(&[(1, 0, g), (2, 0, g)], 0), per_entry, "two ranges at one gpu_va");
+        // Adjacent, or the highest page below 2^48: may succeed.
+        assert!(doomed(&[(1, 0, g), (2, 0, g + 4096)], 0).has(0));
+        assert!(doomed(&[(1, 0, VA_LIMIT - 4096)], 0).has(0));
+        // A foreign caller: EPERM, or the entry error; never success.
+        let fe = ba(&entries(Tri::Yes, &[(1, 0, g), (1, 0, g + 0x10000)]), 2, 0, 0, f);
+        assert_eq!(fe, per_entry.with(EPERM));
+        assert_eq!(ba(&ok, 2, 0, 0, f), ErrSet::only(EPERM));
+        assert_eq!(ba(&ok, 2, BIND_ARRAY_UNBIND, 0, f), ErrSet::only(EPERM));
+        // Unbind: handles are ignored; pad, an impossible gpu_va or a binding named twice fail.
+        let u = ErrSet::of(&[EINVAL, ENOENT, ENOMEM]);
+        let e = doomed(&[(1, 0, g), (1, 0, g + 0x10000)], BIND_ARRAY_UNBIND);
+        assert!(e.has(0) && e.has(ENOENT) && e.has(EIO) && !e.has(EFAULT), "the same handle twice is fine for an unbind");
+        assert!(!e.has(EBUSY), "EBUSY is not an unbind error");
+        assert!(!ba(&maybe, 5, BIND_ARRAY_UNBIND, 0, o).has(EBUSY) && !ba(&maybe, 5, BIND_ARRAY_UNBIND, 0, f).has(EBUSY));
+        assert_eq!(doomed(&[(1, 0, g), (2, 0, g)], BIND_ARRAY_UNBIND), u, "one binding named twice");
+        assert_eq!(doomed(&[(1, 7, g)], BIND_ARRAY_UNBIND), u, "nonzero pad");
+        assert_eq!(doomed(&[(1, 0, g), (1, 0, g + 1)], BIND_ARRAY_UNBIND), u, "no binding starts unaligned");
+        assert_eq!(doomed(&[(1, 0, 0)], BIND_ARRAY_UNBIND), u);
+        assert_eq!(doomed(&[(1, 0, VA_LIMIT)], BIND_ARRAY_UNBIND), u);
+        // _IOWR: a read-only argument fails the copy back; a short request number sees zeros.
+        let ro = expect(Ioctl::BindArray, req, Ptr::ReadOnly, &bind_array_bytes(0x7000, 2, 0, 0), o, Some(&ok));
+        assert_eq!(ro, ErrSet::only(EFAULT));
+        let short = ioc(IOC_READ | IOC_WRITE, b'd', 0x47, 8);
+        assert_eq!(expect(Ioctl::BindArray, short, Ptr::Valid, &bind_array_bytes(0x7000, 2, 0, 0), o, Some(&ok)), ErrSet::only(EINVAL), "count reads 0");
+    }
+
+    #[test]
+    fn bind_array_failed_index() {
+        let g = 0x3000_0000_0000u64;
+        let v = bind_array_bytes(0x7000, 3, 0, 0);
+        let u = bind_array_bytes(0x7000, 3, BIND_ARRAY_UNBIND, 0);
+        let en = |e: &[(u32, u32, u64)]| e.iter().map(|&(handle, pad, gpu_va)| BindEntry { handle, pad, gpu_va }).collect::<Vec<_>>();
+        let clean = en(&[(1, 0, g), (2, 0, g + 0x10000), (3, 0, g + 0x20000)]);
+        // Success: NO_ENTRY, nothing else.
+        assert!(bind_array_failed_ok(&v, 0, NO_ENTRY, Some(&clean)));
+        assert!(!bind_array_failed_ok(&v, 0, 0, Some(&clean)));
+        assert!(!bind_array_failed_ok(&v, 0, 0x1234, None));
+        // An entry to blame: an index below count.
+        for e in [ENOENT, EBUSY] {
+            assert!(bind_array_failed_ok(&v, e, 2, Some(&clean)));
+            assert!(!bind_array_failed_ok(&v, e, 3, Some(&clean)));
+            assert!(!bind_array_failed_ok(&v, e, NO_ENTRY, Some(&clean)));
+        }
+        // No entry to blame: NO_ENTRY.
+        for e in [EFAULT, EPERM, ENOMEM, EIO, ETIMEDOUT, ENODEV] {
+            assert!(bind_array_failed_ok(&v, e, NO_ENTRY, None));
+            assert!(!bind_array_failed_ok(&v, e, 0, None), "{}", errno_name(e));
+        }
+        // EINVAL: array-level fields -> NO_ENTRY; else NO_ENTRY or an entry that can be to blame.
+        assert!(!bind_array_failed_ok(&bind_array_bytes(0x7000, 3, 4, 0), EINVAL, 0, Some(&clean)));
+        assert!(bind_array_failed_ok(&bind_array_bytes(0x7000, 0, 0, 0), EINVAL, NO_ENTRY, None));
+        assert!(bind_array_failed_ok(&v, EINVAL, NO_ENTRY, Some(&clean)));
+        assert!(!bind_array_failed_ok(&v, EINVAL, 1, Some(&clean)), "entry 1 is a fine bind");
+        assert!(bind_array_failed_ok(&v, EINVAL, 1, None), "entries unknown");
+        assert!(!bind_array_failed_ok(&v, EINVAL, 3, None));
+        let bad = en(&[(1, 0, g), (2, 0, g + 12), (3, 1, g + 0x20000)]);
+        assert!(bind_array_failed_ok(&v, EINVAL, 1, Some(&bad)) && bind_array_failed_ok(&v, EINVAL, 2, Some(&bad)));
+        assert!(!bind_array_failed_ok(&v, EINVAL, 0, Some(&bad)));
+        let high = en(&[(1, 0, VA_LIMIT - 8192), (2, 0, g), (3, 0, g + 0x10000)]);
+        assert!(bind_array_failed_ok(&v, EINVAL, 0, Some(&high)), "an object's range may end past 2^48");
+        // Unbind: the second of two entries naming one binding, or a nonzero pad.
+        let twice = en(&[(9, 0, g), (9, 0, g + 0x10000), (9, 0, g)]);
+        assert!(bind_array_failed_ok(&u, EINVAL, 2, Some(&twice)));
+        assert!(!bind_array_failed_ok(&u, EINVAL, 0, Some(&twice)), "the first of the pair is not to blame");
+        assert!(!bind_array_failed_ok(&u, EINVAL, 1, Some(&twice)));
+        assert!(bind_array_failed_ok(&u, ENOENT, 0, Some(&twice)));
     }
 
     #[test]

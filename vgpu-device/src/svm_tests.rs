@@ -1103,12 +1103,10 @@ fn worker_threads_are_bounded() {
     assert_eq!(r.stats().violations, 0);
 }
 
-/// One worker, a long job in context 1: a short job of context 2 still
-/// runs (after at most one time slice of the long one), and INVALIDATE of
-/// context 2 is answered meanwhile.
-#[test]
-fn a_long_job_does_not_starve_other_contexts() {
-    let mut r = Rig::with(EngineConfig {
+/// A rig with one worker and 1 ms per access, and 16 MiB mapped (2 MiB leaves) at the
+/// returned GPU VA: a 16 MiB job on it takes 16 time slices.
+fn slow_one_worker_rig() -> (Rig, u64) {
+    let r = Rig::with(EngineConfig {
         workers: 1,
         access_delay: std::time::Duration::from_millis(1),
         ..EngineConfig::default()
@@ -1118,7 +1116,15 @@ fn a_long_job_does_not_starve_other_contexts() {
     for i in 0..8 {
         t.map_2m(va + i * 2 * MB, DATA + i * 2 * MB);
     }
-    let _ = t;
+    (r, va)
+}
+
+/// One worker, a long job in context 1: a short job of context 2 still
+/// runs (after at most one time slice of the long one), and INVALIDATE of
+/// context 2 is answered meanwhile.
+#[test]
+fn a_long_job_does_not_starve_other_contexts() {
+    let (mut r, va) = slow_one_worker_rig();
     r.dev
         .handle_control(&vg::ctx_create(2, VGPU_SVM_CAPSET_ID, "b"), BIG);
     for id in [1, 2] {
@@ -1154,17 +1160,7 @@ fn a_long_job_does_not_starve_other_contexts() {
 /// context take turns by time slices, they are not run strictly in order).
 #[test]
 fn a_short_job_does_not_wait_for_a_long_job_of_its_context() {
-    let mut r = Rig::with(EngineConfig {
-        workers: 1,
-        access_delay: std::time::Duration::from_millis(1),
-        ..EngineConfig::default()
-    });
-    let va = 0x4000_0000u64;
-    let mut t = Tables::new(&r.mem);
-    for i in 0..8 {
-        t.map_2m(va + i * 2 * MB, DATA + i * 2 * MB);
-    }
-    let _ = t;
+    let (mut r, va) = slow_one_worker_rig();
     assert_eq!(
         send(&mut r.dev, 1, &set_as(GPU_PT, CPU_PT, 4))
             .unwrap()

@@ -424,13 +424,7 @@ impl Shared {
             if !blockable {
                 return Done(false);
             }
-            let mut waited_ms = 0u32;
-            while guard.jobs_in_flight > 0 && waited_ms < crate::gpu::job_timeout_ms() {
-                drop(guard);
-                kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1));
-                waited_ms += 1;
-                guard = self.update.lock();
-            }
+            guard = self.relock_until(guard, crate::gpu::job_timeout_ms(), |l| l.jobs_in_flight == 0);
         }
         if !blockable && !self.pt.any_valid(gs, ge) {
             // Nothing mirrored here, nothing cached by the device: no need to sleep.
@@ -466,6 +460,26 @@ impl Shared {
             self.flush_failed(e);
         }
         self.update.lock().posted_flushes -= 1;
+    }
+
+    /// Waits, polling every millisecond with the update lock released, until `done` holds
+    /// under it or `max_ms` polls have passed (then the caller goes on regardless: the wait is
+    /// bounded, and uninterruptible, as notifier callbacks and teardown must be). Returns the
+    /// lock held again. Allocates nothing.
+    pub(crate) fn relock_until<'a>(
+        &'a self,
+        mut guard: Guard<'a, Locked, MutexBackend>,
+        max_ms: u32,
+        done: impl Fn(&Locked) -> bool,
+    ) -> Guard<'a, Locked, MutexBackend> {
+        let mut waited_ms = 0u32;
+        while !done(&guard) && waited_ms < max_ms {
+            drop(guard);
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1));
+            waited_ms += 1;
+            guard = self.update.lock();
+        }
+        guard
     }
 
     /// Proof for the page table that `guard` holds this context's update lock (`EINVAL`, a

@@ -64,19 +64,14 @@ impl Drop for Ctx {
         // after it: the device would fail those for a context it no longer knows (and the
         // callback would reset the device). Callbacks that come before the notifiers are
         // removed below see `destroyed` and skip the round trip.
-        let mut guard = self.shared.update.lock();
+        let guard = self.shared.update.lock();
         // An INVALIDATE posted by a userptr notifier's first pass may still await its answer:
         // wait for its second pass (each waits at most `cmd_timeout_ms`, then resets the
         // device and is done), so the device never sees this context's INVALIDATE after its
         // CTX_DESTROY. None is posted after this: the count is 0 under the lock we keep
         // until `destroyed` is set.
-        let mut waited_ms = 0u32;
-        while guard.posted_flushes > 0 && waited_ms <= gpu::cmd_timeout_ms().saturating_mul(2) {
-            drop(guard);
-            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(1));
-            waited_ms += 1;
-            guard = self.shared.update.lock();
-        }
+        let max_ms = gpu::cmd_timeout_ms().saturating_mul(2).saturating_add(1);
+        let mut guard = self.shared.relock_until(guard, max_ms, |l| l.posted_flushes == 0);
         // The message is preallocated: nothing allocates under the lock.
         let destroyed = match self.shared.destroy.send(&self.shared.ctrl) {
             // ENODEV: the queues are down because the device is being (or was) reset or

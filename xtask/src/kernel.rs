@@ -39,6 +39,17 @@ impl Flavor {
         }
     }
 
+    /// The default bound of one VM run (`--timeout`) on this flavor. The debug kernel
+    /// (KASAN, lockdep, DEBUG_VM) runs the same jobs 3-5x slower under TCG: its test VM's
+    /// coherence suite took 818 s of case time for 317 of its 526 runs at ffb9973 (the
+    /// default kernel: 298 s for all of them), past the default flavor's 900 s.
+    pub fn vm_timeout(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            Self::Default => 900,
+            Self::Debug => 3600,
+        })
+    }
+
     fn fragments(self) -> Vec<PathBuf> {
         let dir = driver_dir().join("config");
         let mut v = vec![dir.join("vgpu_svm.config")];

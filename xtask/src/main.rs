@@ -57,7 +57,7 @@ commands:
 
 options:
   --flavor default|debug   kernel configuration (debug: lockdep, KASAN, DEBUG_VM)
-  --timeout SECONDS        VM timeout (default 900)
+  --timeout SECONDS        VM timeout (default 900; 3600 with --flavor debug)
   --host-only              `test`: only the host unit tests
   --kernel-patch FILE      apply FILE (a -p1 unified diff, e.g. `git format-patch`) to the
                            guest kernel source after the overlay; repeatable, in order. Works
@@ -109,7 +109,7 @@ fn parse(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
         flavor: kernel::Flavor::Default,
         job: None,
-        timeout: Duration::from_secs(900),
+        timeout: kernel::Flavor::Default.vm_timeout(),
         timeout_given: false,
         host_only: false,
         fuzz_seed: None,
@@ -149,6 +149,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--fuzz-seed" => o.fuzz_seed = Some(fuzz::parse_seed(&val("--fuzz-seed")?).context("bad --fuzz-seed")?),
             _ => bail!("unknown option `{a}`\n\n{USAGE}"),
         }
+    }
+    if !o.timeout_given {
+        o.timeout = o.flavor.vm_timeout();
     }
     Ok(o)
 }
@@ -480,5 +483,14 @@ mod tests {
         assert!(e.contains("status 139"), "{e}");
         assert!(job_verdict("test", Some(1), c).is_err());
         assert!(job_verdict("test", None, c).is_err());
+    }
+
+    #[test]
+    fn the_vm_timeout_follows_the_flavor_unless_given() {
+        let args = |a: &[&str]| super::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        assert_eq!(args(&[]).timeout.as_secs(), 900);
+        assert_eq!(args(&["--flavor", "debug"]).timeout.as_secs(), 3600);
+        assert_eq!(args(&["--flavor", "debug", "--timeout", "60"]).timeout.as_secs(), 60);
+        assert_eq!(args(&["--timeout", "60", "--flavor", "debug"]).timeout.as_secs(), 60);
     }
 }

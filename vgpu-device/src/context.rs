@@ -28,7 +28,7 @@ use vm_memory::{
     GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
 };
 
-use crate::checker::x86::Levels;
+use crate::checker::x86::{Levels, RunWalks};
 use crate::checker::{AccessInfo, Checker, Verdict};
 use crate::counters::{JobTally, SvmCounters};
 use crate::engine::{self, Job, Outcome, StepError};
@@ -1004,9 +1004,11 @@ impl Context {
     /// Counts go to `tally` (published by the engine), violations at once
     /// to the context's counters.
     ///
-    /// Every access walks the CPU page table afresh (nothing of the CPU
-    /// side is cached across accesses, nothing the driver says is trusted
-    /// for it); [`Context::recheck_run`] walks it again after the data moved.
+    /// The CPU page table is walked once for the run (its upper levels once
+    /// per 2 MiB span, each access's 4 KiB entry for that access:
+    /// [`RunWalks`]; the direct map afresh for every access); nothing of the
+    /// CPU side is kept past the run, nothing the driver says is trusted for
+    /// it; [`Context::recheck_run`] walks it all again after the data moved.
     pub(crate) fn access_run(
         &self,
         mem: &GuestMemoryMmap,
@@ -1022,9 +1024,21 @@ impl Context {
         let Some(space) = st.space.as_mut() else {
             return (0, Some(StepError::Fail(ErrorCode::NoAs)));
         };
+        // This run's checks, before any of its data moves (see RunWalks).
+        let mut walks = space.checker.as_ref().map(Checker::run_walks);
         for (i, (&(va, access), slot)) in accesses.iter().zip(out.iter_mut()).enumerate() {
             let cpu_va = SpaceState::cpu_va_in(&st.bindings, va);
-            match self.access_one(&pm, space, &st.history, cpu_va, job, tally, va, access) {
+            match self.access_one(
+                &pm,
+                space,
+                walks.as_mut(),
+                &st.history,
+                cpu_va,
+                job,
+                tally,
+                va,
+                access,
+            ) {
                 Ok(c) => *slot = c,
                 Err(e) => return (i, Some(e)),
             }
@@ -1054,6 +1068,9 @@ impl Context {
         let Some(checker) = st.space.as_mut().and_then(|s| s.checker.as_mut()) else {
             return;
         };
+        // Walks read afresh after the data moved: nothing read before the
+        // copy answers them.
+        let mut walks = checker.run_walks();
         for (&(va, access), c) in accesses.iter().zip(checked) {
             if !c.clean {
                 continue;
@@ -1067,7 +1084,7 @@ impl Context {
             };
             // (The direct-map check is not repeated: as before runs, once
             // per access, before the data moves.)
-            let verdict = checker.check(&pm, info, cpu_va, c.pa, access);
+            let verdict = checker.check_in(&pm, &mut walks, info, cpu_va, c.pa, access);
             self.count_verdict(tally, verdict);
         }
     }
@@ -1095,6 +1112,7 @@ impl Context {
         &self,
         mem: &RegionCache<'_, GuestMemoryMmap>,
         space: &mut AddressSpace,
+        walks: Option<&mut RunWalks>,
         history: &InvalHistory,
         cpu_va: u64,
         job: u64,
@@ -1127,7 +1145,7 @@ impl Context {
         };
         let pa = t.phys(va);
         tally.pages_accessed += 1;
-        let Some(checker) = space.checker.as_mut() else {
+        let (Some(checker), Some(walks)) = (space.checker.as_mut(), walks) else {
             tally.unchecked_accesses += 1;
             return Ok(Checked { pa, clean: false });
         };
@@ -1139,7 +1157,7 @@ impl Context {
         };
         tally.accesses_checked += 1;
         let verdicts = [
-            checker.check(mem, info, cpu_va, pa, access),
+            checker.check_in(mem, walks, info, cpu_va, pa, access),
             // Then the frame itself: is it in the kernel's direct map?
             checker.check_frame(mem, info, cpu_va, pa, access),
         ];

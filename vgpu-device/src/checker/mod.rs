@@ -19,6 +19,13 @@
 //! from it at fault time, before the user PTE exists), so every access
 //! walks it afresh (4 or 5 loads, next to a copy of up to 4 KiB).
 //!
+//! The walks of the mirrored VA are different: each is done twice, before
+//! the data moves and after ([`Checker::check_in`] for every access of a
+//! run, then again for every clean one), so within one run phase the
+//! upper levels of a 2 MiB span are read once ([`x86::RunWalks`]) and each
+//! access reads its own 4 KiB entry: a change of any level during the run
+//! is seen by the walks after the copy, which read everything again.
+//!
 //! A CPU table that cannot be walked (outside guest memory, malformed) is
 //! counted separately: it is a broken setup, not evidence about coherence.
 //! Violations are counted, logged with full detail, and the most recent
@@ -36,7 +43,7 @@ use serde::Serialize;
 use crate::history::{InvalContext, InvalHistory};
 use crate::mem::PhysMem;
 use crate::mmu::Access;
-use x86::{CpuWalkError, Levels, NoPage};
+use x86::{CpuWalkError, Levels, NoPage, RunWalks};
 
 /// Granularity at which frames are compared.
 pub const CHECK_PAGE: u64 = 4096;
@@ -252,8 +259,28 @@ impl Checker {
         gpu_phys: u64,
         access: Access,
     ) -> Verdict {
+        let mut walks = self.run_walks();
+        self.check_in(mem, &mut walks, info, va, gpu_phys, access)
+    }
+
+    /// The walks of one run phase of this checker's CPU table (see
+    /// [`RunWalks`]: one before a run's data moves, a fresh one after).
+    pub fn run_walks(&self) -> RunWalks {
+        RunWalks::new(self.cpu_root, self.levels)
+    }
+
+    /// [`Checker::check`] as one access of a run whose walks are `walks`.
+    pub fn check_in<M: PhysMem + ?Sized>(
+        &mut self,
+        mem: &M,
+        walks: &mut RunWalks,
+        info: AccessInfo,
+        va: u64,
+        gpu_phys: u64,
+        access: Access,
+    ) -> Verdict {
         self.stats.accesses_checked += 1;
-        let (kind, cpu_phys, cpu_entry) = match x86::walk(mem, self.cpu_root, self.levels, va) {
+        let (kind, cpu_phys, cpu_entry) = match walks.walk(mem, va) {
             Err(CpuWalkError::NoPage { kind, entry, .. }) => {
                 (ViolationKind::NoCpuPage(kind), None, entry)
             }

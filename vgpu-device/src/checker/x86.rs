@@ -151,15 +151,35 @@ pub fn walk<M: PhysMem + ?Sized>(
     levels: Levels,
     va: u64,
 ) -> Result<CpuTranslation, CpuWalkError> {
-    let bits = levels.va_bits();
-    // Canonical: bits [63 : bits-1] all equal.
-    let top = (va as i64) >> (bits - 1);
+    canonical(levels, va)?;
+    walk_from(mem, root & ADDR_MASK, levels.count(), true, va, &mut None)
+}
+
+/// Bits [63 : va_bits-1] all equal.
+fn canonical(levels: Levels, va: u64) -> Result<(), CpuWalkError> {
+    let top = (va as i64) >> (levels.va_bits() - 1);
     if top != 0 && top != -1 {
         return Err(CpuWalkError::NonCanonical { va });
     }
-    let mut table = root & ADDR_MASK;
-    let mut writable = true;
-    for level in (1..=levels.count()).rev() {
+    Ok(())
+}
+
+/// The walk from the table at `table`, whose entry for `va` is at `level`,
+/// with `writable` the AND of RW above it. Records in `upper` what the walk
+/// found above the 4 KiB level (the page table, or a large leaf), for
+/// [`RunWalks`].
+fn walk_from<M: PhysMem + ?Sized>(
+    mem: &M,
+    mut table: u64,
+    top: u32,
+    mut writable: bool,
+    va: u64,
+    upper: &mut Option<Upper>,
+) -> Result<CpuTranslation, CpuWalkError> {
+    for level in (1..=top).rev() {
+        if level == 1 {
+            *upper = Some(Upper::Table { table, writable });
+        }
         let addr = table + x86::index(va, level) * x86::ENTRY_SIZE;
         let entry = mem
             .load_u64(addr)
@@ -179,15 +199,119 @@ pub fn walk<M: PhysMem + ?Sized>(
             leaf: entry,
             level,
         };
+        let large = |t: CpuTranslation, upper: &mut Option<Upper>| {
+            *upper = Some(Upper::Leaf(t));
+            Ok(t)
+        };
         match level {
             1 => return Ok(leaf(ADDR_MASK, 4096)),
-            2 if entry & PS != 0 => return Ok(leaf(ADDR_MASK_2M, 2 << 20)),
-            3 if entry & PS != 0 => return Ok(leaf(ADDR_MASK_1G, 1 << 30)),
+            2 if entry & PS != 0 => return large(leaf(ADDR_MASK_2M, 2 << 20), upper),
+            3 if entry & PS != 0 => return large(leaf(ADDR_MASK_1G, 1 << 30), upper),
             4 | 5 if entry & PS != 0 => return Err(CpuWalkError::Malformed { level, entry }),
             _ => table = entry & ADDR_MASK,
         }
     }
     unreachable!("level 1 always returns")
+}
+
+/// What a walk found above the 4 KiB level for a VA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upper {
+    /// The page table (level 1) at `table`; `writable`: RW at every level
+    /// above it. Spans 2 MiB of VA.
+    Table { table: u64, writable: bool },
+    /// A 2 MiB or 1 GiB leaf: spans its size.
+    Leaf(CpuTranslation),
+}
+
+impl Upper {
+    fn span(&self) -> u64 {
+        match self {
+            Upper::Table { .. } => 2 << 20,
+            Upper::Leaf(t) => t.size,
+        }
+    }
+}
+
+/// How many distinct 2 MiB (or larger) spans of VA a [`RunWalks`] holds: a
+/// COPY's source and destination, the direct map's frames, with room.
+pub const RUN_WALK_SLOTS: usize = 8;
+
+/// The CPU walks of one *run* of device accesses (at most
+/// [`crate::engine::RUN_PAGES`] page steps, all checked before any data
+/// moves, or all re-checked after it moved): what the first walk of a span
+/// of VA found above the 4 KiB level (the PD entry's page table, or a 2 MiB
+/// / 1 GiB leaf) is reused by the later walks of the run in that span, so a
+/// run reads each upper-level entry once and each 4 KiB entry once per
+/// access ("walk a run once").
+///
+/// # Invariants
+///
+/// A `RunWalks` belongs to one run phase of one CPU root: the checker makes
+/// a fresh one before a run's checks and another after the run's data moved
+/// (its re-checks), so every span is read again after the copy and nothing
+/// read before a copy answers a walk after it. Nothing in it is trusted from
+/// the driver: it holds only what this walker read from the guest's own
+/// tables during the run. Errors are never kept (a walk that fails above the
+/// 4 KiB level is repeated in full by the next access).
+#[derive(Debug)]
+pub struct RunWalks {
+    root: u64,
+    levels: Levels,
+    /// (first VA of the span, what is there); `None`: free.
+    slots: [Option<(u64, Upper)>; RUN_WALK_SLOTS],
+    /// The slot the next new span replaces (round robin).
+    next: usize,
+}
+
+impl RunWalks {
+    /// Walks of the table at `root` (as [`walk`]'s), none done yet.
+    pub fn new(root: u64, levels: Levels) -> Self {
+        Self {
+            root,
+            levels,
+            slots: [None; RUN_WALK_SLOTS],
+            next: 0,
+        }
+    }
+
+    /// [`walk`] of `va` in this run: the same answer as a full walk at the
+    /// time the span's first walk read its upper levels.
+    pub fn walk<M: PhysMem + ?Sized>(
+        &mut self,
+        mem: &M,
+        va: u64,
+    ) -> Result<CpuTranslation, CpuWalkError> {
+        canonical(self.levels, va)?;
+        let hit = self
+            .slots
+            .iter()
+            .flatten()
+            .find(|(base, u)| va & !(u.span() - 1) == *base)
+            .map(|&(_, u)| u);
+        match hit {
+            Some(Upper::Leaf(t)) => Ok(t),
+            Some(Upper::Table { table, writable }) => {
+                walk_from(mem, table, 1, writable, va, &mut None)
+            }
+            None => {
+                let mut upper = None;
+                let r = walk_from(
+                    mem,
+                    self.root & ADDR_MASK,
+                    self.levels.count(),
+                    true,
+                    va,
+                    &mut upper,
+                );
+                if let Some(u) = upper {
+                    self.slots[self.next] = Some((va & !(u.span() - 1), u));
+                    self.next = (self.next + 1) % RUN_WALK_SLOTS;
+                }
+                r
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -429,6 +553,120 @@ pub(crate) mod tests {
                 offset: 0x1000
             })
         );
+    }
+
+    /// Counts the loads a walker makes.
+    struct Counting<'a>(&'a GuestMemoryMmap, std::cell::Cell<u64>);
+
+    impl PhysMem for Counting<'_> {
+        fn load_u64(&self, addr: u64) -> Result<u64, MemError> {
+            self.1.set(self.1.get() + 1);
+            self.0.load_u64(addr)
+        }
+        fn cas_u64(&self, addr: u64, old: u64, new: u64) -> Result<Result<u64, u64>, MemError> {
+            self.0.cas_u64(addr, old, new)
+        }
+    }
+
+    #[test]
+    fn run_walks_answer_as_full_walks() {
+        for levels in [Levels::Four, Levels::Five] {
+            let m = testmem::new(16 << 20);
+            let mut b = CpuBuilder::new(&m, levels, 0x10_0000);
+            for i in 0..8 {
+                b.map_4k(
+                    0x7f00_0000_0000 + i * 0x1000,
+                    0x80_0000 + i * 0x3000,
+                    i % 3 != 0,
+                );
+            }
+            let pte = b.entry_addr(0x7f00_0000_5000, 1);
+            put(&m, pte, 0x80_0000 | PROTNONE | USER);
+            let pde = b.entry_addr(0x7f00_0020_0000, 2);
+            put(&m, pde, 0x40_0000 | PRESENT | PS); // 2 MiB read-only leaf
+            b.set(0x7e00_4000_0000, 3, 0x4000_0000 | PRESENT | RW | PS);
+            b.map_direct_map(DIRECT_MAP_4, 16 << 20, true);
+            let mut vas: Vec<u64> = (0..10).map(|i| 0x7f00_0000_0000 + i * 0x1000 + 8).collect();
+            vas.extend([
+                0x7f00_0021_0000,
+                0x7f00_003f_f000,
+                0x7e00_4000_1000,
+                0x7e00_7fff_f000,
+            ]);
+            vas.extend([
+                0x7f00_0040_0000,
+                0x1234_5678,
+                1 << 56,
+                DIRECT_MAP_4 + 0x80_1000,
+            ]);
+            // Interleaved and repeated, as a run's sources and destinations.
+            let order: Vec<u64> = vas.iter().chain(vas.iter().rev()).copied().collect();
+            let mut w = RunWalks::new(b.root, levels);
+            for va in order {
+                assert_eq!(w.walk(&m, va), walk(&m, b.root, levels, va), "va {va:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn run_walks_read_upper_levels_once_per_span() {
+        let m = testmem::new(16 << 20);
+        let mut b = CpuBuilder::new(&m, Levels::Four, 0x10_0000);
+        for i in 0..16 {
+            b.map_4k(0x7f00_0000_0000 + i * 0x1000, 0x80_0000 + i * 0x1000, true);
+            b.map_4k(0x7f00_4000_0000 + i * 0x1000, 0x90_0000 + i * 0x1000, true);
+        }
+        let c = Counting(&m, std::cell::Cell::new(0));
+        let mut w = RunWalks::new(b.root, Levels::Four);
+        for i in 0..16 {
+            w.walk(&c, 0x7f00_0000_0000 + i * 0x1000).unwrap();
+            w.walk(&c, 0x7f00_4000_0000 + i * 0x1000).unwrap();
+        }
+        // Two spans: 4 loads each the first time, then one per access.
+        assert_eq!(c.1.get(), 2 * 4 + 30);
+        // A 2 MiB leaf is read once for the run.
+        b.set(0x7f00_0020_0000, 2, 0x40_0000 | PRESENT | RW | PS);
+        let c = Counting(&m, std::cell::Cell::new(0));
+        for i in 0..16 {
+            w.walk(&c, 0x7f00_0020_0000 + i * 0x1000).unwrap();
+        }
+        assert_eq!(c.1.get(), 3);
+    }
+
+    #[test]
+    fn run_walks_see_a_change_only_when_made_afresh() {
+        // The property the checker's re-checks rest on: within one run an
+        // upper level is read once; a new RunWalks (after the copy) reads
+        // every level again and sees the change.
+        let m = testmem::new(16 << 20);
+        let mut b = CpuBuilder::new(&m, Levels::Four, 0x10_0000);
+        b.map_4k(0x1000, 0x80_0000, true);
+        b.map_4k(0x2000, 0x80_1000, true);
+        let mut w = RunWalks::new(b.root, Levels::Four);
+        assert_eq!(w.walk(&m, 0x1000).unwrap().frame, 0x80_0000);
+        // The PD entry now holds a 2 MiB leaf (a collapse), RW cleared.
+        let pde = b.entry_addr(0x1000, 2);
+        let old = get(&m, pde);
+        put(&m, pde, 0x20_0000 | PRESENT | PS);
+        assert_eq!(w.walk(&m, 0x2000).unwrap().frame, 0x80_1000);
+        let mut after = RunWalks::new(b.root, Levels::Four);
+        let t = after.walk(&m, 0x2000).unwrap();
+        assert_eq!((t.frame, t.writable), (0x20_0000, false));
+        // A 4 KiB entry is read by every access, even within the run.
+        put(&m, pde, old);
+        let mut w = RunWalks::new(b.root, Levels::Four);
+        w.walk(&m, 0x1000).unwrap();
+        put(&m, b.entry_addr(0x2000, 1), 0);
+        assert!(matches!(
+            w.walk(&m, 0x2000),
+            Err(CpuWalkError::NoPage { level: 1, .. })
+        ));
+        // Errors above the 4 KiB level are not kept.
+        put(&m, pde, 0);
+        let mut w = RunWalks::new(b.root, Levels::Four);
+        assert!(w.walk(&m, 0x1000).is_err());
+        put(&m, pde, old);
+        assert_eq!(w.walk(&m, 0x1000).unwrap().frame, 0x80_0000);
     }
 
     #[test]

@@ -94,55 +94,76 @@ pub fn copy(p: &Params) -> R<()> {
 }
 
 /// munmap of one mirrored page (device idle) vs one unmirrored page. A
-/// repetition: `munmaps` mirrored samples with an SVM context open (closed
-/// after), then `munmaps` unmirrored samples in a child forked with nothing
-/// open; each repetition gives a p50 and a p99 of each.
+/// repetition: `munmaps` fresh pages, each written by a device job (so
+/// mirrored) with an SVM context open, then munmapped one after another
+/// (the device idle since the last job ended); then the same number of
+/// pages in a child forked with nothing open, touched by the CPU and
+/// munmapped the same way. Each repetition gives a p50 and a p99 of each.
+///
+/// Apart, as a diagnostic: munmap right after a SUBMIT returned, of the
+/// page the job wrote (mirrored) vs of a page it did not (unmirrored, the
+/// job wrote another): the cost a munmap pays for following a job at once
+/// (the submitter slept and was woken: under TCG a few times a plain
+/// munmap, mirrored or not), which the target figure leaves out.
 pub fn munmap_1page(p: &Params) -> R<()> {
     let n = p.munmaps;
     let (mut mir50, mut mir99, mut pl50, mut pl99, mut st50, mut extra) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut after_mir, mut after_plain) = (vec![], vec![]);
     let (mut all_mir, mut all_plain, mut all_stats) = (vec![], vec![], vec![]);
     let mut inv = 0;
+    let pages = |n: usize| -> R<Vec<Mapping>> { (0..n).map(|_| Mapping::anon(PAGE).ctx("mmap")).collect() };
+    let unmap = |m: Mapping| -> f64 {
+        let (addr, len) = m.leak();
+        // SAFETY: our page, leaked here.
+        let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
+        ns(d)
+    };
     for rep in 0..p.reps {
         progress(&format!("munmap 1 page: rep {}/{}", rep + 1, p.reps));
-        let mut mirrored = Vec::with_capacity(n);
         let mut stats_rt = Vec::with_capacity(n);
-        {
+        let mirrored = {
             let ctx = svm_context()?;
+            let ms = pages(n)?;
+            for chunk in ms.chunks(vgpu::MAX_OPS) {
+                let job = chunk.iter().fold(Job::new(), |j, m| j.write_pattern(m.addr(), PAGE as u64, rep as u64));
+                // SAFETY: writes the fresh pages of `chunk` only.
+                unsafe { ctx.submit(&job) }.ctx("mirroring job")?;
+            }
             let before = ctx.stats().ctx("stats")?;
+            let mirrored: Vec<f64> = ms.into_iter().map(unmap).collect();
+            inv += ctx.stats().ctx("stats")?.delta_since(&before).device_invalidations;
+            // Diagnostic: munmap right after a job, of its page or of another.
+            let other = Mapping::anon(PAGE).ctx("mmap")?;
+            let (mut a_mir, mut a_plain) = (Vec::with_capacity(n), Vec::with_capacity(n));
             for i in 0..n {
                 let m = Mapping::anon(PAGE).ctx("mmap")?;
                 // SAFETY: writes the fresh page `m` only.
-                unsafe { ctx.submit(&Job::new().write_pattern(m.addr(), PAGE as u64, i as u64)) }
+                unsafe { ctx.submit(&Job::new().write_pattern(m.addr(), PAGE as u64, i as u64)) }.ctx("1-page job")?;
+                a_mir.push(unmap(m));
+                let m = Mapping::anon(PAGE).ctx("mmap")?;
+                touch_pages(m.addr(), PAGE);
+                // SAFETY: writes `other` only.
+                unsafe { ctx.submit(&Job::new().write_pattern(other.addr(), PAGE as u64, i as u64)) }
                     .ctx("1-page job")?;
-                let (addr, len) = m.leak();
-                // SAFETY: our page, leaked above.
-                let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
-                mirrored.push(ns(d));
+                a_plain.push(unmap(m));
             }
-            inv += ctx
-                .stats()
-                .ctx("stats")?
-                .delta_since(&before)
-                .device_invalidations;
+            after_mir.push(percentile(&a_mir, 50.0) / 1e3);
+            after_plain.push(percentile(&a_plain, 50.0) / 1e3);
             // A device round trip that does nothing: the STATS ioctl.
             for _ in 0..n {
                 let (r, d) = timed(|| ctx.stats());
                 r.ctx("stats")?;
                 stats_rt.push(ns(d));
             }
-        }
+            mirrored
+        };
         let plain = in_child(move || {
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                let m = Mapping::anon(PAGE).ctx("mmap")?;
+            let ms = pages(n)?;
+            for m in &ms {
                 touch_pages(m.addr(), PAGE);
-                let (addr, len) = m.leak();
-                // SAFETY: as above.
-                let (_, d) = timed(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
-                v.push(ns(d));
             }
-            Ok(v)
+            Ok(ms.into_iter().map(unmap).collect::<Vec<f64>>())
         })?;
         mir50.push(percentile(&mirrored, 50.0) / 1e3);
         mir99.push(percentile(&mirrored, 99.0) / 1e3);
@@ -160,13 +181,18 @@ pub fn munmap_1page(p: &Params) -> R<()> {
         .param("samples_per_rep", n)
         .samples_only("invalidate-munmap", "STATS ioctl (no-op device round trip)", &all_stats)
         .emit();
+    Figure::from_reps("munmap_1page_after_job_mirrored_p50", &after_mir, "us")
+        .baseline_reps("munmap_1page_after_job_unmirrored_p50", &after_plain)
+        .param("samples_per_rep", n)
+        .param("what", "diagnostic: munmap right after a 1-page SUBMIT returned, of the page the job wrote (mirrored) vs of a CPU-touched page after a job on another page (same context): what mirroring adds to a munmap that follows a job at once")
+        .emit();
     for (label, v, b) in [("p50", &mir50, &pl50), ("p99", &mir99, &pl99)] {
         let mut f = Figure::from_reps(format!("munmap_1page_mirrored_{label}"), v, "us")
             .baseline_reps(format!("munmap_1page_unmirrored_{label}"), b)
             .param("samples_per_rep", n)
             .param("reps", p.reps)
             .param("device_invalidations", inv)
-            .param("what", "munmap of a page an SVM context mirrors, device idle (device_invalidations counts the INVALIDATE round trips) vs munmap of a page in a child forked while no context was open");
+            .param("what", "munmap, one after another, of pages an SVM context mirrors (each written by a device job first; device idle since; device_invalidations counts the INVALIDATE round trips) vs of as many CPU-touched pages in a child forked while no context was open");
         if label == "p50" {
             f = f.samples(
                 "invalidate-munmap",

@@ -32,6 +32,7 @@ const GROUPS: &[Group] = &[
     ("device", || bench::device::run(&bench::device::DEFAULT)),
     ("devcopy", || bench::device::copy(&bench::device::DEFAULT)),
     ("storm", || bench::device::storm(&bench::device::DEFAULT)),
+    ("munmap", || bench::device::munmap_1page(&bench::device::DEFAULT)),
     ("scale", || bench::scale::run(&bench::scale::DEFAULT)),
 ];
 
@@ -80,9 +81,9 @@ fn main() -> ExitCode {
     let t0 = Instant::now();
     let mut failed = 0;
     for (name, f) in GROUPS {
-        // `devcopy` and `storm` are part of `device`: alone only when asked for.
+        // `devcopy`, `storm` and `munmap` are part of `device`: alone only when asked for.
         let asked = only.as_ref().map(|o| o.iter().any(|g| g == name));
-        if asked == Some(false) || (asked.is_none() && matches!(*name, "devcopy" | "storm")) {
+        if asked == Some(false) || (asked.is_none() && matches!(*name, "devcopy" | "storm" | "munmap")) {
             continue;
         }
         eprintln!("vgpu-guest: bench: group {name} ...");

@@ -680,6 +680,11 @@ pub const HOW_MEASURED: &str = "\
   open at that time, and which never opens /dev/dri itself: its mm never had a vgpu
   notifier. The mirrored repetitions open their context (or object) each time and close it
   after.
+- 1-page munmap: the pages are mirrored by device jobs first, then munmapped one after
+  another (device idle), and the baseline's pages touched and munmapped the same way. A
+  munmap right after a SUBMIT returned costs a few times a plain one under TCG whether its
+  page is mirrored or not (`munmap_1page_after_job_*`, a diagnostic); the target figure
+  leaves that out.
 - Checker, guest: 7 pairs of short VM boots, `vgpu-device --checker strict` and `--checker
   off`, the order alternated pair by pair (strict-off, off-strict, ...), each boot running
   only the `devcopy` group (copies of 64 MiB through the GPU page table); a boot's value is

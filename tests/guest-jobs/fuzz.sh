@@ -8,15 +8,19 @@ status=0
 seed="$vgpu_fuzz_seed"
 [ -n "$seed" ] || seed=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vgpu_fuzz_seed=//p')
 [ -n "$seed" ] || seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
-# The count and the time bound (reaching the time bound first is a failure, the fuzzer says
-# so). Measured on 2 TCG vCPUs: ~5500 ioctls/s on the default kernel, ~1400/s on the debug
-# one (KASAN, lockdep); the default kernel gets 3x the minimum of 10^5.
+# The budget (a count and a time, whichever ends first) and the floor (fewer ioctls than
+# that is a failure; the host also wants 10^5). The run's speed is not what is tested: a
+# loaded host slows the TCG guest (seen: 239360 ioctls in 300 s, 793/s, while a cargo build
+# shared the 2 cores, which failed the old rule "3x10^5 within 300 s"; alone 300000 in
+# ~160 s), so the floor sits 2.4x below that slowest rate. Debug kernel (KASAN, lockdep):
+# ~1400/s alone.
 if [ "$vgpu_flavor" = "debug" ]; then n=100000; secs=600; else n=300000; secs=300; fi
+min=100000
 # VGPU_FUZZ_KNOWN_BUGS=1 on the host: also the reproducers of known, unfixed driver bugs.
 known=""
 [ "$vgpu_fuzz_known_bugs" = "1" ] && known="--known-bugs"
-echo "vgpu-guest: running vgpu-fuzz --seed $seed --ioctls $n --seconds $secs $known"
-/bin/vgpu-fuzz --seed "$seed" --ioctls "$n" --seconds "$secs" $known || status=1
+echo "vgpu-guest: running vgpu-fuzz --seed $seed --ioctls $n --seconds $secs --min-ioctls $min $known"
+/bin/vgpu-fuzz --seed "$seed" --ioctls "$n" --seconds "$secs" --min-ioctls "$min" $known || status=1
 echo "vgpu-guest: vgpu-fuzz done"
 
 . /etc/vgpu/jobs/kernel-log.sh

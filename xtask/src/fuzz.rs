@@ -193,9 +193,11 @@ pub fn fuzz(o: &Opts) -> Result<()> {
         println!("    not ok {f}");
     }
     println!(
-        "fuzz: {} ioctls in {} s, errnos {}, {} kernel reports, {} violations (device file: {}); summary: {}",
+        "fuzz: {} ioctls in {} s, {} BIND_ARRAY checks, {} failures, errnos {}, {} kernel reports, {} violations (device file: {}); summary: {}",
         v["ioctls"],
         v["seconds"],
+        v["bind_array_checks"],
+        v["failures"],
         v["by_errno"],
         v["kernel_reports"],
         v["violations"],

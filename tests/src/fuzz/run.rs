@@ -1010,9 +1010,22 @@ impl Worker<'_> {
                 libc::ENOMEM => return Ok(true), // nothing bound yet
                 e => return Err(format!("USERPTR_CREATE of {pages} pages of its own buffer -> {}", errno_name(e))),
             }
-            handles.push(oracle::u32_at(&self.scratch.arg.read(self.scratch.arg.rw, 24), 20));
+            let h = oracle::u32_at(&self.scratch.arg.read(self.scratch.arg.rw, 24), 20);
+            // DRM gives a new object the lowest free handle number: a number this check
+            // already holds means someone else closed that object on this file (a fork child
+            // using the file as its parent's), so the file is not the worker's alone and the
+            // arrays below would name one object twice. A fuzzer bug, not the driver's.
+            // (`handles` holds `h` once already: the new object is closed once, below.)
+            if let Some(i) = handles.iter().position(|&o| o == h) {
+                return Err(format!(
+                    "fuzzer bug, not a driver finding: USERPTR_CREATE {k} returned handle {h}, which object {i} of this check holds already: \
+                     another process closed it on the worker's private file (the model would name one handle twice)"
+                ));
+            }
+            handles.push(h);
             sizes.push(pages * PAGE);
         }
+        self.c.bind_array_checks += 1;
         // Back to back, or with gaps, somewhere in the GPU zone (this file binds nothing else).
         let r = &mut self.rng;
         let gaps = r.pct(50);
@@ -1541,11 +1554,12 @@ pub fn main(cfg: Config) -> i32 {
         }
     };
     println!(
-        "# vgpu-fuzz: {} ioctls in {seconds:.1}s ({:.0}/s); {} jobs completed, {} data checks, {} memory ops, {} reopens, {} odd request numbers, {} children",
+        "# vgpu-fuzz: {} ioctls in {seconds:.1}s ({:.0}/s); {} jobs completed, {} data checks, {} BIND_ARRAY all-or-nothing checks, {} memory ops, {} reopens, {} odd request numbers, {} children",
         total.ioctls,
         total.ioctls as f64 / seconds.max(0.001),
         total.jobs_ok,
         total.data_checks,
+        total.bind_array_checks,
         total.mem_ops,
         total.reopens,
         total.odd_requests,

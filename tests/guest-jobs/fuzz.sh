@@ -19,8 +19,13 @@ min=100000
 # VGPU_FUZZ_KNOWN_BUGS=1 on the host: also the reproducers of known, unfixed driver bugs.
 known=""
 [ "$vgpu_fuzz_known_bugs" = "1" ] && known="--known-bugs"
-echo "vgpu-guest: running vgpu-fuzz --seed $seed --ioctls $n --seconds $secs --min-ioctls $min $known"
-/bin/vgpu-fuzz --seed "$seed" --ioctls "$n" --seconds "$secs" --min-ioctls "$min" $known || status=1
+# VGPU_FUZZ_ARGS on the host: extra arguments (vgpu_fuzz_args=a,b,c; after ours, so they win).
+args="$vgpu_fuzz_args"
+[ -n "$args" ] || args=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^vgpu_fuzz_args=//p')
+args=$(echo "$args" | tr ',' ' ')
+echo "vgpu-guest: running vgpu-fuzz --seed $seed --ioctls $n --seconds $secs --min-ioctls $min $known $args"
+# $args unquoted: one word per argument.
+/bin/vgpu-fuzz --seed "$seed" --ioctls "$n" --seconds "$secs" --min-ioctls "$min" $known $args || status=1
 echo "vgpu-guest: vgpu-fuzz done"
 
 . /etc/vgpu/jobs/kernel-log.sh

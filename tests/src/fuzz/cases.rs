@@ -8,7 +8,7 @@ use std::ffi::CStr;
 use vgpu::uapi;
 
 use super::gen::{Layout, RegionKind, GPU_ZONE, PAGE, VA_LIMIT};
-use super::oracle::{errno_name, Ioctl, EFAULT, EINVAL, ENOENT, EPERM};
+use super::oracle::{errno_name, Ioctl, EBUSY, EFAULT, EINVAL, ENOENT, EPERM};
 use super::run::ioctl;
 
 /// What a case may use.
@@ -47,6 +47,11 @@ pub const CASES: &[Case] = &[
         name: "USERPTR_CREATE racing fork: no callback of a half-built notifier (found by the fuzzer: the notifier was live before its data was written, oops in the userptr callback)",
         known_bug: false,
         run: userptr_create_vs_fork,
+    },
+    Case {
+        name: "a fork child's GEM_CLOSE on its parent's file frees a handle number the parent's next object gets: a BIND_ARRAY naming it twice is EBUSY at the later entry (the fuzzer's own bug behind seed 126948892842216)",
+        known_bug: false,
+        run: reused_handle_named_twice,
     },
 ];
 
@@ -341,4 +346,55 @@ fn userptr_create_vs_fork(env: &CaseEnv) -> Result<String, String> {
         result.map(|()| (created, forks))
     })?;
     Ok(format!("{created} objects created and closed during {forks} forks"))
+}
+
+/// Why the fuzzer's BIND_ARRAY all-or-nothing check failed at seed 126948892842216 (EBUSY at
+/// entry 33 of an array of fresh objects): a fork child, using every render fd it inherited,
+/// closed a handle on a worker's private file (GEM_CLOSE is the DRM core's and works from
+/// any process); DRM gives the next object the lowest free number, so the worker's list held
+/// one number for two objects and its array named the new one twice. The driver was right:
+/// pads are checked before handles (EINVAL at the bad pad), and an object named twice is
+/// EBUSY at the later entry (file.rs, `bind_entries`; the header's "named twice").
+fn reused_handle_named_twice(env: &CaseEnv) -> Result<String, String> {
+    let f = File::svm(env)?;
+    let base = small(env);
+    let first = (0..3u64).map(|k| f.userptr(base + k * PAGE, PAGE)).collect::<Result<Vec<u32>, String>>()?;
+    if first != [1, 2, 3] {
+        return Err(format!("a fresh file's first handles are {first:?}, want [1, 2, 3]"));
+    }
+    let fd = f.0;
+    let child = crate::child::fork_child(move |_| {
+        let mut c = [1u32, 0]; // struct drm_gem_close { handle, pad }
+        want("the child's GEM_CLOSE of handle 1 on its parent's file", ioctl(fd, Ioctl::GemClose.request(), &mut c as *mut _ as u64), 0)
+    })
+    .map_err(|e| format!("fork: {e}"))?;
+    child.join()?;
+    let h = f.userptr(base + 3 * PAGE, PAGE)?;
+    if h != 1 {
+        return Err(format!("the parent's next USERPTR_CREATE got handle {h}, want 1 (the lowest free number)"));
+    }
+    // What a list that missed the close holds: objects 1, 2, 3 and "another" 1.
+    let mut e: Vec<uapi::drm_vgpu_svm_bind> =
+        [1u32, 2, 3, 1].iter().enumerate().map(|(k, &handle)| uapi::drm_vgpu_svm_bind { handle, pad: 0, gpu_va: GPU_ZONE + k as u64 * 2 * PAGE }).collect();
+    let array = |e: &[uapi::drm_vgpu_svm_bind], flags: u32| -> (i32, u32) {
+        let mut a = uapi::drm_vgpu_svm_bind_array { binds: e.as_ptr() as u64, count: e.len() as u32, flags, failed: 0, pad: 0 };
+        let r = f.call(Ioctl::BindArray, &mut a);
+        (r, a.failed)
+    };
+    let check = |what: &str, got: (i32, u32), want: (i32, u32)| -> Result<(), String> {
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{what}: {} .failed {:#x}, want {} .failed {:#x}", errno_name(got.0), got.1, errno_name(want.0), want.1))
+        }
+    };
+    e[2].pad = 1;
+    check("BIND_ARRAY [1, 2, 3 (pad 1), 1]", array(&e, 0), (EINVAL, 2))?;
+    e[2].pad = 0;
+    check("BIND_ARRAY [1, 2, 3, 1]", array(&e, 0), (EBUSY, 3))?;
+    // The failed calls bound nothing: the first three bind and unbind whole.
+    let no = uapi::VGPU_SVM_BIND_ARRAY_NO_ENTRY;
+    check("BIND_ARRAY [1, 2, 3]", array(&e[..3], 0), (0, no))?;
+    check("BIND_ARRAY(UNBIND) [1, 2, 3]", array(&e[..3], uapi::VGPU_SVM_BIND_ARRAY_UNBIND), (0, no))?;
+    Ok(String::new())
 }

@@ -49,6 +49,8 @@ pub struct Counters {
     pub reopens: u64,
     /// Data checks of device results that ran.
     pub data_checks: u64,
+    /// BIND_ARRAY all-or-nothing checks that ran (past creating their objects).
+    pub bind_array_checks: u64,
     /// Jobs that completed (SUBMIT returned 0).
     pub jobs_ok: u64,
     /// Results outside the oracle's set, or wrong data.
@@ -98,6 +100,7 @@ impl Counters {
         self.mem_ops += o.mem_ops;
         self.reopens += o.reopens;
         self.data_checks += o.data_checks;
+        self.bind_array_checks += o.bind_array_checks;
         self.jobs_ok += o.jobs_ok;
         self.failures += o.failures;
         for f in &o.failure_log {
@@ -120,6 +123,7 @@ impl Counters {
             "mem_ops": self.mem_ops,
             "reopens": self.reopens,
             "data_checks": self.data_checks,
+            "bind_array_checks": self.bind_array_checks,
             "jobs_ok": self.jobs_ok,
             "failures": self.failures,
             "failure_log": self.failure_log,
@@ -153,6 +157,7 @@ impl Counters {
             mem_ops: u("mem_ops")?,
             reopens: u("reopens")?,
             data_checks: u("data_checks")?,
+            bind_array_checks: u("bind_array_checks")?,
             jobs_ok: u("jobs_ok")?,
             failures: u("failures")?,
             failure_log: v.get("failure_log")?.as_array()?.iter().map(|s| s.as_str().map(String::from)).collect::<Option<_>>()?,
@@ -180,6 +185,7 @@ pub fn summary_line(c: &Counters, seed: u64, seconds: f64, threads: usize, viola
         "mem_ops": c.mem_ops,
         "reopens": c.reopens,
         "data_checks": c.data_checks,
+        "bind_array_checks": c.bind_array_checks,
         "jobs_ok": c.jobs_ok,
         "failures": c.failures,
         "regression_cases": regression_cases,
@@ -203,6 +209,7 @@ mod tests {
         b.record(Ioctl::Submit, libc::EINVAL);
         b.children = 1;
         b.max_violations_seen = 3;
+        b.bind_array_checks = 2;
         a.merge(&b);
         assert_eq!(a.ioctls, 4);
         assert_eq!(a.by_errno["EINVAL"], 3);
@@ -218,6 +225,7 @@ mod tests {
         assert_eq!(json["seed"], 7);
         assert_eq!(json["by_errno"]["EINVAL"], 3);
         assert_eq!(json["seconds"], 12.3);
+        assert_eq!(json["bind_array_checks"], 2);
     }
 
     #[test]

@@ -402,7 +402,21 @@ struct Global {
     /// only: a child never touches these (a copy of a held lock would deadlock it).
     avoid_release_race: bool,
     release: RwLock<()>,
-    gate: Mutex<usize>,
+    gate: Mutex<Gate>,
+}
+
+/// What a fork must know about the parent's files, under one lock: the coordinator holds it
+/// across each fork, so a child sees every list complete.
+struct Gate {
+    /// Fork children running.
+    children: usize,
+    /// The worker threads' private files (open now). A fork child inherits every fd; it
+    /// closes these first thing, so that it only ever uses its parent's shared files. Else its
+    /// GEM_CLOSE (the DRM core's, allowed from any process) frees a handle on a worker's
+    /// private file, DRM gives the worker's next object that number again, and the worker's
+    /// all-or-nothing check names one object twice and blames the driver (seed
+    /// 126948892842216; cases.rs, reused_handle_named_twice).
+    private_fds: Vec<i32>,
 }
 
 impl Global {
@@ -480,9 +494,17 @@ enum Action {
 }
 
 impl<'a> Worker<'a> {
-    fn new(name: String, g: &'a Global, stream: u64, slots: &'a [Slot], foreign: Vec<i32>, quota: u64) -> Result<Worker<'a>, String> {
+    fn new(name: String, g: &'a Global, stream: u64, slots: &'a [Slot], foreign: Vec<i32>, quota: u64, in_child: bool) -> Result<Worker<'a>, String> {
         let scratch = Scratch::new(stream)?;
-        let fd = g.open()?;
+        let fd = if in_child {
+            g.open()? // nobody forks a child's process
+        } else {
+            // Opened and listed under the gate: a fork sees it listed or not open yet.
+            let mut gate = g.gate.lock().unwrap();
+            let fd = g.open()?;
+            gate.private_fds.push(fd);
+            fd
+        };
         let cfg = Bytes32::ctx_config(1);
         // ENOSPC: every device context is in use; others' reopens and exits free them, so
         // try again for a while (bounded: 5 s).
@@ -511,7 +533,7 @@ impl<'a> Worker<'a> {
             step: 0,
             quota,
             saw_violations: false,
-            in_child: false,
+            in_child,
             private_dirty: false,
         })
     }
@@ -524,6 +546,11 @@ impl<'a> Worker<'a> {
         if let Some(p) = self.private.take() {
             let _g = self.avoid().then(|| self.g.release.write().unwrap());
             let fd = p.fd;
+            if !self.in_child {
+                // Unlisted before it closes, so a listed number is always this private file
+                // (a child forked in between keeps a copy it may use: no check runs any more).
+                self.g.gate.lock().unwrap().private_fds.retain(|&f| f != fd);
+            }
             // Unmap the buffer first (its entries are flushed while the context lives).
             drop(p);
             // SAFETY: our fd.
@@ -552,13 +579,10 @@ impl<'a> Worker<'a> {
         table.push((Action::Mem, 30));
         table.push((Action::Reopen, 2));
         table.push((Action::DataCheck, 20));
-        // Off unless asked for (VGPU_FUZZ_BIND_ARRAY_CHECK=1 in vgpu-fuzz's environment): its
-        // first in-VM runs reported one failure not yet explained, a 4096-entry BIND_ARRAY
-        // of fresh objects refused with EBUSY at entry 33 right after the same array with a
-        // bad pad was refused (seed 126948892842216, thread2, step 20578). Either the driver
-        // or this check's ownership of its file (fork children may GEM_CLOSE its handles,
-        // and DRM reuses handle numbers) is wrong: see issue 13's closing note.
-        if std::env::var_os("VGPU_FUZZ_BIND_ARRAY_CHECK").is_some() {
+        // On unless VGPU_FUZZ_NO_BIND_ARRAY_CHECK is set in vgpu-fuzz's environment (it was
+        // off from 2cb3637 on for a failure at seed 126948892842216, a fuzzer bug: see
+        // `bind_array_check_on` and the regression case reused_handle_named_twice).
+        if std::env::var_os("VGPU_FUZZ_NO_BIND_ARRAY_CHECK").is_none() {
             table.push((Action::BindArrayCheck, 2));
         }
         if !self.foreign.is_empty() {
@@ -603,7 +627,7 @@ impl<'a> Worker<'a> {
         let slot = &self.slots[s];
         let (_gate, _release) = if self.avoid() {
             let gate = self.g.gate.lock().unwrap();
-            if *gate > 0 {
+            if gate.children > 0 {
                 return; // a fork child may hold the file: its exit would release it
             }
             (Some(gate), Some(self.g.release.write().unwrap()))
@@ -1022,9 +1046,22 @@ impl Worker<'_> {
                 libc::ENOMEM => return Ok(true), // nothing bound yet
                 e => return Err(format!("USERPTR_CREATE of {pages} pages of its own buffer -> {}", errno_name(e))),
             }
-            handles.push(oracle::u32_at(&self.scratch.arg.read(self.scratch.arg.rw, 24), 20));
+            let h = oracle::u32_at(&self.scratch.arg.read(self.scratch.arg.rw, 24), 20);
+            // DRM gives a new object the lowest free handle number: a number this check
+            // already holds means someone else closed that object on this file (a fork child
+            // using the file as its parent's), so the file is not the worker's alone and the
+            // arrays below would name one object twice. A fuzzer bug, not the driver's.
+            // (`handles` holds `h` once already: the new object is closed once, below.)
+            if let Some(i) = handles.iter().position(|&o| o == h) {
+                return Err(format!(
+                    "fuzzer bug, not a driver finding: USERPTR_CREATE {k} returned handle {h}, which object {i} of this check holds already: \
+                     another process closed it on the worker's private file (the model would name one handle twice)"
+                ));
+            }
+            handles.push(h);
             sizes.push(pages * PAGE);
         }
+        self.c.bind_array_checks += 1;
         // Back to back, or with gaps, somewhere in the GPU zone (this file binds nothing else).
         let r = &mut self.rng;
         let gaps = r.pct(50);
@@ -1214,7 +1251,9 @@ fn render_fds(rdev: u64) -> Vec<i32> {
         .collect()
 }
 
-fn spawn_child(g: &Global, index: u64) -> Result<RunningChild, String> {
+/// Forks child `index`; `private` are the worker threads' private files (the caller holds the
+/// gate: no worker opens or closes one meanwhile).
+fn spawn_child(g: &Global, index: u64, private: &[i32]) -> Result<RunningChild, String> {
     let mut fds = [0; 2];
     // SAFETY: room for two fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -1229,7 +1268,7 @@ fn spawn_child(g: &Global, index: u64) -> Result<RunningChild, String> {
     if pid == 0 {
         // SAFETY: the read end is the parent's.
         unsafe { libc::close(fds[0]) };
-        let c = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_main(g, index))).unwrap_or_else(|_| {
+        let c = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_main(g, index, private))).unwrap_or_else(|_| {
             let mut c = Counters::default();
             c.fail(format!("seed {} child {index}: panicked", g.cfg.seed));
             c
@@ -1256,17 +1295,19 @@ fn spawn_child(g: &Global, index: u64) -> Result<RunningChild, String> {
     Ok(RunningChild { pid, pipe, out: Vec::new(), index })
 }
 
-/// A fork child: its parent's files (EPERM checks) and files of its own, its own copy of the
-/// arena.
-fn child_main(g: &Global, index: u64) -> Counters {
+/// A fork child: its parent's shared files (EPERM checks) and files of its own, its own copy
+/// of the arena.
+fn child_main(g: &Global, index: u64, private: &[i32]) -> Counters {
+    // First thing: the worker threads' private files are theirs alone (see `Gate`).
+    for &fd in private {
+        // SAFETY: this process's copy of a parent's fd; the parent keeps its own.
+        unsafe { libc::close(fd) };
+    }
     let foreign = render_fds(g.node_rdev);
     let mut r = Rng::stream(g.cfg.seed, 500 + index);
     let slots: Vec<Slot> = (0..1).filter_map(|_| g.open_slot(&mut r).ok()).map(|fd| Slot { fd: RwLock::new(fd), model: Mutex::new(Model::default()) }).collect();
-    let mut c = match Worker::new(format!("child{index}"), g, 100 + index, &slots, foreign, g.cfg.child_ioctls) {
-        Ok(mut w) => {
-            w.in_child = true;
-            w.run()
-        }
+    let mut c = match Worker::new(format!("child{index}"), g, 100 + index, &slots, foreign, g.cfg.child_ioctls, true) {
+        Ok(w) => w.run(),
         Err(e) => {
             let mut c = Counters::default();
             c.fail(format!("seed {} child {index}: {e}", g.cfg.seed));
@@ -1369,20 +1410,20 @@ fn setup(cfg: &Config) -> Result<Global, String> {
         deadline: Instant::now() + Duration::from_secs(cfg.seconds),
         avoid_release_race: cases::avoid_release_race(cfg.known_bugs),
         release: RwLock::new(()),
-        gate: Mutex::new(0),
+        gate: Mutex::new(Gate { children: 0, private_fds: Vec::new() }),
     })
 }
 
 
 /// Collects the fork children that have ended: their counters go into `total`, and each
 /// frees its slot of `gate`.
-fn reap_children(running: &mut Vec<RunningChild>, total: &mut Counters, gate: &Mutex<usize>, seed: u64) {
+fn reap_children(running: &mut Vec<RunningChild>, total: &mut Counters, gate: &Mutex<Gate>, seed: u64) {
     let mut i = 0;
     while i < running.len() {
         if let Some(c) = running[i].poll(seed, false) {
             total.merge(&c);
             running.swap_remove(i);
-            *gate.lock().unwrap() -= 1;
+            gate.lock().unwrap().children -= 1;
         } else {
             i += 1;
         }
@@ -1443,7 +1484,7 @@ pub fn main(cfg: Config) -> i32 {
         let mut handles = Vec::new();
         for t in 0..cfg.threads {
             let (g, slots) = (&g, &slots[..]);
-            handles.push(s.spawn(move || match Worker::new(format!("thread{t}"), g, t as u64, slots, vec![], u64::MAX) {
+            handles.push(s.spawn(move || match Worker::new(format!("thread{t}"), g, t as u64, slots, vec![], u64::MAX, false) {
                 Ok(w) => w.run(),
                 Err(e) => {
                     let mut c = Counters::default();
@@ -1480,10 +1521,10 @@ pub fn main(cfg: Config) -> i32 {
             let due = (spawned + 1) * cfg.ioctls / (cfg.children as u64 + 1);
             if !stopping && running.len() < 2 && (spawned as usize) < cfg.children && done >= due {
                 let mut gate = g.gate.lock().unwrap();
-                match spawn_child(&g, spawned) {
+                match spawn_child(&g, spawned, &gate.private_fds) {
                     Ok(c) => {
                         running.push(c);
-                        *gate += 1;
+                        gate.children += 1;
                     }
                     Err(e) => {
                         children_failed_to_start += 1;
@@ -1555,11 +1596,12 @@ pub fn main(cfg: Config) -> i32 {
         }
     };
     println!(
-        "# vgpu-fuzz: {} ioctls in {seconds:.1}s ({:.0}/s); {} jobs completed, {} data checks, {} memory ops, {} reopens, {} odd request numbers, {} children",
+        "# vgpu-fuzz: {} ioctls in {seconds:.1}s ({:.0}/s); {} jobs completed, {} data checks, {} BIND_ARRAY all-or-nothing checks, {} memory ops, {} reopens, {} odd request numbers, {} children",
         total.ioctls,
         total.ioctls as f64 / seconds.max(0.001),
         total.jobs_ok,
         total.data_checks,
+        total.bind_array_checks,
         total.mem_ops,
         total.reopens,
         total.odd_requests,

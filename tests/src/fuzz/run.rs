@@ -98,9 +98,7 @@ impl Config {
         }
         Ok(c)
     }
-}
 
-impl Config {
     /// The least number of ioctls a run must make: `--min-ioctls`, at most `--ioctls`.
     pub fn floor(&self) -> u64 {
         self.min_ioctls.unwrap_or(self.ioctls).min(self.ioctls)

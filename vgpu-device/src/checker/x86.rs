@@ -234,7 +234,8 @@ impl Upper {
 }
 
 /// How many distinct 2 MiB (or larger) spans of VA a [`RunWalks`] holds: a
-/// COPY's source and destination, the direct map's frames, with room.
+/// COPY's source and destination, each of which may cross into the next
+/// span within a run, with room (the direct map is not walked through it).
 pub const RUN_WALK_SLOTS: usize = 8;
 
 /// The CPU walks of one *run* of device accesses (at most
